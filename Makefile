@@ -1,0 +1,61 @@
+# meshlock: the two commands a newcomer needs are `make demo` and `make test`.
+# Every Debian package the build, the tests, the demo and the benchmarks need
+# is installed by `make deps` (as root, on Debian 12).
+
+BUILD     ?= build
+JOBS      ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+DEB_PACKAGES := build-essential cmake pkg-config git \
+  clang llvm libbpf-dev bpftool linux-perf \
+  liburing-dev android-libboringssl-dev libspdlog-dev libfmt-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev \
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev \
+  iproute2 procps psmisc util-linux python3 \
+  openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
+  prometheus graphviz
+
+.PHONY: all deps build test test-unit test-e2e test-asan demo bench clean
+
+all: build
+
+# Quiet when everything is present; otherwise apt-get update, then install.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
+	  echo "make deps: installing" $$missing; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Every test, unit and end-to-end (the end-to-end ones need root).
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+
+test-unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit
+
+test-e2e: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L e2e
+
+# The suite under AddressSanitizer + LeakSanitizer, in its own build tree.
+test-asan: deps
+	$(MAKE) build test BUILD=build-asan CMAKE_ARGS=-DMESHLOCK_ASAN=ON
+
+demo: build
+	bash tests/demo/demo.sh $(BUILD)
+
+bench: build
+	bash tests/bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan
