@@ -11,7 +11,7 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
   liburing-dev android-libboringssl-dev libspdlog-dev libfmt-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev \
-  iproute2 procps psmisc util-linux python3 \
+  iproute2 nftables procps psmisc util-linux python3 \
   openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
   prometheus graphviz
 
