@@ -1,0 +1,449 @@
+// The relay state machine: detect (inbound), connect, handshake, relay with
+// bounded buffers and half-close, and close the way the peers need to see it.
+#include "engine/connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+
+namespace meshlock::engine {
+namespace {
+
+constexpr std::byte kTlsHandshakeRecord{0x16};
+
+void setNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void setResetOnClose(int fd) {
+  linger lg{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
+  UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return failErrno("socket");
+  return fd;
+}
+
+}  // namespace
+
+Connection::Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<PodBudget> budget)
+    : worker_(worker), budget_(std::move(budget)) {
+  for (int i = 0; i < 2; ++i) {
+    Side& s = sides_[i];
+    s.recv_request = IoRequest{this, IoOp::Recv, static_cast<uint8_t>(i), -1};
+    s.send_request = IoRequest{this, IoOp::Send, static_cast<uint8_t>(i), -1};
+    s.connect_request = IoRequest{this, IoOp::Connect, static_cast<uint8_t>(i), -1};
+  }
+  sides_[kDown].fd = std::move(accepted);
+  sides_[kDown].connected = true;
+  setNoDelay(sides_[kDown].fd.get());
+  last_activity_ = worker_.now();
+}
+
+Connection::~Connection() {
+  if (budget_) budget_->active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Connection::startOutbound(OutboundPlan plan) {
+  outbound_ = true;
+  destination_ = plan.destination;
+  make_socket_ = std::move(plan.make_socket);
+  client_tls_ = std::move(plan.tls);
+  if (!client_tls_) bump(worker_.counters.plaintext_relayed);
+  connectUpstream();
+}
+
+void Connection::startInbound(InboundPlan plan) {
+  outbound_ = false;
+  destination_ = plan.app;
+  make_socket_ = std::move(plan.make_socket);
+  server_tls_ = std::move(plan.tls);
+  mode_ = plan.mode;
+  if (mode_ == InboundMode::Disable) {
+    bump(worker_.counters.plaintext_relayed);
+    connectUpstream();
+    return;
+  }
+  // The first bytes decide between TLS and plaintext.
+  phase_ = Phase::Detecting;
+  deadline_ = worker_.now() + worker_.config().handshake_timeout;
+  submitRecv(kDown);
+}
+
+void Connection::refuse() { close(CloseHow::Graceful); }
+
+void Connection::terminate() { close(CloseHow::Graceful); }
+
+void Connection::submitRecv(int side) {
+  Side& s = sides_[side];
+  s.recv_armed = true;
+  ++pending_;
+  worker_.io().recv(s.fd.get(), s.recv_request);
+}
+
+void Connection::submitSend(int side) {
+  Side& s = sides_[side];
+  int count = s.wire().frontIovecs(s.iov, 8);
+  MESHLOCK_CHECK(count > 0);
+  s.message = msghdr{};
+  s.message.msg_iov = s.iov;
+  s.message.msg_iovlen = static_cast<size_t>(count);
+  s.send_armed = true;
+  ++pending_;
+  worker_.io().send(s.fd.get(), s.message, s.send_request);
+}
+
+void Connection::connectUpstream() {
+  Result<UniqueFd> fd = make_socket_ ? make_socket_(destination_) : defaultSocket(destination_);
+  if (!fd) {
+    spdlog::warn("engine: upstream socket for {}: {}", destination_.toString(), fd.error().describe());
+    bump(worker_.counters.connect_failures);
+    close(CloseHow::Reset);
+    return;
+  }
+  sides_[kUp].fd = std::move(*fd);
+  setNoDelay(sides_[kUp].fd.get());
+  phase_ = Phase::Connecting;
+  deadline_ = worker_.now() + worker_.config().connect_timeout;
+  ++pending_;
+  worker_.io().connect(sides_[kUp].fd.get(), destination_.get(), destination_.length(),
+                       sides_[kUp].connect_request);
+}
+
+void Connection::onIoComplete(IoRequest& request, const IoCompletion& completion) {
+  --pending_;
+  int side = request.tag;
+  switch (request.op) {
+    case IoOp::Recv: sides_[side].recv_armed = false; break;
+    case IoOp::Send: sides_[side].send_armed = false; break;
+    default: break;
+  }
+  if (closing_) {
+    if (pending_ == 0) finalize();
+    return;
+  }
+  last_activity_ = worker_.now();
+  switch (request.op) {
+    case IoOp::Recv: onReceived(side, completion); break;
+    case IoOp::Send: onSent(side, completion.result); break;
+    case IoOp::Connect: onConnected(completion.result); break;
+    case IoOp::Accept: MESHLOCK_CHECK(false);
+  }
+  if (!closing_) updateBuffered();
+}
+
+void Connection::onConnected(int result) {
+  if (result < 0) {
+    bump(worker_.counters.connect_failures);
+    spdlog::debug("engine: connect {}: {}", destination_.toString(), std::strerror(-result));
+    close(CloseHow::Reset);
+    return;
+  }
+  sides_[kUp].connected = true;
+  if (outbound_ && client_tls_) {
+    auto session = TlsSession::create(TlsSession::Role::Client, client_tls_->context, client_tls_->server_name,
+                                      client_tls_->verify_peer);
+    if (!session) {
+      spdlog::warn("engine: {}", session.error().describe());
+      bump(worker_.counters.handshake_failures);
+      close(CloseHow::Reset);
+      return;
+    }
+    sides_[kUp].tls = std::move(*session);
+    phase_ = Phase::Handshaking;
+    deadline_ = worker_.now() + worker_.config().handshake_timeout;
+    handshakeStep(kUp);
+    return;
+  }
+  startRelay();
+}
+
+void Connection::onReceived(int side, const IoCompletion& completion) {
+  Side& s = sides_[side];
+  int result = completion.result;
+  if (result < 0) {
+    if (result == -ECANCELED) return;
+    bump(worker_.counters.resets);
+    close(CloseHow::Reset);
+    return;
+  }
+  switch (phase_) {
+    case Phase::Detecting:
+      if (result == 0) {
+        close(CloseHow::Graceful);
+        return;
+      }
+      detect(completion.data);
+      return;
+    case Phase::Handshaking:
+      if (result == 0) {
+        bump(worker_.counters.handshake_failures);
+        spdlog::debug("engine: peer closed during the TLS handshake");
+        close(CloseHow::Reset);
+        return;
+      }
+      s.tls->feed(completion.data);
+      handshakeStep(side);
+      return;
+    case Phase::Relaying:
+      break;
+    default:
+      MESHLOCK_CHECK(false);
+  }
+  int other = 1 - side;
+  if (result == 0) {
+    s.read_eof = true;
+    if (s.tls && !s.tls_peer_closed) bump(worker_.counters.tls_truncations);
+    propagateEof(other);
+  } else if (s.tls) {
+    s.tls->feed(completion.data);
+    pumpTls(side);
+  } else {
+    deliver(other, completion.data);
+  }
+  if (closing_) return;
+  flush(other);
+  flush(side);
+  armRecv(side);
+}
+
+void Connection::detect(std::span<const std::byte> first) {
+  if (first[0] == kTlsHandshakeRecord) {
+    auto session = TlsSession::create(TlsSession::Role::Server, server_tls_.context, {}, server_tls_.verify_peer);
+    if (!session) {
+      spdlog::warn("engine: {}", session.error().describe());
+      bump(worker_.counters.handshake_failures);
+      close(CloseHow::Reset);
+      return;
+    }
+    sides_[kDown].tls = std::move(*session);
+    sides_[kDown].tls->feed(first);
+    phase_ = Phase::Handshaking;
+    handshakeStep(kDown);
+    return;
+  }
+  if (mode_ == InboundMode::Strict) {
+    bump(worker_.counters.refused_plaintext);
+    auto now = worker_.now();
+    // Logged at most once a second per worker: a plaintext client retrying must not flood the log.
+    static thread_local std::chrono::steady_clock::time_point last_log;
+    if (now - last_log >= std::chrono::seconds(1)) {
+      last_log = now;
+      auto peer = SocketAddress::peerOf(sides_[kDown].fd.get());
+      spdlog::warn("engine: STRICT mTLS: refused a plaintext connection from {}",
+                   peer ? peer->toString() : std::string("?"));
+    }
+    close(CloseHow::Reset);
+    return;
+  }
+  bump(worker_.counters.plaintext_relayed);
+  sides_[kUp].plain_out.append(first);
+  bump(worker_.counters.bytes_to_upstream, first.size());
+  connectUpstream();
+}
+
+void Connection::handshakeStep(int side) {
+  Side& s = sides_[side];
+  TlsStatus status = s.tls->handshake();
+  if (status == TlsStatus::Error) {
+    bump(worker_.counters.handshake_failures);
+    spdlog::info("engine: TLS handshake with {} failed: {}", outbound_ ? destination_.toString() : "downstream peer",
+                 s.tls->reason());
+    close(CloseHow::TlsFailure);
+    return;
+  }
+  flush(side);
+  if (status != TlsStatus::Done) {
+    if (!s.recv_armed) submitRecv(side);
+    return;
+  }
+  bump(worker_.counters.handshakes);
+  if (s.tls->info().resumed) bump(worker_.counters.handshakes_resumed);
+  if (outbound_) {
+    startRelay();
+  } else {
+    connectUpstream();  // the app is reached only once the peer is verified
+  }
+}
+
+void Connection::startRelay() {
+  phase_ = Phase::Relaying;
+  for (int side : {kDown, kUp}) {
+    if (sides_[side].tls) pumpTls(side);  // records that came with the last handshake flight
+    if (closing_) return;
+  }
+  for (int side : {kDown, kUp}) flush(side);
+  for (int side : {kDown, kUp}) armRecv(side);
+}
+
+void Connection::armRecv(int side) {
+  Side& s = sides_[side];
+  if (closing_ || phase_ != Phase::Relaying || s.recv_armed || s.read_eof) return;
+  // Back-pressure: nothing more is read while the other side's queue is full.
+  if (sides_[1 - side].wire().size() >= worker_.config().buffer_bound) return;
+  submitRecv(side);
+}
+
+void Connection::flush(int side) {
+  Side& s = sides_[side];
+  if (closing_ || !s.connected || s.send_armed || s.write_shut || s.wire().empty()) return;
+  submitSend(side);
+}
+
+void Connection::deliver(int to, std::span<const std::byte> plaintext) {
+  bump(to == kUp ? worker_.counters.bytes_to_upstream : worker_.counters.bytes_to_downstream, plaintext.size());
+  Side& s = sides_[to];
+  if (!s.tls) {
+    s.plain_out.append(plaintext);
+    return;
+  }
+  if (s.tls->write(plaintext) == TlsStatus::Error) {
+    bump(worker_.counters.tls_errors);
+    spdlog::info("engine: TLS write: {}", s.tls->reason());
+    close(CloseHow::TlsFailure);
+  }
+}
+
+void Connection::pumpTls(int side) {
+  Side& s = sides_[side];
+  int other = 1 - side;
+  size_t before = sides_[other].plain_out.size();
+  TlsStatus status = s.tls->read(sides_[other].plain_out, SIZE_MAX);
+  bump(other == kUp ? worker_.counters.bytes_to_upstream : worker_.counters.bytes_to_downstream,
+       sides_[other].plain_out.size() - before);
+  if (status == TlsStatus::Closed) {
+    s.tls_peer_closed = true;
+    s.read_eof = true;
+    propagateEof(other);
+  } else if (status == TlsStatus::Error) {
+    bump(worker_.counters.tls_errors);
+    spdlog::info("engine: TLS read: {}", s.tls->reason());
+    close(CloseHow::TlsFailure);
+  }
+}
+
+void Connection::propagateEof(int to) {
+  sides_[to].eof_pending = true;
+  maybeShutdownWrite(to);
+}
+
+void Connection::maybeShutdownWrite(int side) {
+  Side& s = sides_[side];
+  if (closing_ || !s.eof_pending || s.write_shut || !s.connected) return;
+  if (s.tls && !s.close_notify_sent) {
+    s.close_notify_sent = true;
+    s.tls->shutdown();
+    flush(side);
+  }
+  if (!s.wire().empty() || s.send_armed) return;  // the FIN goes after the data
+  ::shutdown(s.fd.get(), SHUT_WR);
+  s.write_shut = true;
+  maybeFinish();
+}
+
+void Connection::maybeFinish() {
+  if (sides_[kDown].read_eof && sides_[kUp].read_eof && sides_[kDown].write_shut && sides_[kUp].write_shut) {
+    close(CloseHow::Graceful);
+  }
+}
+
+void Connection::onSent(int side, int result) {
+  Side& s = sides_[side];
+  if (result < 0) {
+    bump(worker_.counters.resets);
+    close(CloseHow::Reset);
+    return;
+  }
+  s.wire().consume(static_cast<size_t>(result));
+  flush(side);
+  armRecv(1 - side);  // room again for the side that feeds this one
+  maybeShutdownWrite(side);
+}
+
+void Connection::onTick(std::chrono::steady_clock::time_point now) {
+  if (closing_) return;
+  switch (phase_) {
+    case Phase::Detecting:
+    case Phase::Handshaking:
+      if (now >= deadline_) {
+        bump(worker_.counters.handshake_timeouts);
+        close(CloseHow::Reset);
+      }
+      return;
+    case Phase::Connecting:
+      if (now >= deadline_) {
+        bump(worker_.counters.connect_timeouts);
+        close(CloseHow::Reset);
+      }
+      return;
+    case Phase::Relaying: {
+      auto idle = worker_.config().idle_timeout;
+      if (idle.count() > 0 && now - last_activity_ >= idle) {
+        bump(worker_.counters.idle_timeouts);
+        close(CloseHow::Graceful);
+      }
+      return;
+    }
+    case Phase::Closing:
+      return;
+  }
+}
+
+void Connection::close(CloseHow how) {
+  if (closing_) return;
+  closing_ = true;
+  phase_ = Phase::Closing;
+  for (int side : {kDown, kUp}) {
+    Side& s = sides_[side];
+    if (!s.fd) continue;
+    bool reset = how == CloseHow::Reset || (how == CloseHow::TlsFailure && !s.tls);
+    if (how == CloseHow::TlsFailure && s.tls && s.connected && !s.send_armed && !s.wire().empty()) {
+      // Best effort: let the peer see the alert that says why.
+      iovec iov[8];
+      int count = s.wire().frontIovecs(iov, 8);
+      msghdr message{};
+      message.msg_iov = iov;
+      message.msg_iovlen = static_cast<size_t>(count);
+      [[maybe_unused]] ssize_t n = ::sendmsg(s.fd.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (reset) setResetOnClose(s.fd.get());
+    worker_.io().cancel(s.fd.get());
+  }
+  if (pending_ == 0) finalize();
+}
+
+void Connection::finalize() {
+  for (Side& s : sides_) {
+    if (!s.fd) continue;
+    worker_.io().forget(s.fd.get());
+    s.fd.reset();
+  }
+  for (Side& s : sides_) {
+    s.plain_out.clear();
+    s.tls.reset();
+  }
+  updateBuffered();
+  bump(worker_.counters.closed);
+  worker_.release(this);
+}
+
+void Connection::updateBuffered() {
+  size_t now = 0;
+  for (Side& s : sides_) {
+    now += s.plain_out.size();
+    if (s.tls) now += s.tls->output().size() + s.tls->bufferedInput();
+  }
+  if (now > accounted_buffered_) {
+    bump(worker_.counters.buffered_bytes, now - accounted_buffered_);
+  } else {
+    drop(worker_.counters.buffered_bytes, accounted_buffered_ - now);
+  }
+  accounted_buffered_ = now;
+}
+
+}  // namespace meshlock::engine

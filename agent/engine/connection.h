@@ -1,0 +1,105 @@
+// One relayed connection: the accepted ("down") side and the upstream ("up")
+// side, at most one of them speaking TLS. The state machine is the same for
+// both event-loop back ends; it only sees IoBackend completions.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <chrono>
+#include <memory>
+
+#include "engine/byte_queue.h"
+#include "engine/engine.h"
+#include "engine/tls_session.h"
+#include "engine/worker.h"
+
+namespace meshlock::engine {
+
+class Connection final : public IoHandler {
+ public:
+  Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<PodBudget> budget);
+  ~Connection();
+
+  void startOutbound(OutboundPlan plan);
+  void startInbound(InboundPlan plan);
+  // The decider refused it, or a limit did.
+  void refuse();
+
+  void onIoComplete(IoRequest& request, const IoCompletion& completion) override;
+  void onTick(std::chrono::steady_clock::time_point now);
+  // Worker shutdown.
+  void terminate();
+
+  size_t worker_slot = 0;  // index in the worker's connection list
+
+ private:
+  enum class Phase { Detecting, Connecting, Handshaking, Relaying, Closing };
+  enum class CloseHow {
+    Graceful,    // FIN on both sides
+    Reset,       // RST on both sides: a reset propagates as a reset
+    TlsFailure,  // send the pending alert and FIN on the TLS side, RST on the other
+  };
+  static constexpr int kDown = 0;
+  static constexpr int kUp = 1;
+
+  struct Side {
+    UniqueFd fd;
+    IoRequest recv_request;
+    IoRequest send_request;
+    IoRequest connect_request;
+    msghdr message{};
+    iovec iov[8]{};
+    ByteQueue plain_out;              // to send, when this side is plain
+    std::unique_ptr<TlsSession> tls;  // when this side speaks TLS
+    bool connected = false;
+    bool recv_armed = false;
+    bool send_armed = false;
+    bool read_eof = false;            // FIN or close_notify seen
+    bool tls_peer_closed = false;     // close_notify seen
+    bool eof_pending = false;         // the other side ended: end ours once flushed
+    bool close_notify_sent = false;
+    bool write_shut = false;
+
+    ByteQueue& wire() { return tls ? tls->output() : plain_out; }
+  };
+
+  void submitRecv(int side);
+  void submitSend(int side);
+  void connectUpstream();
+  void onConnected(int result);
+  void onReceived(int side, const IoCompletion& completion);
+  void onSent(int side, int result);
+  void detect(std::span<const std::byte> first);
+  void handshakeStep(int side);
+  void startRelay();
+  void armRecv(int side);
+  void flush(int side);
+  void deliver(int to, std::span<const std::byte> plaintext);
+  void pumpTls(int side);
+  void propagateEof(int to);
+  void maybeShutdownWrite(int side);
+  void maybeFinish();
+  void close(CloseHow how);
+  void finalize();
+  void updateBuffered();
+  bool outbound() const { return outbound_; }
+
+  Worker& worker_;
+  Side sides_[2];
+  std::shared_ptr<PodBudget> budget_;
+  Phase phase_ = Phase::Connecting;
+  bool outbound_ = true;
+  bool closing_ = false;
+  int pending_ = 0;  // submitted operations not yet completed
+  SocketAddress destination_;
+  SocketFactory make_socket_;
+  std::optional<TlsClientSetup> client_tls_;
+  TlsServerSetup server_tls_;
+  InboundMode mode_ = InboundMode::Strict;
+  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point last_activity_;
+  size_t accounted_buffered_ = 0;
+};
+
+}  // namespace meshlock::engine

@@ -1,0 +1,118 @@
+// Engine: starts the workers, hands listeners to all of them, sums counters.
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <latch>
+#include <string_view>
+#include <thread>
+
+#include "engine/worker.h"
+
+namespace meshlock::engine {
+
+const char* toString(InboundMode mode) {
+  switch (mode) {
+    case InboundMode::Strict: return "STRICT";
+    case InboundMode::Permissive: return "PERMISSIVE";
+    case InboundMode::Disable: return "DISABLE";
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<Engine>> Engine::start(EngineConfig config) {
+  if (config.threads == 0) config.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (config.io == IoBackendKind::Auto) {
+    const char* env = std::getenv("MESHLOCK_IO_URING");
+    if (env != nullptr && std::string_view(env) == "0") config.io = IoBackendKind::Epoll;
+  }
+  std::unique_ptr<Engine> engine(new Engine());
+  engine->shared_ = std::make_shared<EngineShared>();
+  engine->shared_->config = config;
+  IoBackendKind chosen = config.io;
+  for (unsigned i = 0; i < config.threads; ++i) {
+    auto worker = std::make_unique<Worker>(engine->shared_, i);
+    // Once the first worker found io_uring missing, the others go straight to epoll.
+    Result<IoBackendKind> kind = worker->start(chosen);
+    if (!kind) return std::unexpected(kind.error().context("engine worker " + std::to_string(i)));
+    chosen = *kind;
+    engine->workers_.push_back(std::move(worker));
+  }
+  engine->backend_ = chosen;
+  return engine;
+}
+
+Engine::~Engine() {
+  for (auto& worker : workers_) worker->stop();
+}
+
+unsigned Engine::threads() const { return static_cast<unsigned>(workers_.size()); }
+
+Result<ListenerId> Engine::addListener(UniqueFd listening_fd, ListenerSpec spec) {
+  int flags = fcntl(listening_fd.get(), F_GETFL);
+  if (flags < 0 || fcntl(listening_fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+    return failErrno("listener " + spec.name + ": fcntl(O_NONBLOCK)");
+  }
+  auto listener = std::make_shared<ListenerState>();
+  listener->id = next_listener_.fetch_add(1);
+  listener->fd = std::move(listening_fd);
+  {
+    std::lock_guard lock(shared_->pods_mutex);
+    std::weak_ptr<PodBudget>& slot = shared_->pods[spec.pod_key];
+    listener->budget = slot.lock();
+    if (!listener->budget) {
+      listener->budget = std::make_shared<PodBudget>();
+      slot = listener->budget;
+    }
+    std::erase_if(shared_->pods, [](auto& item) { return item.second.expired(); });
+  }
+  listener->spec = std::move(spec);
+  std::latch armed(static_cast<std::ptrdiff_t>(workers_.size()));
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->post([w, listener, &armed] {
+      w->addListener(listener);
+      armed.count_down();
+    });
+  }
+  armed.wait();
+  return listener->id;
+}
+
+Status Engine::removeListener(ListenerId id) {
+  std::latch removed(static_cast<std::ptrdiff_t>(workers_.size()));
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->post([w, id, &removed] {
+      w->removeListener(id);
+      removed.count_down();
+    });
+  }
+  removed.wait();
+  return {};
+}
+
+EngineCounters Engine::counters() const {
+  EngineCounters total;
+  for (const auto& worker : workers_) {
+#define MESHLOCK_COUNTER_SUM(name) total.name += worker->counters.name.load(std::memory_order_relaxed);
+    MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNTER_SUM)
+#undef MESHLOCK_COUNTER_SUM
+  }
+  return total;
+}
+
+Result<UniqueFd> listenTcp(const SocketAddress& address, int backlog) {
+  UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return failErrno("socket");
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), address.get(), address.length()) != 0) return failErrno("bind " + address.toString());
+  if (::listen(fd.get(), backlog) != 0) return failErrno("listen " + address.toString());
+  return fd;
+}
+
+}  // namespace meshlock::engine

@@ -1,0 +1,153 @@
+// The data-path engine: worker threads, each with its own event loop and its
+// own connections (shared-nothing), relaying between an accepted socket and an
+// upstream one, with TLS on one side or none. What to do with each accepted
+// connection is asked of a decider the agent supplies; the engine knows no policy.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "engine/io_backend.h"
+#include "engine/socket_address.h"
+#include "engine/tls_session.h"
+
+namespace meshlock::engine {
+
+struct EngineConfig {
+  unsigned threads = 0;  // 0: one per online CPU
+  // Auto: io_uring unless unavailable or MESHLOCK_IO_URING=0 in the environment.
+  IoBackendKind io = IoBackendKind::Auto;
+  IoBackendOptions io_options;
+  size_t buffer_bound = 256 * 1024;  // per connection, per direction: reading stops at this
+  std::chrono::milliseconds handshake_timeout{10'000};  // includes waiting for the first bytes
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds idle_timeout{3'600'000};   // 0: none
+  uint32_t max_connections = 100'000;                  // per engine (agent)
+  uint32_t max_connections_per_pod = 20'000;           // per listener pod_key
+};
+
+// The accepted socket a decider is asked about; fd stays owned by the engine.
+struct AcceptedSocket {
+  int fd = -1;
+  SocketAddress peer;
+  SocketAddress local;
+  const std::string* pod_key = nullptr;
+};
+
+// Creates the upstream socket (non-blocking); the agent's version opens it
+// inside the pod's network namespace. Empty: socket(family, SOCK_STREAM).
+using SocketFactory = std::function<Result<UniqueFd>(const SocketAddress& destination)>;
+
+struct TlsClientSetup {
+  SslContextRef context;      // the source workload's identity and trust bundle
+  std::string server_name;    // SNI, may be empty
+  PeerVerifier verify_peer;   // e.g. expected SPIFFE IDs (secure naming)
+};
+
+struct TlsServerSetup {
+  SslContextRef context;      // must require a client certificate for mTLS
+  PeerVerifier verify_peer;   // may be empty: the peer's SPIFFE ID is recorded
+};
+
+// Outbound: plaintext from a local app, to `destination`, over TLS or plain.
+struct OutboundPlan {
+  SocketAddress destination;
+  SocketFactory make_socket;
+  std::optional<TlsClientSetup> tls;  // nullopt: plain relay (DISABLE)
+};
+
+enum class InboundMode { Strict, Permissive, Disable };
+const char* toString(InboundMode mode);
+
+// Inbound: TLS (or plaintext, as the mode allows) from a peer, to the app.
+struct InboundPlan {
+  InboundMode mode = InboundMode::Strict;
+  SocketAddress app;
+  SocketFactory make_socket;
+  TlsServerSetup tls;
+};
+
+// Called on the worker thread that accepted the socket; must be thread-safe
+// and quick. An error refuses the connection (counted).
+using OutboundDecider = std::function<Result<OutboundPlan>(const AcceptedSocket&)>;
+using InboundDecider = std::function<Result<InboundPlan>(const AcceptedSocket&)>;
+
+struct ListenerSpec {
+  std::string name;     // for logs: "shop/web outbound"
+  std::string pod_key;  // connections are limited per pod_key
+  std::variant<OutboundDecider, InboundDecider> decider;
+};
+
+using ListenerId = uint64_t;
+
+// Every counter the engine keeps, with what it counts. Gauges (active,
+// buffered_bytes) go up and down; the rest only grow.
+#define MESHLOCK_ENGINE_COUNTERS(X)                                                    \
+  X(accepted)           /* connections accepted on any listener */                   \
+  X(active)             /* open right now (gauge) */                                 \
+  X(refused_limit)      /* max connections (agent or pod) reached */                 \
+  X(refused_decider)    /* the decider returned an error */                          \
+  X(refused_plaintext)  /* STRICT inbound that was not TLS */                        \
+  X(plaintext_relayed)  /* PERMISSIVE/DISABLE inbound plaintext, DISABLE outbound */ \
+  X(handshakes)         /* completed and verified */                                 \
+  X(handshakes_resumed)                                                              \
+  X(handshake_failures) /* including peer verification */                           \
+  X(handshake_timeouts) /* including waiting for the first bytes */                  \
+  X(connect_failures)                                                                \
+  X(connect_timeouts)                                                                \
+  X(idle_timeouts)                                                                   \
+  X(resets)             /* ended by a reset or an I/O error on either side */         \
+  X(tls_truncations)    /* TCP FIN without close_notify */                           \
+  X(tls_errors)         /* record-layer errors after the handshake */                \
+  X(bytes_to_upstream)  /* plaintext bytes from the accepted side */                 \
+  X(bytes_to_downstream)                                                             \
+  X(buffered_bytes)     /* queued inside the engine right now (gauge) */             \
+  X(closed)
+
+// Totals over all workers, read at any time (each worker counts in its own atomics).
+struct EngineCounters {
+#define MESHLOCK_COUNTER_FIELD(name) uint64_t name = 0;
+  MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNTER_FIELD)
+#undef MESHLOCK_COUNTER_FIELD
+};
+
+class Worker;
+struct EngineShared;
+
+class Engine {
+ public:
+  [[nodiscard]] static Result<std::unique_ptr<Engine>> start(EngineConfig config);
+  ~Engine();  // stops the workers; open connections are closed
+
+  // Serves an already listening socket (bound, listen() called, possibly in
+  // another network namespace). Takes ownership; effective on return.
+  [[nodiscard]] Result<ListenerId> addListener(UniqueFd listening_fd, ListenerSpec spec);
+  // Stops accepting on it; connections it accepted carry on. The socket is
+  // closed once every worker has let go of it.
+  [[nodiscard]] Status removeListener(ListenerId id);
+
+  [[nodiscard]] EngineCounters counters() const;
+  [[nodiscard]] IoBackendKind backend() const { return backend_; }
+  [[nodiscard]] unsigned threads() const;
+
+ private:
+  Engine() = default;
+  std::shared_ptr<EngineShared> shared_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  IoBackendKind backend_ = IoBackendKind::Auto;
+  std::atomic<ListenerId> next_listener_{1};
+};
+
+// A listening TCP socket on `address` (SO_REUSEADDR, non-blocking), for the
+// proxy command and the tests.
+[[nodiscard]] Result<UniqueFd> listenTcp(const SocketAddress& address, int backlog = 4096);
+
+}  // namespace meshlock::engine

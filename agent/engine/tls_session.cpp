@@ -1,0 +1,216 @@
+// TlsSession: BoringSSL over two ByteQueues via a minimal custom BIO, so the
+// record layer reads and writes engine-owned memory that is freed when idle.
+#include "engine/tls_session.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <mutex>
+
+namespace meshlock::engine {
+namespace {
+
+// The BIO's data pointer is the ByteQueue it reads from or appends to.
+int queueWrite(BIO* bio, const char* data, int len) {
+  auto* queue = static_cast<ByteQueue*>(BIO_get_data(bio));
+  queue->append({reinterpret_cast<const std::byte*>(data), static_cast<size_t>(len)});
+  return len;
+}
+
+int queueRead(BIO* bio, char* out, int len) {
+  auto* queue = static_cast<ByteQueue*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  if (queue->empty()) {
+    BIO_set_retry_read(bio);
+    return -1;
+  }
+  return static_cast<int>(queue->read({reinterpret_cast<std::byte*>(out), static_cast<size_t>(len)}));
+}
+
+long queueCtrl(BIO* bio, int cmd, long, void*) {
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(static_cast<ByteQueue*>(BIO_get_data(bio))->size());
+    default:
+      return 0;
+  }
+}
+
+const BIO_METHOD* queueBioMethod() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "meshlock-queue");
+    MESHLOCK_CHECK(m != nullptr);
+    BIO_meth_set_write(m, queueWrite);
+    BIO_meth_set_read(m, queueRead);
+    BIO_meth_set_ctrl(m, queueCtrl);
+    return m;
+  }();
+  return method;
+}
+
+bssl::UniquePtr<BIO> makeQueueBio(ByteQueue* queue) {
+  bssl::UniquePtr<BIO> bio(BIO_new(queueBioMethod()));
+  MESHLOCK_CHECK(bio != nullptr);
+  BIO_set_data(bio.get(), queue);
+  BIO_set_init(bio.get(), 1);
+  return bio;
+}
+
+}  // namespace
+
+const char* toString(TlsStatus status) {
+  switch (status) {
+    case TlsStatus::Done: return "done";
+    case TlsStatus::NeedRead: return "need-read";
+    case TlsStatus::WantFlush: return "want-flush";
+    case TlsStatus::Closed: return "closed";
+    case TlsStatus::Error: return "error";
+  }
+  return "?";
+}
+
+std::string drainSslErrors() {
+  std::string out;
+  while (uint32_t err = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+std::string spiffeIdOf(X509* cert) {
+  if (cert == nullptr) return {};
+  bssl::UniquePtr<GENERAL_NAMES> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  if (!names) return {};
+  for (size_t i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
+    if (name->type != GEN_URI) continue;
+    const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
+    std::string value(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                      static_cast<size_t>(ASN1_STRING_length(uri)));
+    if (value.starts_with("spiffe://")) return value;
+  }
+  return {};
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslContextRef& ctx,
+                                                       std::string_view server_name,
+                                                       PeerVerifier verifier) {
+  if (!ctx) return fail("tls: no SSL_CTX");
+  std::unique_ptr<TlsSession> session(new TlsSession());
+  session->ssl_.reset(SSL_new(ctx.get()));
+  if (!session->ssl_) return fail("tls: SSL_new: " + drainSslErrors());
+  SSL* ssl = session->ssl_.get();
+  // Both BIOs are owned by the SSL (SSL_set_bio takes one reference each).
+  SSL_set_bio(ssl, makeQueueBio(&session->input_).release(), makeQueueBio(&session->output_).release());
+  if (role == Role::Client) {
+    SSL_set_connect_state(ssl);
+    if (!server_name.empty() &&
+        !SSL_set_tlsext_host_name(ssl, std::string(server_name).c_str())) {
+      return fail("tls: SNI " + std::string(server_name) + ": " + drainSslErrors());
+    }
+  } else {
+    SSL_set_accept_state(ssl);
+  }
+  session->verifier_ = std::move(verifier);
+  return session;
+}
+
+TlsSession::~TlsSession() = default;
+
+TlsStatus TlsSession::failWith(const char* operation, int ret) {
+  int code = SSL_get_error(ssl_.get(), ret);
+  std::string errors = drainSslErrors();
+  reason_ = std::string(operation) + ": ";
+  if (code == SSL_ERROR_SYSCALL || (code == SSL_ERROR_SSL && errors.empty())) {
+    reason_ += "unexpected end of stream or internal error (SSL error " + std::to_string(code) + ")";
+  } else {
+    reason_ += errors.empty() ? "SSL error " + std::to_string(code) : errors;
+  }
+  failed_ = true;
+  return TlsStatus::Error;
+}
+
+TlsStatus TlsSession::wantStatus() const {
+  return output_.empty() ? TlsStatus::NeedRead : TlsStatus::WantFlush;
+}
+
+TlsStatus TlsSession::handshake() {
+  if (failed_) return TlsStatus::Error;
+  if (handshake_done_) return TlsStatus::Done;
+  int ret = SSL_do_handshake(ssl_.get());
+  if (ret != 1) {
+    int code = SSL_get_error(ssl_.get(), ret);
+    if (code == SSL_ERROR_WANT_READ) return wantStatus();
+    return failWith("handshake", ret);
+  }
+  SSL* ssl = ssl_.get();
+  info_.version = SSL_get_version(ssl);
+  if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl)) info_.cipher = SSL_CIPHER_get_name(cipher);
+  info_.resumed = SSL_session_reused(ssl) == 1;
+  if (verifier_) {
+    Result<std::string> identity = verifier_(ssl);
+    if (!identity) {
+      reason_ = "peer verification: " + identity.error().describe();
+      failed_ = true;
+      SSL_send_fatal_alert(ssl, SSL_AD_ACCESS_DENIED);
+      return TlsStatus::Error;
+    }
+    info_.peer_identity = std::move(*identity);
+  } else {
+    bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl));
+    info_.peer_identity = spiffeIdOf(peer.get());
+  }
+  handshake_done_ = true;
+  return TlsStatus::Done;
+}
+
+TlsStatus TlsSession::read(ByteQueue& plaintext, size_t limit) {
+  if (failed_) return TlsStatus::Error;
+  size_t added = 0;
+  while (added < limit) {
+    std::span<std::byte> tail = plaintext.writableTail();
+    size_t want = std::min(tail.size(), limit - added);
+    int ret = SSL_read(ssl_.get(), tail.data(), static_cast<int>(want));
+    if (ret > 0) {
+      plaintext.commit(static_cast<size_t>(ret));
+      added += static_cast<size_t>(ret);
+      continue;
+    }
+    int code = SSL_get_error(ssl_.get(), ret);
+    if (code == SSL_ERROR_WANT_READ) return TlsStatus::NeedRead;
+    if (code == SSL_ERROR_ZERO_RETURN) return TlsStatus::Closed;
+    return failWith("read", ret);
+  }
+  return TlsStatus::Done;
+}
+
+TlsStatus TlsSession::write(std::span<const std::byte> plaintext) {
+  if (failed_) return TlsStatus::Error;
+  while (!plaintext.empty()) {
+    int n = static_cast<int>(std::min<size_t>(plaintext.size(), 1 << 30));
+    int ret = SSL_write(ssl_.get(), plaintext.data(), n);
+    if (ret <= 0) return failWith("write", ret);
+    plaintext = plaintext.subspan(static_cast<size_t>(ret));
+  }
+  return TlsStatus::Done;
+}
+
+TlsStatus TlsSession::shutdown() {
+  if (failed_) return TlsStatus::Error;
+  int ret = SSL_shutdown(ssl_.get());
+  if (ret < 0) {
+    int code = SSL_get_error(ssl_.get(), ret);
+    if (code != SSL_ERROR_WANT_READ) return failWith("shutdown", ret);
+  }
+  return TlsStatus::Done;
+}
+
+}  // namespace meshlock::engine

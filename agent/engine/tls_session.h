@@ -1,0 +1,120 @@
+// One TLS connection driven entirely through memory: the engine feeds it the
+// ciphertext it received and sends what output() holds. It never touches a
+// socket, so the io_uring and epoll loops (and the unit tests) share it.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "common/error.h"
+#include "engine/byte_queue.h"
+
+namespace meshlock::engine {
+
+// Called once the handshake has completed and the chain has been verified by
+// the SSL_CTX; returns the peer's identity (e.g. its SPIFFE ID) or why it is
+// not acceptable. The identity part (agent/identity) provides the mesh's one.
+using PeerVerifier = std::function<Result<std::string>(SSL* ssl)>;
+
+// A counted reference to an SSL_CTX: contexts are shared by every connection
+// of an identity and outlive any single one.
+class SslContextRef {
+ public:
+  SslContextRef() = default;
+  explicit SslContextRef(bssl::UniquePtr<SSL_CTX> ctx) : ctx_(std::move(ctx)) {}
+  SslContextRef(const SslContextRef& other) { *this = other; }
+  SslContextRef& operator=(const SslContextRef& other) {
+    if (this != &other) {
+      if (other.ctx_) SSL_CTX_up_ref(other.ctx_.get());
+      ctx_.reset(other.ctx_.get());
+    }
+    return *this;
+  }
+  SslContextRef(SslContextRef&&) noexcept = default;
+  SslContextRef& operator=(SslContextRef&&) noexcept = default;
+
+  [[nodiscard]] SSL_CTX* get() const { return ctx_.get(); }
+  explicit operator bool() const { return ctx_ != nullptr; }
+
+ private:
+  bssl::UniquePtr<SSL_CTX> ctx_;
+};
+
+enum class TlsStatus {
+  Done,       // the step finished (handshake complete, bytes read/written)
+  NeedRead,   // more ciphertext must be fed first (send output() before waiting)
+  WantFlush,  // output() holds bytes that must be sent before anything else can happen
+  Closed,     // the peer sent close_notify: no more plaintext will come
+  Error,      // fatal; reason() says why; output() may hold an alert worth sending
+};
+
+const char* toString(TlsStatus status);
+
+// What the handshake established, kept for metrics and the CLI.
+struct TlsInfo {
+  std::string version;        // "TLSv1.3"
+  std::string cipher;         // "TLS_AES_128_GCM_SHA256"
+  bool resumed = false;
+  std::string peer_identity;  // from the verifier, or the peer's URI SAN
+};
+
+class TlsSession {
+ public:
+  enum class Role { Client, Server };
+
+  // server_name: SNI for clients (empty: none). verifier may be empty.
+  [[nodiscard]] static Result<std::unique_ptr<TlsSession>> create(Role role, const SslContextRef& ctx,
+                                                                  std::string_view server_name,
+                                                                  PeerVerifier verifier);
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+  ~TlsSession();
+
+  // Ciphertext received from the peer.
+  void feed(std::span<const std::byte> ciphertext) { input_.append(ciphertext); }
+  // Ciphertext to send to the peer, in order; consume what was sent.
+  [[nodiscard]] ByteQueue& output() { return output_; }
+  // Ciphertext fed but not yet processed.
+  [[nodiscard]] size_t bufferedInput() const { return input_.size(); }
+
+  // Advances the handshake. Done once complete and the peer verified.
+  TlsStatus handshake();
+  [[nodiscard]] bool handshakeDone() const { return handshake_done_; }
+
+  // Decrypts into `plaintext` until no whole record is left or `limit` bytes
+  // were added. NeedRead: all fed input consumed; Done: limit reached.
+  TlsStatus read(ByteQueue& plaintext, size_t limit);
+  // Encrypts all of `plaintext` into output().
+  TlsStatus write(std::span<const std::byte> plaintext);
+  // Queues close_notify into output(); writes are refused afterwards.
+  TlsStatus shutdown();
+
+  [[nodiscard]] const TlsInfo& info() const { return info_; }
+  [[nodiscard]] const std::string& reason() const { return reason_; }
+  [[nodiscard]] SSL* ssl() const { return ssl_.get(); }
+
+ private:
+  TlsSession() = default;
+  TlsStatus failWith(const char* operation, int ret);
+  TlsStatus wantStatus() const;
+
+  bssl::UniquePtr<SSL> ssl_;
+  ByteQueue input_;
+  ByteQueue output_;
+  PeerVerifier verifier_;
+  TlsInfo info_;
+  std::string reason_;
+  bool handshake_done_ = false;
+  bool failed_ = false;
+};
+
+// The "spiffe://" URI SAN of a certificate, or empty.
+std::string spiffeIdOf(X509* cert);
+// Drains BoringSSL's error queue of this thread into one line.
+std::string drainSslErrors();
+
+}  // namespace meshlock::engine

@@ -1,0 +1,240 @@
+// A worker: its thread runs one event loop, accepts on every listener, owns
+// the connections it accepted and checks their deadlines on a coarse tick.
+#include "engine/worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "engine/connection.h"
+
+namespace meshlock::engine {
+
+Worker::Worker(std::shared_ptr<EngineShared> shared, unsigned index) : shared_(std::move(shared)), index_(index) {
+  const EngineConfig& c = shared_->config;
+  auto shortest = std::min(c.handshake_timeout, c.connect_timeout);
+  if (c.idle_timeout.count() > 0) shortest = std::min(shortest, c.idle_timeout);
+  tick_interval_ = std::clamp(shortest / 8, std::chrono::milliseconds(5), std::chrono::milliseconds(250));
+}
+
+Worker::~Worker() { stop(); }
+
+Result<IoBackendKind> Worker::start(IoBackendKind kind) {
+  std::promise<Result<IoBackendKind>> started;
+  auto future = started.get_future();
+  thread_ = std::thread([this, kind, &started] { run(kind, &started); });
+  Result<IoBackendKind> result = future.get();
+  if (!result) {
+    thread_.join();
+  }
+  return result;
+}
+
+void Worker::stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true);
+  io_->wake();
+  thread_.join();
+}
+
+void Worker::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(posts_mutex_);
+    posts_.push_back(std::move(task));
+  }
+  io_->wake();
+}
+
+void Worker::drainPosts() {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(posts_mutex_);
+    tasks.swap(posts_);
+  }
+  for (auto& task : tasks) task();
+}
+
+void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* started) {
+  // The ring is created on the thread that uses it (IORING_SETUP_SINGLE_ISSUER).
+  Result<std::unique_ptr<IoBackend>> backend = std::unexpected(Error{"no back end tried"});
+  if (kind == IoBackendKind::Uring || kind == IoBackendKind::Auto) {
+    backend = makeUringBackend(shared_->config.io_options);
+    if (!backend && kind == IoBackendKind::Auto) {
+      if (index_ == 0) spdlog::warn("engine: io_uring unavailable ({}); using epoll", backend.error().describe());
+      backend = makeEpollBackend(shared_->config.io_options);
+    }
+  } else {
+    backend = makeEpollBackend(shared_->config.io_options);
+  }
+  if (!backend) {
+    started->set_value(std::unexpected(backend.error()));
+    return;
+  }
+  io_ = std::move(*backend);
+  started->set_value(io_->kind());
+
+  now_ = std::chrono::steady_clock::now();
+  next_tick_ = now_ + tick_interval_;
+  bool draining = false;
+  auto drain_deadline = now_;
+  for (;;) {
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick_ - now_);
+    if (Status s = io_->runOnce(std::max(wait, std::chrono::milliseconds(0))); !s) {
+      spdlog::error("engine: worker {}: {}", index_, s.error().describe());
+    }
+    now_ = std::chrono::steady_clock::now();
+    drainPosts();
+    if (now_ >= next_tick_) {
+      tick();
+      next_tick_ = now_ + tick_interval_;
+    }
+    for (Connection* c : graveyard_) delete c;
+    graveyard_.clear();
+
+    if (stopping_.load() && !draining) {
+      draining = true;
+      drain_deadline = now_ + std::chrono::seconds(2);
+      for (auto& [id, entry] : listeners_) {
+        entry->removed = true;
+        if (entry->armed) io_->cancel(entry->state->fd.get());
+      }
+      std::vector<Connection*> open = connections_;
+      for (Connection* c : open) c->terminate();
+    }
+    if (draining) {
+      std::erase_if(listeners_, [](auto& item) { return !item.second->armed; });
+      if ((connections_.empty() && listeners_.empty()) || now_ >= drain_deadline) break;
+    }
+  }
+  for (Connection* c : graveyard_) delete c;
+  graveyard_.clear();
+  if (!connections_.empty() || !listeners_.empty()) {
+    spdlog::error("engine: worker {}: {} connections still had I/O in flight at shutdown", index_,
+                  connections_.size());
+  }
+  io_.reset();
+}
+
+void Worker::addListener(std::shared_ptr<ListenerState> listener) {
+  auto entry = std::make_unique<ListenerEntry>();
+  entry->worker = this;
+  entry->state = std::move(listener);
+  entry->request = IoRequest{entry.get(), IoOp::Accept, 0, -1};
+  ListenerEntry& ref = *entry;
+  listeners_[ref.state->id] = std::move(entry);
+  arm(ref);
+}
+
+void Worker::removeListener(ListenerId id) {
+  auto it = listeners_.find(id);
+  if (it == listeners_.end()) return;
+  ListenerEntry& entry = *it->second;
+  entry.removed = true;
+  if (entry.armed) {
+    io_->cancel(entry.state->fd.get());  // the entry goes when the accept completes for the last time
+  } else {
+    listeners_.erase(it);
+  }
+}
+
+void Worker::arm(ListenerEntry& entry) {
+  entry.armed = true;
+  entry.rearm_on_tick = false;
+  io_->accept(entry.state->fd.get(), entry.request);
+}
+
+void Worker::onAccept(ListenerEntry& entry, const IoCompletion& completion) {
+  if (completion.result >= 0) {
+    UniqueFd fd(completion.result);
+    if (!entry.removed && !stopping_.load()) acceptConnection(entry.state, std::move(fd));
+  } else if (completion.result != -ECANCELED && completion.more) {
+    // EMFILE and the like: stop accepting until the next tick rather than spin.
+    spdlog::warn("engine: accept on {}: {}", entry.state->spec.name, std::strerror(-completion.result));
+    entry.rearm_on_tick = true;
+    io_->cancel(entry.state->fd.get());
+  }
+  if (completion.more) return;
+  entry.armed = false;
+  if (entry.removed) {
+    io_->forget(entry.state->fd.get());
+    listeners_.erase(entry.state->id);  // `entry` is gone after this
+    return;
+  }
+  if (completion.result == -ECANCELED || completion.result < 0) {
+    entry.rearm_on_tick = true;
+    return;
+  }
+  arm(entry);  // the multishot accept ended by itself (the kernel may end it): re-arm
+}
+
+void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, UniqueFd fd) {
+  bump(counters.accepted);
+  const EngineConfig& config = shared_->config;
+  if (shared_->active.fetch_add(1, std::memory_order_relaxed) >= config.max_connections) {
+    shared_->active.fetch_sub(1, std::memory_order_relaxed);
+    bump(counters.refused_limit);
+    return;  // closing the fd refuses it; established connections are untouched
+  }
+  if (listener->budget->active.fetch_add(1, std::memory_order_relaxed) >= config.max_connections_per_pod) {
+    listener->budget->active.fetch_sub(1, std::memory_order_relaxed);
+    shared_->active.fetch_sub(1, std::memory_order_relaxed);
+    bump(counters.refused_limit);
+    return;
+  }
+  bump(counters.active);
+  AcceptedSocket accepted;
+  accepted.fd = fd.get();
+  if (auto peer = SocketAddress::peerOf(fd.get())) accepted.peer = *peer;
+  if (auto local = SocketAddress::localOf(fd.get())) accepted.local = *local;
+  accepted.pod_key = &listener->spec.pod_key;
+
+  auto* connection = new Connection(*this, std::move(fd), listener->budget);
+  connection->worker_slot = connections_.size();
+  connections_.push_back(connection);
+
+  if (auto* outbound = std::get_if<OutboundDecider>(&listener->spec.decider)) {
+    Result<OutboundPlan> plan = (*outbound)(accepted);
+    if (!plan) {
+      bump(counters.refused_decider);
+      spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
+      connection->refuse();
+      return;
+    }
+    connection->startOutbound(std::move(*plan));
+  } else {
+    Result<InboundPlan> plan = std::get<InboundDecider>(listener->spec.decider)(accepted);
+    if (!plan) {
+      bump(counters.refused_decider);
+      spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
+      connection->refuse();
+      return;
+    }
+    connection->startInbound(std::move(*plan));
+  }
+}
+
+void Worker::release(Connection* connection) {
+  size_t slot = connection->worker_slot;
+  MESHLOCK_CHECK(slot < connections_.size() && connections_[slot] == connection);
+  connections_[slot] = connections_.back();
+  connections_[slot]->worker_slot = slot;
+  connections_.pop_back();
+  graveyard_.push_back(connection);
+  drop(counters.active);
+  shared_->active.fetch_sub(1, std::memory_order_relaxed);
+  // The budget is released by the connection's destructor (it holds a reference).
+}
+
+void Worker::tick() {
+  for (size_t i = 0; i < connections_.size();) {
+    Connection* c = connections_[i];
+    c->onTick(now_);
+    // onTick may release c (swap-removal): re-examine slot i only if it changed.
+    if (i < connections_.size() && connections_[i] == c) ++i;
+  }
+  for (auto& [id, entry] : listeners_) {
+    if (entry->rearm_on_tick && !entry->armed && !entry->removed) arm(*entry);
+  }
+}
+
+}  // namespace meshlock::engine

@@ -1,0 +1,113 @@
+// Engine internals: a worker thread with its event loop, the listeners it
+// accepts on and the connections it owns. Nothing here is shared between
+// workers except the read-only listener state and the limit counters.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace meshlock::engine {
+
+class Connection;
+
+struct PodBudget {
+  std::atomic<int64_t> active{0};
+};
+
+// One listening socket, shared read-only by every worker accepting on it.
+struct ListenerState {
+  ListenerId id = 0;
+  UniqueFd fd;
+  ListenerSpec spec;
+  std::shared_ptr<PodBudget> budget;
+};
+
+struct EngineShared {
+  EngineConfig config;
+  std::atomic<int64_t> active{0};
+  std::mutex pods_mutex;
+  std::map<std::string, std::weak_ptr<PodBudget>> pods;
+};
+
+struct WorkerCounters {
+#define MESHLOCK_COUNTER_ATOMIC(name) std::atomic<uint64_t> name{0};
+  MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNTER_ATOMIC)
+#undef MESHLOCK_COUNTER_ATOMIC
+};
+
+// Only the owning worker writes its counters; relaxed increments suffice.
+inline void bump(std::atomic<uint64_t>& counter, uint64_t by = 1) {
+  counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+}
+inline void drop(std::atomic<uint64_t>& counter, uint64_t by = 1) {
+  counter.store(counter.load(std::memory_order_relaxed) - by, std::memory_order_relaxed);
+}
+
+class Worker {
+ public:
+  Worker(std::shared_ptr<EngineShared> shared, unsigned index);
+  ~Worker();
+
+  // Starts the thread and its event loop; returns once the loop exists.
+  [[nodiscard]] Result<IoBackendKind> start(IoBackendKind kind);
+  // Closes every connection and listener and joins the thread.
+  void stop();
+  // Runs `task` on the worker thread (thread-safe).
+  void post(std::function<void()> task);
+
+  // Worker thread only, from here on.
+  void addListener(std::shared_ptr<ListenerState> listener);
+  void removeListener(ListenerId id);
+
+  [[nodiscard]] IoBackend& io() { return *io_; }
+  [[nodiscard]] const EngineConfig& config() const { return shared_->config; }
+  [[nodiscard]] std::chrono::steady_clock::time_point now() const { return now_; }
+  WorkerCounters counters;
+
+  // A connection is done: unlink it now, free it after this loop iteration.
+  void release(Connection* connection);
+
+ private:
+  struct ListenerEntry final : IoHandler {
+    Worker* worker = nullptr;
+    std::shared_ptr<ListenerState> state;
+    IoRequest request;
+    bool armed = false;
+    bool removed = false;
+    bool rearm_on_tick = false;
+    void onIoComplete(IoRequest&, const IoCompletion& completion) override { worker->onAccept(*this, completion); }
+  };
+
+  void run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* started);
+  void onAccept(ListenerEntry& entry, const IoCompletion& completion);
+  void acceptConnection(const std::shared_ptr<ListenerState>& listener, UniqueFd fd);
+  void arm(ListenerEntry& entry);
+  void tick();
+  void drainPosts();
+
+  std::shared_ptr<EngineShared> shared_;
+  unsigned index_;
+  std::unique_ptr<IoBackend> io_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::mutex posts_mutex_;
+  std::vector<std::function<void()>> posts_;
+  std::map<ListenerId, std::unique_ptr<ListenerEntry>> listeners_;
+  std::vector<Connection*> connections_;
+  std::vector<Connection*> graveyard_;
+  std::chrono::steady_clock::time_point now_;
+  std::chrono::milliseconds tick_interval_{100};
+  std::chrono::steady_clock::time_point next_tick_;
+  std::chrono::steady_clock::time_point last_refusal_log_;
+};
+
+}  // namespace meshlock::engine
