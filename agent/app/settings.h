@@ -1,0 +1,48 @@
+// The agent's own settings (not mesh policy): where things live on the node,
+// which addresses to serve, how many threads. From a YAML file, then flags.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace meshlock::app {
+
+enum class IoBackend { Auto, IoUring, Epoll };
+enum class LogFormat { Text, Json };
+
+struct AgentSettings {
+  std::string node_name;                                 // pods with this spec.nodeName are ours
+  std::filesystem::path manifests_dir;                   // cluster state, watched with inotify
+  std::filesystem::path cgroup_root;                     // empty: find the cgroup v2 mount
+  std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/meshlock";
+  std::filesystem::path state_dir = "/var/lib/meshlock";
+  std::filesystem::path ca_dir = "/etc/cacerts";         // Istio plug-in CA layout, if present
+  std::filesystem::path admin_socket = "/run/meshlock/admin.sock";
+  std::string admin_address = "127.0.0.1:15000";
+  std::string metrics_address = "0.0.0.0:15020";
+  unsigned threads = 0;                                  // 0: one per core
+  IoBackend io = IoBackend::Auto;
+  LogFormat log_format = LogFormat::Text;
+  std::string log_level = "info";
+  std::chrono::seconds cert_lifetime{24 * 3600};
+  std::chrono::seconds drain_deadline{20};
+};
+
+// Reads the YAML settings file; unknown keys are an error naming the key, so a
+// typo never silently falls back to a default.
+[[nodiscard]] Result<AgentSettings> loadSettingsFile(const std::filesystem::path& file,
+                                                     AgentSettings base = {});
+[[nodiscard]] Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view origin,
+                                                  AgentSettings base = {});
+// Settings that cannot work together or are missing, named one by one.
+[[nodiscard]] Status validateSettings(const AgentSettings& settings);
+
+[[nodiscard]] Result<IoBackend> parseIoBackend(std::string_view text);
+[[nodiscard]] Result<LogFormat> parseLogFormat(std::string_view text);
+
+}  // namespace meshlock::app

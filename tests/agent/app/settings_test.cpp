@@ -1,0 +1,86 @@
+// Agent settings: defaults, overrides, and errors that name the bad field.
+#include "app/settings.h"
+
+#include <gtest/gtest.h>
+
+namespace meshlock::app {
+namespace {
+
+TEST(AgentSettings, EmptyFileKeepsDefaults) {
+  auto settings = parseSettings("", "agent.yaml");
+  ASSERT_TRUE(settings) << settings.error().describe();
+  EXPECT_EQ(settings->bpf_pin_dir, "/sys/fs/bpf/meshlock");
+  EXPECT_EQ(settings->admin_address, "127.0.0.1:15000");
+  EXPECT_EQ(settings->io, IoBackend::Auto);
+  EXPECT_EQ(settings->cert_lifetime, std::chrono::hours(24));
+}
+
+TEST(AgentSettings, ReadsEveryKey) {
+  auto settings = parseSettings(R"(
+node: node-a
+manifestsDir: /run/m
+cgroupRoot: /cg
+bpfPinDir: /sys/fs/bpf/x
+stateDir: /s
+caDir: /ca
+adminSocket: /a.sock
+adminAddress: 127.0.0.1:16000
+metricsAddress: 127.0.0.1:16020
+threads: 2
+io: epoll
+logFormat: json
+logLevel: debug
+certLifetimeSeconds: 60
+drainDeadlineSeconds: 5
+)", "agent.yaml");
+  ASSERT_TRUE(settings) << settings.error().describe();
+  EXPECT_EQ(settings->node_name, "node-a");
+  EXPECT_EQ(settings->manifests_dir, "/run/m");
+  EXPECT_EQ(settings->threads, 2u);
+  EXPECT_EQ(settings->io, IoBackend::Epoll);
+  EXPECT_EQ(settings->log_format, LogFormat::Json);
+  EXPECT_EQ(settings->cert_lifetime, std::chrono::seconds(60));
+  EXPECT_EQ(settings->drain_deadline, std::chrono::seconds(5));
+  EXPECT_TRUE(validateSettings(*settings));
+}
+
+TEST(AgentSettings, UnknownKeyIsNamed) {
+  auto settings = parseSettings("adminAdress: x\n", "agent.yaml");
+  ASSERT_FALSE(settings);
+  EXPECT_EQ(settings.error().describe(), "agent.yaml: unknown setting \"adminAdress\"");
+}
+
+TEST(AgentSettings, BadValuesAreNamed) {
+  auto threads = parseSettings("threads: -1\n", "a.yaml");
+  ASSERT_FALSE(threads);
+  EXPECT_EQ(threads.error().describe(), "a.yaml: threads: expected a non-negative integer, got \"-1\"");
+  auto io = parseSettings("io: kqueue\n", "a.yaml");
+  ASSERT_FALSE(io);
+  EXPECT_EQ(io.error().describe(), "a.yaml: io: expected auto, uring or epoll, got \"kqueue\"");
+  auto nested = parseSettings("stateDir: [a, b]\n", "a.yaml");
+  ASSERT_FALSE(nested);
+  EXPECT_EQ(nested.error().describe(), "a.yaml: stateDir: expected a string");
+  auto broken = parseSettings("node: [unclosed\n", "a.yaml");
+  ASSERT_FALSE(broken);
+  EXPECT_NE(broken.error().describe().find("a.yaml: not valid YAML"), std::string::npos);
+}
+
+TEST(AgentSettings, ValidationNamesMissingFields) {
+  AgentSettings settings;
+  auto status = validateSettings(settings);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message.find("node: required"), std::string::npos);
+  settings.node_name = "n";
+  status = validateSettings(settings);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message.find("manifestsDir: required"), std::string::npos);
+}
+
+TEST(AgentSettings, MissingFileNamesThePath) {
+  auto settings = loadSettingsFile("/nonexistent/agent.yaml");
+  ASSERT_FALSE(settings);
+  EXPECT_NE(settings.error().describe().find("/nonexistent/agent.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace meshlock::app
