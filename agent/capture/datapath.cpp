@@ -1,0 +1,479 @@
+// Loader, pod registration and original-destination lookup (datapath.h).
+#include "capture/datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <system_error>
+
+#include "capture/bpffs.h"
+#include "capture/netns.h"
+#include "capture_connect.skel.h"
+#include "capture_sk_lookup.skel.h"
+#include "capture_sockops.skel.h"
+
+namespace meshlock::capture {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ConnectSkelDeleter {
+  void operator()(capture_connect* s) const { capture_connect__destroy(s); }
+};
+struct SockopsSkelDeleter {
+  void operator()(capture_sockops* s) const { capture_sockops__destroy(s); }
+};
+struct SkLookupSkelDeleter {
+  void operator()(capture_sk_lookup* s) const { capture_sk_lookup__destroy(s); }
+};
+
+std::string libbpfError(int err) {
+  char buf[128] = {};
+  libbpf_strerror(err, buf, sizeof(buf));
+  return buf;
+}
+
+bool isSharedMap(std::string_view name) {
+  return std::find(kSharedMapNames.begin(), kSharedMapNames.end(), name) != kSharedMapNames.end();
+}
+
+// Pins every shared map of `obj` under maps/, so each object reuses the
+// instance the first one created (and a restarted agent the old ones).
+Status pinSharedMaps(bpf_object* obj, const fs::path& maps_dir) {
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, obj) {
+    const char* name = bpf_map__name(map);
+    if (!isSharedMap(name)) continue;
+    std::string path = (maps_dir / name).string();
+    if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0)
+      return failErrno("bpf_map__set_pin_path " + path, -err);
+  }
+  return {};
+}
+
+bool validPodUid(const std::string& uid) {
+  if (uid.empty() || uid.size() > 128) return false;
+  return std::all_of(uid.begin(), uid.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  }) && uid != "." && uid != "..";
+}
+
+// Attaches `prog_fd` at `target_fd`, or swaps it into the link pinned at
+// `pin` if there is one. Returns whether a pinned link was reused.
+Result<bool> attachOrUpdate(int prog_fd, int target_fd, bpf_attach_type type, const fs::path& pin) {
+  std::error_code ec;
+  if (fs::exists(pin, ec)) {
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (!link) return failErrno("bpf_obj_get " + pin.string());
+    if (bpf_link_update(link.get(), prog_fd, nullptr) == 0) return true;
+    int err = errno;
+    // The link's target is gone (e.g. the netns died): replace it.
+    if (err != ENOLINK) return failErrno("bpf_link_update " + pin.string(), err);
+    ::unlink(pin.c_str());
+  }
+  UniqueFd link(bpf_link_create(prog_fd, target_fd, type, nullptr));
+  if (!link) return failErrno("bpf_link_create for " + pin.string());
+  if (bpf_obj_pin(link.get(), pin.c_str()) != 0) return failErrno("bpf_obj_pin " + pin.string());
+  return false;
+}
+
+template <typename Key>
+Status deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
+                      std::uint64_t (*podOf)(int map_fd, const Key& key)) {
+  Key key{}, next{};
+  std::vector<Key> doomed;
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
+    if (podOf(map_fd, next) == pod_cgroup_id) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const Key& k : doomed) bpf_map_delete_elem(map_fd, &k);
+  return {};
+}
+
+}  // namespace
+
+struct Datapath::State {
+  DatapathConfig config;
+  std::unique_ptr<capture_connect, ConnectSkelDeleter> connect;
+  std::unique_ptr<capture_sockops, SockopsSkelDeleter> sockops;
+  std::unique_ptr<capture_sk_lookup, SkLookupSkelDeleter> sk_lookup;
+  bool reused_links = false;
+  int pod_cgroups_fd = -1, pod_addrs_fd = -1, ports_fd = -1, listeners_fd = -1, orig_dst_fd = -1,
+      counters_fd = -1;  // owned by the connect skeleton
+
+  fs::path mapsDir() const { return config.pin_dir / "maps"; }
+  fs::path linksDir() const { return config.pin_dir / "links"; }
+  fs::path podsDir() const { return config.pin_dir / "pods"; }
+  fs::path podDir(const PodUid& uid, std::uint64_t cgid) const {
+    return podsDir() / (uid.value + "@" + std::to_string(cgid));
+  }
+};
+
+Datapath::Datapath(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Datapath::Datapath(Datapath&&) noexcept = default;
+Datapath& Datapath::operator=(Datapath&&) noexcept = default;
+Datapath::~Datapath() = default;
+
+const DatapathConfig& Datapath::config() const { return state_->config; }
+bool Datapath::reusedPinnedLinks() const { return state_->reused_links; }
+
+Result<Datapath> Datapath::install(const DatapathConfig& config) {
+  auto state = std::make_unique<State>();
+  state->config = config;
+  if (config.agent_ports.size() > ML_MAX_AGENT_PORTS)
+    return fail("at most " + std::to_string(ML_MAX_AGENT_PORTS) + " agent ports");
+  if (config.pods_cgroup_root.empty()) return fail("no pods cgroup root given");
+
+  if (auto ok = ensureBpffs(config.pin_dir); !ok) return std::unexpected(ok.error());
+  std::error_code ec;
+  for (const fs::path& dir : {state->mapsDir(), state->linksDir(), state->podsDir()}) {
+    fs::create_directories(dir, ec);
+    if (ec) return fail("create " + dir.string() + ": " + ec.message());
+  }
+
+  auto root_id = cgroupId(config.pods_cgroup_root);
+  if (!root_id) return std::unexpected(root_id.error().context("pods cgroup root"));
+  UniqueFd cgroup_fd(::open(config.pods_cgroup_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cgroup_fd) return failErrno("open " + config.pods_cgroup_root.string());
+
+  state->connect.reset(capture_connect__open());
+  state->sockops.reset(capture_sockops__open());
+  state->sk_lookup.reset(capture_sk_lookup__open());
+  if (!state->connect || !state->sockops || !state->sk_lookup)
+    return failErrno("open BPF skeletons");
+
+  auto& rc = *state->connect->rodata;
+  rc.pods_root_cgroup_id = *root_id;
+  rc.outbound_port = config.outbound_port;
+  for (std::size_t i = 0; i < config.agent_ports.size(); ++i) {
+    rc.agent_ports[i] = config.agent_ports[i];
+    state->sk_lookup->rodata->agent_ports[i] = config.agent_ports[i];
+  }
+
+  for (bpf_object* obj : {state->connect->obj, state->sockops->obj, state->sk_lookup->obj}) {
+    if (auto ok = pinSharedMaps(obj, state->mapsDir()); !ok) return std::unexpected(ok.error());
+  }
+  if (int err = capture_connect__load(state->connect.get()); err != 0)
+    return fail("load connect programs: " + libbpfError(err));
+  if (int err = capture_sockops__load(state->sockops.get()); err != 0)
+    return fail("load sockops program: " + libbpfError(err));
+  if (int err = capture_sk_lookup__load(state->sk_lookup.get()); err != 0)
+    return fail("load sk_lookup program: " + libbpfError(err));
+
+  auto& maps = state->connect->maps;
+  state->pod_cgroups_fd = bpf_map__fd(maps.ml_pod_cgroups);
+  state->pod_addrs_fd = bpf_map__fd(maps.ml_pod_addrs);
+  state->ports_fd = bpf_map__fd(maps.ml_ports);
+  state->listeners_fd = bpf_map__fd(maps.ml_listeners);
+  state->orig_dst_fd = bpf_map__fd(maps.ml_orig_dst);
+  state->counters_fd = bpf_map__fd(maps.ml_counters);
+
+  struct Hook {
+    const char* name;
+    bpf_program* prog;
+    bpf_attach_type type;
+  };
+  const Hook hooks[] = {
+      {"connect4", state->connect->progs.ml_connect4, BPF_CGROUP_INET4_CONNECT},
+      {"connect6", state->connect->progs.ml_connect6, BPF_CGROUP_INET6_CONNECT},
+      {"sockops", state->sockops->progs.ml_sockops, BPF_CGROUP_SOCK_OPS},
+  };
+  for (const Hook& hook : hooks) {
+    auto reused = attachOrUpdate(bpf_program__fd(hook.prog), cgroup_fd.get(), hook.type,
+                                 state->linksDir() / hook.name);
+    if (!reused) return std::unexpected(reused.error().context(std::string("attach ") + hook.name));
+    state->reused_links = state->reused_links || *reused;
+  }
+
+  // Pods enrolled by a previous process keep their sk_lookup links; move
+  // them to the new program now, and drop the ones whose netns is gone.
+  int sk_lookup_fd = bpf_program__fd(state->sk_lookup->progs.ml_sk_lookup);
+  for (const auto& entry : fs::directory_iterator(state->podsDir(), ec)) {
+    fs::path pin = entry.path() / "sk_lookup";
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (!link) continue;
+    if (bpf_link_update(link.get(), sk_lookup_fd, nullptr) != 0) {
+      // Defunct (netns gone): forget this pod.
+      link.reset();
+      ::unlink(pin.c_str());
+      ::rmdir(entry.path().c_str());
+    }
+  }
+  return Datapath(std::move(state));
+}
+
+Status Datapath::uninstall(const fs::path& pin_dir) {
+  std::error_code ec;
+  if (!fs::exists(pin_dir, ec)) return {};
+  if (!isOnBpffs(pin_dir)) return fail(pin_dir.string() + " is not on a bpffs: refusing to remove it");
+  std::vector<fs::path> links;
+  for (const auto& entry : fs::directory_iterator(pin_dir / "links", ec)) links.push_back(entry.path());
+  for (const auto& pod : fs::directory_iterator(pin_dir / "pods", ec)) {
+    if (fs::exists(pod.path() / "sk_lookup", ec)) links.push_back(pod.path() / "sk_lookup");
+  }
+  // Detach first: a link held open elsewhere would otherwise stay attached.
+  for (const fs::path& pin : links) {
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (link) bpf_link_detach(link.get());
+  }
+  // Then remove every pin and directory below pin_dir.
+  std::vector<fs::path> all;
+  for (auto it = fs::recursive_directory_iterator(pin_dir, ec); it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    all.push_back(it->path());
+  }
+  std::sort(all.begin(), all.end(), [](const fs::path& a, const fs::path& b) {
+    return a.string().size() > b.string().size();  // children before parents
+  });
+  for (const fs::path& p : all) {
+    if (::unlink(p.c_str()) != 0 && errno == EISDIR) ::rmdir(p.c_str());
+    if (errno == EISDIR || errno == EPERM) ::rmdir(p.c_str());
+  }
+  // A bpffs mounted on the pin dir itself (see ensureBpffs) goes too.
+  if (isOnBpffs(pin_dir) && !isOnBpffs(pin_dir.parent_path())) ::umount2(pin_dir.c_str(), MNT_DETACH);
+  if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
+    return failErrno("remove " + pin_dir.string());
+  return {};
+}
+
+namespace {
+
+Status putPortRules(int ports_fd, std::uint64_t cgid, const PodSpec& pod) {
+  auto put = [&](std::uint16_t port, std::uint8_t dir, std::uint32_t verdict) -> Status {
+    ml_port_key key{};
+    key.pod_cgroup_id = cgid;
+    key.port = port;
+    key.direction = dir;
+    if (bpf_map_update_elem(ports_fd, &key, &verdict, BPF_ANY) != 0)
+      return failErrno("ml_ports update for port " + std::to_string(port));
+    return {};
+  };
+  for (auto p : pod.inbound_ports)
+    if (auto ok = put(p, ML_DIR_INBOUND, ML_PORT_CAPTURE); !ok) return ok;
+  for (auto p : pod.excluded_inbound_ports)
+    if (auto ok = put(p, ML_DIR_INBOUND, ML_PORT_EXCLUDE); !ok) return ok;
+  for (auto p : pod.excluded_outbound_ports)
+    if (auto ok = put(p, ML_DIR_OUTBOUND, ML_PORT_EXCLUDE); !ok) return ok;
+  return {};
+}
+
+std::uint64_t portKeyPod(int, const ml_port_key& key) { return key.pod_cgroup_id; }
+std::uint64_t addrKeyPod(int fd, const ml_addr& key) {
+  ml_pod value{};
+  if (bpf_map_lookup_elem(fd, &key, &value) != 0) return 0;
+  return value.pod_cgroup_id;
+}
+
+ml_pod podValue(std::uint64_t cgid, const PodSpec& pod) {
+  ml_pod value{};
+  value.pod_cgroup_id = cgid;
+  if (pod.capture_outbound) value.flags |= ML_POD_OUTBOUND;
+  if (pod.capture_inbound) value.flags |= ML_POD_INBOUND;
+  if (!pod.inbound_ports.empty()) value.flags |= ML_POD_INBOUND_LISTED_PORTS;
+  if (pod.inbound_fail_closed) value.flags |= ML_POD_INBOUND_FAIL_CLOSED;
+  return value;
+}
+
+// A listener on loopback, or an invalid fd when the netns has no such
+// loopback address (IPv6 disabled).
+Result<UniqueFd> optionalListener(int netns_fd, const SocketAddress& addr) {
+  auto fd = openListenerInNetns(netns_fd, addr);
+  if (!fd && (fd.error().sys_errno == EADDRNOTAVAIL || fd.error().sys_errno == EAFNOSUPPORT))
+    return UniqueFd();
+  return fd;
+}
+
+}  // namespace
+
+Status Datapath::updatePodRules(const PodSpec& pod) {
+  auto cgid = cgroupId(pod.cgroup_dir);
+  if (!cgid) return std::unexpected(cgid.error().context("pod " + pod.name));
+  auto& s = *state_;
+  // Old port rules out, new ones in, then the flags of every pod entry.
+  (void)deleteMatching<ml_port_key>(s.ports_fd, *cgid, portKeyPod);
+  if (auto ok = putPortRules(s.ports_fd, *cgid, pod); !ok)
+    return std::unexpected(ok.error().context("pod " + pod.name));
+  ml_pod value = podValue(*cgid, pod);
+  ml_addr key{}, next{};
+  const ml_addr* prev = nullptr;
+  std::vector<ml_addr> addrs;
+  while (bpf_map_get_next_key(s.pod_addrs_fd, prev, &next) == 0) {
+    if (addrKeyPod(s.pod_addrs_fd, next) == *cgid) addrs.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const ml_addr& a : addrs) bpf_map_update_elem(s.pod_addrs_fd, &a, &value, BPF_EXIST);
+  if (bpf_map_update_elem(s.pod_cgroups_fd, &*cgid, &value, BPF_EXIST) != 0)
+    return failErrno("pod " + pod.name + ": not enrolled");
+  return {};
+}
+
+Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
+  auto& s = *state_;
+  const std::string who = "pod " + (pod.name.empty() ? pod.uid.value : pod.name);
+  if (!validPodUid(pod.uid.value)) return fail(who + ": invalid uid '" + pod.uid.value + "'");
+  auto cgid = cgroupId(pod.cgroup_dir);
+  if (!cgid) return std::unexpected(cgid.error().context(who));
+
+  PodListeners out;
+  out.pod_cgroup_id = *cgid;
+  fs::path netns_path = pod.netns_path;
+  if (netns_path.empty()) {
+    auto found = findPodNetns(pod.cgroup_dir);
+    if (!found) return std::unexpected(found.error().context(who));
+    netns_path = *found;
+  }
+  auto netns = openNetns(netns_path);
+  if (!netns) return std::unexpected(netns.error().context(who));
+  out.netns = std::move(*netns);
+
+  out.addresses = pod.addresses;
+  if (out.addresses.empty()) {
+    auto addrs = netnsAddresses(out.netns.get());
+    if (!addrs) return std::unexpected(addrs.error().context(who));
+    out.addresses = std::move(*addrs);
+  }
+
+  const SocketAddress out4{IpAddress::v4(0x7f000001), s.config.outbound_port};
+  const SocketAddress in4{IpAddress::v4(0x7f000001), s.config.inbound_port};
+  SocketAddress out6{*IpAddress::parse("::1"), s.config.outbound_port};
+  SocketAddress in6{*IpAddress::parse("::1"), s.config.inbound_port};
+  auto o4 = openListenerInNetns(out.netns.get(), out4);
+  if (!o4) return std::unexpected(o4.error().context(who + ": outbound listener"));
+  auto i4 = openListenerInNetns(out.netns.get(), in4);
+  if (!i4) return std::unexpected(i4.error().context(who + ": inbound listener"));
+  auto o6 = optionalListener(out.netns.get(), out6);
+  if (!o6) return std::unexpected(o6.error().context(who + ": outbound IPv6 listener"));
+  auto i6 = optionalListener(out.netns.get(), in6);
+  if (!i6) return std::unexpected(i6.error().context(who + ": inbound IPv6 listener"));
+  out.outbound_v4 = std::move(*o4);
+  out.inbound_v4 = std::move(*i4);
+  out.outbound_v6 = std::move(*o6);
+  out.inbound_v6 = std::move(*i6);
+  auto cookie = socketNetnsCookie(out.outbound_v4.get());
+  if (!cookie) return std::unexpected(cookie.error().context(who));
+  out.netns_cookie = *cookie;
+
+  // Rules and listeners first, the pod's cgroup entry last: capture starts
+  // only once everything it needs is in place.
+  (void)deleteMatching<ml_port_key>(s.ports_fd, *cgid, portKeyPod);
+  if (auto ok = putPortRules(s.ports_fd, *cgid, pod); !ok) return std::unexpected(ok.error().context(who));
+  for (auto [family, fd] : {std::pair{AF_INET, out.inbound_v4.get()}, std::pair{AF_INET6, out.inbound_v6.get()}}) {
+    ml_listener_key key{};
+    key.pod_cgroup_id = *cgid;
+    key.family = static_cast<std::uint32_t>(family);
+    if (fd < 0) {
+      bpf_map_delete_elem(s.listeners_fd, &key);
+      continue;
+    }
+    std::uint64_t value = static_cast<std::uint64_t>(fd);
+    if (bpf_map_update_elem(s.listeners_fd, &key, &value, BPF_ANY) != 0)
+      return failErrno(who + ": put inbound listener in ml_listeners");
+  }
+  const ml_pod value = podValue(*cgid, pod);
+  for (const IpAddress& ip : out.addresses) {
+    ml_addr key;
+    ip.toBpf(key);
+    if (bpf_map_update_elem(s.pod_addrs_fd, &key, &value, BPF_ANY) != 0)
+      return failErrno(who + ": ml_pod_addrs update for " + ip.toString());
+  }
+
+  std::error_code ec;
+  fs::path pod_dir = s.podDir(pod.uid, *cgid);
+  fs::create_directories(pod_dir, ec);
+  if (ec) return fail(who + ": create " + pod_dir.string() + ": " + ec.message());
+  auto attached = attachOrUpdate(bpf_program__fd(s.sk_lookup->progs.ml_sk_lookup), out.netns.get(),
+                                 BPF_SK_LOOKUP, pod_dir / "sk_lookup");
+  if (!attached) return std::unexpected(attached.error().context(who + ": attach sk_lookup"));
+
+  if (bpf_map_update_elem(s.pod_cgroups_fd, &*cgid, &value, BPF_ANY) != 0)
+    return failErrno(who + ": ml_pod_cgroups update");
+  return out;
+}
+
+std::vector<PinnedPod> Datapath::pinnedPods() const {
+  std::vector<PinnedPod> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(state_->podsDir(), ec)) {
+    std::string name = entry.path().filename().string();
+    auto at = name.rfind('@');
+    if (at == std::string::npos) continue;
+    PinnedPod pod;
+    pod.uid.value = name.substr(0, at);
+    pod.pod_cgroup_id = std::strtoull(name.c_str() + at + 1, nullptr, 10);
+    out.push_back(pod);
+  }
+  return out;
+}
+
+Status Datapath::withdrawPod(const PodUid& uid) {
+  auto& s = *state_;
+  for (const PinnedPod& pod : pinnedPods()) {
+    if (!(pod.uid == uid)) continue;
+    const std::uint64_t cgid = pod.pod_cgroup_id;
+    // Stop capturing first, then tear down what capture used.
+    bpf_map_delete_elem(s.pod_cgroups_fd, &cgid);
+    (void)deleteMatching<ml_addr>(s.pod_addrs_fd, cgid, addrKeyPod);
+    (void)deleteMatching<ml_port_key>(s.ports_fd, cgid, portKeyPod);
+    for (std::uint32_t family : {AF_INET, AF_INET6}) {
+      ml_listener_key key{};
+      key.pod_cgroup_id = cgid;
+      key.family = family;
+      bpf_map_delete_elem(s.listeners_fd, &key);
+    }
+    fs::path dir = s.podDir(pod.uid, cgid);
+    fs::path pin = dir / "sk_lookup";
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (link) bpf_link_detach(link.get());
+    ::unlink(pin.c_str());
+    if (::rmdir(dir.c_str()) != 0) return failErrno("remove " + dir.string());
+    return {};
+  }
+  return fail("pod " + uid.value + " is not enrolled");
+}
+
+Result<OriginalDestination> Datapath::originalDestination(int accepted_fd) {
+  auto cookie = socketNetnsCookie(accepted_fd);
+  if (!cookie) return std::unexpected(cookie.error().context("original destination"));
+  auto peer = SocketAddress::peerOf(accepted_fd);
+  if (!peer) return std::unexpected(peer.error().context("original destination"));
+  ml_flow_key key{};
+  key.netns_cookie = *cookie;
+  peer->ip.toBpf(key.addr);
+  key.port = peer->port;
+  ml_orig_dst value{};
+  if (bpf_map_lookup_elem(state_->orig_dst_fd, &key, &value) != 0)
+    return failErrno("original destination of the connection from " + peer->toString());
+  bpf_map_delete_elem(state_->orig_dst_fd, &key);
+  OriginalDestination out;
+  out.destination.ip = IpAddress::fromBpf(value.addr, value.family);
+  out.destination.port = value.port;
+  out.pod_cgroup_id = value.pod_cgroup_id;
+  return out;
+}
+
+Result<Counters> Datapath::counters() const {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return failErrno("libbpf_num_possible_cpus", -cpus);
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(cpus));
+  Counters out{};
+  for (std::uint32_t i = 0; i < ML_CTR_MAX; ++i) {
+    if (bpf_map_lookup_elem(state_->counters_fd, &i, per_cpu.data()) != 0)
+      return failErrno("read ml_counters");
+    for (std::uint64_t v : per_cpu) out[i] += v;
+  }
+  return out;
+}
+
+}  // namespace meshlock::capture
