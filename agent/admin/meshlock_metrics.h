@@ -1,0 +1,53 @@
+// meshlock's own metric families, registered in one place so their names and
+// label sets are stable. Each part gets its handles from here (engine:
+// handshakes and loop figures; capture: counters and map sizes; identity:
+// certificate expiry) and never registers names of its own ad hoc.
+#pragma once
+
+#include "admin/metrics.h"
+
+namespace meshlock::admin {
+
+struct MeshlockMetrics {
+  explicit MeshlockMetrics(MetricsRegistry& registry);
+
+  // TLS handshakes. direction: inbound|outbound; result: success|failure;
+  // reason: "ok" on success, else a short snake_case cause
+  // ("peer_certificate_invalid", "identity_mismatch", "protocol_version",
+  // "no_client_certificate", "timeout", "peer_closed", ...).
+  CounterFamily& handshakes;  // meshlock_tls_handshakes_total{direction,result,reason}
+
+  // Plaintext connections refused because the destination port is STRICT.
+  CounterFamily& plaintext_refused;  // meshlock_plaintext_refused_total{namespace,workload,port}
+
+  // Connections meshlock handled, by how they ended up. mode: mutual_tls|
+  // plaintext|passthrough; direction: inbound|outbound.
+  CounterFamily& connections;  // meshlock_connections_total{direction,mode}
+  GaugeFamily& active_connections;  // meshlock_active_connections{direction,mode}
+
+  // Seconds until each served identity's certificate expires (negative once
+  // expired). Refresh it from an onCollect() hook so it is current at scrape.
+  GaugeFamily& certificate_expiry_seconds;  // meshlock_certificate_expiry_seconds{identity}
+  CounterFamily& certificate_rotations;     // meshlock_certificate_rotations_total{result}
+
+  // Capture (BPF): connections steered by each hook, errors by reason, map fill.
+  CounterFamily& capture_redirects;     // meshlock_capture_redirects_total{hook}
+  CounterFamily& capture_errors;        // meshlock_capture_errors_total{reason}
+  GaugeFamily& capture_map_entries;     // meshlock_capture_map_entries{map}
+  GaugeFamily& capture_map_capacity;    // meshlock_capture_map_capacity{map}
+  GaugeFamily& capture_programs_attached;  // meshlock_capture_programs_attached{program}
+
+  // Engine: one io_uring loop per worker.
+  CounterFamily& engine_loop_iterations;  // meshlock_engine_loop_iterations_total{worker}
+  CounterFamily& engine_completions;      // meshlock_engine_completions_total{worker}
+  GaugeFamily& engine_buffer_bytes;       // meshlock_engine_buffer_bytes{worker}: bytes held in buffers
+  CounterFamily& engine_buffer_full;      // meshlock_engine_buffer_full_total{worker}: back-pressure events
+  CounterFamily& engine_timeouts;         // meshlock_engine_timeouts_total{kind}: handshake|idle|connect
+
+  // Policy/config: the last reload's outcome, warnings.
+  CounterFamily& config_reloads;       // meshlock_config_reloads_total{result}
+  GaugeFamily& pods_served;            // meshlock_pods_served
+  GaugeFamily& build_info;             // meshlock_build_info{version} 1
+};
+
+}  // namespace meshlock::admin
