@@ -52,10 +52,7 @@ Engine::~Engine() {
 unsigned Engine::threads() const { return static_cast<unsigned>(workers_.size()); }
 
 Result<ListenerId> Engine::addListener(UniqueFd listening_fd, ListenerSpec spec) {
-  int flags = fcntl(listening_fd.get(), F_GETFL);
-  if (flags < 0 || fcntl(listening_fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
-    return failErrno("listener " + spec.name + ": fcntl(O_NONBLOCK)");
-  }
+  if (!listening_fd) return fail("listener " + spec.name + ": no socket");
   auto listener = std::make_shared<ListenerState>();
   listener->id = next_listener_.fetch_add(1);
   listener->fd = std::move(listening_fd);

@@ -1,6 +1,7 @@
 // epoll back end, used where io_uring is unavailable (kernel.io_uring_disabled,
 // seccomp) or switched off: it performs each requested operation when its fd
 // is ready and reports it as the completion io_uring would have delivered.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -13,6 +14,11 @@
 
 namespace meshlock::engine {
 namespace {
+
+void setNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
 
 class EpollBackend final : public IoBackend {
  public:
@@ -34,6 +40,7 @@ class EpollBackend final : public IoBackend {
 
   void accept(int listen_fd, IoRequest& request) override {
     request.fd = listen_fd;
+    setNonBlocking(listen_fd);  // several workers may wake for one connection
     Slot& s = slot(listen_fd);
     s.accept = &request;
     // Level-triggered and exclusive: one worker wakes per new connection.
@@ -64,6 +71,7 @@ class EpollBackend final : public IoBackend {
     request.fd = fd;
     Slot& s = slot(fd);
     s.connect = &request;
+    setNonBlocking(fd);
     ensureRegistered(fd);
     if (::connect(fd, address, length) == 0) {
       s.connect_result = 0;

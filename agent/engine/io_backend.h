@@ -57,7 +57,9 @@ class IoBackend {
   virtual ~IoBackend() = default;
   [[nodiscard]] virtual IoBackendKind kind() const = 0;
 
-  // Multishot: one completion per accepted connection (result = fd, already non-blocking).
+  // Sockets may be blocking or not: each back end sets the mode it needs
+  // (io_uring: blocking, so it polls instead of failing with -EAGAIN; epoll: non-blocking).
+  // Multishot: one completion per accepted connection (result = the new fd).
   virtual void accept(int listen_fd, IoRequest& request) = 0;
   virtual void recv(int fd, IoRequest& request) = 0;
   // `message` (and what it points to) must stay valid until completion.

@@ -160,7 +160,10 @@ TlsStatus TlsSession::handshake() {
     if (!identity) {
       reason_ = "peer verification: " + identity.error().describe();
       failed_ = true;
-      SSL_send_fatal_alert(ssl, SSL_AD_ACCESS_DENIED);
+      // The client's Finished is already queued: drop it so the server never
+      // completes a handshake with a peer we refused. No alert either: it
+      // would be sealed after the dropped record and read as a bad MAC.
+      output_.clear();
       return TlsStatus::Error;
     }
     info_.peer_identity = std::move(*identity);

@@ -1,6 +1,7 @@
 // io_uring back end: one ring per worker thread, a provided-buffer ring for
 // receives (idle connections hold no buffer), multishot accept, and one
 // place where completions are dispatched.
+#include <fcntl.h>
 #include <liburing.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -18,6 +19,11 @@ namespace {
 constexpr uint16_t kBufferGroup = 1;
 constexpr uint64_t kIgnoredCompletion = 0;  // cancel requests: nothing to dispatch
 constexpr uint64_t kWakeCompletion = 1;
+
+void setBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
 
 class UringBackend final : public IoBackend {
  public:
@@ -67,8 +73,11 @@ class UringBackend final : public IoBackend {
 
   void accept(int listen_fd, IoRequest& request) override {
     request.fd = listen_fd;
+    setBlocking(listen_fd);
     io_uring_sqe* sqe = nextSqe();
-    io_uring_prep_multishot_accept(sqe, listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    // Blocking sockets: io_uring waits for readiness itself, whereas an
+    // O_NONBLOCK socket makes a send or receive complete with -EAGAIN.
+    io_uring_prep_multishot_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     io_uring_sqe_set_data(sqe, &request);
   }
 
@@ -90,6 +99,7 @@ class UringBackend final : public IoBackend {
 
   void connect(int fd, const sockaddr* address, socklen_t length, IoRequest& request) override {
     request.fd = fd;
+    setBlocking(fd);
     io_uring_sqe* sqe = nextSqe();
     io_uring_prep_connect(sqe, fd, address, length);
     io_uring_sqe_set_data(sqe, &request);

@@ -1,0 +1,525 @@
+// The relay over loopback, end to end through an originate → terminate pair
+// in one engine: app client → outbound listener → TLS → inbound listener → app
+// server. Every test runs with the io_uring and the epoll back end.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "engine/engine.h"
+#include "engine/tls_context.h"
+#include "test_support.h"
+
+namespace meshlock::engine {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::connectTcp;
+using testing::PatternStream;
+using testing::readToEof;
+using testing::testPki;
+using testing::writeAll;
+
+// A loopback TCP server running `handler` on its own thread per connection.
+class TestServer {
+ public:
+  explicit TestServer(std::function<void(UniqueFd)> handler) : handler_(std::move(handler)) {
+    auto address = SocketAddress::parse("127.0.0.1:0");
+    auto fd = listenTcp(*address, 1024);
+    MESHLOCK_CHECK(fd.has_value());
+    listen_ = std::move(*fd);
+    int flags = fcntl(listen_.get(), F_GETFL);
+    fcntl(listen_.get(), F_SETFL, flags & ~O_NONBLOCK);
+    port_ = testing::localPort(listen_.get());
+    acceptor_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        accepted_.fetch_add(1);
+        std::lock_guard lock(mutex_);
+        threads_.emplace_back([this, c] { handler_(UniqueFd(c)); });
+      }
+    });
+  }
+  ~TestServer() {
+    ::shutdown(listen_.get(), SHUT_RDWR);
+    acceptor_.join();
+    std::lock_guard lock(mutex_);
+    for (auto& t : threads_) t.join();
+  }
+  uint16_t port() const { return port_; }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  std::function<void(UniqueFd)> handler_;
+  UniqueFd listen_;
+  uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::mutex mutex_;
+  std::vector<std::thread> threads_;
+  std::atomic<int> accepted_{0};
+};
+
+void echo(UniqueFd fd) {
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    if (!writeAll(fd.get(), buf.data(), static_cast<size_t>(n))) return;
+  }
+  ::shutdown(fd.get(), SHUT_WR);
+}
+
+SslContextRef context(bool server, const std::string& leaf, const std::string& ca = "ca") {
+  auto ctx = makeMutualTlsContext(server, testPki().files(leaf, ca));
+  MESHLOCK_CHECK(ctx.has_value());
+  return *ctx;
+}
+
+class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
+ protected:
+  void SetUp() override {
+    EngineConfig config;
+    config.threads = 2;
+    config.io = GetParam();
+    config.handshake_timeout = 1500ms;
+    config.connect_timeout = 2000ms;
+    auto engine = Engine::start(config);
+    ASSERT_TRUE(engine.has_value()) << engine.error().describe();
+    engine_ = std::move(*engine);
+    ASSERT_EQ(engine_->backend(), GetParam());
+  }
+
+  uint16_t listen(ListenerSpec spec) {
+    auto fd = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    EXPECT_TRUE(fd.has_value());
+    uint16_t port = testing::localPort(fd->get());
+    auto id = engine_->addListener(std::move(*fd), std::move(spec));
+    EXPECT_TRUE(id.has_value());
+    return port;
+  }
+
+  // The terminating side in front of an app on app_port.
+  uint16_t addInbound(uint16_t app_port, InboundMode mode = InboundMode::Strict) {
+    SslContextRef server_ctx = context(true, "server");
+    ListenerSpec spec;
+    spec.name = "test inbound";
+    spec.pod_key = "shop/server";
+    spec.decider = InboundDecider([=](const AcceptedSocket&) -> Result<InboundPlan> {
+      InboundPlan plan;
+      plan.mode = mode;
+      plan.app = *SocketAddress::parse("127.0.0.1:" + std::to_string(app_port));
+      plan.tls.context = server_ctx;
+      plan.tls.verify_peer = expectSpiffeIds({testing::kClientId});
+      return plan;
+    });
+    return listen(std::move(spec));
+  }
+
+  // The originating side: plaintext in, mTLS to the inbound port.
+  uint16_t addOutbound(uint16_t inbound_port, const std::string& client_leaf = "client",
+                       std::string expected_peer = testing::kServerId) {
+    SslContextRef client_ctx = context(false, client_leaf);
+    ListenerSpec spec;
+    spec.name = "test outbound";
+    spec.pod_key = "shop/client";
+    spec.decider = OutboundDecider([=](const AcceptedSocket&) -> Result<OutboundPlan> {
+      OutboundPlan plan;
+      plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound_port));
+      plan.tls = TlsClientSetup{client_ctx, "server.shop", expectSpiffeIds({expected_peer})};
+      return plan;
+    });
+    return listen(std::move(spec));
+  }
+
+  uint16_t addPair(uint16_t app_port) { return addOutbound(addInbound(app_port)); }
+
+  // Waits until no connection is open in the engine (both hops closed).
+  bool waitIdle(std::chrono::milliseconds limit = 5s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (engine_->counters().active == 0) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  std::unique_ptr<Engine> engine_;
+};
+
+// Sends `total` pattern bytes and checks the echo byte for byte.
+void checkedEcho(uint16_t port, uint64_t seed, size_t total, std::atomic<bool>& ok) {
+  UniqueFd fd = connectTcp(port);
+  if (!fd) {
+    ok = false;
+    return;
+  }
+  std::thread writer([&] {
+    PatternStream pattern(seed);
+    std::vector<uint8_t> buf(128 * 1024);
+    for (size_t sent = 0; sent < total;) {
+      size_t n = std::min(buf.size(), total - sent);
+      pattern.fill(buf.data(), n);
+      if (!writeAll(fd.get(), buf.data(), n)) {
+        ok = false;
+        return;
+      }
+      sent += n;
+    }
+    ::shutdown(fd.get(), SHUT_WR);
+  });
+  PatternStream expected(seed);
+  std::vector<uint8_t> buf(256 * 1024);
+  std::vector<uint8_t> want(256 * 1024);
+  size_t received = 0;
+  for (;;) {
+    ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    expected.fill(want.data(), static_cast<size_t>(n));
+    if (std::memcmp(buf.data(), want.data(), static_cast<size_t>(n)) != 0 && ok.exchange(false)) {
+      ADD_FAILURE() << "stream " << seed << ": corrupt bytes within [" << received << ", " << received + n << ")";
+    }
+    received += static_cast<size_t>(n);
+  }
+  writer.join();
+  if (received != total) {
+    ok = false;
+    ADD_FAILURE() << "stream " << seed << ": " << received << " of " << total << " bytes came back";
+  }
+}
+
+TEST_P(RelayTest, BulkTransfersBothWaysArriveExact) {
+  TestServer app(echo);
+  uint16_t port = addPair(app.port());
+  // 4 streams × 128 MiB each way: 1 GiB through the pair in total.
+  constexpr size_t kPerStream = 128u << 20;
+  std::atomic<bool> ok{true};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) clients.emplace_back([&, i] { checkedEcho(port, 100 + i, kPerStream, ok); });
+  for (auto& c : clients) c.join();
+  EXPECT_TRUE(ok.load());
+  EngineCounters counters = engine_->counters();
+  EXPECT_EQ(counters.resets + counters.tls_errors + counters.tls_truncations, 0u);
+  EXPECT_EQ(counters.handshakes, 8u);  // both ends of 4 connections
+  EXPECT_GE(counters.bytes_to_upstream, 2 * 4 * kPerStream);
+  EXPECT_TRUE(waitIdle());
+  EXPECT_EQ(engine_->counters().buffered_bytes, 0u);
+}
+
+TEST_P(RelayTest, SmallMessagesAndManyConnections) {
+  TestServer app(echo);
+  uint16_t port = addPair(app.port());
+  std::atomic<bool> ok{true};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&, i] {
+      for (int j = 0; j < 10; ++j) checkedEcho(port, 1000 + i * 10 + j, 1 + (j * 7919) % 5000, ok);
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_TRUE(ok.load());
+  EXPECT_TRUE(waitIdle());
+}
+
+TEST_P(RelayTest, ClientHalfCloseReachesServerAndReplyComesBack) {
+  TestServer app([](UniqueFd fd) {
+    std::string request;
+    if (!readToEof(fd.get(), request)) return;
+    std::string reply = "got " + request;
+    writeAll(fd.get(), reply.data(), reply.size());
+  });
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "request", 7);
+  ::shutdown(fd.get(), SHUT_WR);
+  std::string reply;
+  EXPECT_TRUE(readToEof(fd.get(), reply));
+  EXPECT_EQ(reply, "got request");
+}
+
+TEST_P(RelayTest, ServerHalfCloseReachesClientAndClientCanStillSend) {
+  std::string server_got;
+  TestServer app([&](UniqueFd fd) {
+    writeAll(fd.get(), "hello", 5);
+    ::shutdown(fd.get(), SHUT_WR);
+    readToEof(fd.get(), server_got);
+  });
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  std::string greeting;
+  EXPECT_TRUE(readToEof(fd.get(), greeting));
+  EXPECT_EQ(greeting, "hello");
+  writeAll(fd.get(), "bye after your FIN", 18);
+  ::shutdown(fd.get(), SHUT_WR);
+  char c;
+  EXPECT_EQ(::recv(fd.get(), &c, 1, 0), 0);  // the server closed after reading
+  fd.reset();
+  EXPECT_TRUE(waitIdle());
+  EXPECT_EQ(server_got, "bye after your FIN");
+}
+
+TEST_P(RelayTest, ServerResetReachesClientAsReset) {
+  TestServer app([](UniqueFd fd) {
+    char buf[16];
+    ::recv(fd.get(), buf, sizeof buf, 0);
+    linger lg{1, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  });
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "x", 1);
+  std::string data;
+  int err = 0;
+  EXPECT_FALSE(readToEof(fd.get(), data, &err));
+  EXPECT_EQ(err, ECONNRESET);
+  EXPECT_TRUE(waitIdle());
+  EXPECT_GE(engine_->counters().resets, 1u);
+}
+
+TEST_P(RelayTest, ClientResetReachesServerAsReset) {
+  std::atomic<int> server_err{0};
+  std::atomic<bool> done{false};
+  TestServer app([&](UniqueFd fd) {
+    std::string data;
+    int err = 0;
+    readToEof(fd.get(), data, &err);
+    server_err = err;
+    done = true;
+  });
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "some data", 9);
+  std::this_thread::sleep_for(200ms);
+  linger lg{1, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  fd.reset();
+  for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(done.load());
+  EXPECT_EQ(server_err.load(), ECONNRESET);
+}
+
+TEST_P(RelayTest, SlowReaderKeepsEngineMemoryBounded) {
+  std::atomic<bool> start_reading{false};
+  std::atomic<size_t> server_received{0};
+  TestServer app([&](UniqueFd fd) {
+    int small = 64 * 1024;
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    while (!start_reading) std::this_thread::sleep_for(10ms);
+    std::string data;
+    readToEof(fd.get(), data);
+    server_received = data.size();
+  });
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  // Write until the whole chain pushes back for half a second.
+  fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+  std::vector<char> buf(64 * 1024, 'z');
+  size_t written = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - last_progress < 500ms) {
+    ssize_t n = ::send(fd.get(), buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      written += static_cast<size_t>(n);
+      last_progress = std::chrono::steady_clock::now();
+    } else {
+      pollfd p{fd.get(), POLLOUT, 0};
+      ::poll(&p, 1, 50);
+    }
+    ASSERT_LT(written, size_t{512} << 20) << "the writer was never pushed back";
+  }
+  // Two connections (originate, terminate); each may hold the bound plus one receive and TLS framing.
+  EngineCounters counters = engine_->counters();
+  EXPECT_LE(counters.buffered_bytes, 2 * (256u * 1024 + 64 * 1024 + 32 * 1024)) << "written " << written;
+  EXPECT_GT(counters.buffered_bytes, 0u);
+  // Once the reader reads, everything arrives.
+  start_reading = true;
+  fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+  ::shutdown(fd.get(), SHUT_WR);
+  std::string rest;
+  readToEof(fd.get(), rest);
+  EXPECT_TRUE(waitIdle());
+  EXPECT_EQ(server_received.load(), written);
+}
+
+TEST_P(RelayTest, StrictRefusesPlaintextAndCountsIt) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Strict);
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "GET / HTTP/1.1\r\n\r\n", 18);
+  std::string data;
+  readToEof(fd.get(), data);  // reset or EOF, never an answer
+  EXPECT_EQ(data, "");
+  EXPECT_EQ(engine_->counters().refused_plaintext, 1u);
+  EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(RelayTest, PermissiveRelaysPlaintextAndMutualTls) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Permissive);
+  std::atomic<bool> ok{true};
+  checkedEcho(inbound, 1, 100000, ok);           // plaintext straight to the inbound port
+  checkedEcho(addOutbound(inbound), 2, 100000, ok);  // and mTLS through the pair
+  EXPECT_TRUE(ok.load());
+  EngineCounters counters = engine_->counters();
+  EXPECT_EQ(counters.plaintext_relayed, 1u);
+  EXPECT_EQ(counters.handshakes, 2u);
+}
+
+TEST_P(RelayTest, DisablePassesTlsBytesUntouched) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Disable);
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  std::string hello("\x16\x03\x01\x00\x02\x01\x00", 7);
+  writeAll(fd.get(), hello.data(), hello.size());
+  ::shutdown(fd.get(), SHUT_WR);
+  std::string back;
+  EXPECT_TRUE(readToEof(fd.get(), back));
+  EXPECT_EQ(back, hello);
+}
+
+TEST_P(RelayTest, GarbageClientHelloIsRefusedAndOthersAreServed) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  std::string garbage("\x16\x03\x01\x00\x08\x01\x00\x00\x04" "abcd", 13);
+  writeAll(fd.get(), garbage.data(), garbage.size());
+  std::string data;
+  readToEof(fd.get(), data);
+  EXPECT_EQ(data.find("abcd"), std::string::npos);
+  EXPECT_GE(engine_->counters().handshake_failures, 1u);
+  EXPECT_EQ(app.accepted(), 0);
+  std::atomic<bool> ok{true};
+  checkedEcho(addOutbound(inbound), 3, 10000, ok);
+  EXPECT_TRUE(ok.load());
+}
+
+std::string realClientHello() {
+  auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), "server.shop", {});
+  MESHLOCK_CHECK(client.has_value());
+  (*client)->handshake();
+  std::string hello((*client)->output().size(), '\0');
+  (*client)->output().read({reinterpret_cast<std::byte*>(hello.data()), hello.size()});
+  return hello;
+}
+
+TEST_P(RelayTest, TruncatedClientHelloTimesOut) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  std::string hello = realClientHello();
+  writeAll(fd.get(), hello.data(), hello.size() / 2);
+  auto start = std::chrono::steady_clock::now();
+  std::string data;
+  readToEof(fd.get(), data);
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 1200ms);
+  EXPECT_LT(waited, 4s);
+  EXPECT_EQ(engine_->counters().handshake_timeouts, 1u);
+}
+
+TEST_P(RelayTest, BytePerTickHandshakeHitsTheDeadline) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  std::string hello = realClientHello();
+  auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (char c : hello) {  // ~300 bytes at 10/s: 30 s if the deadline slid with activity
+    if (::send(fd.get(), &c, 1, MSG_NOSIGNAL) != 1) {
+      closed = true;
+      break;
+    }
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      closed = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+  EXPECT_EQ(engine_->counters().handshake_timeouts, 1u);
+}
+
+TEST_P(RelayTest, ClientCertificateFromForeignCaIsRefused) {
+  TestServer app(echo);
+  uint16_t port = addOutbound(addInbound(app.port()), "foreign");
+  UniqueFd fd = connectTcp(port);
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "secret", 6);
+  std::string data;
+  readToEof(fd.get(), data);
+  EXPECT_EQ(data, "");
+  EXPECT_TRUE(waitIdle());
+  EXPECT_GE(engine_->counters().handshake_failures, 1u);
+  EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(RelayTest, UnexpectedServerIdentityIsRefused) {
+  TestServer app(echo);
+  uint16_t port = addOutbound(addInbound(app.port()), "client", testing::kOtherId);
+  UniqueFd fd = connectTcp(port);
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "secret", 6);
+  std::string data;
+  readToEof(fd.get(), data);
+  EXPECT_EQ(data, "");
+  EXPECT_TRUE(waitIdle());
+  EXPECT_GE(engine_->counters().handshake_failures, 1u);
+  EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(RelayTest, UnreachableDestinationResetsTheClient) {
+  uint16_t port = addOutbound(1);
+  UniqueFd fd = connectTcp(port);
+  ASSERT_TRUE(fd);
+  std::string data;
+  int err = 0;
+  EXPECT_FALSE(readToEof(fd.get(), data, &err));
+  EXPECT_EQ(err, ECONNRESET);
+  EXPECT_EQ(engine_->counters().connect_failures, 1u);
+}
+
+TEST_P(RelayTest, RemovedListenerStopsAcceptingAndOpenConnectionsContinue) {
+  TestServer app(echo);
+  auto fd = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+  ASSERT_TRUE(fd);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Permissive);
+  uint16_t port = testing::localPort(fd->get());
+  ListenerSpec spec;
+  spec.name = "removable";
+  spec.decider = OutboundDecider([inbound](const AcceptedSocket&) -> Result<OutboundPlan> {
+    OutboundPlan plan;
+    plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound));
+    return plan;
+  });
+  auto id = engine_->addListener(std::move(*fd), std::move(spec));
+  ASSERT_TRUE(id);
+  UniqueFd open = connectTcp(port);
+  ASSERT_TRUE(open);
+  writeAll(open.get(), "before", 6);
+  char buf[6];
+  ASSERT_EQ(::recv(open.get(), buf, 6, MSG_WAITALL), 6);
+  ASSERT_TRUE(engine_->removeListener(*id));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(connectTcp(port));  // the listening socket is closed
+  writeAll(open.get(), "after!", 6);
+  ASSERT_EQ(::recv(open.get(), buf, 6, MSG_WAITALL), 6);
+  EXPECT_EQ(std::string(buf, 6), "after!");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, RelayTest, ::testing::Values(IoBackendKind::Uring, IoBackendKind::Epoll),
+                         [](const auto& info) { return std::string(info.param == IoBackendKind::Uring ? "io_uring" : "epoll"); });
+
+}  // namespace
+}  // namespace meshlock::engine
