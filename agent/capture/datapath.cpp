@@ -103,6 +103,8 @@ Status deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
 
 }  // namespace
 
+static Result<Counters> readCounters(int counters_fd);
+
 struct Datapath::State {
   DatapathConfig config;
   std::unique_ptr<capture_connect, ConnectSkelDeleter> connect;
@@ -402,10 +404,12 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
   return out;
 }
 
-std::vector<PinnedPod> Datapath::pinnedPods() const {
+std::vector<PinnedPod> Datapath::pinnedPods() const { return pinnedPods(state_->config.pin_dir); }
+
+std::vector<PinnedPod> Datapath::pinnedPods(const fs::path& pin_dir) {
   std::vector<PinnedPod> out;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(state_->podsDir(), ec)) {
+  for (const auto& entry : fs::directory_iterator(pin_dir / "pods", ec)) {
     std::string name = entry.path().filename().string();
     auto at = name.rfind('@');
     if (at == std::string::npos) continue;
@@ -463,13 +467,22 @@ Result<OriginalDestination> Datapath::originalDestination(int accepted_fd) {
   return out;
 }
 
-Result<Counters> Datapath::counters() const {
+Result<Counters> Datapath::counters() const { return readCounters(state_->counters_fd); }
+
+Result<Counters> Datapath::pinnedCounters(const fs::path& pin_dir) {
+  fs::path pin = pin_dir / "maps" / "ml_counters";
+  UniqueFd fd(bpf_obj_get(pin.c_str()));
+  if (!fd) return failErrno("bpf_obj_get " + pin.string());
+  return readCounters(fd.get());
+}
+
+static Result<Counters> readCounters(int counters_fd) {
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return failErrno("libbpf_num_possible_cpus", -cpus);
   std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(cpus));
   Counters out{};
   for (std::uint32_t i = 0; i < ML_CTR_MAX; ++i) {
-    if (bpf_map_lookup_elem(state_->counters_fd, &i, per_cpu.data()) != 0)
+    if (bpf_map_lookup_elem(counters_fd, &i, per_cpu.data()) != 0)
       return failErrno("read ml_counters");
     for (std::uint64_t v : per_cpu) out[i] += v;
   }

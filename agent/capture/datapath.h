@@ -100,6 +100,10 @@ class Datapath {
   [[nodiscard]] Result<OriginalDestination> originalDestination(int accepted_fd);
 
   [[nodiscard]] Result<Counters> counters() const;
+  // Counters and pods of the agent pinned at `pin_dir`, without loading
+  // anything (for `meshlock-agent capture-status`, doctor-style tools).
+  [[nodiscard]] static Result<Counters> pinnedCounters(const std::filesystem::path& pin_dir);
+  [[nodiscard]] static std::vector<PinnedPod> pinnedPods(const std::filesystem::path& pin_dir);
   // True when install() took over links pinned by a previous process.
   [[nodiscard]] bool reusedPinnedLinks() const;
   [[nodiscard]] const DatapathConfig& config() const;

@@ -44,6 +44,39 @@ Result<fs::path> findPodCgroup(const fs::path& cgroup_root, const PodUid& uid) {
               " (looked for kubepods.slice/... and kubepods/...)");
 }
 
+std::vector<PodCgroup> listPodCgroups(const fs::path& cgroup_root) {
+  std::vector<PodCgroup> out;
+  std::error_code ec;
+  auto scan = [&](const fs::path& dir) {
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (!entry.is_directory(ec)) continue;
+      std::string name = entry.path().filename().string();
+      // systemd: kubepods[-<qos>]-pod<uid_underscored>.slice
+      auto pod = name.find("-pod");
+      if (name.starts_with("kubepods") && pod != std::string::npos && name.ends_with(".slice")) {
+        std::string uid = name.substr(pod + 4, name.size() - pod - 4 - 6);
+        std::replace(uid.begin(), uid.end(), '_', '-');
+        out.push_back({PodUid{uid}, entry.path()});
+      } else if (name.starts_with("pod") && name.size() > 3) {  // cgroupfs: pod<uid>
+        out.push_back({PodUid{name.substr(3)}, entry.path()});
+      }
+    }
+  };
+  for (const char* qos_parent : {"kubepods.slice", "kubepods"}) {
+    fs::path top = cgroup_root / qos_parent;
+    if (!fs::is_directory(top, ec)) continue;
+    scan(top);
+    for (const auto& entry : fs::directory_iterator(top, ec)) {
+      std::string name = entry.path().filename().string();
+      if (entry.is_directory(ec) && (name == "burstable" || name == "besteffort" ||
+                                     name == "kubepods-burstable.slice" ||
+                                     name == "kubepods-besteffort.slice"))
+        scan(entry.path());
+    }
+  }
+  return out;
+}
+
 Result<fs::path> findPodsCgroupRoot(const fs::path& cgroup_root) {
   std::error_code ec;
   for (const char* name : {"kubepods.slice", "kubepods"}) {

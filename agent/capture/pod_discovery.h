@@ -31,6 +31,14 @@ struct PodUid {
 [[nodiscard]] Result<std::filesystem::path> findPodCgroup(const std::filesystem::path& cgroup_root,
                                                           const PodUid& uid);
 
+// Every pod cgroup under `cgroup_root`, in either driver's layout, with the
+// uid read back from the directory name.
+struct PodCgroup {
+  PodUid uid;
+  std::filesystem::path dir;
+};
+[[nodiscard]] std::vector<PodCgroup> listPodCgroups(const std::filesystem::path& cgroup_root);
+
 // The kubepods directory under `cgroup_root`: where the cgroup programs attach.
 [[nodiscard]] Result<std::filesystem::path> findPodsCgroupRoot(
     const std::filesystem::path& cgroup_root);

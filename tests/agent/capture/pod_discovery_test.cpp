@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 
 namespace meshlock::capture {
@@ -89,6 +90,22 @@ TEST_F(FakeCgroupTree, PodProcessFoundInTheCgroupOrBelow) {
   auto empty = make("kubepods/besteffort/podempty");
   procs(empty, "");
   EXPECT_FALSE(findPodProcess(empty));
+}
+
+TEST_F(FakeCgroupTree, ListsPodsOfBothDriversWithTheirUids) {
+  make("kubepods.slice/kubepods-poda_1.slice/ctr");
+  make("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podb_2.slice");
+  make("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podc_3.slice");
+  make("kubepods/burstable/podd-4");
+  make("kubepods/pode-5");
+  auto pods = listPodCgroups(root);
+  std::vector<std::string> uids;
+  for (const auto& p : pods) {
+    uids.push_back(p.uid.value);
+    EXPECT_EQ(findPodCgroup(root, p.uid).value(), p.dir) << p.uid.value;
+  }
+  std::sort(uids.begin(), uids.end());
+  EXPECT_EQ(uids, (std::vector<std::string>{"a-1", "b-2", "c-3", "d-4", "e-5"}));
 }
 
 TEST(Cgroup2Mounts, ParsedFromMountinfo) {
