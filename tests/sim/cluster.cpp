@@ -167,7 +167,8 @@ Status buildRun(Layout& layout) {
     }
     for (const auto& pod : layout.pods) {
       if (pod.node != node.name) continue;
-      cmds += fmt::format("link add {0} type veth peer name {1} netns {2}\nlink set {0} master {3}\nlink set {0} up\n",
+      cmds += fmt::format("link add {0} type veth peer name {1} netns {2}\nlink set {0} master {3}\n"
+                          "link set {0} type bridge_slave hairpin on\nlink set {0} up\n",
                           pod.hostVeth, kPodInterface, pod.netns, kNodeBridge);
     }
     if (auto st = ipBatch(node.netns, cmds); !st) return st;

@@ -188,6 +188,15 @@ std::string renderNftRuleset(const Layout& layout) {
       }
     }
   }
+  // A pod reaching itself through a service: masquerade, so that its reply
+  // leaves the pod and is un-DNATed (kube-proxy's hairpin rule; the pod veths
+  // are in hairpin mode too).
+  std::string hairpin;
+  for (const auto& pod : layout.pods)
+    hairpin += fmt::format("{}{} . {}", hairpin.empty() ? "" : ", ", pod.ip.str(), pod.ip.str());
+  std::string postrouting;
+  if (!hairpin.empty())
+    postrouting = fmt::format("    ct status dnat ip saddr . ip daddr {{ {} }} masquerade\n", hairpin);
   // Declare, delete and re-add in one transaction: the swap is atomic.
   return fmt::format(
       "table ip {0}\n"
@@ -196,8 +205,9 @@ std::string renderNftRuleset(const Layout& layout) {
       "  chain services {{\n{1}  }}\n"
       "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }}\n"
       "  chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n"
+      "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{2}  }}\n"
       "}}\n",
-      kNftTable, rules);
+      kNftTable, rules, postrouting);
 }
 
 std::string renderHosts(const Layout& layout, const PodLayout& pod) {
