@@ -1,0 +1,723 @@
+// YAML/JSON manifests → ClusterState. yaml-cpp throws; every exception stops
+// at the document (or file) boundary and becomes a ManifestError.
+#include "config/manifest.h"
+
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace meshlock::config {
+namespace {
+
+// Thrown inside one document's parse only; caught in parseDocument.
+struct FieldError {
+  std::string field;
+  std::string message;
+};
+
+std::string join(std::string_view path, std::string_view key) {
+  if (path.empty()) return std::string(key);
+  return std::string(path) + "." + std::string(key);
+}
+
+std::string indexed(std::string_view path, std::size_t i) {
+  return std::string(path) + "[" + std::to_string(i) + "]";
+}
+
+[[noreturn]] void failAt(std::string field, std::string message) {
+  throw FieldError{std::move(field), std::move(message)};
+}
+
+std::string_view typeName(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Scalar: return "a scalar";
+    case YAML::NodeType::Null: return "null";
+    default: return "nothing";
+  }
+}
+
+// A node and the path that led to it, for error messages.
+class At {
+ public:
+  At(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
+
+  [[nodiscard]] bool present() const { return node_.IsDefined() && !node_.IsNull(); }
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] const YAML::Node& node() const { return node_; }
+
+  // The child `key` of a map (absent if this is absent).
+  [[nodiscard]] At operator[](std::string_view key) const {
+    if (!present()) return At(YAML::Node(YAML::NodeType::Undefined), join(path_, key));
+    if (!node_.IsMap()) failAt(path_, "expected a map, found " + std::string(typeName(node_)));
+    return At(node_[std::string(key)], join(path_, key));
+  }
+
+  [[nodiscard]] std::vector<At> list() const {
+    std::vector<At> out;
+    if (!present()) return out;
+    if (!node_.IsSequence()) failAt(path_, "expected a list, found " + std::string(typeName(node_)));
+    for (std::size_t i = 0; i < node_.size(); ++i) out.emplace_back(node_[i], indexed(path_, i));
+    return out;
+  }
+
+  [[nodiscard]] std::vector<std::pair<std::string, At>> entries() const {
+    std::vector<std::pair<std::string, At>> out;
+    if (!present()) return out;
+    if (!node_.IsMap()) failAt(path_, "expected a map, found " + std::string(typeName(node_)));
+    for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) failAt(path_, "map key is not a scalar");
+      std::string key = kv.first.Scalar();
+      out.emplace_back(key, At(kv.second, join(path_, key)));
+    }
+    return out;
+  }
+
+  [[nodiscard]] std::optional<std::string> optString() const {
+    if (!present()) return std::nullopt;
+    if (!node_.IsScalar()) failAt(path_, "expected a string, found " + std::string(typeName(node_)));
+    return node_.Scalar();
+  }
+  [[nodiscard]] std::string string(std::string fallback = {}) const {
+    return optString().value_or(std::move(fallback));
+  }
+  [[nodiscard]] std::string required() const {
+    auto s = optString();
+    if (!s || s->empty()) failAt(path_, "required field is missing");
+    return *s;
+  }
+
+  [[nodiscard]] std::optional<bool> optBool() const {
+    auto s = optString();
+    if (!s) return std::nullopt;
+    if (*s == "true" || *s == "True" || *s == "TRUE") return true;
+    if (*s == "false" || *s == "False" || *s == "FALSE") return false;
+    failAt(path_, "expected true or false, found \"" + *s + "\"");
+  }
+
+  [[nodiscard]] std::optional<int64_t> optInt() const {
+    auto s = optString();
+    if (!s) return std::nullopt;
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+    if (ec != std::errc() || end != s->data() + s->size()) {
+      failAt(path_, "expected a number, found \"" + *s + "\"");
+    }
+    return v;
+  }
+
+  [[nodiscard]] std::optional<uint16_t> optPort() const {
+    auto v = optInt();
+    if (!v) return std::nullopt;
+    if (*v < 1 || *v > 65535) failAt(path_, "port " + std::to_string(*v) + " is not in 1..65535");
+    return static_cast<uint16_t>(*v);
+  }
+
+  [[nodiscard]] Labels labels() const {
+    Labels out;
+    for (auto& [key, value] : entries()) out[key] = value.string();
+    return out;
+  }
+
+  [[nodiscard]] std::vector<std::string> strings() const {
+    std::vector<std::string> out;
+    for (const At& item : list()) out.push_back(item.string());
+    return out;
+  }
+
+  [[nodiscard]] std::optional<IpAddress> optIp() const {
+    auto s = optString();
+    if (!s || s->empty() || *s == "None") return std::nullopt;
+    auto ip = IpAddress::parse(*s);
+    if (!ip) failAt(path_, "\"" + *s + "\" is not an IP address");
+    return ip;
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+};
+
+PeerMode peerModeAt(const At& at) {
+  std::string text = at.string();
+  if (text.empty()) return PeerMode::kUnset;
+  auto mode = parsePeerMode(text);
+  if (!mode) failAt(at.path(), "unknown mode \"" + text + "\" (want UNSET, DISABLE, PERMISSIVE or STRICT)");
+  return *mode;
+}
+
+TlsVersion tlsVersionAt(const At& at) {
+  std::string text = at.string();
+  auto v = parseTlsVersion(text);
+  if (!v) failAt(at.path(), "unknown TLS version \"" + text + "\" (want TLS_AUTO, TLSV1_2 or TLSV1_3)");
+  return *v;
+}
+
+ClientTlsSettings tlsAt(const At& at) {
+  ClientTlsSettings tls;
+  std::string mode = at["mode"].string("DISABLE");
+  auto parsed = parseTlsMode(mode);
+  if (!parsed) {
+    failAt(at["mode"].path(), "unknown TLS mode \"" + mode + "\" (want DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL)");
+  }
+  tls.mode = *parsed;
+  tls.sni = at["sni"].string();
+  tls.subject_alt_names = at["subjectAltNames"].strings();
+  tls.ca_certificates = at["caCertificates"].string();
+  tls.client_certificate = at["clientCertificate"].string();
+  tls.private_key = at["privateKey"].string();
+  tls.credential_name = at["credentialName"].string();
+  tls.insecure_skip_verify = at["insecureSkipVerify"].optBool().value_or(false);
+  return tls;
+}
+
+ObjectMeta metaAt(const At& doc, std::string kind, std::string api_version, bool namespaced,
+                  const SourceLocation& where) {
+  ObjectMeta meta;
+  At md = doc["metadata"];
+  if (!md.present()) failAt(md.path(), "required field is missing");
+  meta.ref.kind = std::move(kind);
+  meta.ref.name = md["name"].required();
+  if (namespaced) meta.ref.ns = md["namespace"].string("default");
+  if (meta.ref.ns.empty() && namespaced) meta.ref.ns = "default";
+  meta.api_version = std::move(api_version);
+  meta.uid = md["uid"].string();
+  meta.labels = md["labels"].labels();
+  meta.creation_timestamp = md["creationTimestamp"].string();
+  meta.source = where;
+  return meta;
+}
+
+void parsePod(const At& doc, ObjectMeta meta, ClusterState& out) {
+  Pod pod;
+  pod.meta = std::move(meta);
+  pod.uid = PodUid(pod.meta.uid.empty() ? pod.meta.ref.ns + "/" + pod.meta.ref.name : pod.meta.uid);
+  At spec = doc["spec"];
+  std::string sa = spec["serviceAccountName"].string();
+  if (sa.empty()) sa = spec["serviceAccount"].string();
+  if (!sa.empty()) pod.service_account = sa;
+  pod.node_name = spec["nodeName"].string();
+  pod.host_network = spec["hostNetwork"].optBool().value_or(false);
+  for (const char* list : {"containers", "initContainers"}) {
+    for (const At& c : spec[list].list()) {
+      // Init containers only count when they are sidecars (restartPolicy: Always).
+      if (std::string_view(list) == "initContainers" && c["restartPolicy"].string() != "Always") continue;
+      for (const At& p : c["ports"].list()) {
+        ContainerPort port;
+        auto number = p["containerPort"].optPort();
+        if (!number) failAt(p["containerPort"].path(), "required field is missing");
+        port.port = *number;
+        port.name = p["name"].string();
+        port.protocol = p["protocol"].string("TCP");
+        pod.ports.push_back(std::move(port));
+      }
+    }
+  }
+  At status = doc["status"];
+  pod.ip = status["podIP"].optIp();
+  for (const At& entry : status["podIPs"].list()) {
+    if (auto ip = entry["ip"].optIp()) pod.ips.push_back(*ip);
+  }
+  if (pod.ip && std::find(pod.ips.begin(), pod.ips.end(), *pod.ip) == pod.ips.end()) {
+    pod.ips.insert(pod.ips.begin(), *pod.ip);
+  }
+  if (!pod.ip && !pod.ips.empty()) pod.ip = pod.ips.front();
+  std::string phase = status["phase"].string();
+  pod.terminated = phase == "Succeeded" || phase == "Failed";
+  out.pods.push_back(std::move(pod));
+}
+
+void parseService(const At& doc, ObjectMeta meta, ClusterState& out) {
+  Service svc;
+  svc.meta = std::move(meta);
+  At spec = doc["spec"];
+  svc.type = spec["type"].string("ClusterIP");
+  svc.external_name = spec["externalName"].string();
+  svc.cluster_ip = spec["clusterIP"].optIp();
+  for (const At& ip : spec["clusterIPs"].list()) {
+    if (auto parsed = ip.optIp()) svc.cluster_ips.push_back(*parsed);
+  }
+  if (svc.cluster_ip && std::find(svc.cluster_ips.begin(), svc.cluster_ips.end(), *svc.cluster_ip) ==
+                            svc.cluster_ips.end()) {
+    svc.cluster_ips.insert(svc.cluster_ips.begin(), *svc.cluster_ip);
+  }
+  if (!svc.cluster_ip && !svc.cluster_ips.empty()) svc.cluster_ip = svc.cluster_ips.front();
+  if (spec["selector"].present()) {
+    Labels selector = spec["selector"].labels();
+    if (!selector.empty()) svc.selector = std::move(selector);
+  }
+  for (const At& p : spec["ports"].list()) {
+    ServicePort port;
+    auto number = p["port"].optPort();
+    if (!number) failAt(p["port"].path(), "required field is missing");
+    port.port = *number;
+    port.name = p["name"].string();
+    port.protocol = p["protocol"].string("TCP");
+    At target = p["targetPort"];
+    if (!target.present()) {
+      port.target.number = port.port;
+    } else {
+      std::string text = target.string();
+      bool numeric = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+      if (numeric) {
+        port.target.number = *target.optPort();
+      } else {
+        port.target.name = text;
+      }
+    }
+    svc.ports.push_back(std::move(port));
+  }
+  out.services.push_back(std::move(svc));
+}
+
+EndpointAddress endpointAddressAt(const At& addr, std::string_view ip_field) {
+  EndpointAddress a;
+  auto ip = addr[ip_field].optIp();
+  if (!ip) failAt(addr[ip_field].path(), "required field is missing");
+  a.ip = *ip;
+  At ref = addr["targetRef"];
+  if (ref.present() && ref["kind"].string() == "Pod") a.pod_name = ref["name"].string();
+  return a;
+}
+
+void parseEndpoints(const At& doc, ObjectMeta meta, ClusterState& out) {
+  ServiceEndpoints eps;
+  eps.meta = std::move(meta);
+  eps.service = eps.meta.ref.name;
+  for (const At& subset : doc["subsets"].list()) {
+    for (const char* list : {"addresses", "notReadyAddresses"}) {
+      for (const At& addr : subset[list].list()) eps.addresses.push_back(endpointAddressAt(addr, "ip"));
+    }
+    for (const At& p : subset["ports"].list()) {
+      auto port = p["port"].optPort();
+      if (!port) failAt(p["port"].path(), "required field is missing");
+      eps.ports.push_back({p["name"].string(), *port});
+    }
+  }
+  out.endpoints.push_back(std::move(eps));
+}
+
+void parseEndpointSlice(const At& doc, ObjectMeta meta, ClusterState& out) {
+  ServiceEndpoints eps;
+  eps.meta = std::move(meta);
+  auto it = eps.meta.labels.find("kubernetes.io/service-name");
+  if (it == eps.meta.labels.end()) {
+    failAt("metadata.labels", "EndpointSlice without the kubernetes.io/service-name label");
+  }
+  eps.service = it->second;
+  for (const At& ep : doc["endpoints"].list()) {
+    At ref = ep["targetRef"];
+    std::string pod = ref.present() && ref["kind"].string() == "Pod" ? ref["name"].string() : "";
+    for (const At& addr : ep["addresses"].list()) {
+      auto ip = addr.optIp();
+      if (ip) eps.addresses.push_back({*ip, pod});
+    }
+  }
+  for (const At& p : doc["ports"].list()) {
+    auto port = p["port"].optPort();
+    if (port) eps.ports.push_back({p["name"].string(), *port});
+  }
+  out.endpoints.push_back(std::move(eps));
+}
+
+void parsePeerAuthentication(const At& doc, ObjectMeta meta, ClusterState& out) {
+  PeerAuthentication pa;
+  pa.meta = std::move(meta);
+  At spec = doc["spec"];
+  if (spec["selector"].present()) pa.selector = spec["selector"]["matchLabels"].labels();
+  At mtls = spec["mtls"];
+  if (mtls.present()) pa.mode = peerModeAt(mtls["mode"]);
+  for (auto& [key, value] : spec["portLevelMtls"].entries()) {
+    int64_t port = 0;
+    auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), port);
+    if (ec != std::errc() || end != key.data() + key.size() || port < 1 || port > 65535) {
+      failAt(value.path(), "portLevelMtls key \"" + key + "\" is not a port number");
+    }
+    pa.port_level[static_cast<uint16_t>(port)] = peerModeAt(value["mode"]);
+  }
+  out.peer_authentications.push_back(std::move(pa));
+}
+
+// authentication.maistra.io/v1 (and authentication.istio.io/v1alpha1) Policy,
+// ServiceMeshPolicy, MeshPolicy: `peers: [{mtls: {}}]` is STRICT,
+// `mtls: {mode: PERMISSIVE}` PERMISSIVE; no mtls peer at all means mTLS is not
+// used (DISABLE), as in Istio 1.x.
+void parseLegacyPolicy(const At& doc, ObjectMeta meta, bool mesh_wide, ClusterState& out) {
+  PeerAuthentication pa;
+  pa.meta = std::move(meta);
+  pa.mesh_wide_kind = mesh_wide;
+  At spec = doc["spec"];
+  pa.mode = PeerMode::kDisable;
+  for (const At& peer : spec["peers"].list()) {
+    if (!peer.node().IsMap()) failAt(peer.path(), "expected a map, found " + std::string(typeName(peer.node())));
+    YAML::Node mtls = peer.node()["mtls"];
+    if (!mtls.IsDefined()) continue;
+    At at(mtls, join(peer.path(), "mtls"));
+    std::string mode = at["mode"].string("STRICT");
+    if (mode == "STRICT") {
+      pa.mode = PeerMode::kStrict;
+    } else if (mode == "PERMISSIVE") {
+      pa.mode = PeerMode::kPermissive;
+    } else {
+      failAt(at["mode"].path(), "unknown mode \"" + mode + "\" (want STRICT or PERMISSIVE)");
+    }
+    break;
+  }
+  for (const At& target : spec["targets"].list()) pa.maistra_targets.push_back(target["name"].required());
+  out.peer_authentications.push_back(std::move(pa));
+}
+
+void parseDestinationRule(const At& doc, ObjectMeta meta, ClusterState& out) {
+  DestinationRule dr;
+  dr.meta = std::move(meta);
+  At spec = doc["spec"];
+  dr.host = spec["host"].required();
+  dr.export_to = spec["exportTo"].strings();
+  if (spec["workloadSelector"].present()) {
+    Labels selector = spec["workloadSelector"]["matchLabels"].labels();
+    if (!selector.empty()) dr.workload_selector = std::move(selector);
+  }
+  At policy = spec["trafficPolicy"];
+  if (policy["tls"].present()) dr.tls = tlsAt(policy["tls"]);
+  for (const At& setting : policy["portLevelSettings"].list()) {
+    PortTlsSettings pls;
+    auto port = setting["port"]["number"].optPort();
+    if (!port) failAt(setting["port"]["number"].path(), "required field is missing");
+    pls.port = *port;
+    if (setting["tls"].present()) pls.tls = tlsAt(setting["tls"]);
+    dr.port_level.push_back(std::move(pls));
+  }
+  out.destination_rules.push_back(std::move(dr));
+}
+
+void meshConfigAt(const At& mc, MeshConfigValues& values) {
+  values.enable_auto_mtls = mc["enableAutoMtls"].optBool();
+  if (auto td = mc["trustDomain"].optString(); td && !td->empty()) values.trust_domain = td;
+  if (auto root = mc["rootNamespace"].optString(); root && !root->empty()) values.root_namespace = root;
+  At version = mc["meshMTLS"]["minProtocolVersion"];
+  if (version.present()) values.min_protocol_version = tlsVersionAt(version);
+}
+
+void parseIstio(const At& doc, ObjectMeta meta, ClusterState& out) {
+  ControlPlane cp;
+  cp.meta = std::move(meta);
+  cp.kind = ControlPlaneKind::kIstio;
+  At spec = doc["spec"];
+  cp.control_namespace = spec["namespace"].string("istio-system");
+  meshConfigAt(spec["values"]["meshConfig"], cp.mesh);
+  out.control_planes.push_back(std::move(cp));
+}
+
+void parseSmcp(const At& doc, ObjectMeta meta, bool v2, ClusterState& out) {
+  ControlPlane cp;
+  cp.meta = std::move(meta);
+  cp.control_namespace = cp.meta.ref.ns;
+  At spec = doc["spec"];
+  if (v2) {
+    cp.kind = ControlPlaneKind::kSmcpV2;
+    At dp = spec["security"]["dataPlane"];
+    cp.mesh_mtls = dp["mtls"].optBool().value_or(false);
+    cp.mesh.enable_auto_mtls = dp["automtls"].optBool();
+    if (auto td = spec["security"]["trust"]["domain"].optString(); td && !td->empty()) cp.mesh.trust_domain = td;
+  } else {
+    cp.kind = ControlPlaneKind::kSmcpV1;
+    At global = spec["istio"]["global"];
+    cp.mesh_mtls = global["mtls"]["enabled"].optBool().value_or(false);
+    cp.mesh.enable_auto_mtls = global["mtls"]["auto"].optBool();
+    if (auto td = global["trustDomain"].optString(); td && !td->empty()) cp.mesh.trust_domain = td;
+  }
+  out.control_planes.push_back(std::move(cp));
+}
+
+// The `istio` ConfigMap: `data.mesh` is itself a YAML MeshConfig.
+bool parseMeshConfigMap(const At& doc, ObjectMeta meta, ClusterState& out) {
+  if (meta.ref.name != "istio") return false;
+  At mesh = doc["data"]["mesh"];
+  ControlPlane cp;
+  cp.meta = std::move(meta);
+  cp.kind = ControlPlaneKind::kMeshConfigMap;
+  cp.control_namespace = cp.meta.ref.ns;
+  if (auto text = mesh.optString()) {
+    YAML::Node inner;
+    try {
+      inner = YAML::Load(*text);
+    } catch (const YAML::Exception& e) {
+      failAt(mesh.path(), "invalid YAML: " + e.msg + " at line " + std::to_string(e.mark.line + 1));
+    }
+    meshConfigAt(At(inner, mesh.path()), cp.mesh);
+  }
+  out.control_planes.push_back(std::move(cp));
+  return true;
+}
+
+struct DocContext {
+  std::string_view origin;
+  int document;
+  ParsedManifests& out;
+};
+
+void parseObject(const At& doc, DocContext& ctx);
+
+// One object (a document, or an item of a List). Errors stop at this boundary.
+void parseObjectGuarded(const At& doc, DocContext& ctx) {
+  try {
+    parseObject(doc, ctx);
+  } catch (const FieldError& e) {
+    ctx.out.errors.push_back({std::string(ctx.origin), ctx.document, e.field, e.message});
+  } catch (const YAML::Exception& e) {
+    ctx.out.errors.push_back({std::string(ctx.origin), ctx.document, doc.path(), e.msg});
+  } catch (const std::exception& e) {
+    ctx.out.errors.push_back({std::string(ctx.origin), ctx.document, doc.path(), e.what()});
+  }
+}
+
+void parseObject(const At& doc, DocContext& ctx) {
+  if (!doc.node().IsMap()) failAt(doc.path(), "expected a Kubernetes object (a map), found " + std::string(typeName(doc.node())));
+  std::string api = doc["apiVersion"].required();
+  std::string kind = doc["kind"].required();
+  SourceLocation where{std::string(ctx.origin), ctx.document};
+  std::string group = api.substr(0, api.find('/'));
+  if (api.find('/') == std::string::npos) group.clear();  // core "v1"
+
+  if (kind.size() > 4 && kind.ends_with("List") && doc["items"].present()) {
+    for (const At& item : doc["items"].list()) parseObjectGuarded(item, ctx);
+    return;
+  }
+  ClusterState& out = ctx.out.state;
+  if (group.empty() && kind == "Namespace") {
+    out.namespaces.push_back({metaAt(doc, kind, api, false, where)});
+  } else if (group.empty() && kind == "Pod") {
+    parsePod(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group.empty() && kind == "Service") {
+    parseService(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group.empty() && kind == "Endpoints") {
+    parseEndpoints(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "discovery.k8s.io" && kind == "EndpointSlice") {
+    parseEndpointSlice(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "security.istio.io" && kind == "PeerAuthentication") {
+    parsePeerAuthentication(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "networking.istio.io" && kind == "DestinationRule") {
+    parseDestinationRule(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "sailoperator.io" && kind == "Istio") {
+    parseIstio(doc, metaAt(doc, kind, api, false, where), out);
+  } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {
+    parseSmcp(doc, metaAt(doc, kind, api, true, where), api == "maistra.io/v2", out);
+  } else if ((group == "authentication.maistra.io" || group == "authentication.istio.io") && kind == "Policy") {
+    parseLegacyPolicy(doc, metaAt(doc, kind, api, true, where), false, out);
+  } else if ((group == "authentication.maistra.io" && kind == "ServiceMeshPolicy") ||
+             (group == "authentication.istio.io" && kind == "MeshPolicy")) {
+    parseLegacyPolicy(doc, metaAt(doc, kind, api, kind != "MeshPolicy", where), true, out);
+  } else if (group.empty() && kind == "ConfigMap" &&
+             parseMeshConfigMap(doc, metaAt(doc, kind, api, true, where), out)) {
+  } else {
+    std::string name = doc["metadata"]["name"].string();
+    ctx.out.ignored.push_back(where.describe() + ": " + api + " " + kind + " " + name + " (kind not used)");
+  }
+}
+
+}  // namespace
+
+std::string ManifestError::describe() const {
+  std::string s = origin;
+  if (document >= 0) s += ": document " + std::to_string(document + 1);
+  if (!field.empty()) s += ": " + field;
+  return s + ": " + message;
+}
+
+namespace {
+
+// Splits a multi-document text at "---" lines (and "..." ends) so a syntax
+// error in one document does not hide the others.
+struct RawDocument {
+  std::string_view text;
+  int first_line = 0;  // 0-based line of the document's first line in the file
+};
+
+std::vector<RawDocument> splitDocuments(std::string_view text) {
+  std::vector<RawDocument> docs;
+  std::size_t start = 0;
+  int start_line = 0;
+  int line = 0;
+  bool has_content = false;
+  std::size_t pos = 0;
+  auto flush = [&](std::size_t end) {
+    if (has_content) docs.push_back({text.substr(start, end - start), start_line});
+    has_content = false;
+  };
+  while (pos <= text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    std::string_view l = text.substr(pos, eol - pos);
+    bool separator = l.starts_with("---") && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    bool end_marker = l.starts_with("...") && (l.size() == 3 || l[3] == ' ' || l[3] == '\r');
+    if (separator || end_marker) {
+      flush(pos);
+      start = separator ? pos + 3 : eol;  // "--- {a: 1}" keeps the rest of the line
+      start_line = line;
+      if (separator) {
+        std::string_view rest = l.substr(3);
+        if (rest.find_first_not_of(" \t\r") != std::string_view::npos && rest.find_first_not_of(" \t\r") != rest.find('#')) {
+          has_content = true;
+        }
+      }
+    } else {
+      std::size_t first = l.find_first_not_of(" \t\r");
+      if (first != std::string_view::npos && l[first] != '#' && l[first] != '%') has_content = true;
+    }
+    if (eol == text.size()) break;
+    pos = eol + 1;
+    ++line;
+  }
+  flush(text.size());
+  return docs;
+}
+
+}  // namespace
+
+ParsedManifests parseManifests(std::string_view text, std::string_view origin) {
+  ParsedManifests out;
+  std::vector<RawDocument> raw;
+  try {
+    raw = splitDocuments(text);
+  } catch (const std::exception& e) {
+    out.errors.push_back({std::string(origin), -1, "", std::string("cannot read: ") + e.what()});
+    return out;
+  }
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    DocContext ctx{origin, static_cast<int>(i), out};
+    YAML::Node node;
+    try {
+      // The separator line is kept in the text so yaml-cpp's line numbers match the file's.
+      node = YAML::Load(std::string(raw[i].text));
+    } catch (const YAML::Exception& e) {
+      int line = raw[i].first_line + e.mark.line + 1;
+      out.errors.push_back({std::string(origin), ctx.document, "",
+                            "invalid YAML at line " + std::to_string(line) + ", column " +
+                                std::to_string(e.mark.column + 1) + ": " + e.msg});
+      continue;
+    } catch (const std::exception& e) {
+      out.errors.push_back({std::string(origin), ctx.document, "", std::string("cannot parse: ") + e.what()});
+      continue;
+    }
+    if (!node.IsDefined() || node.IsNull()) continue;
+    parseObjectGuarded(At(node, ""), ctx);
+  }
+  return out;
+}
+
+bool isManifestFile(const std::filesystem::path& path) {
+  std::string name = path.filename().string();
+  if (name.empty() || name.front() == '.') return false;
+  std::string ext = path.extension().string();
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+Result<std::vector<std::filesystem::path>> listManifestFiles(const std::filesystem::path& root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> files;
+  auto status = fs::status(root, ec);
+  if (ec) return failErrno("manifests " + root.string() + ": cannot read", ec.value());
+  if (fs::is_regular_file(status)) {
+    files.push_back(root);
+    return files;
+  }
+  if (!fs::is_directory(status)) return fail("manifests " + root.string() + ": not a file or directory");
+  fs::recursive_directory_iterator it(root, fs::directory_options::follow_directory_symlink, ec);
+  if (ec) return failErrno("manifests " + root.string() + ": cannot list", ec.value());
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const fs::path& p = it->path();
+    if (p.filename().string().starts_with(".")) {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file(ec) && isManifestFile(p)) files.push_back(p);
+  }
+  if (ec) return failErrno("manifests " + root.string() + ": cannot list", ec.value());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+namespace {
+
+ParsedManifests readManifestFile(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    ParsedManifests out;
+    out.errors.push_back({file.string(), -1, "", std::string("cannot open: ") + std::strerror(errno)});
+    return out;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  ParsedManifests parsed = parseManifests(text.str(), file.string());
+  for (const std::string& line : parsed.ignored) spdlog::debug("manifests: ignored {}", line);
+  return parsed;
+}
+
+}  // namespace
+
+void ManifestSet::reloadFile(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    files_.erase(file);
+    return;
+  }
+  FileState& fs = files_[file];
+  fs.current = readManifestFile(file);
+  if (fs.current.errors.empty()) {
+    fs.last_good = fs.current.state;
+    fs.ever_good = true;
+    fs.keeping_last_good = false;
+  } else if (fs.ever_good) {
+    fs.keeping_last_good = true;  // a half-written or broken file must not drop what it held
+  } else {
+    fs.last_good = fs.current.state;  // never good: what did parse is better than nothing
+    fs.keeping_last_good = false;
+  }
+}
+
+Status ManifestSet::reload(const std::filesystem::path& root) {
+  auto files = listManifestFiles(root);
+  if (!files) return std::unexpected(files.error());
+  std::map<std::filesystem::path, FileState> kept;
+  for (const auto& file : *files) {
+    auto it = files_.find(file);
+    if (it != files_.end()) kept.emplace(file, std::move(it->second));
+  }
+  files_ = std::move(kept);
+  for (const auto& file : *files) reloadFile(file);
+  return {};
+}
+
+ClusterState ManifestSet::state() const {
+  ClusterState all;
+  for (const auto& [path, fs] : files_) all.append(fs.last_good);
+  return all;
+}
+
+std::vector<ManifestError> ManifestSet::errors() const {
+  std::vector<ManifestError> all;
+  for (const auto& [path, fs] : files_) {
+    all.insert(all.end(), fs.current.errors.begin(), fs.current.errors.end());
+    if (fs.keeping_last_good) {
+      all.push_back({path.string(), -1, "", "keeping the last good contents of this file until it is fixed"});
+    }
+  }
+  return all;
+}
+
+Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root) {
+  ManifestSet set;
+  if (auto st = set.reload(root); !st) return std::unexpected(st.error());
+  return LoadedManifests{set.state(), set.errors()};
+}
+
+}  // namespace meshlock::config

@@ -1,0 +1,85 @@
+// Reading Kubernetes manifests (YAML or JSON, multi-document, `List` kinds)
+// into a ClusterState. Never throws, whatever the input: a bad document becomes
+// a ManifestError naming origin, document and field, and the rest still loads.
+//
+//   parseManifests(text, origin)      one text (fuzz entry point)
+//   loadManifestDirectory(dir)        every *.yaml/*.yml/*.json below dir
+//   ManifestSet                       per-file results that keep each file's
+//                                     last good contents (used by the watcher)
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "config/types.h"
+
+namespace meshlock::config {
+
+struct ManifestError {
+  std::string origin;      // file path, or what the caller passed as origin
+  int document = -1;       // 0-based document index in the file; -1 = the file as a whole
+  std::string field;       // e.g. "spec.mtls.mode", "items[2].metadata.name"; empty if none
+  std::string message;     // what is wrong
+  [[nodiscard]] std::string describe() const;  // "a.yaml: document 2: spec.mtls.mode: unknown mode ..."
+};
+
+struct ParsedManifests {
+  ClusterState state;
+  std::vector<ManifestError> errors;
+  std::vector<std::string> ignored;  // "a.yaml: document 3: ConfigMap/shop/x (kind not used)"
+};
+
+// Parses one text holding one or more documents. `origin` names it in errors.
+[[nodiscard]] ParsedManifests parseManifests(std::string_view text, std::string_view origin);
+
+// True for the files a manifest directory is made of (*.yaml, *.yml, *.json,
+// not hidden).
+[[nodiscard]] bool isManifestFile(const std::filesystem::path& path);
+
+// The manifest files below `root` (or `root` itself if it is a file), sorted.
+// Hidden entries (".git", Kubernetes' "..data" ConfigMap links) are skipped so
+// a mounted ConfigMap is read once.
+[[nodiscard]] Result<std::vector<std::filesystem::path>> listManifestFiles(
+    const std::filesystem::path& root);
+
+// The contents of a manifest directory, file by file. A file that fails to
+// parse keeps its last good contents (if it ever had any) until it is fixed.
+class ManifestSet {
+ public:
+  struct FileState {
+    ParsedManifests current;       // the latest read, with its errors
+    ClusterState last_good;        // what is in effect for this file
+    bool ever_good = false;
+    bool keeping_last_good = false;  // current read had errors and an older good state is used
+  };
+
+  // Rereads every manifest file below `root`; files that vanished are dropped.
+  // Fails only if `root` itself cannot be listed.
+  [[nodiscard]] Status reload(const std::filesystem::path& root);
+  // Reads (or forgets, if it no longer exists) one file.
+  void reloadFile(const std::filesystem::path& file);
+
+  // The union of every file's state in effect.
+  [[nodiscard]] ClusterState state() const;
+  // Errors of the latest read of every file, and a note per file whose last good state is kept.
+  [[nodiscard]] std::vector<ManifestError> errors() const;
+  [[nodiscard]] const std::map<std::filesystem::path, FileState>& files() const { return files_; }
+
+ private:
+  std::map<std::filesystem::path, FileState> files_;
+};
+
+struct LoadedManifests {
+  ClusterState state;
+  std::vector<ManifestError> errors;
+};
+
+// One-shot load of a directory or single file (what meshlockctl uses).
+// Fails only when the path cannot be read at all; bad documents are in `errors`.
+[[nodiscard]] Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root);
+
+}  // namespace meshlock::config

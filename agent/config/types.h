@@ -1,0 +1,265 @@
+// The cluster state meshlock reads: namespaces, pods, services, endpoints and
+// the Istio / Maistra mesh resources, as plain typed values (no YAML here).
+//
+// Produced by config/manifest.h (parseManifests, loadManifestDirectory) and
+// config/watcher.h (ManifestWatcher); consumed by policy/policy.h.
+// Every object keeps its ObjectRef (kind/namespace/name) and where it was
+// read from, so decisions and errors can name it.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace meshlock::config {
+
+// A string with a meaning, so a pod uid is never passed where a name is due.
+template <typename Tag>
+class StrongString {
+ public:
+  StrongString() = default;
+  explicit StrongString(std::string value) : value_(std::move(value)) {}
+  [[nodiscard]] const std::string& str() const { return value_; }
+  [[nodiscard]] bool empty() const { return value_.empty(); }
+  auto operator<=>(const StrongString&) const = default;
+
+ private:
+  std::string value_;
+};
+
+using PodUid = StrongString<struct PodUidTag>;      // metadata.uid
+using SpiffeId = StrongString<struct SpiffeIdTag>;  // spiffe://<trust domain>/ns/<ns>/sa/<sa>
+
+[[nodiscard]] SpiffeId spiffeIdFor(std::string_view trust_domain, std::string_view ns,
+                                   std::string_view service_account);
+
+// An IPv4 or IPv6 address, compared and hashed by value.
+class IpAddress {
+ public:
+  IpAddress() = default;
+  [[nodiscard]] static std::optional<IpAddress> parse(std::string_view text);
+  [[nodiscard]] static IpAddress v4(uint32_t host_order);
+  [[nodiscard]] bool isV4() const { return family_ == 4; }
+  [[nodiscard]] std::string toString() const;
+  [[nodiscard]] const std::array<uint8_t, 16>& bytes() const { return bytes_; }
+  auto operator<=>(const IpAddress&) const = default;
+
+ private:
+  uint8_t family_ = 0;  // 4 or 6; 0 = unset
+  std::array<uint8_t, 16> bytes_{};
+};
+
+using Labels = std::map<std::string, std::string, std::less<>>;
+
+// True when every selector label is present in `labels` with the same value.
+[[nodiscard]] bool selectorMatches(const Labels& selector, const Labels& labels);
+
+// Where an object was read from: file (or other origin) and document index (0-based).
+struct SourceLocation {
+  std::string origin;
+  int document = 0;
+  [[nodiscard]] std::string describe() const;  // "dir/a.yaml: document 2" (1-based for humans)
+};
+
+// kind/namespace/name: how decisions name the resource that made them.
+struct ObjectRef {
+  std::string kind;
+  std::string ns;  // empty for cluster-scoped kinds
+  std::string name;
+  [[nodiscard]] std::string toString() const;  // "PeerAuthentication/shop/default"
+  auto operator<=>(const ObjectRef&) const = default;
+};
+
+struct ObjectMeta {
+  ObjectRef ref;
+  std::string api_version;
+  std::string uid;
+  Labels labels;
+  std::string creation_timestamp;  // RFC 3339 as written; empty sorts first (oldest), as in Istio
+  SourceLocation source;
+};
+
+// Istio's order among policies at the same level: oldest first, then name, then namespace.
+[[nodiscard]] bool olderThan(const ObjectMeta& a, const ObjectMeta& b);
+
+// ---- Kubernetes core ----------------------------------------------------------
+
+inline constexpr std::string_view kEnrollLabel = "meshlock.io/mtls";          // ns: enabled; pod: disabled
+inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  // ns: ambient; pod: none
+
+struct Namespace {
+  ObjectMeta meta;
+};
+
+struct ContainerPort {
+  std::string name;  // may be empty
+  uint16_t port = 0;
+  std::string protocol = "TCP";
+};
+
+struct Pod {
+  ObjectMeta meta;
+  PodUid uid;  // metadata.uid, or "<ns>/<name>" when the manifest has none
+  std::string service_account = "default";
+  std::string node_name;
+  std::optional<IpAddress> ip;   // status.podIP
+  std::vector<IpAddress> ips;    // status.podIPs (includes ip)
+  std::vector<ContainerPort> ports;
+  bool host_network = false;
+  bool terminated = false;  // status.phase Succeeded or Failed: no longer an endpoint
+  [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
+  [[nodiscard]] const std::string& name() const { return meta.ref.name; }
+  [[nodiscard]] const Labels& labels() const { return meta.labels; }
+  [[nodiscard]] std::optional<uint16_t> containerPortNamed(std::string_view name) const;
+  [[nodiscard]] bool hasContainerPort(uint16_t port) const;
+};
+
+// A Service's targetPort: a number, or the name of a container port.
+struct TargetPort {
+  uint16_t number = 0;  // when name is empty
+  std::string name;
+};
+
+struct ServicePort {
+  std::string name;
+  uint16_t port = 0;
+  TargetPort target;
+  std::string protocol = "TCP";
+};
+
+struct Service {
+  ObjectMeta meta;
+  std::optional<IpAddress> cluster_ip;  // none for headless / ExternalName
+  std::vector<IpAddress> cluster_ips;
+  std::optional<Labels> selector;  // nullopt: endpoints come from Endpoints/EndpointSlice
+  std::vector<ServicePort> ports;
+  std::string type = "ClusterIP";
+  std::string external_name;
+  [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
+  [[nodiscard]] const std::string& name() const { return meta.ref.name; }
+};
+
+// One Endpoints object or EndpointSlice, reduced to what policy needs.
+struct EndpointAddress {
+  IpAddress ip;
+  std::string pod_name;  // targetRef of kind Pod, if any
+};
+struct EndpointPort {
+  std::string name;
+  uint16_t port = 0;
+};
+struct ServiceEndpoints {
+  ObjectMeta meta;
+  std::string service;  // Endpoints: its name; EndpointSlice: kubernetes.io/service-name
+  std::vector<EndpointAddress> addresses;
+  std::vector<EndpointPort> ports;
+};
+
+// ---- Istio / Maistra ------------------------------------------------------------
+
+enum class PeerMode : uint8_t { kUnset, kDisable, kPermissive, kStrict };
+enum class TlsMode : uint8_t { kDisable, kSimple, kMutual, kIstioMutual };
+enum class TlsVersion : uint8_t { kAuto, kTls12, kTls13 };
+
+[[nodiscard]] std::string_view toString(PeerMode mode);
+[[nodiscard]] std::string_view toString(TlsMode mode);
+[[nodiscard]] std::string_view toString(TlsVersion version);
+[[nodiscard]] std::optional<PeerMode> parsePeerMode(std::string_view text);
+[[nodiscard]] std::optional<TlsMode> parseTlsMode(std::string_view text);
+[[nodiscard]] std::optional<TlsVersion> parseTlsVersion(std::string_view text);
+
+// PeerAuthentication, or a Maistra/Istio 1.x authentication Policy,
+// ServiceMeshPolicy or MeshPolicy expressed as one (meta.ref.kind tells which).
+struct PeerAuthentication {
+  ObjectMeta meta;
+  std::optional<Labels> selector;       // matchLabels; nullopt or empty = namespace/mesh wide
+  std::optional<PeerMode> mode;         // nullopt when spec.mtls is absent (= UNSET)
+  std::map<uint16_t, PeerMode> port_level;  // portLevelMtls, keyed by container port
+  std::vector<std::string> maistra_targets;  // legacy Policy `targets[].name` (not applied)
+  bool mesh_wide_kind = false;               // MeshPolicy / ServiceMeshPolicy
+  [[nodiscard]] bool hasSelector() const { return selector && !selector->empty(); }
+};
+
+struct ClientTlsSettings {
+  TlsMode mode = TlsMode::kDisable;
+  std::string sni;
+  std::vector<std::string> subject_alt_names;
+  std::string ca_certificates;
+  std::string client_certificate;
+  std::string private_key;
+  std::string credential_name;
+  bool insecure_skip_verify = false;
+};
+
+struct PortTlsSettings {
+  uint16_t port = 0;  // service port
+  std::optional<ClientTlsSettings> tls;
+};
+
+struct DestinationRule {
+  ObjectMeta meta;
+  std::string host;  // as written
+  std::vector<std::string> export_to;
+  std::optional<Labels> workload_selector;
+  std::optional<ClientTlsSettings> tls;     // trafficPolicy.tls
+  std::vector<PortTlsSettings> port_level;  // trafficPolicy.portLevelSettings
+  bool synthetic = false;  // made by meshlock for a ServiceMeshControlPlane's mesh-wide mTLS
+};
+
+// The mesh-wide settings one resource contributes. Unset fields say nothing.
+struct MeshConfigValues {
+  std::optional<bool> enable_auto_mtls;
+  std::optional<std::string> trust_domain;
+  std::optional<std::string> root_namespace;
+  std::optional<TlsVersion> min_protocol_version;
+};
+
+enum class ControlPlaneKind : uint8_t { kIstio, kSmcpV1, kSmcpV2, kMeshConfigMap };
+
+// sailoperator.io/v1 Istio, maistra.io/v1|v2 ServiceMeshControlPlane, or the
+// `istio` ConfigMap's `mesh` key.
+struct ControlPlane {
+  ObjectMeta meta;
+  ControlPlaneKind kind = ControlPlaneKind::kIstio;
+  std::string control_namespace;  // Istio: spec.namespace (default istio-system); others: metadata.namespace
+  MeshConfigValues mesh;
+  bool mesh_mtls = false;  // SMCP: mesh-wide STRICT + ISTIO_MUTUAL for *.local
+};
+
+// Everything read from a manifest source. Plain vectors in input order.
+struct ClusterState {
+  std::vector<Namespace> namespaces;
+  std::vector<Pod> pods;
+  std::vector<Service> services;
+  std::vector<ServiceEndpoints> endpoints;
+  std::vector<PeerAuthentication> peer_authentications;
+  std::vector<DestinationRule> destination_rules;
+  std::vector<ControlPlane> control_planes;
+
+  void append(const ClusterState& other);
+  [[nodiscard]] std::size_t objectCount() const;
+};
+
+}  // namespace meshlock::config
+
+template <typename Tag>
+struct std::hash<meshlock::config::StrongString<Tag>> {
+  std::size_t operator()(const meshlock::config::StrongString<Tag>& s) const noexcept {
+    return std::hash<std::string>{}(s.str());
+  }
+};
+
+template <>
+struct std::hash<meshlock::config::IpAddress> {
+  std::size_t operator()(const meshlock::config::IpAddress& ip) const noexcept {
+    std::size_t h = 1469598103934665603ull;
+    for (uint8_t b : ip.bytes()) h = (h ^ b) * 1099511628211ull;
+    return h ^ (ip.isV4() ? 4 : 6);
+  }
+};

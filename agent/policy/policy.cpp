@@ -1,0 +1,956 @@
+// Builds the policy index from a ClusterState and answers per-connection
+// questions from it. Istio's own logic is cited where we follow it:
+// pilot/pkg/security/authn (ComposePeerAuthentication) for inbound,
+// pilot/pkg/model/push_context.go (destinationRule) for outbound lookup.
+#include "policy/policy.h"
+
+#include <algorithm>
+#include <set>
+
+namespace meshlock::policy {
+
+using config::ClusterState;
+using config::DestinationRule;
+using config::PeerAuthentication;
+using config::PeerMode;
+using config::Pod;
+using config::Service;
+using config::TlsMode;
+
+// ---- Names ------------------------------------------------------------------------
+
+std::string_view toString(ServerMode mode) {
+  switch (mode) {
+    case ServerMode::kNone: return "NONE";
+    case ServerMode::kDisable: return "DISABLE";
+    case ServerMode::kPermissive: return "PERMISSIVE";
+    case ServerMode::kStrict: return "STRICT";
+  }
+  return "?";
+}
+
+std::string_view toString(ClientTls tls) {
+  switch (tls) {
+    case ClientTls::kNone: return "NONE";
+    case ClientTls::kDisable: return "DISABLE";
+    case ClientTls::kSimple: return "SIMPLE";
+    case ClientTls::kMutual: return "MUTUAL";
+    case ClientTls::kIstioMutual: return "ISTIO_MUTUAL";
+  }
+  return "?";
+}
+
+std::string_view toString(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kMtls: return "mtls";
+    case Outcome::kTls: return "tls";
+    case Outcome::kPlaintext: return "plaintext";
+    case Outcome::kRefused: return "refused";
+    case Outcome::kBroken: return "broken";
+  }
+  return "?";
+}
+
+std::optional<ServerMode> parseServerMode(std::string_view text) {
+  for (ServerMode m : {ServerMode::kNone, ServerMode::kDisable, ServerMode::kPermissive, ServerMode::kStrict}) {
+    if (toString(m) == text) return m;
+  }
+  return std::nullopt;
+}
+
+std::optional<ClientTls> parseClientTls(std::string_view text) {
+  for (ClientTls t : {ClientTls::kNone, ClientTls::kDisable, ClientTls::kSimple, ClientTls::kMutual,
+                      ClientTls::kIstioMutual}) {
+    if (toString(t) == text) return t;
+  }
+  return std::nullopt;
+}
+
+std::optional<Outcome> parseOutcome(std::string_view text) {
+  for (Outcome o : {Outcome::kMtls, Outcome::kTls, Outcome::kPlaintext, Outcome::kRefused, Outcome::kBroken}) {
+    if (toString(o) == text) return o;
+  }
+  return std::nullopt;
+}
+
+Outcome combine(ClientTls client, ServerMode server) {
+  switch (client) {
+    case ClientTls::kNone:
+    case ClientTls::kDisable:
+      // Plaintext: only a STRICT server turns it away.
+      return server == ServerMode::kStrict ? Outcome::kRefused : Outcome::kPlaintext;
+    case ClientTls::kIstioMutual:
+      // Mesh mTLS needs a mesh server that terminates it; DISABLE hands the
+      // TLS bytes to the app untouched, no proxy means the app sees them too.
+      return server == ServerMode::kPermissive || server == ServerMode::kStrict ? Outcome::kMtls
+                                                                               : Outcome::kBroken;
+    case ClientTls::kSimple:
+    case ClientTls::kMutual:
+      // TLS with non-mesh certificates: fine towards a server that speaks TLS
+      // itself (no proxy, DISABLE, or PERMISSIVE's passthrough of non-mesh TLS);
+      // STRICT demands a mesh client certificate and fails the handshake.
+      return server == ServerMode::kStrict ? Outcome::kBroken : Outcome::kTls;
+  }
+  return Outcome::kBroken;
+}
+
+std::string Reason::describe() const {
+  std::string s;
+  switch (kind) {
+    case ReasonKind::kResource: s = resource ? resource->toString() : "?"; break;
+    case ReasonKind::kDefault: s = "default"; break;
+    case ReasonKind::kAutoMtls: s = "auto mTLS"; break;
+    case ReasonKind::kNoAutoMtls: s = "auto mTLS disabled"; break;
+    case ReasonKind::kNotEnrolled: s = "namespace not enrolled"; break;
+    case ReasonKind::kOptedOut: s = "pod opted out"; break;
+    case ReasonKind::kOutsideMesh: s = "outside the mesh"; break;
+  }
+  if (port != 0) s += " (port " + std::to_string(port) + ")";
+  return s;
+}
+
+std::vector<std::string> DecidedBy::describe() const {
+  std::vector<std::string> out;
+  for (const Reason& r : *this) out.push_back(r.describe());
+  return out;
+}
+
+// ---- Index internals -----------------------------------------------------------
+
+struct PortMode {
+  uint16_t port;
+  ServerMode mode;
+  Reason reason;
+};
+
+struct PolicyIndex::PodEntry {
+  const Pod* pod = nullptr;
+  bool served = false;
+  Reason served_reason;
+  ServerMode mode = ServerMode::kPermissive;  // inbound, ports without a port-level setting
+  Reason mode_reason;
+  std::vector<PortMode> port_modes;
+  std::vector<std::string> identity;  // one SPIFFE ID (a vector so decisions can span it)
+  // (service index, service port index) pairs for which this pod is a backend.
+  std::vector<std::pair<std::size_t, std::size_t>> attributions;
+};
+
+struct PolicyIndex::ServiceEntry {
+  const Service* svc = nullptr;
+  std::string fqdn;
+  std::vector<std::vector<Backend>> backends;  // parallel to svc->ports
+  std::vector<std::string> identities;         // sorted, unique
+};
+
+// DestinationRules visible from one namespace's point of view.
+struct PolicyIndex::RuleSet {
+  std::unordered_map<std::string, std::vector<const DestinationRule*>> exact;  // oldest first
+  // Wildcard hosts as the suffix after '*' ("" for "*"), longest first, then oldest.
+  std::vector<std::pair<std::string, const DestinationRule*>> wildcards;
+};
+
+struct PolicyIndex::NamespaceEntry {
+  bool enrolled = false;
+  const PeerAuthentication* namespace_policy = nullptr;
+  std::vector<const PeerAuthentication*> workload_policies;  // oldest first
+  RuleSet local;     // rules of this namespace, for its own clients
+  RuleSet exported;  // rules of this namespace, for other namespaces' clients
+};
+
+PolicyIndex::PolicyIndex() = default;
+PolicyIndex::~PolicyIndex() = default;
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+ServerMode toServerMode(PeerMode mode) {
+  switch (mode) {
+    case PeerMode::kDisable: return ServerMode::kDisable;
+    case PeerMode::kStrict: return ServerMode::kStrict;
+    default: return ServerMode::kPermissive;
+  }
+}
+
+ClientTls toClientTls(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kDisable: return ClientTls::kDisable;
+    case TlsMode::kSimple: return ClientTls::kSimple;
+    case TlsMode::kMutual: return ClientTls::kMutual;
+    case TlsMode::kIstioMutual: return ClientTls::kIstioMutual;
+  }
+  return ClientTls::kDisable;
+}
+
+Reason byResource(const config::ObjectMeta& meta, uint16_t port = 0) {
+  return Reason{ReasonKind::kResource, &meta.ref, port};
+}
+
+bool isLegacyNamespacePolicy(const PeerAuthentication& pa) {
+  return pa.meta.ref.kind == "Policy";
+}
+
+// Visibility of a rule to a client namespace (exportTo). Empty means everywhere.
+bool visibleTo(const DestinationRule& rule, std::string_view client_ns) {
+  if (rule.export_to.empty()) return true;
+  for (const std::string& e : rule.export_to) {
+    if (e == "*" || e == client_ns) return true;
+    if (e == "." && client_ns == rule.meta.ref.ns) return true;
+  }
+  return false;
+}
+
+bool exportedBeyondOwnNamespace(const DestinationRule& rule) {
+  if (rule.export_to.empty()) return true;
+  for (const std::string& e : rule.export_to) {
+    if (e != "." && e != "~" && e != rule.meta.ref.ns) return true;
+  }
+  return false;
+}
+
+void addRule(PolicyIndex::RuleSet& set, const std::string& host, const DestinationRule* rule) {
+  if (host.starts_with("*")) {
+    set.wildcards.emplace_back(host.substr(1), rule);
+  } else {
+    set.exact[host].push_back(rule);
+  }
+}
+
+void sortRuleSet(PolicyIndex::RuleSet& set) {
+  auto older = [](const DestinationRule* a, const DestinationRule* b) { return olderThan(a->meta, b->meta); };
+  for (auto& [host, rules] : set.exact) std::stable_sort(rules.begin(), rules.end(), older);
+  std::stable_sort(set.wildcards.begin(), set.wildcards.end(), [&](const auto& a, const auto& b) {
+    if (a.first.size() != b.first.size()) return a.first.size() > b.first.size();
+    return older(a.second, b.second);
+  });
+}
+
+}  // namespace
+
+std::string PolicyIndex::fqdn(const Service& svc) const {
+  return svc.name() + "." + svc.ns() + ".svc." + mesh_.domain_suffix;
+}
+
+// A DestinationRule host as Istio resolves it: short names in the rule's namespace.
+static std::string resolveRuleHost(const DestinationRule& rule, std::string_view suffix) {
+  std::string host = lower(rule.host);
+  if (host.ends_with(".")) host.pop_back();
+  if (host == "*" || host.find('.') != std::string::npos) return host;
+  return host + "." + rule.meta.ref.ns + ".svc." + std::string(suffix);
+}
+
+std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
+  auto index = std::shared_ptr<PolicyIndex>(new PolicyIndex());
+  PolicyIndex& ix = *index;
+  ix.state_ = std::move(input);
+  ClusterState& st = ix.state_;
+
+  // Mesh settings. The Istio resource names the control plane namespace; an
+  // SMCP's own namespace stands in for it; meshConfig.rootNamespace overrides.
+  {
+    std::vector<const config::ControlPlane*> planes;
+    for (const auto& cp : st.control_planes) planes.push_back(&cp);
+    auto rank = [](const config::ControlPlane* cp) {
+      switch (cp->kind) {
+        case config::ControlPlaneKind::kIstio: return 0;
+        case config::ControlPlaneKind::kSmcpV2: return 1;
+        case config::ControlPlaneKind::kSmcpV1: return 2;
+        case config::ControlPlaneKind::kMeshConfigMap: return 3;
+      }
+      return 4;
+    };
+    std::stable_sort(planes.begin(), planes.end(), [&](const auto* a, const auto* b) {
+      if (rank(a) != rank(b)) return rank(a) < rank(b);
+      return olderThan(a->meta, b->meta);
+    });
+    std::string control_ns = "istio-system";
+    for (const auto* cp : planes) {
+      if (cp->kind != config::ControlPlaneKind::kMeshConfigMap) {
+        control_ns = cp->control_namespace;
+        break;
+      }
+    }
+    MeshSettings& m = ix.mesh_;
+    m.root_namespace = control_ns;
+    bool set_auto = false, set_td = false, set_root = false, set_version = false;
+    for (const auto* cp : planes) {
+      // The mesh ConfigMap counts only in the control plane namespace.
+      if (cp->kind == config::ControlPlaneKind::kMeshConfigMap && cp->control_namespace != control_ns) continue;
+      // Only the first control plane of each kind speaks (validation warns about the others).
+      bool used = false;
+      if (!set_auto && cp->mesh.enable_auto_mtls) m.enable_auto_mtls = *cp->mesh.enable_auto_mtls, set_auto = used = true;
+      if (!set_td && cp->mesh.trust_domain) m.trust_domain = *cp->mesh.trust_domain, set_td = used = true;
+      if (!set_root && cp->mesh.root_namespace) m.root_namespace = *cp->mesh.root_namespace, set_root = used = true;
+      if (!set_version && cp->mesh.min_protocol_version) {
+        m.min_protocol_version = *cp->mesh.min_protocol_version;
+        if (m.min_protocol_version == config::TlsVersion::kAuto) m.min_protocol_version = config::TlsVersion::kTls12;
+        set_version = used = true;
+      }
+      if (used || cp->kind != config::ControlPlaneKind::kMeshConfigMap) m.decided_by.push_back(&cp->meta.ref);
+    }
+    // ServiceMeshControlPlane mesh-wide mTLS: what the operator creates in
+    // the control plane namespace (a mesh-wide STRICT policy and a `*.local`
+    // ISTIO_MUTUAL rule), named after the SMCP so decisions point at it.
+    for (const auto& cp : st.control_planes) {
+      if (!cp.mesh_mtls) continue;
+      auto pa = std::make_unique<PeerAuthentication>();
+      pa->meta = cp.meta;
+      pa->meta.ref.ns = m.root_namespace;
+      pa->meta.ref.name = cp.meta.ref.name;
+      pa->meta.ref.kind = "ServiceMeshControlPlane";
+      pa->mode = PeerMode::kStrict;
+      pa->mesh_wide_kind = true;
+      ix.synthetic_peer_auths_.push_back(std::move(pa));
+      auto dr = std::make_unique<DestinationRule>();
+      dr->meta = ix.synthetic_peer_auths_.back()->meta;
+      dr->host = "*.local";
+      dr->tls = config::ClientTlsSettings{.mode = TlsMode::kIstioMutual};
+      dr->synthetic = true;
+      ix.synthetic_rules_.push_back(std::move(dr));
+    }
+  }
+  const std::string& root = ix.mesh_.root_namespace;
+
+  auto nsEntry = [&](const std::string& ns) -> NamespaceEntry& {
+    auto& slot = ix.namespaces_[ns];
+    if (!slot) slot = std::make_unique<NamespaceEntry>();
+    return *slot;
+  };
+  for (const auto& ns : st.namespaces) {
+    const auto& labels = ns.meta.labels;
+    auto enroll = labels.find(config::kEnrollLabel);
+    auto ambient = labels.find(config::kAmbientLabel);
+    nsEntry(ns.meta.ref.name).enrolled = (enroll != labels.end() && enroll->second == "enabled") ||
+                                         (ambient != labels.end() && ambient->second == "ambient");
+  }
+
+  // PeerAuthentications by level (ComposePeerAuthentication).
+  const PeerAuthentication* mesh_policy = nullptr;
+  auto consider = [](const PeerAuthentication*& slot, const PeerAuthentication* pa) {
+    if (!slot || olderThan(pa->meta, slot->meta)) slot = pa;
+  };
+  std::vector<const PeerAuthentication*> all_pas;
+  for (const auto& pa : st.peer_authentications) all_pas.push_back(&pa);
+  for (const auto& pa : ix.synthetic_peer_auths_) all_pas.push_back(pa.get());
+  for (const PeerAuthentication* pa : all_pas) {
+    if (isLegacyNamespacePolicy(*pa)) {
+      // Istio 1.x: only the policy named `default` without targets is namespace-wide.
+      if (pa->meta.ref.name == "default" && pa->maistra_targets.empty()) {
+        consider(nsEntry(pa->meta.ref.ns).namespace_policy, pa);
+      }
+    } else if (pa->mesh_wide_kind) {
+      consider(mesh_policy, pa);
+    } else if (!pa->hasSelector()) {
+      if (pa->meta.ref.ns == root) {
+        consider(mesh_policy, pa);
+      } else {
+        consider(nsEntry(pa->meta.ref.ns).namespace_policy, pa);
+      }
+    } else if (pa->meta.ref.ns != root) {  // Istio ignores selector policies in the root namespace
+      nsEntry(pa->meta.ref.ns).workload_policies.push_back(pa);
+    }
+  }
+  for (auto& [name, entry] : ix.namespaces_) {
+    std::stable_sort(entry->workload_policies.begin(), entry->workload_policies.end(),
+                     [](const auto* a, const auto* b) { return olderThan(a->meta, b->meta); });
+  }
+
+  // Pods.
+  ix.pods_.reserve(st.pods.size());
+  for (const Pod& pod : st.pods) {
+    PodEntry e;
+    e.pod = &pod;
+    NamespaceEntry& ns = nsEntry(pod.ns());
+    auto opt = pod.labels().find(config::kEnrollLabel);
+    auto ambient = pod.labels().find(config::kAmbientLabel);
+    bool opted_out = (opt != pod.labels().end() && opt->second == "disabled") ||
+                     (ambient != pod.labels().end() && ambient->second == "none") || pod.host_network;
+    e.served = ns.enrolled && !opted_out;
+    e.served_reason = Reason{!ns.enrolled ? ReasonKind::kNotEnrolled : ReasonKind::kOptedOut, nullptr, 0};
+    // Mesh, then namespace, then workload; UNSET (or no mtls) inherits.
+    e.mode = ServerMode::kPermissive;
+    e.mode_reason = Reason{ReasonKind::kDefault, nullptr, 0};
+    auto apply = [&](const PeerAuthentication* pa) {
+      if (pa && pa->mode && *pa->mode != PeerMode::kUnset) {
+        e.mode = toServerMode(*pa->mode);
+        e.mode_reason = byResource(pa->meta);
+      }
+    };
+    apply(mesh_policy);
+    apply(ns.namespace_policy);
+    for (const PeerAuthentication* pa : ns.workload_policies) {
+      if (!config::selectorMatches(*pa->selector, pod.labels())) continue;
+      apply(pa);
+      for (const auto& [port, mode] : pa->port_level) {
+        if (mode == PeerMode::kUnset) {
+          e.port_modes.push_back({port, e.mode, e.mode_reason});
+        } else {
+          e.port_modes.push_back({port, toServerMode(mode), byResource(pa->meta, port)});
+        }
+      }
+      break;  // the oldest matching workload policy wins
+    }
+    e.identity.push_back(config::spiffeIdFor(ix.mesh_.trust_domain, pod.ns(), pod.service_account).str());
+    std::size_t idx = ix.pods_.size();
+    ix.pods_.push_back(std::move(e));
+    ix.pod_by_uid_.emplace(pod.uid, idx);
+    for (const auto& ip : pod.ips) {
+      if (!pod.terminated || !ix.pod_by_ip_.contains(ip)) ix.pod_by_ip_[ip] = idx;
+    }
+    ix.pod_by_name_.emplace(pod.ns() + "/" + pod.name(), idx);
+  }
+
+  // Services and their backends.
+  std::unordered_map<std::string, std::vector<std::size_t>> pods_by_ns;
+  for (std::size_t i = 0; i < ix.pods_.size(); ++i) {
+    if (!ix.pods_[i].pod->terminated) pods_by_ns[ix.pods_[i].pod->ns()].push_back(i);
+  }
+  std::unordered_map<std::string, std::vector<const config::ServiceEndpoints*>> endpoints_by_service;
+  for (const auto& eps : st.endpoints) endpoints_by_service[eps.meta.ref.ns + "/" + eps.service].push_back(&eps);
+
+  ix.services_.reserve(st.services.size());
+  for (const Service& svc : st.services) {
+    ServiceEntry se;
+    se.svc = &svc;
+    se.fqdn = ix.fqdn(svc);
+    se.backends.resize(svc.ports.size());
+    std::set<std::string> identities;
+    std::size_t sidx = ix.services_.size();
+    if (svc.selector) {
+      for (std::size_t pi : pods_by_ns[svc.ns()]) {
+        PodEntry& pe = ix.pods_[pi];
+        if (!config::selectorMatches(*svc.selector, pe.pod->labels())) continue;
+        bool any = false;
+        for (std::size_t p = 0; p < svc.ports.size(); ++p) {
+          const auto& target = svc.ports[p].target;
+          std::optional<uint16_t> port = target.name.empty() ? std::optional<uint16_t>(target.number)
+                                                             : pe.pod->containerPortNamed(target.name);
+          if (!port) continue;  // Kubernetes leaves the pod out of this port's endpoints
+          se.backends[p].push_back(Backend{pe.pod, pe.pod->ip.value_or(IpAddress{}), *port});
+          pe.attributions.emplace_back(sidx, p);
+          any = true;
+        }
+        if (any || svc.ports.empty()) identities.insert(pe.identity.front());
+      }
+    } else {
+      for (const auto* eps : endpoints_by_service[svc.ns() + "/" + svc.name()]) {
+        for (std::size_t p = 0; p < svc.ports.size(); ++p) {
+          const config::ServicePort& sp = svc.ports[p];
+          std::optional<uint16_t> port;
+          for (const auto& ep : eps->ports) {
+            if (ep.name == sp.name || eps->ports.size() == 1) port = ep.port;
+          }
+          if (!port) continue;
+          for (const auto& addr : eps->addresses) {
+            const Pod* pod = nullptr;
+            std::size_t pi = 0;
+            if (!addr.pod_name.empty()) {
+              if (auto it = ix.pod_by_name_.find(svc.ns() + "/" + addr.pod_name); it != ix.pod_by_name_.end()) {
+                pi = it->second, pod = ix.pods_[pi].pod;
+              }
+            }
+            if (!pod) {
+              if (auto it = ix.pod_by_ip_.find(addr.ip); it != ix.pod_by_ip_.end()) pi = it->second, pod = ix.pods_[pi].pod;
+            }
+            se.backends[p].push_back(Backend{pod, addr.ip, *port});
+            if (pod) {
+              ix.pods_[pi].attributions.emplace_back(sidx, p);
+              identities.insert(ix.pods_[pi].identity.front());
+            }
+          }
+        }
+      }
+    }
+    se.identities.assign(identities.begin(), identities.end());
+    ix.service_by_host_.emplace(se.fqdn, sidx);
+    for (const auto& ip : svc.cluster_ips) ix.service_by_ip_.emplace(ip, sidx);
+    ix.services_.push_back(std::move(se));
+  }
+  // Backends in a stable order: by namespace and name.
+  for (auto& se : ix.services_) {
+    for (auto& list : se.backends) {
+      std::stable_sort(list.begin(), list.end(), [](const Backend& a, const Backend& b) {
+        if (a.pod && b.pod) return std::tie(a.pod->ns(), a.pod->name()) < std::tie(b.pod->ns(), b.pod->name());
+        return a.pod != nullptr && b.pod == nullptr;
+      });
+    }
+  }
+
+  // DestinationRules, per namespace: local (for that namespace's clients) and exported.
+  std::vector<const DestinationRule*> rules;
+  for (const auto& dr : st.destination_rules) rules.push_back(&dr);
+  for (const auto& dr : ix.synthetic_rules_) rules.push_back(dr.get());
+  for (const DestinationRule* dr : rules) {
+    std::string host = resolveRuleHost(*dr, ix.mesh_.domain_suffix);
+    NamespaceEntry& ns = nsEntry(dr->meta.ref.ns);
+    if (visibleTo(*dr, dr->meta.ref.ns)) addRule(ns.local, host, dr);
+    if (!dr->workload_selector && exportedBeyondOwnNamespace(*dr)) addRule(ns.exported, host, dr);
+  }
+  for (auto& [name, entry] : ix.namespaces_) {
+    sortRuleSet(entry->local);
+    sortRuleSet(entry->exported);
+  }
+  return index;
+}
+
+// ---- Lookups ---------------------------------------------------------------------
+
+const Pod* PolicyIndex::podByUid(const PodUid& uid) const {
+  auto it = pod_by_uid_.find(uid);
+  return it == pod_by_uid_.end() ? nullptr : pods_[it->second].pod;
+}
+
+const Pod* PolicyIndex::podByIp(const IpAddress& ip) const {
+  auto it = pod_by_ip_.find(ip);
+  return it == pod_by_ip_.end() ? nullptr : pods_[it->second].pod;
+}
+
+const Pod* PolicyIndex::podByName(std::string_view ns, std::string_view name) const {
+  std::string key;
+  key.reserve(ns.size() + name.size() + 1);
+  key.append(ns).append("/").append(name);
+  auto it = pod_by_name_.find(key);
+  return it == pod_by_name_.end() ? nullptr : pods_[it->second].pod;
+}
+
+const Service* PolicyIndex::serviceByHost(std::string_view fqdn) const {
+  auto it = service_by_host_.find(std::string(fqdn));
+  return it == service_by_host_.end() ? nullptr : services_[it->second].svc;
+}
+
+const Service* PolicyIndex::serviceByIp(const IpAddress& ip) const {
+  auto it = service_by_ip_.find(ip);
+  return it == service_by_ip_.end() ? nullptr : services_[it->second].svc;
+}
+
+std::vector<const Pod*> PolicyIndex::podsOnNode(std::string_view node) const {
+  std::vector<const Pod*> out;
+  for (const auto& pe : pods_) {
+    if (pe.pod->node_name == node) out.push_back(pe.pod);
+  }
+  return out;
+}
+
+// Pods are stored in state_.pods order, so a pointer maps back to its entry.
+static std::size_t podIndex(const ClusterState& st, const Pod& pod) {
+  auto i = static_cast<std::size_t>(&pod - st.pods.data());
+  MESHLOCK_CHECK(i < st.pods.size());
+  return i;
+}
+
+bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(state_, pod)].served; }
+
+Reason PolicyIndex::servedReason(const Pod& pod) const { return pods_[podIndex(state_, pod)].served_reason; }
+
+SpiffeId PolicyIndex::identityOf(const Pod& pod) const {
+  return SpiffeId(pods_[podIndex(state_, pod)].identity.front());
+}
+
+InboundDecision PolicyIndex::inbound(const PodUid& uid, uint16_t port) const {
+  auto it = pod_by_uid_.find(uid);
+  if (it == pod_by_uid_.end()) {
+    InboundDecision d;
+    d.decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
+    return d;
+  }
+  return inbound(*pods_[it->second].pod, port);
+}
+
+InboundDecision PolicyIndex::inbound(const Pod& pod, uint16_t port) const {
+  const PodEntry& e = pods_[podIndex(state_, pod)];
+  InboundDecision d;
+  if (!e.served) {
+    d.mode = ServerMode::kNone;
+    d.decided_by.add(e.served_reason);
+    return d;
+  }
+  for (const PortMode& pm : e.port_modes) {
+    if (pm.port == port) {
+      d.mode = pm.mode;
+      d.decided_by.add(pm.reason);
+      return d;
+    }
+  }
+  d.mode = e.mode;
+  d.decided_by.add(e.mode_reason);
+  return d;
+}
+
+namespace {
+
+const DestinationRule* matchIn(const PolicyIndex::RuleSet& set, std::string_view host, const Pod& client,
+                               bool check_visibility) {
+  auto usable = [&](const DestinationRule* r) {
+    if (check_visibility && !visibleTo(*r, client.ns())) return false;
+    if (r->workload_selector && !config::selectorMatches(*r->workload_selector, client.labels())) return false;
+    return true;
+  };
+  if (!set.exact.empty()) {
+    if (auto it = set.exact.find(std::string(host)); it != set.exact.end()) {
+      // Rules with a workload selector are more specific than those without.
+      for (const auto* r : it->second) {
+        if (r->workload_selector && usable(r)) return r;
+      }
+      for (const auto* r : it->second) {
+        if (usable(r)) return r;
+      }
+    }
+  }
+  for (const auto& [suffix, r] : set.wildcards) {
+    if (host.size() > suffix.size() && host.ends_with(suffix) && usable(r)) return r;
+    if (suffix.empty() && usable(r)) return r;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::string_view host,
+                                                        const std::string* service_ns) const {
+  // 1. the client's namespace (private and public rules), 2. the service's
+  // namespace (exported rules), 3. the root namespace (exported rules).
+  if (auto it = namespaces_.find(client.ns()); it != namespaces_.end()) {
+    if (const auto* r = matchIn(it->second->local, host, client, false)) return r;
+  }
+  if (service_ns && *service_ns != client.ns()) {
+    if (auto it = namespaces_.find(*service_ns); it != namespaces_.end()) {
+      if (const auto* r = matchIn(it->second->exported, host, client, true)) return r;
+    }
+  }
+  if (mesh_.root_namespace != client.ns()) {
+    if (auto it = namespaces_.find(mesh_.root_namespace); it != namespaces_.end()) {
+      if (const auto* r = matchIn(it->second->exported, host, client, true)) return r;
+    }
+  }
+  return nullptr;
+}
+
+OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint16_t service_port,
+                                     std::string_view host, std::span<const Backend> backends,
+                                     std::span<const std::string> identities) const {
+  OutboundDecision d;
+  d.min_tls_version = mesh_.min_protocol_version;
+  d.service = svc;
+  d.service_port = service_port;
+  d.backends = backends;
+  d.host = host;
+  const PodEntry& src = pods_[podIndex(state_, source)];
+
+  // Client side.
+  const config::ClientTlsSettings* tls = nullptr;
+  const DestinationRule* rule = nullptr;
+  uint16_t rule_port = 0;
+  if (!host.empty()) {
+    rule = findDestinationRule(source, host, svc ? &svc->ns() : nullptr);
+    if (rule) {
+      uint16_t port = service_port;
+      for (const auto& pls : rule->port_level) {
+        if (pls.port == port && pls.tls) tls = &*pls.tls, rule_port = port;
+      }
+      if (!tls && rule->tls) tls = &*rule->tls;
+    }
+  }
+  enum class Side { kFixed, kAuto } side = Side::kFixed;
+  if (!src.served) {
+    d.client_tls = ClientTls::kNone;
+    d.client_decided_by.add(src.served_reason);
+  } else if (tls) {
+    d.client_tls = toClientTls(tls->mode);
+    d.tls = tls;
+    d.client_decided_by.add(byResource(rule->meta, rule_port));
+  } else if (mesh_.enable_auto_mtls) {
+    side = Side::kAuto;
+    d.client_decided_by.add(Reason{ReasonKind::kAutoMtls, nullptr, 0});
+  } else {
+    d.client_tls = ClientTls::kDisable;
+    d.client_decided_by.add(Reason{ReasonKind::kNoAutoMtls, nullptr, 0});
+  }
+
+  // Server side, per backend; the first backend is reported, differences flagged.
+  bool first = true;
+  for (const Backend& b : backends) {
+    InboundDecision in;
+    if (b.pod) {
+      in = inbound(*b.pod, b.port);
+    } else {
+      in.decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
+    }
+    ClientTls client = d.client_tls;
+    if (side == Side::kAuto) {
+      // Auto mTLS: mesh mTLS to a meshlock-served endpoint that accepts it, plaintext otherwise.
+      client = in.mode == ServerMode::kNone || in.mode == ServerMode::kDisable ? ClientTls::kDisable
+                                                                                 : ClientTls::kIstioMutual;
+    }
+    Outcome outcome = combine(client, in.mode);
+    if (first) {
+      d.client_tls = client;
+      d.server_mode = in.mode;
+      d.outcome = outcome;
+      d.server_decided_by = in.decided_by;
+      first = false;
+    } else if (client != d.client_tls || in.mode != d.server_mode || outcome != d.outcome) {
+      d.backends_disagree = true;
+    }
+  }
+  if (first) {
+    // No backend: nothing meshlock knows is behind this destination.
+    if (side == Side::kAuto) d.client_tls = ClientTls::kDisable;
+    d.server_mode = ServerMode::kNone;
+    d.server_decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
+    d.outcome = combine(d.client_tls, d.server_mode);
+  }
+
+  // Secure naming.
+  if (d.client_tls == ClientTls::kIstioMutual) {
+    d.expected_identities = tls && !tls->subject_alt_names.empty()
+                                ? std::span<const std::string>(tls->subject_alt_names)
+                                : identities;
+  } else if ((d.client_tls == ClientTls::kSimple || d.client_tls == ClientTls::kMutual) && tls) {
+    d.expected_identities = tls->subject_alt_names;
+  }
+  return d;
+}
+
+OutboundDecision PolicyIndex::outboundToService(const Pod& source, std::size_t service, uint16_t port) const {
+  const ServiceEntry& se = services_[service];
+  for (std::size_t p = 0; p < se.svc->ports.size(); ++p) {
+    if (se.svc->ports[p].port == port) {
+      return decide(source, se.svc, port, se.fqdn, se.backends[p], se.identities);
+    }
+  }
+  // A port the service does not expose: nothing answers behind it.
+  return decide(source, se.svc, port, se.fqdn, {}, {});
+}
+
+OutboundDecision PolicyIndex::outboundToPod(const Pod& source, const Pod& dst, uint16_t port) const {
+  const PodEntry& de = pods_[podIndex(state_, dst)];
+  // The service this pod serves on that port names it for DestinationRules.
+  const Service* svc = nullptr;
+  uint16_t service_port = 0;
+  std::string_view host;
+  for (const auto& [si, pi] : de.attributions) {
+    const ServiceEntry& se = services_[si];
+    for (const Backend& b : se.backends[pi]) {
+      if (b.pod == &dst && b.port == port) {
+        svc = se.svc, service_port = se.svc->ports[pi].port, host = se.fqdn;
+        break;
+      }
+    }
+    if (svc) break;
+  }
+  Backend self{&dst, dst.ip.value_or(IpAddress{}), port};
+  OutboundDecision d = decide(source, svc, service_port, host, std::span<const Backend>(&self, 1), de.identity);
+  d.backends = {};
+  d.pod = &dst;
+  d.pod_port = port;
+  return d;
+}
+
+OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst, uint16_t port) const {
+  if (dst.ip) {
+    if (auto it = service_by_ip_.find(*dst.ip); it != service_by_ip_.end()) {
+      return outboundToService(source, it->second, port);
+    }
+    if (auto it = pod_by_ip_.find(*dst.ip); it != pod_by_ip_.end()) {
+      return outboundToPod(source, *pods_[it->second].pod, port);
+    }
+    return decide(source, nullptr, port, {}, {}, {});  // passthrough: no host to look up rules for
+  }
+  std::string host = lower(dst.host);
+  if (host.ends_with(".")) host.pop_back();
+  if (auto it = service_by_host_.find(host); it != service_by_host_.end()) {
+    return outboundToService(source, it->second, port);
+  }
+  // Short names as the pod's resolver would expand them (search path <ns>.svc.<suffix>, svc.<suffix>, <suffix>).
+  const std::string& suffix = mesh_.domain_suffix;
+  for (const std::string& candidate : {host + "." + source.ns() + ".svc." + suffix, host + ".svc." + suffix,
+                                       host + "." + suffix}) {
+    if (auto it = service_by_host_.find(candidate); it != service_by_host_.end()) {
+      return outboundToService(source, it->second, port);
+    }
+  }
+  // A host meshlock knows nothing behind: rules for it still apply (e.g. SIMPLE TLS to an external API).
+  OutboundDecision d = decide(source, nullptr, port, {}, {}, {});
+  if (!host.empty()) {
+    const DestinationRule* rule = findDestinationRule(source, host, nullptr);
+    if (rule && served(source)) {
+      const config::ClientTlsSettings* tls = rule->tls ? &*rule->tls : nullptr;
+      uint16_t rule_port = 0;
+      for (const auto& pls : rule->port_level) {
+        if (pls.port == port && pls.tls) tls = &*pls.tls, rule_port = port;
+      }
+      if (tls) {
+        d.client_tls = toClientTls(tls->mode);
+        d.tls = tls;
+        d.client_decided_by = {};
+        d.client_decided_by.add(byResource(rule->meta, rule_port));
+        d.outcome = combine(d.client_tls, d.server_mode);
+        d.expected_identities = tls->subject_alt_names;
+      }
+    }
+  }
+  return d;
+}
+
+Result<OutboundDecision> PolicyIndex::outbound(const PodUid& source, const Destination& dst, uint16_t port) const {
+  const Pod* pod = podByUid(source);
+  if (!pod) return fail("outbound: unknown source pod uid " + source.str());
+  return outbound(*pod, dst, port);
+}
+
+std::span<const Backend> PolicyIndex::backendsOf(const Service& svc, uint16_t service_port) const {
+  auto i = static_cast<std::size_t>(&svc - state_.services.data());
+  MESHLOCK_CHECK(i < services_.size());
+  const ServiceEntry& se = services_[i];
+  for (std::size_t p = 0; p < svc.ports.size(); ++p) {
+    if (svc.ports[p].port == service_port) return se.backends[p];
+  }
+  return {};
+}
+
+const DestinationRule* PolicyIndex::destinationRuleFor(const Pod& client, std::string_view host) const {
+  const Service* svc = serviceByHost(host);
+  return findDestinationRule(client, host, svc ? &svc->ns() : nullptr);
+}
+
+std::string PolicyIndex::ruleHost(const DestinationRule& rule) const {
+  return resolveRuleHost(rule, mesh_.domain_suffix);
+}
+
+bool PolicyIndex::hostMatches(std::string_view rule_host, std::string_view host) {
+  if (rule_host == "*") return true;
+  if (rule_host.starts_with("*")) {
+    std::string_view suffix = rule_host.substr(1);
+    return host.size() > suffix.size() && host.ends_with(suffix);
+  }
+  return rule_host == host;
+}
+
+std::vector<const DestinationRule*> PolicyIndex::syntheticRules() const {
+  std::vector<const DestinationRule*> out;
+  for (const auto& r : synthetic_rules_) out.push_back(r.get());
+  return out;
+}
+
+// ---- Targets and the check report --------------------------------------------------
+
+Result<PodRef> parsePodRef(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size() ||
+      text.find('/', slash + 1) != std::string_view::npos) {
+    return fail("\"" + std::string(text) + "\" is not NAMESPACE/POD");
+  }
+  return PodRef{std::string(text.substr(0, slash)), std::string(text.substr(slash + 1))};
+}
+
+Result<Target> parseTarget(std::string_view text) {
+  auto bad = [&](std::string why) {
+    return fail("target \"" + std::string(text) + "\": " + why +
+                " (want host:port, ip:port, [ipv6]:port or NAMESPACE/POD:port)");
+  };
+  std::string_view where;
+  std::string_view port_text;
+  if (text.starts_with("[")) {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return bad("bad IPv6 form");
+    }
+    where = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("no port");
+    where = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (where.find(':') != std::string_view::npos) return bad("IPv6 addresses go in brackets");
+  }
+  if (where.empty()) return bad("no host");
+  unsigned port = 0;
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string_view::npos) {
+    return bad("port is not a number");
+  }
+  for (char c : port_text) port = port * 10 + static_cast<unsigned>(c - '0');
+  if (port < 1 || port > 65535) return bad("port out of range 1..65535");
+  Target t;
+  t.port = static_cast<uint16_t>(port);
+  if (where.find('/') != std::string_view::npos) {
+    auto pod = parsePodRef(where);
+    if (!pod) return bad(pod.error().message);
+    t.kind = Target::Kind::kPod;
+    t.pod = *pod;
+  } else if (auto ip = IpAddress::parse(where)) {
+    t.kind = Target::Kind::kIp;
+    t.ip = *ip;
+  } else {
+    for (char c : where) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) {
+        return bad("not a valid host name");
+      }
+    }
+    t.kind = Target::Kind::kHost;
+    t.host = std::string(where);
+  }
+  return t;
+}
+
+Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef& from, const Target& to) {
+  const Pod* source = index.podByName(from.ns, from.name);
+  if (!source) return fail("unknown pod " + from.ns + "/" + from.name + " (no such Pod in the manifests)");
+  OutboundDecision d;
+  ConnectionReport r;
+  r.from = from.ns + "/" + from.name;
+  switch (to.kind) {
+    case Target::Kind::kPod: {
+      const Pod* dst = index.podByName(to.pod.ns, to.pod.name);
+      if (!dst) return fail("unknown pod " + to.pod.ns + "/" + to.pod.name + " (no such Pod in the manifests)");
+      d = index.outboundToPod(*source, *dst, to.port);
+      r.to = to.pod.ns + "/" + to.pod.name + ":" + std::to_string(to.port);
+      break;
+    }
+    case Target::Kind::kIp:
+      d = index.outbound(*source, Destination{to.ip, {}}, to.port);
+      r.to = (to.ip.isV4() ? to.ip.toString() : "[" + to.ip.toString() + "]") + ":" + std::to_string(to.port);
+      break;
+    case Target::Kind::kHost:
+      d = index.outbound(*source, Destination{std::nullopt, to.host}, to.port);
+      r.to = to.host + ":" + std::to_string(to.port);
+      break;
+  }
+  r.client_tls = d.client_tls;
+  r.server_mode = d.server_mode;
+  r.outcome = d.outcome;
+  r.backends_disagree = d.backends_disagree;
+  r.min_tls_version = std::string(config::toString(d.min_tls_version));
+  for (const std::string& id : d.expected_identities) r.expected_identities.push_back(id);
+  r.client_decided_by = d.client_decided_by.describe();
+  r.server_decided_by = d.server_decided_by.describe();
+  for (const Reason& reason : d.client_decided_by) r.decided_by.push_back(reason.describe());
+  for (const Reason& reason : d.server_decided_by) {
+    std::string s = reason.describe();
+    if (std::find(r.decided_by.begin(), r.decided_by.end(), s) == r.decided_by.end()) r.decided_by.push_back(s);
+  }
+  if (d.pod) {
+    r.destination = "pod " + d.pod->ns() + "/" + d.pod->name() + " port " + std::to_string(d.pod_port);
+    if (d.service) r.destination += " (service " + d.service->ns() + "/" + d.service->name() + ")";
+    if (!d.pod->hasContainerPort(d.pod_port)) {
+      r.notes.push_back("port " + std::to_string(d.pod_port) + " is not a declared container port of the pod");
+    }
+  } else if (d.service) {
+    r.destination = "service " + d.service->ns() + "/" + d.service->name() + " port " +
+                    std::to_string(d.service_port) + " → " + std::to_string(d.backends.size()) + " backend(s)";
+    if (d.backends.empty()) r.notes.push_back("no backend pod behind this service port");
+  } else {
+    r.destination = "outside the mesh";
+  }
+  if (d.backends_disagree) {
+    r.notes.push_back("backends do not all get the same decision; the first one (by namespace/name) is shown");
+  }
+  return r;
+}
+
+}  // namespace meshlock::policy

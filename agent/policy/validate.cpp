@@ -1,0 +1,273 @@
+// The validation rules. Each one is a question about the index; the codes are
+// stable so scripts and docs can refer to them.
+#include "policy/validate.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+
+namespace meshlock::policy {
+
+using config::DestinationRule;
+using config::PeerAuthentication;
+using config::Pod;
+using config::Service;
+using config::TlsMode;
+
+std::string_view toString(Severity severity) {
+  return severity == Severity::kError ? "error" : "warning";
+}
+
+std::string Finding::describe() const {
+  return std::string(toString(severity)) + " " + code + " " + resource + ": " + message;
+}
+
+namespace {
+
+class Validator {
+ public:
+  explicit Validator(const PolicyIndex& index) : ix_(index), st_(index.state()) {}
+
+  std::vector<Finding> run() {
+    peerAuthentications();
+    destinationRules();
+    services();
+    controlPlanes();
+    duplicates();
+    std::sort(out_.begin(), out_.end(), [](const Finding& a, const Finding& b) {
+      return std::tie(a.code, a.resource, a.message) < std::tie(b.code, b.resource, b.message);
+    });
+    return std::move(out_);
+  }
+
+ private:
+  void add(std::string code, const config::ObjectRef& ref, std::string message) {
+    out_.push_back(Finding{std::move(code), Severity::kWarning, ref.toString(), std::move(message)});
+  }
+
+  std::vector<const Pod*> podsSelected(const std::string& ns, const config::Labels& selector) const {
+    std::vector<const Pod*> out;
+    for (const Pod& p : st_.pods) {
+      if (p.ns() == ns && config::selectorMatches(selector, p.labels())) out.push_back(&p);
+    }
+    return out;
+  }
+
+  void peerAuthentications() {
+    const std::string& root = ix_.mesh().root_namespace;
+    std::map<std::string, std::vector<const PeerAuthentication*>> ns_wide;
+    std::map<const Pod*, std::vector<const PeerAuthentication*>> per_pod;
+    for (const PeerAuthentication& pa : st_.peer_authentications) {
+      const auto& ref = pa.meta.ref;
+      if (ref.kind == "Policy") {
+        if (!pa.maistra_targets.empty()) {
+          add("ML012", ref, "Policy with targets is not applied by meshlock (only the namespace-wide policy "
+                            "named `default` is); use a PeerAuthentication with a selector");
+        } else if (ref.name != "default") {
+          add("ML012", ref, "a namespace-wide Policy must be named `default`; this one is ignored");
+        } else {
+          ns_wide[ref.ns].push_back(&pa);
+        }
+        continue;
+      }
+      if (pa.mesh_wide_kind) {
+        ns_wide[root].push_back(&pa);
+        continue;
+      }
+      if (!pa.hasSelector()) {
+        ns_wide[ref.ns].push_back(&pa);
+        if (!pa.port_level.empty()) {
+          add("ML004", ref, "portLevelMtls only applies to policies with a selector; it is ignored here");
+        }
+        continue;
+      }
+      if (ref.ns == root) {
+        add("ML008", ref, "a PeerAuthentication with a selector in the root namespace " + root +
+                              " is ignored (Istio applies root-namespace policies mesh-wide only without selector)");
+        continue;
+      }
+      auto pods = podsSelected(ref.ns, *pa.selector);
+      if (pods.empty()) add("ML006", ref, "selector matches no pod in namespace " + ref.ns);
+      for (const Pod* p : pods) per_pod[p].push_back(&pa);
+      for (const auto& [port, mode] : pa.port_level) {
+        if (pods.empty()) break;
+        bool declared = std::any_of(pods.begin(), pods.end(), [&](const Pod* p) { return p->hasContainerPort(port); });
+        if (!declared) {
+          add("ML005", ref, "portLevelMtls port " + std::to_string(port) +
+                                " is not a container port of any selected pod (ports are container ports, not service ports)");
+        }
+      }
+    }
+    for (auto& [ns, list] : ns_wide) {
+      if (list.size() < 2) continue;
+      std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
+      for (std::size_t i = 1; i < list.size(); ++i) {
+        add("ML003", list[i]->meta.ref,
+            std::string(ns == root ? "more than one mesh-wide" : "more than one namespace-wide") +
+                " policy in namespace " + ns + "; the oldest, " + list[0]->meta.ref.toString() + ", wins and this one is ignored");
+      }
+    }
+    for (auto& [pod, list] : per_pod) {
+      if (list.size() < 2) continue;
+      std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
+      for (std::size_t i = 1; i < list.size(); ++i) {
+        add("ML007", list[i]->meta.ref, "pod " + pod->ns() + "/" + pod->name() + " is also selected by " +
+                                            list[0]->meta.ref.toString() + ", which is older and wins");
+      }
+    }
+  }
+
+  // The TLS mode a rule sets for one service port, if any.
+  static const config::ClientTlsSettings* tlsFor(const DestinationRule& dr, uint16_t port) {
+    for (const auto& pls : dr.port_level) {
+      if (pls.port == port && pls.tls) return &*pls.tls;
+    }
+    return dr.tls ? &*dr.tls : nullptr;
+  }
+
+  void destinationRules() {
+    std::vector<const DestinationRule*> rules;
+    for (const auto& dr : st_.destination_rules) rules.push_back(&dr);
+    for (const auto* dr : ix_.syntheticRules()) rules.push_back(dr);
+    std::map<std::pair<std::string, std::string>, std::vector<const DestinationRule*>> same_host;
+    const std::string suffix = "svc." + ix_.mesh().domain_suffix;
+    for (const DestinationRule* dr : rules) {
+      const auto& ref = dr->meta.ref;
+      std::string host = ix_.ruleHost(*dr);
+      if (!dr->workload_selector && !dr->synthetic) same_host[{ref.ns, host}].push_back(dr);
+      bool cluster_local = host.ends_with("." + suffix) && !host.starts_with("*");
+      if (cluster_local && !ix_.serviceByHost(host)) {
+        add("ML009", ref, "host " + host + " matches no Service in the manifests");
+      }
+      auto checkMutual = [&](const config::ClientTlsSettings& tls, const std::string& where) {
+        if (tls.mode == TlsMode::kMutual && tls.credential_name.empty() &&
+            (tls.client_certificate.empty() || tls.private_key.empty())) {
+          add("ML014", ref, "MUTUAL TLS" + where + " without clientCertificate and privateKey (or credentialName)");
+        }
+      };
+      if (dr->tls) checkMutual(*dr->tls, "");
+      for (const auto& pls : dr->port_level) {
+        if (pls.tls) checkMutual(*pls.tls, " on port " + std::to_string(pls.port));
+      }
+    }
+    for (auto& [key, list] : same_host) {
+      if (list.size() < 2) continue;
+      std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
+      for (std::size_t i = 1; i < list.size(); ++i) {
+        add("ML010", list[i]->meta.ref, "another DestinationRule for " + key.second + " in namespace " + key.first +
+                                            ", " + list[0]->meta.ref.toString() + ", is older; its traffic policy wins");
+      }
+    }
+    effectiveRules();
+  }
+
+  // The rule a client actually uses depends on its namespace, so the checks
+  // that compare a rule with its destination are made from each namespace
+  // that has meshlock-served clients, with the rule Istio's lookup picks.
+  void effectiveRules() {
+    std::map<std::string, const Pod*> clients;  // one served pod per namespace
+    for (const Pod& p : st_.pods) {
+      if (ix_.served(p)) clients.emplace(p.ns(), &p);
+    }
+    std::set<std::string> reported;
+    for (const auto& [ns, client] : clients) {
+      for (const Service& svc : st_.services) {
+        std::string fqdn = ix_.fqdn(svc);
+        const DestinationRule* dr = ix_.destinationRuleFor(*client, fqdn);
+        if (!dr) continue;
+        const auto& ref = dr->meta.ref;
+        for (const auto& sp : svc.ports) {
+          const auto* tls = tlsFor(*dr, sp.port);
+          if (!tls) continue;
+          auto backends = ix_.backendsOf(svc, sp.port);
+          std::string where = fqdn + ":" + std::to_string(sp.port);
+          if (!reported.insert(ref.toString() + " " + where).second) continue;
+          if (tls->mode == TlsMode::kIstioMutual) {
+            bool any_served = std::any_of(backends.begin(), backends.end(),
+                                          [&](const Backend& b) { return b.pod && ix_.served(*b.pod); });
+            if (!any_served) {
+              add("ML002", ref, "ISTIO_MUTUAL towards " + where +
+                                    ", which has no meshlock or mesh proxy: connections will fail; "
+                                    "add a DestinationRule with tls.mode DISABLE for it");
+            }
+            continue;
+          }
+          for (const Backend& b : backends) {
+            if (!b.pod) continue;
+            auto in = ix_.inbound(*b.pod, b.port);
+            if (in.mode != ServerMode::kStrict) continue;
+            std::string reason;
+            for (const Reason& r : in.decided_by) reason = r.describe();
+            if (tls->mode == TlsMode::kDisable) {
+              add("ML001", ref, "sends plaintext to " + where + " but pod " + b.pod->ns() + "/" + b.pod->name() +
+                                    " port " + std::to_string(b.port) + " is STRICT (" + reason +
+                                    "): connections will be refused");
+            } else {
+              add("ML011", ref, std::string(config::toString(tls->mode)) + " TLS to " + where + " but pod " +
+                                    b.pod->ns() + "/" + b.pod->name() + " port " + std::to_string(b.port) +
+                                    " is STRICT (" + reason + ") and wants mesh mTLS: handshakes will fail");
+            }
+            break;  // one finding per service port
+          }
+        }
+      }
+    }
+  }
+
+  void services() {
+    for (const Service& svc : st_.services) {
+      if (!svc.selector) continue;
+      auto pods = podsSelected(svc.ns(), *svc.selector);
+      for (const auto& sp : svc.ports) {
+        if (sp.target.name.empty() || pods.empty()) continue;
+        for (const Pod* p : pods) {
+          if (!p->containerPortNamed(sp.target.name)) {
+            add("ML015", svc.meta.ref, "targetPort \"" + sp.target.name + "\" of port " + std::to_string(sp.port) +
+                                           " is not a named container port of pod " + p->ns() + "/" + p->name() +
+                                           ": the pod is not an endpoint of this port");
+          }
+        }
+      }
+    }
+  }
+
+  void controlPlanes() {
+    std::map<config::ControlPlaneKind, std::vector<const config::ControlPlane*>> by_kind;
+    for (const auto& cp : st_.control_planes) by_kind[cp.kind].push_back(&cp);
+    for (auto& [kind, list] : by_kind) {
+      if (list.size() < 2) continue;
+      std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
+      for (std::size_t i = 1; i < list.size(); ++i) {
+        add("ML013", list[i]->meta.ref, "more than one " + list[i]->meta.ref.kind + "; the settings of " +
+                                            list[0]->meta.ref.toString() + " are used");
+      }
+    }
+  }
+
+  void duplicates() {
+    std::map<config::ObjectRef, const config::ObjectMeta*> seen;
+    auto check = [&](const config::ObjectMeta& meta) {
+      auto [it, inserted] = seen.emplace(meta.ref, &meta);
+      if (!inserted) {
+        add("ML016", meta.ref, "defined twice: in " + it->second->source.describe() + " and " + meta.source.describe() +
+                                   "; both are loaded, which is probably not meant");
+      }
+    };
+    for (const auto& x : st_.namespaces) check(x.meta);
+    for (const auto& x : st_.pods) check(x.meta);
+    for (const auto& x : st_.services) check(x.meta);
+    for (const auto& x : st_.peer_authentications) check(x.meta);
+    for (const auto& x : st_.destination_rules) check(x.meta);
+  }
+
+  const PolicyIndex& ix_;
+  const config::ClusterState& st_;
+  std::vector<Finding> out_;
+};
+
+}  // namespace
+
+std::vector<Finding> validate(const PolicyIndex& index) { return Validator(index).run(); }
+
+}  // namespace meshlock::policy

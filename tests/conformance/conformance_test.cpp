@@ -1,0 +1,75 @@
+// Runs every conformance case through policy::checkConnection, the function
+// behind `meshlockctl check`, after loading the case's manifests from a
+// directory exactly as the CLI does.
+#include <gtest/gtest.h>
+
+#include "case_loader.h"
+#include "config/manifest.h"
+#include "policy/policy.h"
+
+namespace meshlock::conformance {
+namespace {
+
+const std::filesystem::path kSharedCases = std::filesystem::path(MESHLOCK_SHARED_DIR) / "conformance/policy";
+const std::filesystem::path kLocalCases = MESHLOCK_CONFORMANCE_LOCAL_DIR;
+
+std::vector<std::filesystem::path> allCases() {
+  auto shared = caseFiles(kSharedCases);
+  auto local = caseFiles(kLocalCases);
+  shared.insert(shared.end(), local.begin(), local.end());
+  return shared;
+}
+
+// The shared data must be there: a missing directory is a failure, not a skip.
+TEST(Conformance, SharedCasesArePresent) {
+  ASSERT_TRUE(std::filesystem::is_directory(kSharedCases)) << kSharedCases << " is missing";
+  EXPECT_GE(caseFiles(kSharedCases).size(), 10u);
+}
+
+class ConformanceCase : public testing::TestWithParam<std::filesystem::path> {};
+
+TEST_P(ConformanceCase, MatchesExpectations) {
+  Case c = loadCase(GetParam());
+  auto dir = writeManifests(c, GetParam().stem().string());
+  auto loaded = config::loadManifestDirectory(dir);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(loaded) << loaded.error().describe();
+  for (const auto& e : loaded->errors) ADD_FAILURE() << "manifest error: " << e.describe();
+  auto index = policy::PolicyIndex::build(std::move(loaded->state));
+  for (const Expectation& x : c.expect) {
+    SCOPED_TRACE(GetParam().filename().string() + ": " + x.from + " -> " + x.to);
+    auto from = policy::parsePodRef(x.from);
+    ASSERT_TRUE(from) << from.error().message;
+    auto to = policy::parseTarget(x.to);
+    ASSERT_TRUE(to) << to.error().message;
+    auto r = policy::checkConnection(*index, *from, *to);
+    ASSERT_TRUE(r) << r.error().message;
+    if (x.client_tls) {
+      EXPECT_EQ(*x.client_tls, policy::toString(r->client_tls));
+    }
+    if (x.server_mode) {
+      EXPECT_EQ(*x.server_mode, policy::toString(r->server_mode));
+    }
+    if (x.outcome) {
+      EXPECT_EQ(*x.outcome, policy::toString(r->outcome));
+    }
+    if (x.expected_identities) {
+      EXPECT_EQ(*x.expected_identities, r->expected_identities);
+    }
+  }
+}
+
+std::string caseName(const testing::TestParamInfo<std::filesystem::path>& info) {
+  std::string prefix = info.param.parent_path() == kSharedCases ? "shared_" : "local_";
+  std::string name = prefix + info.param.stem().string();
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Policy, ConformanceCase, testing::ValuesIn(allCases()), caseName);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ConformanceCase);
+
+}  // namespace
+}  // namespace meshlock::conformance
