@@ -105,6 +105,13 @@ Result<pid_t> startPause(const PodLayout& pod) {
   return pid;
 }
 
+// The kernel's preloaded iterators (CONFIG_BPF_PRELOAD) are not pins.
+bool bpffsEmpty(const std::string& path) {
+  for (const auto& name : listDir(path))
+    if (name != "maps.debug" && name != "progs.debug") return false;
+  return true;
+}
+
 std::string prefixLen(const NodeLayout& node) { return std::to_string(node.podCidr.prefix); }
 
 }  // namespace
@@ -303,12 +310,13 @@ Status teardownRun(const std::string& run, const Layout* layout) {
           note(recordMount(path, false));
           continue;
         }
-        if (path == kBpffs && !listDir(path).empty()) {
+        if (path == kBpffs && !bpffsEmpty(path)) {
           std::fprintf(stderr, "meshsim: leaving %s mounted: it holds pinned objects\n", path.c_str());
           continue;
         }
         if (auto st = unmountFs(path); st) {
           std::printf("unmounted %s (mounted by meshsim)\n", path.c_str());
+          if (path == kOwnCgroup2) rmdir(path.c_str());
           note(recordMount(path, false));
         } else {
           note(st);

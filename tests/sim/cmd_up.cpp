@@ -1,6 +1,7 @@
 // meshsim up SPEC.yaml [--name RUN]: validates the spec, then builds the run.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <random>
 
 #include "cli.h"
@@ -35,6 +36,14 @@ int up(const std::string& specPath, std::string run) {
   auto cgroup2 = ensureMounts();
   if (!cgroup2) return report(cgroup2.error(), kExitFailed);
 
+  // A crashed run of the same name may have left objects behind; building
+  // over them would mix two runs, so ask for a cleanup first.
+  if (!pathExists(stateFile(run))) {
+    auto leftovers = listRunsWithLeftovers();
+    if (std::find(leftovers.begin(), leftovers.end(), run) != leftovers.end())
+      return report({fmt::format("objects of an earlier run \"{}\" remain; run `meshsim down --name {}` first", run, run)},
+                    kExitUsage);
+  }
   // Claim the name: mkdir is atomic, so two `up --name X` cannot both win.
   if (auto st = makeDirs(std::string(kStateRoot)); !st) return report(st.error(), kExitFailed);
   std::string dir = std::string(kStateRoot) + "/" + run;
