@@ -168,7 +168,7 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
   int result = completion.result;
   if (result < 0) {
     if (result == -ECANCELED) return;
-    spdlog::info("engine: recv on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
+    spdlog::debug("engine: recv on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
     bump(worker_.counters.resets);
     close(CloseHow::Reset);
     return;
@@ -356,7 +356,7 @@ void Connection::maybeFinish() {
 void Connection::onSent(int side, int result) {
   Side& s = sides_[side];
   if (result < 0) {
-    spdlog::info("engine: send on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
+    spdlog::debug("engine: send on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
     bump(worker_.counters.resets);
     close(CloseHow::Reset);
     return;

@@ -1,0 +1,185 @@
+// `meshlock-agent proxy`: the engine between two fixed addresses, without
+// eBPF — one end originates mTLS, the other terminates it. For tests,
+// benchmarks and trying meshlock out.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "common/command.h"
+#include "engine/engine.h"
+#include "engine/tls_context.h"
+
+namespace meshlock {
+namespace {
+
+struct ProxyOptions {
+  std::string listen;
+  std::string connect;
+  std::string mode;
+  std::string inbound_mode = "strict";
+  std::string cert;
+  std::string key;
+  std::string ca;
+  std::vector<std::string> expect_identity;
+  std::string sni;
+  std::string min_tls = "1.2";
+  unsigned threads = 0;
+  std::string io = "auto";
+  unsigned handshake_timeout_ms = 10'000;
+  unsigned connect_timeout_ms = 5'000;
+  unsigned idle_timeout_s = 3600;
+  unsigned buffer_kib = 256;
+  unsigned max_connections = 100'000;
+  unsigned stats_interval_s = 0;
+};
+
+// Thousands of connections need thousands of descriptors: take what we may.
+void raiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  rlimit wanted{1 << 20, 1 << 20};
+  if (setrlimit(RLIMIT_NOFILE, &wanted) != 0) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+void printCounters(const engine::EngineCounters& c) {
+  std::fprintf(stderr,
+               "meshlock-agent proxy: accepted=%lu active=%lu handshakes=%lu resumed=%lu handshake_failures=%lu "
+               "handshake_timeouts=%lu refused_plaintext=%lu refused_limit=%lu connect_failures=%lu resets=%lu "
+               "bytes_up=%lu bytes_down=%lu buffered=%lu closed=%lu\n",
+               c.accepted, c.active, c.handshakes, c.handshakes_resumed, c.handshake_failures,
+               c.handshake_timeouts, c.refused_plaintext, c.refused_limit, c.connect_failures, c.resets,
+               c.bytes_to_upstream, c.bytes_to_downstream, c.buffered_bytes, c.closed);
+}
+
+int runProxy(const ProxyOptions& o) {
+  auto listen_address = engine::SocketAddress::parse(o.listen);
+  auto connect_address = engine::SocketAddress::parse(o.connect);
+  if (!listen_address || !connect_address) {
+    std::fprintf(stderr, "proxy: %s\n", (!listen_address ? listen_address : connect_address).error().describe().c_str());
+    return 2;
+  }
+  bool originate = o.mode == "originate";
+  engine::TlsMinVersion min = o.min_tls == "1.3" ? engine::TlsMinVersion::Tls13 : engine::TlsMinVersion::Tls12;
+  auto context = engine::makeMutualTlsContext(!originate, engine::TlsFiles{o.cert, o.key, o.ca}, min);
+  if (!context) {
+    std::fprintf(stderr, "proxy: %s\n", context.error().describe().c_str());
+    return 1;
+  }
+
+  engine::EngineConfig config;
+  config.threads = o.threads;
+  config.io = o.io == "uring" ? engine::IoBackendKind::Uring
+              : o.io == "epoll" ? engine::IoBackendKind::Epoll
+                                : engine::IoBackendKind::Auto;
+  config.handshake_timeout = std::chrono::milliseconds(o.handshake_timeout_ms);
+  config.connect_timeout = std::chrono::milliseconds(o.connect_timeout_ms);
+  config.idle_timeout = std::chrono::seconds(o.idle_timeout_s);
+  config.buffer_bound = static_cast<size_t>(o.buffer_kib) * 1024;
+  config.max_connections = o.max_connections;
+  config.max_connections_per_pod = o.max_connections;
+
+  raiseFileLimit();
+  // Signals are taken synchronously below; every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto engine = engine::Engine::start(config);
+  if (!engine) {
+    std::fprintf(stderr, "proxy: %s\n", engine.error().describe().c_str());
+    return 1;
+  }
+  auto listener = engine::listenTcp(*listen_address);
+  if (!listener) {
+    std::fprintf(stderr, "proxy: %s\n", listener.error().describe().c_str());
+    return 1;
+  }
+
+  engine::ListenerSpec spec;
+  spec.name = "proxy " + o.listen;
+  engine::PeerVerifier verifier = engine::expectSpiffeIds(o.expect_identity);
+  if (originate) {
+    engine::TlsClientSetup tls{*context, o.sni, verifier};
+    engine::SocketAddress destination = *connect_address;
+    spec.decider = engine::OutboundDecider([tls, destination](const engine::AcceptedSocket&) {
+      engine::OutboundPlan plan;
+      plan.destination = destination;
+      plan.tls = tls;
+      return Result<engine::OutboundPlan>(std::move(plan));
+    });
+  } else {
+    engine::InboundMode mode = o.inbound_mode == "permissive" ? engine::InboundMode::Permissive
+                               : o.inbound_mode == "disable"  ? engine::InboundMode::Disable
+                                                              : engine::InboundMode::Strict;
+    engine::TlsServerSetup tls{*context, verifier};
+    engine::SocketAddress app = *connect_address;
+    spec.decider = engine::InboundDecider([tls, app, mode](const engine::AcceptedSocket&) {
+      engine::InboundPlan plan;
+      plan.mode = mode;
+      plan.app = app;
+      plan.tls = tls;
+      return Result<engine::InboundPlan>(std::move(plan));
+    });
+  }
+  if (auto id = (*engine)->addListener(std::move(*listener), std::move(spec)); !id) {
+    std::fprintf(stderr, "proxy: %s\n", id.error().describe().c_str());
+    return 1;
+  }
+  std::printf("meshlock-agent proxy: %s %s -> %s, %u threads, %s\n", o.mode.c_str(), o.listen.c_str(),
+              o.connect.c_str(), (*engine)->threads(), engine::toString((*engine)->backend()));
+  std::fflush(stdout);
+
+  for (;;) {
+    timespec wait{o.stats_interval_s > 0 ? static_cast<time_t>(o.stats_interval_s) : 3600, 0};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGINT || sig == SIGTERM) break;
+    if (o.stats_interval_s > 0) printCounters((*engine)->counters());
+  }
+  printCounters((*engine)->counters());
+  return 0;
+}
+
+const CommandRegistrar kProxy{Command{
+    "proxy",
+    "Run the engine between two fixed addresses (originate or terminate mTLS), without eBPF",
+    [](CLI::App& sub) -> CommandAction {
+      auto o = std::make_shared<ProxyOptions>();
+      sub.add_option("--listen", o->listen, "address to accept on, host:port or [v6]:port")->required();
+      sub.add_option("--connect", o->connect, "address to relay to")->required();
+      sub.add_option("--mode", o->mode, "originate: plaintext in, mTLS out; terminate: mTLS in, plaintext out")
+          ->required()
+          ->check(CLI::IsMember({"originate", "terminate"}));
+      sub.add_option("--cert", o->cert, "PEM certificate chain of this side")->required()->check(CLI::ExistingFile);
+      sub.add_option("--key", o->key, "PEM private key")->required()->check(CLI::ExistingFile);
+      sub.add_option("--ca", o->ca, "PEM trust bundle for the peer")->required()->check(CLI::ExistingFile);
+      sub.add_option("--expect-identity", o->expect_identity,
+                     "accept only a peer with this SPIFFE ID (repeatable; default: any SPIFFE ID)");
+      sub.add_option("--inbound-mode", o->inbound_mode, "terminate: strict, permissive or disable")
+          ->check(CLI::IsMember({"strict", "permissive", "disable"}));
+      sub.add_option("--sni", o->sni, "originate: server name to send");
+      sub.add_option("--min-tls", o->min_tls, "minimum TLS version")->check(CLI::IsMember({"1.2", "1.3"}));
+      sub.add_option("--threads", o->threads, "worker threads (default: one per CPU)");
+      sub.add_option("--io", o->io, "event loop: uring, epoll or auto (MESHLOCK_IO_URING=0 forces epoll)")
+          ->check(CLI::IsMember({"uring", "epoll", "auto"}));
+      sub.add_option("--handshake-timeout-ms", o->handshake_timeout_ms, "handshake deadline");
+      sub.add_option("--connect-timeout-ms", o->connect_timeout_ms, "connect deadline");
+      sub.add_option("--idle-timeout-s", o->idle_timeout_s, "idle connections are closed after this (0: never)");
+      sub.add_option("--buffer-kib", o->buffer_kib, "per connection, per direction buffer bound");
+      sub.add_option("--max-connections", o->max_connections, "refuse new connections beyond this");
+      sub.add_option("--stats-interval-s", o->stats_interval_s, "print counters to stderr this often");
+      return [o] { return runProxy(*o); };
+    }}};
+
+}  // namespace
+}  // namespace meshlock
