@@ -209,13 +209,17 @@ Status buildRun(Layout& layout) {
   if (auto st = publishServices(layout); !st) return st;
   if (auto st = publishManifests(layout); !st) return st;
 
+  // Pause pids are saved once at the end: a pause started before a crash is
+  // still found and killed through its cgroup.
   for (auto& pod : layout.pods) {
     auto pid = startPause(pod);
-    if (!pid) return std::unexpected(pid.error());
+    if (!pid) {
+      (void)saveState(layout, kPhaseCreating);
+      return std::unexpected(pid.error());
+    }
     pod.pausePid = *pid;
-    if (auto st = saveState(layout, kPhaseCreating); !st) return st;
   }
-  return {};
+  return saveState(layout, kPhaseCreating);
 }
 
 Status publishServices(const Layout& layout) {
