@@ -486,7 +486,7 @@ void parseObject(const At& doc, DocContext& ctx) {
   std::string group = api.substr(0, api.find('/'));
   if (api.find('/') == std::string::npos) group.clear();  // core "v1"
 
-  if (kind.size() > 4 && kind.ends_with("List") && doc["items"].present()) {
+  if (kind.ends_with("List") && doc["items"].present()) {
     for (const At& item : doc["items"].list()) parseObjectGuarded(item, ctx);
     return;
   }
