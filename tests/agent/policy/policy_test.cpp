@@ -1,0 +1,574 @@
+// Table tests, one rule each: inbound precedence, outbound rule lookup, auto
+// mTLS, secure naming, destination resolution, the outcome table.
+#include <gmock/gmock.h>
+
+#include "fixture.h"
+
+namespace meshlock::policy {
+namespace {
+
+using testing::cluster;
+using testing::check;
+using testing::inboundMode;
+using ::testing::ElementsAre;
+
+const char* kIstio = R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: istio-system}
+)";
+
+std::string pa(const std::string& ns, const std::string& name, const std::string& body,
+               const std::string& created = "") {
+  return "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: " + name +
+         ", namespace: " + ns + (created.empty() ? "" : ", creationTimestamp: \"" + created + "\"") +
+         "}\nspec: " + body + "\n---\n";
+}
+
+std::string dr(const std::string& ns, const std::string& name, const std::string& body) {
+  return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + name +
+         ", namespace: " + ns + "}\nspec: " + body + "\n---\n";
+}
+
+// ---- Outcome table ---------------------------------------------------------------
+
+TEST(Combine, EveryPair) {
+  struct Row {
+    ClientTls c;
+    ServerMode s;
+    Outcome o;
+  };
+  const Row rows[] = {
+      {ClientTls::kNone, ServerMode::kNone, Outcome::kPlaintext},
+      {ClientTls::kNone, ServerMode::kDisable, Outcome::kPlaintext},
+      {ClientTls::kNone, ServerMode::kPermissive, Outcome::kPlaintext},
+      {ClientTls::kNone, ServerMode::kStrict, Outcome::kRefused},
+      {ClientTls::kDisable, ServerMode::kNone, Outcome::kPlaintext},
+      {ClientTls::kDisable, ServerMode::kPermissive, Outcome::kPlaintext},
+      {ClientTls::kDisable, ServerMode::kStrict, Outcome::kRefused},
+      {ClientTls::kIstioMutual, ServerMode::kNone, Outcome::kBroken},
+      {ClientTls::kIstioMutual, ServerMode::kDisable, Outcome::kBroken},
+      {ClientTls::kIstioMutual, ServerMode::kPermissive, Outcome::kMtls},
+      {ClientTls::kIstioMutual, ServerMode::kStrict, Outcome::kMtls},
+      {ClientTls::kSimple, ServerMode::kNone, Outcome::kTls},
+      {ClientTls::kSimple, ServerMode::kDisable, Outcome::kTls},
+      {ClientTls::kSimple, ServerMode::kPermissive, Outcome::kTls},
+      {ClientTls::kSimple, ServerMode::kStrict, Outcome::kBroken},
+      {ClientTls::kMutual, ServerMode::kNone, Outcome::kTls},
+      {ClientTls::kMutual, ServerMode::kStrict, Outcome::kBroken},
+  };
+  for (const Row& r : rows) {
+    EXPECT_EQ(combine(r.c, r.s), r.o) << toString(r.c) << " x " << toString(r.s);
+  }
+}
+
+TEST(Names, RoundTrip) {
+  for (auto m : {ServerMode::kNone, ServerMode::kDisable, ServerMode::kPermissive, ServerMode::kStrict}) {
+    EXPECT_EQ(parseServerMode(toString(m)), m);
+  }
+  for (auto t : {ClientTls::kNone, ClientTls::kDisable, ClientTls::kSimple, ClientTls::kMutual, ClientTls::kIstioMutual}) {
+    EXPECT_EQ(parseClientTls(toString(t)), t);
+  }
+  for (auto o : {Outcome::kMtls, Outcome::kTls, Outcome::kPlaintext, Outcome::kRefused, Outcome::kBroken}) {
+    EXPECT_EQ(parseOutcome(toString(o)), o);
+  }
+}
+
+// ---- Inbound ---------------------------------------------------------------------
+
+TEST(Inbound, DefaultIsPermissive) {
+  auto ix = cluster(kIstio);
+  auto d = ix->inbound(config::PodUid("uid-web"), 8080);
+  EXPECT_EQ(d.mode, ServerMode::kPermissive);
+  EXPECT_THAT(d.decided_by.describe(), ElementsAre("default"));
+}
+
+TEST(Inbound, UnservedPodsHaveNoMode) {
+  auto ix = cluster(kIstio);
+  auto d = ix->inbound(config::PodUid("uid-db"), 5432);
+  EXPECT_EQ(d.mode, ServerMode::kNone);
+  EXPECT_THAT(d.decided_by.describe(), ElementsAre("namespace not enrolled"));
+  EXPECT_EQ(inboundMode(*ix, "no-such-uid", 1), ServerMode::kNone);
+}
+
+TEST(Inbound, NamespaceOverridesMeshAndWorkloadOverridesNamespace) {
+  auto ix = cluster(std::string(kIstio) + "\n---\n" + pa("istio-system", "default", "{mtls: {mode: STRICT}}") +
+                    pa("shop", "default", "{mtls: {mode: PERMISSIVE}}") +
+                    pa("shop", "web", "{selector: {matchLabels: {app: web}}, mtls: {mode: DISABLE}}"));
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kDisable);
+  auto ix2 = cluster(std::string(kIstio) + "\n---\n" + pa("istio-system", "default", "{mtls: {mode: STRICT}}") +
+                     pa("shop", "default", "{mtls: {mode: PERMISSIVE}}"));
+  EXPECT_EQ(inboundMode(*ix2, "uid-web", 8080), ServerMode::kPermissive);
+  auto ix3 = cluster(std::string(kIstio) + "\n---\n" + pa("istio-system", "default", "{mtls: {mode: STRICT}}"));
+  EXPECT_EQ(inboundMode(*ix3, "uid-web", 8080), ServerMode::kStrict);
+  EXPECT_THAT(ix3->inbound(config::PodUid("uid-web"), 8080).decided_by.describe(),
+              ElementsAre("PeerAuthentication/istio-system/default"));
+}
+
+TEST(Inbound, UnsetInherits) {
+  auto ix = cluster(pa("istio-system", "default", "{mtls: {mode: STRICT}}") + pa("shop", "default", "{mtls: {mode: UNSET}}") +
+                    pa("shop", "web", "{selector: {matchLabels: {app: web}}}"));
+  auto d = ix->inbound(config::PodUid("uid-web"), 8080);
+  EXPECT_EQ(d.mode, ServerMode::kStrict);
+  EXPECT_THAT(d.decided_by.describe(), ElementsAre("PeerAuthentication/istio-system/default"));
+}
+
+TEST(Inbound, PortLevelOnSelectorPolicies) {
+  auto ix = cluster(pa("shop", "default", "{mtls: {mode: STRICT}}") +
+                    pa("shop", "web",
+                       "{selector: {matchLabels: {app: web}}, portLevelMtls: {'9090': {mode: DISABLE}, "
+                       "'8080': {mode: UNSET}}}"));
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 9090), ServerMode::kDisable);
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);  // UNSET port inherits the workload's mode
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 7000), ServerMode::kStrict);
+  EXPECT_THAT(ix->inbound(config::PodUid("uid-web"), 9090).decided_by.describe(),
+              ElementsAre("PeerAuthentication/shop/web (port 9090)"));
+}
+
+TEST(Inbound, PortLevelWithoutSelectorIsIgnored) {
+  auto ix = cluster(pa("shop", "default", "{mtls: {mode: STRICT}, portLevelMtls: {'9090': {mode: DISABLE}}}"));
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 9090), ServerMode::kStrict);
+}
+
+TEST(Inbound, OldestWinsThenName) {
+  auto ix = cluster(pa("shop", "b-new", "{mtls: {mode: DISABLE}}", "2024-05-01T00:00:00Z") +
+                    pa("shop", "a-old", "{mtls: {mode: STRICT}}", "2024-01-01T00:00:00Z"));
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+  auto ix2 = cluster(pa("shop", "b", "{mtls: {mode: DISABLE}}", "2024-01-01T00:00:00Z") +
+                     pa("shop", "a", "{mtls: {mode: STRICT}}", "2024-01-01T00:00:00Z"));
+  EXPECT_EQ(inboundMode(*ix2, "uid-web", 8080), ServerMode::kStrict);
+  auto ix3 = cluster(pa("shop", "w2", "{selector: {matchLabels: {app: web}}, mtls: {mode: DISABLE}}", "2024-02-01T00:00:00Z") +
+                     pa("shop", "w1", "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}", "2024-01-01T00:00:00Z"));
+  EXPECT_EQ(inboundMode(*ix3, "uid-web", 8080), ServerMode::kStrict);
+}
+
+TEST(Inbound, SelectorPoliciesInTheRootNamespaceAreIgnored) {
+  auto ix = cluster(pa("istio-system", "web", "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}"));
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kPermissive);
+}
+
+TEST(Inbound, RootNamespaceComesFromTheIstioResource) {
+  const char* istio = R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: mesh-ctl}
+)";
+  auto ix = cluster(std::string(istio) + "\n---\n" + pa("mesh-ctl", "default", "{mtls: {mode: STRICT}}") +
+                    pa("istio-system", "default", "{mtls: {mode: DISABLE}}"));
+  EXPECT_EQ(ix->mesh().root_namespace, "mesh-ctl");
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+}
+
+TEST(Inbound, MaistraPolicy) {
+  auto strict = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: default, namespace: shop}
+spec:
+  peers:
+  - mtls: {}
+)");
+  EXPECT_EQ(inboundMode(*strict, "uid-web", 8080), ServerMode::kStrict);
+  EXPECT_THAT(strict->inbound(config::PodUid("uid-web"), 8080).decided_by.describe(), ElementsAre("Policy/shop/default"));
+  auto permissive = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: default, namespace: shop}
+spec: {peers: [{mtls: {mode: PERMISSIVE}}]}
+)");
+  EXPECT_EQ(inboundMode(*permissive, "uid-web", 8080), ServerMode::kPermissive);
+  auto bare_mtls = cluster("apiVersion: authentication.maistra.io/v1\nkind: Policy\nmetadata: {name: default, namespace: shop}\nspec:\n  peers:\n  - mtls:\n");
+  EXPECT_EQ(inboundMode(*bare_mtls, "uid-web", 8080), ServerMode::kStrict);
+  auto not_default = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: other, namespace: shop}
+spec: {peers: [{mtls: {}}]}
+)");
+  EXPECT_EQ(inboundMode(*not_default, "uid-web", 8080), ServerMode::kPermissive);
+  auto no_peers = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: default, namespace: shop}
+spec: {}
+)");
+  EXPECT_EQ(inboundMode(*no_peers, "uid-web", 8080), ServerMode::kDisable);
+}
+
+TEST(Inbound, ServiceMeshPolicyIsMeshWide) {
+  auto ix = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: ServiceMeshPolicy
+metadata: {name: default, namespace: istio-system}
+spec: {peers: [{mtls: {}}]}
+)");
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+}
+
+TEST(Inbound, SmcpV1AndV2MeanMeshWideStrict) {
+  for (const char* smcp : {R"(
+apiVersion: maistra.io/v1
+kind: ServiceMeshControlPlane
+metadata: {name: basic-install, namespace: istio-system}
+spec: {istio: {global: {mtls: {enabled: true}}}}
+)",
+                           R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {dataPlane: {mtls: true}}}
+)"}) {
+    auto ix = cluster(smcp);
+    EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+    auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+    EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+    EXPECT_EQ(p.outcome, Outcome::kMtls);
+    EXPECT_EQ(check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432").outcome, Outcome::kBroken);
+    EXPECT_EQ(check(*ix, "legacy/client", "shop/web:8080").outcome, Outcome::kRefused);
+  }
+  auto off = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {dataPlane: {mtls: false}}}
+)");
+  EXPECT_EQ(inboundMode(*off, "uid-web", 8080), ServerMode::kPermissive);
+}
+
+TEST(Inbound, SmcpNamespaceIsTheRootWithoutAnIstioResource) {
+  auto ix = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: mesh-cp}
+spec: {}
+---
+)" + pa("mesh-cp", "default", "{mtls: {mode: STRICT}}"));
+  EXPECT_EQ(ix->mesh().root_namespace, "mesh-cp");
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+}
+
+// ---- Enrollment ------------------------------------------------------------------
+
+TEST(Enrollment, NamespaceLabelsAndPodOptOut) {
+  auto ix = cluster(R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: amb, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: amb, uid: uid-a}
+spec: {containers: [{name: a}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: out, namespace: shop, uid: uid-out, labels: {meshlock.io/mtls: disabled}}
+spec: {containers: [{name: a, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.244.3.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: orphan, namespace: nowhere, uid: uid-orphan}
+spec: {containers: [{name: a}]}
+)");
+  EXPECT_TRUE(ix->served(*ix->podByUid(config::PodUid("uid-a"))));
+  EXPECT_FALSE(ix->served(*ix->podByUid(config::PodUid("uid-out"))));
+  EXPECT_FALSE(ix->served(*ix->podByUid(config::PodUid("uid-orphan"))));
+  EXPECT_EQ(ix->servedReason(*ix->podByUid(config::PodUid("uid-out"))).kind, ReasonKind::kOptedOut);
+  auto p = check(*ix, "shop/out", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kNone);
+  EXPECT_EQ(p.outcome, Outcome::kPlaintext);
+  auto q = check(*ix, "shop/client", "shop/out:80");
+  EXPECT_EQ(q.client, ClientTls::kDisable);  // auto mTLS: the opted-out pod has no proxy
+  EXPECT_EQ(q.server, ServerMode::kNone);
+}
+
+// ---- Outbound: DestinationRule lookup --------------------------------------------
+
+TEST(Outbound, ClientNamespaceBeforeServiceNamespaceBeforeRoot) {
+  auto ix = cluster(dr("istio-system", "root", "{host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    dr("legacy", "svc-ns", "{host: db, trafficPolicy: {tls: {mode: SIMPLE}}}") +
+                    dr("shop", "client-ns", "{host: '*.legacy.svc.cluster.local', trafficPolicy: {tls: {mode: MUTUAL}}}"));
+  auto p = check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432");
+  EXPECT_EQ(p.client, ClientTls::kMutual);  // a wildcard in the client's namespace beats an exact host elsewhere
+  EXPECT_THAT(p.decided_by[0], "DestinationRule/shop/client-ns");
+  auto ix2 = cluster(dr("istio-system", "root", "{host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}") +
+                     dr("legacy", "svc-ns", "{host: db, trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*ix2, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kSimple);
+  EXPECT_EQ(check(*ix2, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+}
+
+TEST(Outbound, MostSpecificHostWins) {
+  auto ix = cluster(dr("shop", "all", "{host: '*', trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    dr("shop", "local", "{host: '*.local', trafficPolicy: {tls: {mode: SIMPLE}}}") +
+                    dr("shop", "ns", "{host: '*.shop.svc.cluster.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual);
+  EXPECT_EQ(check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kSimple);
+  EXPECT_EQ(check(*ix, "shop/client", "api.example.com:443").client, ClientTls::kDisable);
+}
+
+TEST(Outbound, ShortHostsResolveInTheRulesNamespace) {
+  // "web" in namespace legacy means web.legacy.svc.cluster.local, not shop's web.
+  auto ix = cluster(dr("legacy", "web", "{host: web, trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    dr("shop", "db", "{host: db, trafficPolicy: {tls: {mode: DISABLE}}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual);
+  EXPECT_EQ(check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kDisable);  // auto: no proxy
+  auto ix2 = cluster(dr("shop", "web", "{host: web, trafficPolicy: {tls: {mode: DISABLE}}}"));
+  EXPECT_EQ(check(*ix2, "shop/client", "web.shop.svc.cluster.local:80").decided_by[0], "DestinationRule/shop/web");
+}
+
+TEST(Outbound, ExportToLimitsVisibility) {
+  auto ix = cluster(dr("legacy", "private", "{host: db, exportTo: ['.'], trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kDisable);
+  auto ix2 = cluster(dr("legacy", "to-shop", "{host: db, exportTo: [shop], trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*ix2, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kSimple);
+  auto ix3 = cluster(dr("legacy", "to-other", "{host: db, exportTo: [other], trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*ix3, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kDisable);
+  // A private rule still applies to its own namespace's clients.
+  auto ix4 = cluster(dr("shop", "private", "{host: web, exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}"));
+  EXPECT_EQ(check(*ix4, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+}
+
+TEST(Outbound, PortLevelSettingsOverrideTheRule) {
+  auto ix = cluster(dr("shop", "web",
+                       "{host: web, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: "
+                       "[{port: {number: 9090}, tls: {mode: DISABLE}}]}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual);
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:9090");
+  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.decided_by[0], "DestinationRule/shop/web (port 9090)");
+}
+
+TEST(Outbound, WorkloadSelectorRulesApplyToMatchingClientsOnly) {
+  auto ix = cluster(dr("shop", "for-client", "{host: web, workloadSelector: {matchLabels: {app: client}}, "
+                                             "trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    R"(apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: shop, uid: uid-other, labels: {app: other}}
+spec: {containers: [{name: c}]}
+)");
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+  EXPECT_EQ(check(*ix, "shop/other", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual);
+}
+
+TEST(Outbound, ARuleWithoutTlsLeavesAutoMtls) {
+  auto ix = cluster(dr("shop", "web", "{host: web, trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}}"));
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+  EXPECT_EQ(p.decided_by[0], "auto mTLS");
+}
+
+// ---- Auto mTLS -------------------------------------------------------------------
+
+TEST(AutoMtls, MeshMtlsToServedPodsPlaintextElsewhere) {
+  auto ix = cluster(kIstio);
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+  EXPECT_EQ(p.server, ServerMode::kPermissive);
+  EXPECT_EQ(p.outcome, Outcome::kMtls);
+  EXPECT_THAT(p.decided_by, ElementsAre("auto mTLS", "default"));
+  auto q = check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432");
+  EXPECT_EQ(q.client, ClientTls::kDisable);
+  EXPECT_EQ(q.outcome, Outcome::kPlaintext);
+}
+
+TEST(AutoMtls, PlaintextToADisabledPort) {
+  auto ix = cluster(pa("shop", "web", "{selector: {matchLabels: {app: web}}, portLevelMtls: {'9090': {mode: DISABLE}}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual);
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:9090");
+  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.server, ServerMode::kDisable);
+  EXPECT_EQ(p.outcome, Outcome::kPlaintext);
+}
+
+TEST(AutoMtls, OffMeansPlaintextWithoutARule) {
+  auto ix = cluster(R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: istio-system, values: {meshConfig: {enableAutoMtls: false}}}
+---
+)" + pa("shop", "default", "{mtls: {mode: STRICT}}"));
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.outcome, Outcome::kRefused);
+  EXPECT_EQ(p.decided_by[0], "auto mTLS disabled");
+}
+
+TEST(AutoMtls, MeshConfigMapCanTurnItOff) {
+  auto ix = cluster(R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    enableAutoMtls: false
+    trustDomain: corp.example
+    meshMTLS:
+      minProtocolVersion: TLSV1_3
+)");
+  EXPECT_FALSE(ix->mesh().enable_auto_mtls);
+  EXPECT_EQ(ix->mesh().trust_domain, "corp.example");
+  EXPECT_EQ(ix->mesh().min_protocol_version, config::TlsVersion::kTls13);
+  // A ConfigMap named istio elsewhere is not the mesh config.
+  auto other = cluster("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: shop}\ndata: {mesh: 'enableAutoMtls: false'}\n");
+  EXPECT_TRUE(other->mesh().enable_auto_mtls);
+}
+
+// ---- Secure naming, TLS version --------------------------------------------------
+
+TEST(Identity, ServiceAccountsBehindTheDestinationOrSubjectAltNames) {
+  auto ix = cluster(R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: istio-system, values: {meshConfig: {trustDomain: corp.example, meshMTLS: {minProtocolVersion: TLSV1_3}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web2, namespace: shop, uid: uid-web2, labels: {app: web}}
+spec: {serviceAccountName: web-canary, containers: [{name: web, ports: [{containerPort: 8080, name: http}]}]}
+status: {podIP: 10.244.1.11}
+)");
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_THAT(p.identities, ElementsAre("spiffe://corp.example/ns/shop/sa/web", "spiffe://corp.example/ns/shop/sa/web-canary"));
+  auto direct = check(*ix, "shop/client", "shop/web2:8080");
+  EXPECT_THAT(direct.identities, ElementsAre("spiffe://corp.example/ns/shop/sa/web-canary"));
+  auto d = ix->outbound(config::PodUid("uid-client"), Destination{config::IpAddress::parse("10.96.10.10"), {}}, 80);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->min_tls_version, config::TlsVersion::kTls13);
+  auto sans = cluster(dr("shop", "web", "{host: web, trafficPolicy: {tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://x/ns/y/sa/z]}}}"));
+  EXPECT_THAT(check(*sans, "shop/client", "web.shop.svc.cluster.local:80").identities, ElementsAre("spiffe://x/ns/y/sa/z"));
+  auto none = cluster(dr("shop", "web", "{host: web, trafficPolicy: {tls: {mode: DISABLE}}}"));
+  EXPECT_TRUE(check(*none, "shop/client", "web.shop.svc.cluster.local:80").identities.empty());
+}
+
+// ---- Destination resolution ------------------------------------------------------
+
+TEST(Destinations, ClusterIpPodIpNamesAndOutside) {
+  auto ix = cluster(pa("shop", "default", "{mtls: {mode: STRICT}}"));
+  EXPECT_EQ(check(*ix, "legacy/client", "10.96.10.10:80").outcome, Outcome::kRefused);   // ClusterIP
+  EXPECT_EQ(check(*ix, "legacy/client", "10.244.1.10:8080").outcome, Outcome::kRefused);  // pod IP
+  EXPECT_EQ(check(*ix, "shop/client", "web:80").outcome, Outcome::kMtls);                  // short name
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop:80").outcome, Outcome::kMtls);
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc:80").outcome, Outcome::kMtls);
+  EXPECT_EQ(check(*ix, "shop/client", "WEB.shop.svc.cluster.local.:80").outcome, Outcome::kMtls);
+  auto out = check(*ix, "shop/client", "192.0.2.1:443");
+  EXPECT_EQ(out.client, ClientTls::kDisable);
+  EXPECT_EQ(out.server, ServerMode::kNone);
+  EXPECT_EQ(out.outcome, Outcome::kPlaintext);
+  EXPECT_EQ(check(*ix, "shop/client", "example.com:443").server, ServerMode::kNone);
+}
+
+TEST(Destinations, NamedTargetPortsReachTheContainerPort) {
+  auto ix = cluster(pa("shop", "web", "{selector: {matchLabels: {app: web}}, portLevelMtls: {'8080': {mode: STRICT}}}"));
+  // Service port 80 → targetPort "http" → container port 8080 → STRICT.
+  EXPECT_EQ(check(*ix, "legacy/client", "10.96.10.10:80").server, ServerMode::kStrict);
+  EXPECT_EQ(check(*ix, "legacy/client", "10.96.10.10:9090").server, ServerMode::kPermissive);
+  auto backends = ix->backendsOf(*ix->serviceByIp(*config::IpAddress::parse("10.96.10.10")), 80);
+  ASSERT_EQ(backends.size(), 1u);
+  EXPECT_EQ(backends[0].port, 8080);
+}
+
+TEST(Destinations, PodTargetsUseTheServiceThatSelectsThem) {
+  auto ix = cluster(dr("shop", "web", "{host: web, trafficPolicy: {portLevelSettings: [{port: {number: 80}, tls: {mode: DISABLE}}]}}"));
+  // shop/web:8080 is service port 80's backend, so the port-80 setting applies.
+  EXPECT_EQ(check(*ix, "shop/client", "shop/web:8080").client, ClientTls::kDisable);
+  EXPECT_EQ(check(*ix, "shop/client", "shop/web:9090").client, ClientTls::kIstioMutual);
+}
+
+TEST(Destinations, SelectorlessServicesUseEndpointsAndEndpointSlices) {
+  auto ix = cluster(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec: {clusterIP: 10.96.30.30, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: shop, labels: {kubernetes.io/service-name: ext}}
+endpoints: [{addresses: [10.244.1.10]}]
+ports: [{name: http, port: 8080}]
+)");
+  auto p = check(*ix, "shop/client", "ext.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+  EXPECT_EQ(p.server, ServerMode::kPermissive);
+  auto api = check(*ix, "shop/client", "kubernetes.default.svc.cluster.local:443");
+  EXPECT_EQ(api.server, ServerMode::kNone);
+  EXPECT_EQ(api.client, ClientTls::kDisable);
+}
+
+TEST(Destinations, TerminatedPodsAreNotBackends) {
+  auto ix = cluster(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: old, namespace: legacy, uid: uid-old, labels: {app: db}}
+spec: {containers: [{name: db, ports: [{containerPort: 5432}]}]}
+status: {phase: Succeeded, podIP: 10.244.9.9}
+)");
+  EXPECT_EQ(ix->backendsOf(*ix->serviceByIp(*config::IpAddress::parse("10.96.20.20")), 5432).size(), 1u);
+}
+
+TEST(Destinations, BackendsThatDisagreeAreFlagged) {
+  auto ix = cluster(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: web-out, namespace: shop, uid: uid-web-out, labels: {app: web, meshlock.io/mtls: disabled}}
+spec: {containers: [{name: web, ports: [{containerPort: 8080, name: http}]}]}
+status: {podIP: 10.244.1.12}
+)");
+  auto d = ix->outbound(config::PodUid("uid-client"), Destination{std::nullopt, "web.shop.svc.cluster.local"}, 80);
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->backends_disagree);
+  EXPECT_EQ(d->backends.size(), 2u);
+}
+
+TEST(Api, PerConnectionLookups) {
+  auto ix = cluster(pa("shop", "default", "{mtls: {mode: STRICT}}"));
+  EXPECT_EQ(ix->podByIp(*config::IpAddress::parse("10.244.1.10"))->name(), "web");
+  EXPECT_EQ(ix->podsOnNode("node-a").size(), 2u);
+  EXPECT_EQ(ix->identityOf(*ix->podByName("shop", "web")).str(), "spiffe://cluster.local/ns/shop/sa/web");
+  auto d = ix->outbound(config::PodUid("uid-client"), Destination{config::IpAddress::parse("10.244.1.10"), {}}, 8080);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->client_tls, ClientTls::kIstioMutual);
+  EXPECT_EQ(d->pod->name(), "web");
+  ASSERT_EQ(d->expected_identities.size(), 1u);
+  EXPECT_FALSE(ix->outbound(config::PodUid("nope"), Destination{}, 80));
+}
+
+// ---- Targets ---------------------------------------------------------------------
+
+TEST(Targets, Parse) {
+  auto pod = parseTarget("shop/web:8080");
+  ASSERT_TRUE(pod);
+  EXPECT_EQ(pod->kind, Target::Kind::kPod);
+  EXPECT_EQ(pod->pod.name, "web");
+  auto ip = parseTarget("10.0.0.1:80");
+  ASSERT_TRUE(ip);
+  EXPECT_EQ(ip->kind, Target::Kind::kIp);
+  auto v6 = parseTarget("[fd00::1]:443");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->ip.toString(), "fd00::1");
+  auto host = parseTarget("web.shop.svc.cluster.local:80");
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->kind, Target::Kind::kHost);
+  for (const char* bad : {"web", "web:", "web:0", "web:70000", "web:http", ":80", "a/b/c:80", "fd00::1:80", "we b:80"}) {
+    EXPECT_FALSE(parseTarget(bad)) << bad;
+  }
+  EXPECT_TRUE(parsePodRef("shop/web"));
+  for (const char* bad : {"shop", "/web", "shop/", "a/b/c"}) EXPECT_FALSE(parsePodRef(bad)) << bad;
+}
+
+TEST(Check, UnknownPodsAreErrors) {
+  auto ix = cluster();
+  auto r = checkConnection(*ix, PodRef{"shop", "nope"}, *parseTarget("web:80"));
+  ASSERT_FALSE(r);
+  EXPECT_THAT(r.error().message, ::testing::HasSubstr("unknown pod shop/nope"));
+  auto r2 = checkConnection(*ix, PodRef{"shop", "client"}, *parseTarget("shop/nope:80"));
+  ASSERT_FALSE(r2);
+}
+
+}  // namespace
+}  // namespace meshlock::policy

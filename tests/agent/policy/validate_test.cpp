@@ -1,0 +1,203 @@
+// Each validation code fires on the configuration it is about, and not on a clean one.
+#include <gmock/gmock.h>
+
+#include "fixture.h"
+#include "policy/validate.h"
+
+namespace meshlock::policy {
+namespace {
+
+using testing::cluster;
+
+std::vector<std::string> codes(const std::string& extra) {
+  std::vector<std::string> out;
+  for (const auto& f : validate(*cluster(extra))) out.push_back(f.code + " " + f.resource);
+  return out;
+}
+
+TEST(Validate, CleanClusterHasNoFindings) { EXPECT_TRUE(codes("").empty()); }
+
+struct Row {
+  const char* name;
+  const char* yaml;
+  const char* expected;  // "CODE Kind/ns/name"
+};
+
+class ValidateRule : public ::testing::TestWithParam<Row> {};
+
+TEST_P(ValidateRule, Fires) {
+  EXPECT_THAT(codes(GetParam().yaml), ::testing::Contains(std::string(GetParam().expected)));
+}
+
+const Row kRows[] = {
+    {"ML001_DisableTowardsStrict", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: off, namespace: shop}
+spec: {host: web, trafficPolicy: {tls: {mode: DISABLE}}}
+)",
+     "ML001 DestinationRule/shop/off"},
+    {"ML002_IstioMutualWithoutProxy", R"(
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: default, namespace: istio-system}
+spec: {host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+)",
+     "ML002 DestinationRule/istio-system/default"},
+    {"ML003_TwoNamespaceWidePolicies", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: a, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: b, namespace: shop, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec: {mtls: {mode: PERMISSIVE}}
+)",
+     "ML003 PeerAuthentication/shop/b"},
+    {"ML004_PortLevelWithoutSelector", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {portLevelMtls: {'8080': {mode: STRICT}}}
+)",
+     "ML004 PeerAuthentication/shop/default"},
+    {"ML005_PortNotAContainerPort", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: web, namespace: shop}
+spec: {selector: {matchLabels: {app: web}}, portLevelMtls: {'80': {mode: STRICT}}}
+)",
+     "ML005 PeerAuthentication/shop/web"},
+    {"ML006_SelectorMatchesNothing", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ghost, namespace: shop}
+spec: {selector: {matchLabels: {app: ghost}}, mtls: {mode: STRICT}}
+)",
+     "ML006 PeerAuthentication/shop/ghost"},
+    {"ML007_TwoWorkloadPolicies", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: a, namespace: shop}
+spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: b, namespace: shop}
+spec: {selector: {matchLabels: {app: web}}, mtls: {mode: DISABLE}}
+)",
+     "ML007 PeerAuthentication/shop/b"},
+    {"ML008_SelectorInRoot", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: web, namespace: istio-system}
+spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}
+)",
+     "ML008 PeerAuthentication/istio-system/web"},
+    {"ML009_HostWithoutService", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: typo, namespace: shop}
+spec: {host: wbe, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+)",
+     "ML009 DestinationRule/shop/typo"},
+    {"ML010_TwoRulesSameHost", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: shop}
+spec: {host: web, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: shop}
+spec: {host: web.shop.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
+)",
+     "ML010 DestinationRule/shop/b"},
+    {"ML011_SimpleTowardsStrict", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: simple, namespace: shop}
+spec: {host: web, trafficPolicy: {tls: {mode: SIMPLE}}}
+)",
+     "ML011 DestinationRule/shop/simple"},
+    {"ML012_LegacyPolicyWithTargets", R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: web, namespace: shop}
+spec: {targets: [{name: web}], peers: [{mtls: {}}]}
+)",
+     "ML012 Policy/shop/web"},
+    {"ML013_TwoIstioResources", R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: a}
+spec: {namespace: istio-system}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: b}
+spec: {namespace: other}
+)",
+     "ML013 Istio/b"},
+    {"ML014_MutualWithoutCertificates", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mutual, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: MUTUAL}}}
+)",
+     "ML014 DestinationRule/shop/mutual"},
+    {"ML015_NamedTargetPortMissing", R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web-grpc, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 81, targetPort: grpc}]}
+)",
+     "ML015 Service/shop/web-grpc"},
+    {"ML016_DefinedTwice", R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+)",
+     "ML016 Namespace/shop"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Codes, ValidateRule, ::testing::ValuesIn(kRows),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Validate, FindingsDescribeThemselves) {
+  auto findings = validate(*cluster(kRows[0].yaml));
+  ASSERT_FALSE(findings.empty());
+  EXPECT_THAT(findings[0].describe(),
+              ::testing::HasSubstr("warning ML001 DestinationRule/shop/off: sends plaintext to web.shop.svc.cluster.local:80"));
+}
+
+TEST(Validate, ApiServerExemptionSilencesML002) {
+  auto with = codes(std::string(kRows[1].yaml) + R"(
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api-server, namespace: istio-system}
+spec: {host: kubernetes.default.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: istio-system}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
+)");
+  EXPECT_THAT(with, ::testing::Not(::testing::Contains(::testing::StartsWith("ML002"))));
+}
+
+}  // namespace
+}  // namespace meshlock::policy
