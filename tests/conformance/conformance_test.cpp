@@ -26,18 +26,18 @@ TEST(Conformance, SharedCasesArePresent) {
   EXPECT_GE(caseFiles(kSharedCases).size(), 10u);
 }
 
-class ConformanceCase : public testing::TestWithParam<std::filesystem::path> {};
-
-TEST_P(ConformanceCase, MatchesExpectations) {
-  Case c = loadCase(GetParam());
-  auto dir = writeManifests(c, GetParam().stem().string());
+// Loads the case's manifests from a directory exactly as the CLI does, then
+// checks every expectation through checkConnection.
+void runCase(const std::filesystem::path& file) {
+  Case c = loadCase(file);
+  auto dir = writeManifests(c, file.stem().string());
   auto loaded = config::loadManifestDirectory(dir);
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(loaded) << loaded.error().describe();
   for (const auto& e : loaded->errors) ADD_FAILURE() << "manifest error: " << e.describe();
   auto index = policy::PolicyIndex::build(std::move(loaded->state));
   for (const Expectation& x : c.expect) {
-    SCOPED_TRACE(GetParam().filename().string() + ": " + x.from + " -> " + x.to);
+    SCOPED_TRACE(file.filename().string() + ": " + x.from + " -> " + x.to);
     auto from = policy::parsePodRef(x.from);
     ASSERT_TRUE(from) << from.error().message;
     auto to = policy::parseTarget(x.to);
@@ -57,6 +57,22 @@ TEST_P(ConformanceCase, MatchesExpectations) {
       EXPECT_EQ(*x.expected_identities, r->expected_identities);
     }
   }
+}
+
+// One ctest per case file (discovered when the test binary is built)...
+class ConformanceCase : public testing::TestWithParam<std::filesystem::path> {};
+TEST_P(ConformanceCase, MatchesExpectations) { runCase(GetParam()); }
+
+// ...and one that runs whatever case files exist when it runs, so a case
+// added as a file is checked without rebuilding anything.
+TEST(Conformance, EveryCaseFilePasses) {
+  auto files = allCases();
+  ASSERT_FALSE(files.empty());
+  for (const auto& f : files) {
+    SCOPED_TRACE(f.string());
+    runCase(f);
+  }
+  std::printf("%zu conformance case files checked\n", files.size());
 }
 
 std::string caseName(const testing::TestParamInfo<std::filesystem::path>& info) {
