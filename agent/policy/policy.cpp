@@ -144,7 +144,7 @@ struct PolicyIndex::ServiceEntry {
 
 // DestinationRules visible from one namespace's point of view.
 struct PolicyIndex::RuleSet {
-  std::unordered_map<std::string, std::vector<const DestinationRule*>> exact;  // oldest first
+  StringMap<std::vector<const DestinationRule*>> exact;  // oldest first
   // Wildcard hosts as the suffix after '*' ("" for "*"), longest first, then oldest.
   std::vector<std::pair<std::string, const DestinationRule*>> wildcards;
 };
@@ -518,7 +518,7 @@ const Pod* PolicyIndex::podByName(std::string_view ns, std::string_view name) co
 }
 
 const Service* PolicyIndex::serviceByHost(std::string_view fqdn) const {
-  auto it = service_by_host_.find(std::string(fqdn));
+  auto it = service_by_host_.find(fqdn);
   return it == service_by_host_.end() ? nullptr : services_[it->second].svc;
 }
 
@@ -590,7 +590,7 @@ const DestinationRule* matchIn(const PolicyIndex::RuleSet& set, std::string_view
     return true;
   };
   if (!set.exact.empty()) {
-    if (auto it = set.exact.find(std::string(host)); it != set.exact.end()) {
+    if (auto it = set.exact.find(host); it != set.exact.end()) {
       // Rules with a workload selector are more specific than those without.
       for (const auto* r : it->second) {
         if (r->workload_selector && usable(r)) return r;

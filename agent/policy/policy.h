@@ -141,6 +141,14 @@ struct MeshSettings {
   std::vector<const config::ObjectRef*> decided_by;  // resources that set these
 };
 
+// Hash for string-keyed maps that are looked up with string_views (no allocation).
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <typename V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
 class PolicyIndex {
  public:
   // Builds every index once. The state is moved in and owned.
@@ -219,10 +227,10 @@ class PolicyIndex {
   std::vector<ServiceEntry> services_;
   std::unordered_map<PodUid, std::size_t> pod_by_uid_;
   std::unordered_map<IpAddress, std::size_t> pod_by_ip_;
-  std::unordered_map<std::string, std::size_t> pod_by_name_;  // "ns/name"
-  std::unordered_map<std::string, std::size_t> service_by_host_;
+  StringMap<std::size_t> pod_by_name_;  // "ns/name"
+  StringMap<std::size_t> service_by_host_;
   std::unordered_map<IpAddress, std::size_t> service_by_ip_;
-  std::unordered_map<std::string, std::unique_ptr<NamespaceEntry>> namespaces_;
+  StringMap<std::unique_ptr<NamespaceEntry>> namespaces_;
   std::vector<std::unique_ptr<config::DestinationRule>> synthetic_rules_;
   std::vector<std::unique_ptr<config::PeerAuthentication>> synthetic_peer_auths_;
   std::vector<std::unique_ptr<config::ObjectRef>> refs_;
