@@ -124,6 +124,27 @@ TEST_F(CaptureE2E, EnrolledIpv6ConnectArrivesAtIpv6Listener) {
   auto orig = dp->originalDestination(accepted.get());
   ASSERT_TRUE(orig) << orig.error().describe();
   EXPECT_EQ(orig->destination.toString(), "[fd00:77::5]:443");
+
+  // A dual-stack socket reaching an IPv4 peer (::ffff:a.b.c.d) lands on the
+  // IPv4 listener with the IPv4 destination.
+  ASSERT_EQ(runAsPodProcess(pod.container_cgroup, pod.netns.get(),
+                            [] { return connectAndSend(addr("::ffff:10.99.1.6", 80), "mapped"); }),
+            0);
+  UniqueFd mapped = acceptWithin(listeners->outbound_v4.get());
+  ASSERT_TRUE(mapped.valid());
+  auto orig4 = dp->originalDestination(mapped.get());
+  ASSERT_TRUE(orig4) << orig4.error().describe();
+  EXPECT_EQ(orig4->destination.toString(), "10.99.1.6:80");
+
+  // Inbound over IPv6 from the peer: the IPv6 inbound listener.
+  auto app = openListenerInNetns(pod.netns.get(), addr("::", 8080));
+  ASSERT_TRUE(app) << app.error().describe();
+  auto client = connectInNetns(pod.peer_netns.get(), addr(pod.ip6, 8080));
+  ASSERT_TRUE(client) << client.error().describe();
+  UniqueFd inbound = acceptWithin(listeners->inbound_v6.get());
+  ASSERT_TRUE(inbound.valid());
+  EXPECT_EQ(SocketAddress::localOf(inbound.get())->toString(), "[" + IpAddress::parse(pod.ip6)->toString() + "]:8080");
+  EXPECT_FALSE(acceptWithin(app->get(), 100).valid());
 }
 
 TEST_F(CaptureE2E, WhatMustNotBeCapturedIsNot) {

@@ -38,12 +38,14 @@ inline bool run(const std::string& command) {
 }
 
 // One pod: its netns ("<tag>p<n>") joined by a veth to a peer netns
-// ("<tag>q<n>") that plays another node; pod IP 10.77.<n>.1, peer .2.
+// ("<tag>q<n>") that plays another node; pod IP 10.77.<n>.1 and
+// fd00:77:<n>::1, peer .2 and ::2.
 struct FakePod {
   PodUid uid;
   std::string netns_name, peer_netns_name;
   fs::path pod_cgroup, container_cgroup;
   std::string ip, peer_ip;
+  std::string ip6, peer_ip6;
   UniqueFd netns, peer_netns;
 };
 
@@ -106,6 +108,8 @@ class FakeNode {
     fs::create_directories(pod.container_cgroup);
     pod.ip = "10.77." + std::to_string(n) + ".1";
     pod.peer_ip = "10.77." + std::to_string(n) + ".2";
+    pod.ip6 = "fd00:77:" + std::to_string(n) + "::1";
+    pod.peer_ip6 = "fd00:77:" + std::to_string(n) + "::2";
     bool ok = run("ip netns add " + pod.netns_name) && run("ip netns add " + pod.peer_netns_name) &&
               run("ip -n " + pod.netns_name + " link set lo up") &&
               run("ip -n " + pod.peer_netns_name + " link set lo up") &&
@@ -113,6 +117,8 @@ class FakeNode {
                   pod.peer_netns_name) &&
               run("ip -n " + pod.netns_name + " addr add " + pod.ip + "/24 dev eth0") &&
               run("ip -n " + pod.peer_netns_name + " addr add " + pod.peer_ip + "/24 dev eth0") &&
+              run("ip -n " + pod.netns_name + " -6 addr add " + pod.ip6 + "/64 dev eth0 nodad") &&
+              run("ip -n " + pod.peer_netns_name + " -6 addr add " + pod.peer_ip6 + "/64 dev eth0 nodad") &&
               run("ip -n " + pod.netns_name + " link set eth0 up") &&
               run("ip -n " + pod.peer_netns_name + " link set eth0 up");
     if (!ok) error_ = "creating netns for pod " + pod.uid.value + " failed";
@@ -129,7 +135,7 @@ class FakeNode {
     spec.name = "test/" + pod.uid.value;
     spec.cgroup_dir = pod.pod_cgroup;
     spec.netns_path = "/run/netns/" + pod.netns_name;
-    spec.addresses = {*IpAddress::parse(pod.ip)};
+    spec.addresses = {*IpAddress::parse(pod.ip), *IpAddress::parse(pod.ip6)};
     return spec;
   }
 
