@@ -289,6 +289,17 @@ TEST_F(ManifestDirectory, LoadsRecursivelyAndSkipsHiddenAndOtherFiles) {
   EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c"}));
 }
 
+TEST_F(ManifestDirectory, AMountedConfigMapIsReadOnce) {
+  // The kubelet's layout: ..<timestamp>/file, ..data -> ..<timestamp>, file -> ..data/file.
+  write("..2024_01_01/ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: cm}\n");
+  std::filesystem::create_directory_symlink("..2024_01_01", dir_ / "..data");
+  std::filesystem::create_symlink("..data/ns.yaml", dir_ / "ns.yaml");
+  auto loaded = loadManifestDirectory(dir_);
+  ASSERT_TRUE(loaded);
+  ASSERT_EQ(loaded->state.namespaces.size(), 1u);
+  EXPECT_EQ(loaded->state.namespaces[0].meta.ref.name, "cm");
+}
+
 TEST_F(ManifestDirectory, ABadFileDoesNotStopTheOthers) {
   write("good.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: good}\n");
   write("bad.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: [\n");
