@@ -110,7 +110,7 @@ int runProxy(const ProxyOptions& o) {
   spec.name = "proxy " + o.listen;
   engine::PeerVerifier verifier = engine::expectSpiffeIds(o.expect_identity);
   if (originate) {
-    engine::TlsClientSetup tls{*context, o.sni, verifier};
+    engine::TlsClientSetup tls{*context, o.sni, verifier, {}, {}};
     engine::SocketAddress destination = *connect_address;
     spec.decider = engine::OutboundDecider([tls, destination](const engine::AcceptedSocket&) {
       engine::OutboundPlan plan;
@@ -122,7 +122,7 @@ int runProxy(const ProxyOptions& o) {
     engine::InboundMode mode = o.inbound_mode == "permissive" ? engine::InboundMode::Permissive
                                : o.inbound_mode == "disable"  ? engine::InboundMode::Disable
                                                               : engine::InboundMode::Strict;
-    engine::TlsServerSetup tls{*context, verifier};
+    engine::TlsServerSetup tls{*context, verifier, {}, {}};
     engine::SocketAddress app = *connect_address;
     spec.decider = engine::InboundDecider([tls, app, mode](const engine::AcceptedSocket&) {
       engine::InboundPlan plan;

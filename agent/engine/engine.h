@@ -49,12 +49,16 @@ using SocketFactory = std::function<Result<UniqueFd>(const SocketAddress& destin
 struct TlsClientSetup {
   SslContextRef context;      // the source workload's identity and trust bundle
   std::string server_name;    // SNI, may be empty
-  PeerVerifier verify_peer;   // e.g. expected SPIFFE IDs (secure naming)
+  PeerVerifier verify_peer;   // after the handshake: the peer's identity or a refusal
+  SslPreparer prepare;        // before it: e.g. identity::setExpectedPeers, SSL_set_session
+  SslReleaser release;        // at the end: e.g. keep the session ticket for resumption
 };
 
 struct TlsServerSetup {
   SslContextRef context;      // must require a client certificate for mTLS
-  PeerVerifier verify_peer;   // may be empty: the peer's SPIFFE ID is recorded
+  PeerVerifier verify_peer;   // may be empty: the peer's SPIFFE URI SAN is recorded
+  SslPreparer prepare;
+  SslReleaser release;
 };
 
 // Outbound: plaintext from a local app, to `destination`, over TLS or plain.

@@ -101,8 +101,7 @@ std::string spiffeIdOf(X509* cert) {
 }
 
 Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslContextRef& ctx,
-                                                       std::string_view server_name,
-                                                       PeerVerifier verifier) {
+                                                       std::string_view server_name, TlsHooks hooks) {
   if (!ctx) return fail("tls: no SSL_CTX");
   std::unique_ptr<TlsSession> session(new TlsSession());
   session->ssl_.reset(SSL_new(ctx.get()));
@@ -119,11 +118,20 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslConte
   } else {
     SSL_set_accept_state(ssl);
   }
-  session->verifier_ = std::move(verifier);
+  // Idle connections are the common case: drop the handshake-only
+  // configuration (certificates, keys, cipher lists) once it is done.
+  SSL_set_shed_handshake_config(ssl, 1);
+  if (hooks.prepare) {
+    if (Status prepared = hooks.prepare(ssl); !prepared) return std::unexpected(prepared.error().context("tls"));
+  }
+  session->verifier_ = std::move(hooks.verify_peer);
+  session->releaser_ = std::move(hooks.release);
   return session;
 }
 
-TlsSession::~TlsSession() = default;
+TlsSession::~TlsSession() {
+  if (handshake_done_ && releaser_) releaser_(ssl_.get());
+}
 
 TlsStatus TlsSession::failWith(const char* operation, int ret) {
   int code = SSL_get_error(ssl_.get(), ret);

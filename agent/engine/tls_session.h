@@ -19,6 +19,19 @@ namespace meshlock::engine {
 // the SSL_CTX; returns the peer's identity (e.g. its SPIFFE ID) or why it is
 // not acceptable. The identity part (agent/identity) provides the mesh's one.
 using PeerVerifier = std::function<Result<std::string>(SSL* ssl)>;
+// Called on each new SSL before its handshake (e.g. identity::setExpectedPeers,
+// SSL_set_session to offer a cached session). An error refuses the connection.
+using SslPreparer = std::function<Status(SSL* ssl)>;
+// Called with an SSL whose handshake completed, just before it is freed
+// (e.g. identity::takeResumableSession into a per-destination cache).
+using SslReleaser = std::function<void(SSL* ssl)>;
+
+// Per-connection hooks beside the SSL_CTX; all may be empty.
+struct TlsHooks {
+  SslPreparer prepare;
+  PeerVerifier verify_peer;
+  SslReleaser release;
+};
 
 // A counted reference to an SSL_CTX: contexts are shared by every connection
 // of an identity and outlive any single one.
@@ -66,10 +79,9 @@ class TlsSession {
  public:
   enum class Role { Client, Server };
 
-  // server_name: SNI for clients (empty: none). verifier may be empty.
+  // server_name: SNI for clients (empty: none).
   [[nodiscard]] static Result<std::unique_ptr<TlsSession>> create(Role role, const SslContextRef& ctx,
-                                                                  std::string_view server_name,
-                                                                  PeerVerifier verifier);
+                                                                  std::string_view server_name, TlsHooks hooks);
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
   ~TlsSession();
@@ -106,6 +118,7 @@ class TlsSession {
   ByteQueue input_;
   ByteQueue output_;
   PeerVerifier verifier_;
+  SslReleaser releaser_;
   TlsInfo info_;
   std::string reason_;
   bool handshake_done_ = false;

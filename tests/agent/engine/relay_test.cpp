@@ -132,7 +132,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
     spec.decider = OutboundDecider([=](const AcceptedSocket&) -> Result<OutboundPlan> {
       OutboundPlan plan;
       plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound_port));
-      plan.tls = TlsClientSetup{client_ctx, "server.shop", expectSpiffeIds({expected_peer})};
+      plan.tls = TlsClientSetup{client_ctx, "server.shop", expectSpiffeIds({expected_peer}), {}, {}};
       return plan;
     });
     return listen(std::move(spec));
@@ -403,7 +403,7 @@ TEST_P(RelayTest, GarbageClientHelloIsRefusedAndOthersAreServed) {
 }
 
 std::string realClientHello() {
-  auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), "server.shop", {});
+  auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), "server.shop", TlsHooks{});
   MESHLOCK_CHECK(client.has_value());
   (*client)->handshake();
   std::string hello((*client)->output().size(), '\0');

@@ -60,8 +60,9 @@ struct Pair {
 Pair makePair(SslContextRef client_ctx, SslContextRef server_ctx, PeerVerifier client_verifier = {},
               PeerVerifier server_verifier = {}) {
   Pair pair;
-  auto client = TlsSession::create(TlsSession::Role::Client, client_ctx, "server.shop", std::move(client_verifier));
-  auto server = TlsSession::create(TlsSession::Role::Server, server_ctx, {}, std::move(server_verifier));
+  auto client = TlsSession::create(TlsSession::Role::Client, client_ctx, "server.shop",
+                                   TlsHooks{{}, std::move(client_verifier), {}});
+  auto server = TlsSession::create(TlsSession::Role::Server, server_ctx, {}, TlsHooks{{}, std::move(server_verifier), {}});
   EXPECT_TRUE(client && server);
   pair.client = std::move(*client);
   pair.server = std::move(*server);
@@ -162,7 +163,7 @@ TEST(TlsSession, VersionBelowMinimumIsRefused) {
 }
 
 TEST(TlsSession, GarbageIsAnErrorWithAReason) {
-  auto server = TlsSession::create(TlsSession::Role::Server, context(true, "server"), {}, {});
+  auto server = TlsSession::create(TlsSession::Role::Server, context(true, "server"), {}, TlsHooks{});
   ASSERT_TRUE(server);
   // A well-framed record whose ClientHello body is nonsense.
   std::string garbage("\x16\x03\x01\x00\x08\x01\x00\x00\x04" "abcd", 13);
@@ -172,8 +173,8 @@ TEST(TlsSession, GarbageIsAnErrorWithAReason) {
 }
 
 TEST(TlsSession, TruncatedClientHelloWaitsForMore) {
-  auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), {}, {});
-  auto server = TlsSession::create(TlsSession::Role::Server, context(true, "server"), {}, {});
+  auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), {}, TlsHooks{});
+  auto server = TlsSession::create(TlsSession::Role::Server, context(true, "server"), {}, TlsHooks{});
   ASSERT_TRUE(client && server);
   EXPECT_EQ((*client)->handshake(), TlsStatus::WantFlush);
   ByteQueue& hello = (*client)->output();
@@ -181,6 +182,42 @@ TEST(TlsSession, TruncatedClientHelloWaitsForMore) {
   hello.read(part);
   (*server)->feed(part);
   EXPECT_EQ((*server)->handshake(), TlsStatus::NeedRead);
+}
+
+TEST(TlsSession, HooksRunBeforeTheHandshakeAndAfterItsEnd) {
+  int prepared = 0;
+  int released = 0;
+  SSL* seen = nullptr;
+  {
+    TlsHooks hooks;
+    hooks.prepare = [&](SSL* ssl) -> Status {
+      ++prepared;
+      seen = ssl;
+      EXPECT_FALSE(SSL_is_init_finished(ssl));
+      return {};
+    };
+    hooks.release = [&](SSL* ssl) {
+      ++released;
+      EXPECT_EQ(ssl, seen);
+      EXPECT_TRUE(SSL_is_init_finished(ssl));
+    };
+    Pair pair;
+    pair.client = std::move(*TlsSession::create(TlsSession::Role::Client, context(false, "client"), {}, std::move(hooks)));
+    pair.server = std::move(*TlsSession::create(TlsSession::Role::Server, context(true, "server"), {}, TlsHooks{}));
+    EXPECT_EQ(prepared, 1);
+    pair.handshake();
+    EXPECT_EQ(pair.client_status, TlsStatus::Done);
+    EXPECT_EQ(released, 0);
+  }
+  EXPECT_EQ(released, 1);
+}
+
+TEST(TlsSession, FailingPrepareRefusesTheSession) {
+  TlsHooks hooks;
+  hooks.prepare = [](SSL*) -> Status { return fail("no expected peers"); };
+  auto session = TlsSession::create(TlsSession::Role::Client, context(false, "client"), {}, std::move(hooks));
+  ASSERT_FALSE(session);
+  EXPECT_NE(session.error().describe().find("no expected peers"), std::string::npos);
 }
 
 }  // namespace
