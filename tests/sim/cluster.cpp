@@ -70,6 +70,7 @@ Result<pid_t> startPause(const PodLayout& pod) {
     if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) die("setns " + pod.netnsPath());
     close(ns);
     if (!joinCgroup(pod.containerCgroup)) die("join cgroup " + pod.containerCgroup);
+    signal(SIGPIPE, SIG_DFL);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull < 0) die("open /dev/null");
     dup2(devnull, 0);

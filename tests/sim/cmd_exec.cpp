@@ -1,6 +1,7 @@
 // meshsim exec [--name RUN] NS/POD -- CMD...: runs CMD inside a pod, as a
 // container runtime would: in the pod's container cgroup and network
 // namespace (via `ip netns exec`, which also binds the pod's hosts file).
+#include <signal.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -24,6 +25,7 @@ int execInPod(const std::string& name, const std::string& podRef, const std::vec
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   std::fflush(stdout);
+  signal(SIGPIPE, SIG_DFL);  // as the command would have it without meshsim
   execvp("ip", args.data());
   return report({"exec ip netns exec", errno}, 127);
 }

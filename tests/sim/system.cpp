@@ -42,6 +42,7 @@ Result<std::string> runTool(const std::vector<std::string>& argv, std::string_vi
   pid_t pid = fork();
   if (pid < 0) return failErrno(what + ": fork");
   if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
     dup2(inPipe[0], 0);
     dup2(outPipe[1], 1);
     dup2(errPipe[1], 2);

@@ -37,6 +37,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 CG2=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
 
