@@ -49,7 +49,8 @@
 //   after either changes, an old ticket or session id is not resumed.
 // - Session ticket keys are shared by all contexts and threads, rotated hourly
 //   by tick(), and the two previous keys still decrypt (and get re-issued).
-// - All functions are thread-safe; contexts may be used from any thread.
+// - IdentityManager and DestinationTlsContexts are thread-safe and contexts may
+//   be shared by threads; one SSL is used by one thread at a time.
 #pragma once
 
 #include "identity/destination_tls.h"

@@ -332,6 +332,39 @@ TEST_F(MeshTls, ABrokenCaDirectoryChangeKeepsThePreviousState) {
   EXPECT_TRUE(handshake(client->get(), server->get()));
 }
 
+TEST_F(MeshTls, ANewPluginIntermediateReissuesEveryCertificate) {
+  testing::makeOpensslPluginCa(dir_ / "cacerts");
+  auto node = makeManager("cacerts");
+  ASSERT_TRUE(node->acquire(id("web")));
+  ASSERT_TRUE(node->acquire(id("db")));
+  std::string before = node->certificates()[0].serial;
+
+  // The operator rotates the intermediate under the same root (new key, new cert).
+  std::string d = (dir_ / "cacerts").string();
+  auto csr = testing::run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -config " + d +
+                          "/openssl.cnf -subj '/O=Test/CN=Test Intermediate 2' -keyout " + d + "/new-key.pem -out " +
+                          d + "/new.csr");
+  ASSERT_EQ(csr.status, 0) << csr.output;
+  auto sign = testing::run("openssl x509 -req -in " + d + "/new.csr -CA " + d + "/root-cert.pem -CAkey " + d +
+                           "/root-key.pem -set_serial 4343 -days 30 -extfile " + d + "/openssl.cnf -extensions v3_ca -out " +
+                           d + "/new-cert.pem");
+  ASSERT_EQ(sign.status, 0) << sign.output;
+  auto swap = testing::run("sh -c 'cd " + d + " && cat new-cert.pem root-cert.pem > cert-chain.pem && mv new-key.pem ca-key.pem && mv new-cert.pem ca-cert.pem'");
+  ASSERT_EQ(swap.status, 0) << swap.output;
+
+  auto report = node->tick(clock_.now());
+  EXPECT_TRUE(report.caReloaded);
+  EXPECT_FALSE(report.trustBundleChanged);  // same root
+  EXPECT_EQ(report.renewed.size(), 2u);
+  EXPECT_NE(node->certificates()[0].serial, before);
+  auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
+  auto server = node->newServerSession(id("db"));
+  ASSERT_TRUE(handshake(client->get(), server->get()));
+  STACK_OF(X509)* chain = SSL_get_peer_full_cert_chain(client->get());
+  ASSERT_EQ(sk_X509_num(chain), 2u);
+  EXPECT_EQ(serialHex(sk_X509_value(chain, 1)), "10F7");  // 4343: the new intermediate
+}
+
 TEST(SessionTicketKeys, RotatedKeysStillDecryptThenRetire) {
   Seconds t0 = systemNow();
   SessionTicketKeys keys(1h, t0);
