@@ -8,6 +8,7 @@
 #  - node-b's agent killed: web-b (STRICT) refuses plaintext; restarted: works,
 #    with the links reused (one connect4 attached), then uninstall cleans up.
 # Usage: meshsim_e2e.sh <bin dir>. Needs root, meshsim and meshlock-testpeer.
+# The run, the pin dirs and the processes carry the pid: parallel runs are fine.
 set -euo pipefail
 BIN=${1:-${MESHLOCK_BIN_DIR:?}}
 HERE=$(cd "$(dirname "$0")" && pwd)
