@@ -27,7 +27,7 @@ APP=25201     # iperf3 / sockperf server
 start_port=25210
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
+cpu_ticks() { local t=0; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 
 # Each setup starts its processes and sets ENTRY (the port clients use) and PROXY_PIDS.
 setup_direct() { ENTRY=$APP; PROXY_PIDS=(); }
@@ -124,12 +124,18 @@ stop_setup() {
 throughput() {
   local streams=$1 before after json
   before=$(cpu_ticks "${PROXY_PIDS[@]:-}")
-  json=$(iperf3 -c 127.0.0.1 -p "$ENTRY" -t "$secs" -P "$streams" -J 2>/dev/null) || { echo "failed -"; return; }
+  sleep 1  # the iperf3 server takes a moment to accept the next test
+  json=$(iperf3 -c 127.0.0.1 -p "$ENTRY" -t "$secs" -P "$streams" -J 2>/dev/null) || true
   after=$(cpu_ticks "${PROXY_PIDS[@]:-}")
   python3 - "$json" "$before" "$after" "$(getconf CLK_TCK)" "${#PROXY_PIDS[@]}" <<'PY'
 import json, sys
-d = json.loads(sys.argv[1]); hz = int(sys.argv[4])
-end = d["end"]; rx = end["sum_received"]
+try:
+    d = json.loads(sys.argv[1])
+    rx = d["end"]["sum_received"]
+except (ValueError, KeyError):
+    print("failed -")
+    sys.exit(0)
+hz = int(sys.argv[4])
 gbit = rx["bits_per_second"] / 1e9
 cpu = (int(sys.argv[3]) - int(sys.argv[2])) / hz
 gb = rx["bytes"] / 1e9
@@ -156,14 +162,15 @@ for setup in direct meshlock haproxy stunnel; do
 done
 kill "$(cat "$work/iperf3.pid")" 2>/dev/null || true
 
+APP=$((APP + 1))  # a fresh port: the iperf3 daemon may still be going away
 sockperf sr --tcp -i 127.0.0.1 -p $APP >/dev/null 2>&1 & pids+=($!)
 sleep 0.3
 lat=()
 for setup in direct meshlock haproxy stunnel; do
   "setup_$setup"
-  read -r a b c < <(latency 64)
-  read -r d e f < <(latency 1024)
-  lat+=("$setup $a $b $c $d $e $f")
+  read -r a b c < <(latency 64) || true
+  read -r d e f < <(latency 1024) || true
+  lat+=("$setup ${a:--} ${b:--} ${c:--} ${d:--} ${e:--} ${f:--}")
   stop_setup
 done
 
