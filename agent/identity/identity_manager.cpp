@@ -44,7 +44,8 @@ Status IdentityManager::issueLocked(const SpiffeId& id, Entry& entry, Seconds no
   auto issued = ca_->issue(id, now, config_.certificateLifetime);
   if (!issued) return std::unexpected(issued.error());
   auto certificate = std::make_shared<const WorkloadCertificate>(std::move(*issued));
-  double lifetime = static_cast<double>(config_.certificateLifetime.count());
+  // The real lifetime: shorter than configured when the signing CA expires first.
+  double lifetime = static_cast<double>((certificate->notAfter - certificate->issuedAt).count());
   std::uniform_real_distribution<double> jitter(-config_.renewJitter, config_.renewJitter);
   double fraction = std::clamp(config_.renewFraction + jitter(random_), 0.1, 0.9);
   auto renewAfter = std::chrono::seconds(static_cast<int64_t>(lifetime * fraction));

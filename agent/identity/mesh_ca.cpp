@@ -209,7 +209,9 @@ Result<WorkloadCertificate> MeshCa::issue(const SpiffeId& id, Seconds now,
   CertificateSpec spec;
   spec.uriSans = {id.uri()};
   spec.notBefore = now - backdate;
-  spec.notAfter = now + lifetime;
+  // Never beyond the signing CA: peers would refuse the chain before the leaf expires.
+  spec.notAfter = std::min(now + lifetime, notAfter(caCert_.get()));
+  if (spec.notAfter <= now) return fail(fmt::format("issuing {}: the signing CA has expired", id.uri()));
   auto leaf = buildCertificate(spec, key->get(), caCert_.get(), caKey_.get());
   if (!leaf) return std::unexpected(leaf.error().context(fmt::format("issuing {}", id.uri())));
   WorkloadCertificate out{

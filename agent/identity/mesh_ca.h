@@ -53,7 +53,8 @@ class MeshCa {
                                                             Seconds now);
 
   // ECDSA P-256 key, URI SAN = the SPIFFE ID only, digitalSignature,
-  // serverAuth + clientAuth, valid [now - backdate, now + lifetime].
+  // serverAuth + clientAuth, valid [now - backdate, now + lifetime], cut at
+  // the signing CA's own notAfter.
   [[nodiscard]] Result<WorkloadCertificate> issue(const SpiffeId& id, Seconds now,
                                                   std::chrono::seconds lifetime) const;
 

@@ -131,6 +131,16 @@ TEST(MeshCa, PluginDirectoryFromOpensslRootIntermediateMeshlock) {
   EXPECT_NE(issuer.output.find("Test Intermediate"), std::string::npos) << issuer.output;
 }
 
+TEST(MeshCa, LeafNeverOutlivesTheSigningCa) {
+  ScratchDir dir;
+  makeOpensslPluginCa(dir / "cacerts");  // the intermediate lives 365 days
+  auto ca = MeshCa::open(dir / "cacerts", clusterLocal(), systemNow());
+  ASSERT_TRUE(ca);
+  auto cert = (*ca)->issue(webId(), systemNow(), std::chrono::hours(24 * 400));
+  ASSERT_TRUE(cert);
+  EXPECT_EQ(cert->notAfter, notAfter((*ca)->signingCertificate()));
+}
+
 TEST(MeshCa, PluginErrorsNameTheFile) {
   ScratchDir dir;
   makeOpensslPluginCa(dir / "a", "A");

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "identity/identity_manager.h"
 #include "test_support.h"
 
@@ -234,6 +236,34 @@ TEST_F(MeshTls, ConnectionSurvivesTwoRotationsAndNewHandshakesUseNewCertificates
   // The first connection still shows the certificates it was made with.
   EXPECT_EQ(peerSerial(client->get()), firstServerSerial);
   EXPECT_EQ(serials.size(), 3u);
+}
+
+// The same with the real clock (kept short: a 2 s certificate, two renewals).
+TEST_F(MeshTls, RealClockRotationKeepsTheConnection) {
+  IdentityConfig config{
+      .caDirectory = dir_ / "ca",
+      .trustDomain = *TrustDomain::parse("cluster.local"),
+      .certificateLifetime = 2s,
+  };
+  auto node = std::move(*IdentityManager::create(config));  // system clock
+  ASSERT_TRUE(node->acquire(id("web")));
+  auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("web")}));
+  auto server = node->newServerSession(id("web"));
+  ASSERT_TRUE(handshake(client->get(), server->get()));
+  std::vector<std::string> serials{peerSerial(client->get())};
+  auto start = std::chrono::steady_clock::now();
+  while (serials.size() < 3 && std::chrono::steady_clock::now() - start < 10s) {
+    std::this_thread::sleep_for(100ms);
+    if (node->tick(systemNow()).renewed.empty()) continue;
+    EXPECT_EQ(transfer(client->get(), server->get(), "ping"), "ping");
+    auto c = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("web")}));
+    auto s = node->newServerSession(id("web"));
+    ASSERT_TRUE(handshake(c->get(), s->get()));
+    serials.push_back(peerSerial(c->get()));
+    EXPECT_NE(serials.back(), serials[serials.size() - 2]);
+  }
+  EXPECT_EQ(serials.size(), 3u);
+  EXPECT_EQ(transfer(server->get(), client->get(), "pong"), "pong");
 }
 
 TEST_F(MeshTls, NoRenewalBeforeHalfLife) {
