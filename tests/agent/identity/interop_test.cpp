@@ -198,5 +198,62 @@ TEST_F(OpensslInterop, SClientWithoutACertificateIsRefused) {
   EXPECT_EQ(result.output.find("pong"), std::string::npos) << result.output;
 }
 
+// The other direction: our client context against `openssl s_server`, which
+// requires and verifies our client certificate.
+TEST_F(OpensslInterop, OurClientIsAcceptedByOpensslSServer) {
+  auto db = node_->ca().issue(id("db"), systemNow(), std::chrono::hours(1));
+  ASSERT_TRUE(db);
+  writeText(dir_ / "db.pem", certificatePem(db->leaf.get()));
+  writeText(dir_ / "db-key.pem", privateKeyPem(db->key.get()));
+  ASSERT_TRUE(node_->acquire(id("web")));
+
+  // A free port (bind to 0, then let s_server have it).
+  int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ::close(probe);
+  int port = ntohs(addr.sin_port);
+
+  std::string d = dir_.path().string();
+  std::string command = "timeout 20 openssl s_server -accept 127.0.0.1:" + std::to_string(port) + " -cert " + d +
+                        "/db.pem -key " + d + "/db-key.pem -cert_chain " + d + "/web-chain.pem -CAfile " + d +
+                        "/cacerts/root-cert.pem -Verify 1 -verify_return_error -alpn istio -naccept 1 -rev 2>&1";
+  FILE* serverOutput = ::popen(command.c_str(), "r");
+  ASSERT_NE(serverOutput, nullptr);
+  std::string banner;
+  char line[512];
+  while (banner.find("ACCEPT") == std::string::npos && std::fgets(line, sizeof(line), serverOutput)) banner += line;
+  ASSERT_NE(banner.find("ACCEPT"), std::string::npos) << banner;
+
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  auto client = node_->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
+  ASSERT_TRUE(client);
+  SSL_set_fd(client->get(), fd);
+  bool ok = SSL_connect(client->get()) == 1;
+  std::string reply;
+  if (ok) {
+    SSL_write(client->get(), "hello\n", 6);
+    char buffer[64];
+    int n = SSL_read(client->get(), buffer, sizeof(buffer));
+    if (n > 0) reply.assign(buffer, static_cast<size_t>(n));
+    SSL_shutdown(client->get());
+  }
+  ERR_clear_error();
+  ::close(fd);
+  std::string rest;
+  while (std::fgets(line, sizeof(line), serverOutput)) rest += line;
+  ::pclose(serverOutput);
+  ASSERT_TRUE(ok) << (verifyFailure(client->get()) ? verifyFailure(client->get())->describe() : "") << rest;
+  EXPECT_EQ(peerIdentity(client->get()), id("db"));
+  EXPECT_EQ(reply, "olleh\n") << rest;  // s_server -rev echoes reversed
+}
+
 }  // namespace
 }  // namespace meshlock::identity
