@@ -370,7 +370,20 @@ void parseLegacyPolicy(const At& doc, ObjectMeta meta, bool mesh_wide, ClusterSt
     }
     break;
   }
-  for (const At& target : spec["targets"].list()) pa.maistra_targets.push_back(target["name"].required());
+  for (const At& target : spec["targets"].list()) {
+    LegacyPolicyTarget t;
+    t.service = target["name"].required();
+    for (const At& port : target["ports"].list()) {
+      if (auto number = port["number"].optPort()) {
+        t.port_numbers.push_back(*number);
+      } else if (auto name = port["name"].optString(); name && !name->empty()) {
+        t.port_names.push_back(*name);
+      } else {
+        failAt(port.path(), "a target port needs number or name");
+      }
+    }
+    pa.maistra_targets.push_back(std::move(t));
+  }
   out.peer_authentications.push_back(std::move(pa));
 }
 

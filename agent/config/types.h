@@ -174,6 +174,14 @@ enum class TlsVersion : uint8_t { kAuto, kTls12, kTls13 };
 [[nodiscard]] std::optional<TlsMode> parseTlsMode(std::string_view text);
 [[nodiscard]] std::optional<TlsVersion> parseTlsVersion(std::string_view text);
 
+// A legacy (Istio 1.x / Maistra) Policy target: a service in the policy's
+// namespace, optionally limited to some of its ports (by number or name).
+struct LegacyPolicyTarget {
+  std::string service;
+  std::vector<uint16_t> port_numbers;
+  std::vector<std::string> port_names;
+};
+
 // PeerAuthentication, or a Maistra/Istio 1.x authentication Policy,
 // ServiceMeshPolicy or MeshPolicy expressed as one (meta.ref.kind tells which).
 struct PeerAuthentication {
@@ -181,7 +189,7 @@ struct PeerAuthentication {
   std::optional<Labels> selector;       // matchLabels; nullopt or empty = namespace/mesh wide
   std::optional<PeerMode> mode;         // nullopt when spec.mtls is absent (= UNSET)
   std::map<uint16_t, PeerMode> port_level;  // portLevelMtls, keyed by container port
-  std::vector<std::string> maistra_targets;  // legacy Policy `targets[].name` (not applied)
+  std::vector<LegacyPolicyTarget> maistra_targets;  // legacy Policy `targets`
   bool mesh_wide_kind = false;               // MeshPolicy / ServiceMeshPolicy
   [[nodiscard]] bool hasSelector() const { return selector && !selector->empty(); }
 };

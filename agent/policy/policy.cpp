@@ -336,8 +336,45 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   std::vector<const PeerAuthentication*> all_pas;
   for (const auto& pa : st.peer_authentications) all_pas.push_back(&pa);
   for (const auto& pa : ix.synthetic_peer_auths_) all_pas.push_back(pa.get());
+  // Istio 1.x Policy with targets: a workload policy for the pods behind each
+  // target service, on the targeted ports only when ports are listed.
+  for (const auto& pa : st.peer_authentications) {
+    if (!isLegacyNamespacePolicy(pa) || pa.maistra_targets.empty()) continue;
+    for (const auto& target : pa.maistra_targets) {
+      const Service* svc = nullptr;
+      for (const Service& s : st.services) {
+        if (s.ns() == pa.meta.ref.ns && s.name() == target.service) svc = &s;
+      }
+      if (!svc || !svc->selector) continue;  // validation reports it (ML012)
+      auto wl = std::make_unique<PeerAuthentication>(pa);
+      wl->maistra_targets.clear();
+      wl->selector = svc->selector;
+      if (!target.port_numbers.empty() || !target.port_names.empty()) {
+        wl->mode = PeerMode::kUnset;
+        for (const auto& sp : svc->ports) {
+          bool listed = std::find(target.port_numbers.begin(), target.port_numbers.end(), sp.port) !=
+                            target.port_numbers.end() ||
+                        std::find(target.port_names.begin(), target.port_names.end(), sp.name) !=
+                            target.port_names.end();
+          if (!listed) continue;
+          std::optional<uint16_t> container = sp.target.name.empty() ? std::optional<uint16_t>(sp.target.number)
+                                                                     : std::nullopt;
+          if (!container) {
+            for (const Pod& pod : st.pods) {
+              if (pod.ns() == svc->ns() && config::selectorMatches(*svc->selector, pod.labels())) {
+                if ((container = pod.containerPortNamed(sp.target.name))) break;
+              }
+            }
+          }
+          if (container) wl->port_level[*container] = pa.mode.value_or(PeerMode::kUnset);
+        }
+      }
+      ix.synthetic_peer_auths_.push_back(std::move(wl));
+      all_pas.push_back(ix.synthetic_peer_auths_.back().get());
+    }
+  }
   for (const PeerAuthentication* pa : all_pas) {
-    if (isLegacyNamespacePolicy(*pa)) {
+    if (isLegacyNamespacePolicy(*pa) && !pa->hasSelector()) {
       // Istio 1.x: only the policy named `default` without targets is namespace-wide.
       if (pa->meta.ref.name == "default" && pa->maistra_targets.empty()) {
         consider(nsEntry(pa->meta.ref.ns).namespace_policy, pa);

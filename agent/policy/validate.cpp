@@ -62,8 +62,19 @@ class Validator {
       const auto& ref = pa.meta.ref;
       if (ref.kind == "Policy") {
         if (!pa.maistra_targets.empty()) {
-          add("ML012", ref, "Policy with targets is not applied by meshlock (only the namespace-wide policy "
-                            "named `default` is); use a PeerAuthentication with a selector");
+          for (const auto& target : pa.maistra_targets) {
+            const Service* svc = nullptr;
+            for (const Service& s : st_.services) {
+              if (s.ns() == ref.ns && s.name() == target.service) svc = &s;
+            }
+            if (!svc) {
+              add("ML012", ref, "target service " + target.service + " does not exist in namespace " + ref.ns +
+                                    "; this target is not applied");
+            } else if (!svc->selector) {
+              add("ML012", ref, "target service " + target.service +
+                                    " has no selector, so its pods are unknown; this target is not applied");
+            }
+          }
         } else if (ref.name != "default") {
           add("ML012", ref, "a namespace-wide Policy must be named `default`; this one is ignored");
         } else {

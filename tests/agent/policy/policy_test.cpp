@@ -197,6 +197,46 @@ spec: {}
   EXPECT_EQ(inboundMode(*no_peers, "uid-web", 8080), ServerMode::kDisable);
 }
 
+TEST(Inbound, MaistraPolicyTargetsApplyToTheServicesPods) {
+  auto ports = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: web-http, namespace: shop}
+spec:
+  targets: [{name: web, ports: [{number: 80}]}]
+  peers: [{mtls: {}}]
+)");
+  // Service port 80 → targetPort http → container port 8080.
+  EXPECT_EQ(inboundMode(*ports, "uid-web", 8080), ServerMode::kStrict);
+  EXPECT_EQ(inboundMode(*ports, "uid-web", 9090), ServerMode::kPermissive);
+  EXPECT_THAT(ports->inbound(config::PodUid("uid-web"), 8080).decided_by.describe(),
+              ElementsAre("Policy/shop/web-http (port 8080)"));
+  auto named = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: web-metrics, namespace: shop}
+spec:
+  targets: [{name: web, ports: [{name: metrics}]}]
+  peers: [{mtls: {}}]
+)");
+  EXPECT_EQ(inboundMode(*named, "uid-web", 9090), ServerMode::kStrict);
+  EXPECT_EQ(inboundMode(*named, "uid-web", 8080), ServerMode::kPermissive);
+  // A service-specific policy beats the namespace's `default`.
+  auto whole = cluster(R"(
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: default, namespace: shop}
+spec: {peers: [{mtls: {}}]}
+---
+apiVersion: authentication.maistra.io/v1
+kind: Policy
+metadata: {name: web-open, namespace: shop}
+spec: {targets: [{name: web}]}
+)");
+  EXPECT_EQ(inboundMode(*whole, "uid-web", 8080), ServerMode::kDisable);
+  EXPECT_EQ(inboundMode(*whole, "uid-client", 8080), ServerMode::kStrict);
+}
+
 TEST(Inbound, ServiceMeshPolicyIsMeshWide) {
   auto ix = cluster(R"(
 apiVersion: authentication.maistra.io/v1

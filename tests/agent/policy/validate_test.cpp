@@ -132,11 +132,11 @@ metadata: {name: simple, namespace: shop}
 spec: {host: web, trafficPolicy: {tls: {mode: SIMPLE}}}
 )",
      "ML011 DestinationRule/shop/simple"},
-    {"ML012_LegacyPolicyWithTargets", R"(
+    {"ML012_LegacyPolicyTargetMissing", R"(
 apiVersion: authentication.maistra.io/v1
 kind: Policy
 metadata: {name: web, namespace: shop}
-spec: {targets: [{name: web}], peers: [{mtls: {}}]}
+spec: {targets: [{name: ghost}], peers: [{mtls: {}}]}
 )",
      "ML012 Policy/shop/web"},
     {"ML013_TwoIstioResources", R"(
