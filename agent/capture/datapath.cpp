@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <map>
 #include <system_error>
 
@@ -86,9 +87,10 @@ Result<bool> attachOrUpdate(int prog_fd, int target_fd, bpf_attach_type type, co
   return false;
 }
 
+// Deletes every entry of `map_fd` that belongs to the pod.
 template <typename Key>
-Status deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
-                      std::uint64_t (*podOf)(int map_fd, const Key& key)) {
+void deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
+                    std::uint64_t (*podOf)(int map_fd, const Key& key)) {
   Key key{}, next{};
   std::vector<Key> doomed;
   const Key* prev = nullptr;
@@ -98,7 +100,6 @@ Status deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
     prev = &key;
   }
   for (const Key& k : doomed) bpf_map_delete_elem(map_fd, &k);
-  return {};
 }
 
 }  // namespace
@@ -239,8 +240,8 @@ Status Datapath::uninstall(const fs::path& pin_dir) {
     return a.string().size() > b.string().size();  // children before parents
   });
   for (const fs::path& p : all) {
-    if (::unlink(p.c_str()) != 0 && errno == EISDIR) ::rmdir(p.c_str());
-    if (errno == EISDIR || errno == EPERM) ::rmdir(p.c_str());
+    if (fs::is_directory(fs::symlink_status(p, ec))) ::rmdir(p.c_str());
+    else ::unlink(p.c_str());
   }
   // A bpffs mounted on the pin dir itself (see ensureBpffs) goes too.
   if (isOnBpffs(pin_dir) && !isOnBpffs(pin_dir.parent_path())) ::umount2(pin_dir.c_str(), MNT_DETACH);
@@ -251,7 +252,10 @@ Status Datapath::uninstall(const fs::path& pin_dir) {
 
 namespace {
 
-Status putPortRules(int ports_fd, std::uint64_t cgid, const PodSpec& pod) {
+// The pod's port rules become exactly those of `pod`: new rules are written
+// before stale ones are deleted, so no connection sees a pod without rules.
+Status replacePortRules(int ports_fd, std::uint64_t cgid, const PodSpec& pod) {
+  std::vector<ml_port_key> wanted;
   auto put = [&](std::uint16_t port, std::uint8_t dir, std::uint32_t verdict) -> Status {
     ml_port_key key{};
     key.pod_cgroup_id = cgid;
@@ -259,6 +263,7 @@ Status putPortRules(int ports_fd, std::uint64_t cgid, const PodSpec& pod) {
     key.direction = dir;
     if (bpf_map_update_elem(ports_fd, &key, &verdict, BPF_ANY) != 0)
       return failErrno("ml_ports update for port " + std::to_string(port));
+    wanted.push_back(key);
     return {};
   };
   for (auto p : pod.inbound_ports)
@@ -267,6 +272,20 @@ Status putPortRules(int ports_fd, std::uint64_t cgid, const PodSpec& pod) {
     if (auto ok = put(p, ML_DIR_INBOUND, ML_PORT_EXCLUDE); !ok) return ok;
   for (auto p : pod.excluded_outbound_ports)
     if (auto ok = put(p, ML_DIR_OUTBOUND, ML_PORT_EXCLUDE); !ok) return ok;
+
+  std::vector<ml_port_key> stale;
+  ml_port_key key{}, next{};
+  const ml_port_key* prev = nullptr;
+  while (bpf_map_get_next_key(ports_fd, prev, &next) == 0) {
+    if (next.pod_cgroup_id == cgid &&
+        std::none_of(wanted.begin(), wanted.end(), [&](const ml_port_key& w) {
+          return w.port == next.port && w.direction == next.direction;
+        }))
+      stale.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const ml_port_key& k : stale) bpf_map_delete_elem(ports_fd, &k);
   return {};
 }
 
@@ -302,9 +321,8 @@ Status Datapath::updatePodRules(const PodSpec& pod) {
   auto cgid = cgroupId(pod.cgroup_dir);
   if (!cgid) return std::unexpected(cgid.error().context("pod " + pod.name));
   auto& s = *state_;
-  // Old port rules out, new ones in, then the flags of every pod entry.
-  (void)deleteMatching<ml_port_key>(s.ports_fd, *cgid, portKeyPod);
-  if (auto ok = putPortRules(s.ports_fd, *cgid, pod); !ok)
+  // Port rules first, then the flags of every pod entry.
+  if (auto ok = replacePortRules(s.ports_fd, *cgid, pod); !ok)
     return std::unexpected(ok.error().context("pod " + pod.name));
   ml_pod value = podValue(*cgid, pod);
   ml_addr key{}, next{};
@@ -369,8 +387,7 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
 
   // Rules and listeners first, the pod's cgroup entry last: capture starts
   // only once everything it needs is in place.
-  (void)deleteMatching<ml_port_key>(s.ports_fd, *cgid, portKeyPod);
-  if (auto ok = putPortRules(s.ports_fd, *cgid, pod); !ok) return std::unexpected(ok.error().context(who));
+  if (auto ok = replacePortRules(s.ports_fd, *cgid, pod); !ok) return std::unexpected(ok.error().context(who));
   for (auto [family, fd] : {std::pair{AF_INET, out.inbound_v4.get()}, std::pair{AF_INET6, out.inbound_v6.get()}}) {
     ml_listener_key key{};
     key.pod_cgroup_id = *cgid;
@@ -389,6 +406,24 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
     ip.toBpf(key);
     if (bpf_map_update_elem(s.pod_addrs_fd, &key, &value, BPF_ANY) != 0)
       return failErrno(who + ": ml_pod_addrs update for " + ip.toString());
+  }
+  // Addresses the pod no longer has (after the new ones are in: no gap).
+  {
+    std::vector<ml_addr> stale;
+    ml_addr key{}, next{};
+    const ml_addr* prev = nullptr;
+    while (bpf_map_get_next_key(s.pod_addrs_fd, prev, &next) == 0) {
+      if (addrKeyPod(s.pod_addrs_fd, next) == *cgid &&
+          std::none_of(out.addresses.begin(), out.addresses.end(), [&](const IpAddress& ip) {
+            ml_addr mine;
+            ip.toBpf(mine);
+            return std::memcmp(mine.bytes, next.bytes, sizeof(mine.bytes)) == 0;
+          }))
+        stale.push_back(next);
+      key = next;
+      prev = &key;
+    }
+    for (const ml_addr& a : stale) bpf_map_delete_elem(s.pod_addrs_fd, &a);
   }
 
   std::error_code ec;
@@ -428,8 +463,8 @@ Status Datapath::withdrawPod(const PodUid& uid) {
     const std::uint64_t cgid = pod.pod_cgroup_id;
     // Stop capturing first, then tear down what capture used.
     bpf_map_delete_elem(s.pod_cgroups_fd, &cgid);
-    (void)deleteMatching<ml_addr>(s.pod_addrs_fd, cgid, addrKeyPod);
-    (void)deleteMatching<ml_port_key>(s.ports_fd, cgid, portKeyPod);
+    deleteMatching<ml_addr>(s.pod_addrs_fd, cgid, addrKeyPod);
+    deleteMatching<ml_port_key>(s.ports_fd, cgid, portKeyPod);
     for (std::uint32_t family : {AF_INET, AF_INET6}) {
       ml_listener_key key{};
       key.pod_cgroup_id = cgid;

@@ -261,6 +261,43 @@ TEST_F(CaptureE2E, WithoutInboundListenerStrictPodRefusesAndPermissivePodPasses)
   EXPECT_GE(counter(*dp, ML_CTR_LOOKUP_NO_LISTENER_PASSED), 1u);
 }
 
+TEST_F(CaptureE2E, RuleChangesApplyToNewConnectionsLive) {
+  FakePod& pod = node.addPod();
+  ASSERT_EQ(node.error(), "");
+  auto dp = Datapath::install(node.config());
+  ASSERT_TRUE(dp) << dp.error().describe();
+  PodSpec spec = node.specFor(pod);
+  spec.excluded_outbound_ports = {8081};
+  auto listeners = dp->enrollPod(spec);
+  ASSERT_TRUE(listeners) << listeners.error().describe();
+  auto app81 = openListenerInNetns(pod.netns.get(), addr("0.0.0.0", 8081));
+  ASSERT_TRUE(app81);
+  auto connect81 = [&] {
+    return runAsPodProcess(pod.container_cgroup, pod.netns.get(),
+                           [&] { return connectAndSend(addr(pod.ip, 8081), "x"); });
+  };
+  ASSERT_EQ(connect81(), 0);
+  EXPECT_TRUE(acceptWithin(app81->get()).valid()) << "excluded port was captured";
+
+  // An established connection survives the change; new ones follow it.
+  auto established = connectInNetns(pod.peer_netns.get(), addr(pod.ip, 8081));
+  ASSERT_TRUE(established);
+  UniqueFd established_in = acceptWithin(listeners->inbound_v4.get());
+  ASSERT_TRUE(established_in.valid());
+
+  spec.excluded_outbound_ports = {};
+  spec.capture_inbound = false;
+  ASSERT_TRUE(dp->updatePodRules(spec));
+  ASSERT_EQ(connect81(), 0);
+  EXPECT_TRUE(acceptWithin(listeners->outbound_v4.get()).valid()) << "no longer excluded: captured";
+  EXPECT_FALSE(acceptWithin(app81->get(), 100).valid());
+  auto fresh = connectInNetns(pod.peer_netns.get(), addr(pod.ip, 8081));
+  ASSERT_TRUE(fresh);
+  EXPECT_TRUE(acceptWithin(app81->get()).valid()) << "inbound capture off: straight to the app";
+  EXPECT_EQ(::send(established->get(), "still", 5, MSG_NOSIGNAL), 5);
+  EXPECT_EQ(readSome(established_in.get()), "still");
+}
+
 TEST_F(CaptureE2E, WithdrawnPodIsNoLongerCaptured) {
   FakePod& pod = node.addPod();
   ASSERT_EQ(node.error(), "");
