@@ -31,8 +31,8 @@ Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
 
 }  // namespace
 
-Connection::Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<PodBudget> budget)
-    : worker_(worker), budget_(std::move(budget)) {
+Connection::Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<const ListenerLabels> labels)
+    : worker_(worker), labels_(std::move(labels)), accepted_at_(worker.now()) {
   for (int i = 0; i < 2; ++i) {
     Side& s = sides_[i];
     s.recv_request = IoRequest{this, IoOp::Recv, static_cast<uint8_t>(i), -1};
@@ -46,7 +46,7 @@ Connection::Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<PodBud
 }
 
 Connection::~Connection() {
-  if (budget_) budget_->active.fetch_sub(1, std::memory_order_relaxed);
+  if (labels_) labels_->budget->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Connection::startOutbound(OutboundPlan plan) {
@@ -245,7 +245,7 @@ void Connection::detect(std::span<const std::byte> first) {
   }
   bump(worker_.counters.plaintext_relayed);
   sides_[kUp].plain_out.append(first);
-  bump(worker_.counters.bytes_to_upstream, first.size());
+  countBytes(kUp, first.size());
   connectUpstream();
 }
 
@@ -298,7 +298,7 @@ void Connection::flush(int side) {
 }
 
 void Connection::deliver(int to, std::span<const std::byte> plaintext) {
-  bump(to == kUp ? worker_.counters.bytes_to_upstream : worker_.counters.bytes_to_downstream, plaintext.size());
+  countBytes(to, plaintext.size());
   Side& s = sides_[to];
   if (!s.tls) {
     s.plain_out.append(plaintext);
@@ -316,8 +316,7 @@ void Connection::pumpTls(int side) {
   int other = 1 - side;
   size_t before = sides_[other].plain_out.size();
   TlsStatus status = s.tls->read(sides_[other].plain_out, SIZE_MAX);
-  bump(other == kUp ? worker_.counters.bytes_to_upstream : worker_.counters.bytes_to_downstream,
-       sides_[other].plain_out.size() - before);
+  countBytes(other, sides_[other].plain_out.size() - before);
   if (status == TlsStatus::Closed) {
     s.tls_peer_closed = true;
     s.read_eof = true;
@@ -433,6 +432,43 @@ void Connection::finalize() {
   updateBuffered();
   bump(worker_.counters.closed);
   worker_.release(this);
+}
+
+void Connection::countBytes(int to, size_t n) {
+  if (to == kUp) {
+    bump(worker_.counters.bytes_to_upstream, n);
+    bytes_to_upstream_ += n;
+  } else {
+    bump(worker_.counters.bytes_to_downstream, n);
+    bytes_to_downstream_ += n;
+  }
+}
+
+ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point now) const {
+  ConnectionSnapshot out;
+  out.listener = labels_->name;
+  out.pod_key = labels_->pod_key;
+  out.outbound = outbound_;
+  switch (phase_) {
+    case Phase::Detecting: out.state = "detecting"; break;
+    case Phase::Connecting: out.state = "connecting"; break;
+    case Phase::Handshaking: out.state = "handshaking"; break;
+    case Phase::Relaying: out.state = "relaying"; break;
+    case Phase::Closing: out.state = "closing"; break;
+  }
+  if (sides_[kDown].fd) {
+    if (auto peer = SocketAddress::peerOf(sides_[kDown].fd.get())) out.peer = *peer;
+  }
+  out.upstream = destination_;
+  for (const Side& s : sides_) {
+    if (s.tls && s.tls->handshakeDone()) out.tls = s.tls->info();
+  }
+  if (!outbound_ && mode_ != InboundMode::Strict && !sides_[kDown].tls) out.plaintext = true;
+  if (outbound_ && !client_tls_) out.plaintext = true;
+  out.bytes_to_upstream = bytes_to_upstream_;
+  out.bytes_to_downstream = bytes_to_downstream_;
+  out.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - accepted_at_);
+  return out;
 }
 
 void Connection::updateBuffered() {

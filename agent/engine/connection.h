@@ -18,7 +18,7 @@ namespace meshlock::engine {
 
 class Connection final : public IoHandler {
  public:
-  Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<PodBudget> budget);
+  Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<const ListenerLabels> labels);
   ~Connection();
 
   void startOutbound(OutboundPlan plan);
@@ -30,6 +30,7 @@ class Connection final : public IoHandler {
   void onTick(std::chrono::steady_clock::time_point now);
   // Worker shutdown.
   void terminate();
+  [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
 
   size_t worker_slot = 0;  // index in the worker's connection list
 
@@ -83,11 +84,15 @@ class Connection final : public IoHandler {
   void close(CloseHow how);
   void finalize();
   void updateBuffered();
+  void countBytes(int to, size_t n);
   bool outbound() const { return outbound_; }
 
   Worker& worker_;
   Side sides_[2];
-  std::shared_ptr<PodBudget> budget_;
+  std::shared_ptr<const ListenerLabels> labels_;
+  std::chrono::steady_clock::time_point accepted_at_;
+  uint64_t bytes_to_upstream_ = 0;
+  uint64_t bytes_to_downstream_ = 0;
   Phase phase_ = Phase::Connecting;
   bool outbound_ = true;
   bool closing_ = false;

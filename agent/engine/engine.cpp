@@ -56,16 +56,18 @@ Result<ListenerId> Engine::addListener(UniqueFd listening_fd, ListenerSpec spec)
   auto listener = std::make_shared<ListenerState>();
   listener->id = next_listener_.fetch_add(1);
   listener->fd = std::move(listening_fd);
+  std::shared_ptr<PodBudget> budget;
   {
     std::lock_guard lock(shared_->pods_mutex);
     std::weak_ptr<PodBudget>& slot = shared_->pods[spec.pod_key];
-    listener->budget = slot.lock();
-    if (!listener->budget) {
-      listener->budget = std::make_shared<PodBudget>();
-      slot = listener->budget;
+    budget = slot.lock();
+    if (!budget) {
+      budget = std::make_shared<PodBudget>();
+      slot = budget;
     }
     std::erase_if(shared_->pods, [](auto& item) { return item.second.expired(); });
   }
+  listener->labels = std::make_shared<const ListenerLabels>(ListenerLabels{spec.name, spec.pod_key, budget});
   listener->spec = std::move(spec);
   std::latch armed(static_cast<std::ptrdiff_t>(workers_.size()));
   for (auto& worker : workers_) {
@@ -90,6 +92,22 @@ Status Engine::removeListener(ListenerId id) {
   }
   removed.wait();
   return {};
+}
+
+std::vector<ConnectionSnapshot> Engine::connections() const {
+  std::vector<std::vector<ConnectionSnapshot>> parts(workers_.size());
+  std::latch done(static_cast<std::ptrdiff_t>(workers_.size()));
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    w->post([w, &part = parts[i], &done] {
+      w->snapshot(part);
+      done.count_down();
+    });
+  }
+  done.wait();
+  std::vector<ConnectionSnapshot> all;
+  for (auto& part : parts) std::move(part.begin(), part.end(), std::back_inserter(all));
+  return all;
 }
 
 EngineCounters Engine::counters() const {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -123,6 +124,21 @@ struct EngineCounters {
 #undef MESHLOCK_COUNTER_FIELD
 };
 
+// One open connection, for the admin API and the CLI.
+struct ConnectionSnapshot {
+  std::string listener;       // ListenerSpec::name
+  std::string pod_key;
+  bool outbound = true;
+  std::string state;          // detecting, connecting, handshaking, relaying, closing
+  SocketAddress peer;         // of the accepted socket
+  SocketAddress upstream;     // where it is relayed to
+  std::optional<TlsInfo> tls; // once the handshake completed: version, cipher, resumed, peer identity
+  bool plaintext = false;     // relayed without TLS (DISABLE, PERMISSIVE plaintext)
+  uint64_t bytes_to_upstream = 0;
+  uint64_t bytes_to_downstream = 0;
+  std::chrono::milliseconds age{0};
+};
+
 class Worker;
 struct EngineShared;
 
@@ -139,6 +155,8 @@ class Engine {
   [[nodiscard]] Status removeListener(ListenerId id);
 
   [[nodiscard]] EngineCounters counters() const;
+  // Every open connection; asks each worker, so not for the data path.
+  [[nodiscard]] std::vector<ConnectionSnapshot> connections() const;
   [[nodiscard]] IoBackendKind backend() const { return backend_; }
   [[nodiscard]] unsigned threads() const;
 

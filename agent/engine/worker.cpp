@@ -175,8 +175,9 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
     bump(counters.refused_limit);
     return;  // closing the fd refuses it; established connections are untouched
   }
-  if (listener->budget->active.fetch_add(1, std::memory_order_relaxed) >= config.max_connections_per_pod) {
-    listener->budget->active.fetch_sub(1, std::memory_order_relaxed);
+  PodBudget& budget = *listener->labels->budget;
+  if (budget.active.fetch_add(1, std::memory_order_relaxed) >= config.max_connections_per_pod) {
+    budget.active.fetch_sub(1, std::memory_order_relaxed);
     shared_->active.fetch_sub(1, std::memory_order_relaxed);
     bump(counters.refused_limit);
     return;
@@ -188,7 +189,7 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   if (auto local = SocketAddress::localOf(fd.get())) accepted.local = *local;
   accepted.pod_key = &listener->spec.pod_key;
 
-  auto* connection = new Connection(*this, std::move(fd), listener->budget);
+  auto* connection = new Connection(*this, std::move(fd), listener->labels);
   connection->worker_slot = connections_.size();
   connections_.push_back(connection);
 
@@ -223,6 +224,11 @@ void Worker::release(Connection* connection) {
   drop(counters.active);
   shared_->active.fetch_sub(1, std::memory_order_relaxed);
   // The budget is released by the connection's destructor (it holds a reference).
+}
+
+void Worker::snapshot(std::vector<ConnectionSnapshot>& out) const {
+  out.reserve(connections_.size());
+  for (const Connection* c : connections_) out.push_back(c->snapshot(now_));
 }
 
 void Worker::tick() {

@@ -23,12 +23,20 @@ struct PodBudget {
   std::atomic<int64_t> active{0};
 };
 
+// What a connection keeps of its listener: names for snapshots and the
+// pod budget it counts against (not the socket: removing a listener closes it).
+struct ListenerLabels {
+  std::string name;
+  std::string pod_key;
+  std::shared_ptr<PodBudget> budget;
+};
+
 // One listening socket, shared read-only by every worker accepting on it.
 struct ListenerState {
   ListenerId id = 0;
   UniqueFd fd;
   ListenerSpec spec;
-  std::shared_ptr<PodBudget> budget;
+  std::shared_ptr<const ListenerLabels> labels;
 };
 
 struct EngineShared {
@@ -67,6 +75,7 @@ class Worker {
   // Worker thread only, from here on.
   void addListener(std::shared_ptr<ListenerState> listener);
   void removeListener(ListenerId id);
+  void snapshot(std::vector<ConnectionSnapshot>& out) const;
 
   [[nodiscard]] IoBackend& io() { return *io_; }
   [[nodiscard]] const EngineConfig& config() const { return shared_->config; }

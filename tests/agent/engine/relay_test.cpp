@@ -227,6 +227,26 @@ TEST_P(RelayTest, SmallMessagesAndManyConnections) {
   EXPECT_TRUE(waitIdle());
 }
 
+TEST_P(RelayTest, SnapshotShowsBothHopsWithPeerIdentities) {
+  TestServer app(echo);
+  UniqueFd fd = connectTcp(addPair(app.port()));
+  ASSERT_TRUE(fd);
+  writeAll(fd.get(), "hello", 5);
+  char buf[5];
+  ASSERT_EQ(::recv(fd.get(), buf, 5, MSG_WAITALL), 5);
+  std::vector<ConnectionSnapshot> open = engine_->connections();
+  ASSERT_EQ(open.size(), 2u);
+  for (const ConnectionSnapshot& c : open) {
+    EXPECT_EQ(c.state, "relaying");
+    ASSERT_TRUE(c.tls.has_value());
+    EXPECT_EQ(c.tls->version, "TLSv1.3");
+    EXPECT_EQ(c.tls->peer_identity, c.outbound ? testing::kServerId : testing::kClientId);
+    EXPECT_EQ(c.pod_key, c.outbound ? "shop/client" : "shop/server");
+    EXPECT_EQ(c.bytes_to_upstream, 5u);
+    EXPECT_EQ(c.bytes_to_downstream, 5u);
+  }
+}
+
 TEST_P(RelayTest, ClientHalfCloseReachesServerAndReplyComesBack) {
   TestServer app([](UniqueFd fd) {
     std::string request;
