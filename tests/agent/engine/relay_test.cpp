@@ -422,6 +422,69 @@ TEST_P(RelayTest, GarbageClientHelloIsRefusedAndOthersAreServed) {
   EXPECT_TRUE(ok.load());
 }
 
+TEST_P(RelayTest, OversizedRecordIsRefusedAtOnce) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  UniqueFd fd = connectTcp(inbound);
+  ASSERT_TRUE(fd);
+  // A handshake record announcing 18,433 bytes: over TLS's 16 KiB + 2 KiB limit.
+  std::string record("\x16\x03\x01\x48\x01", 5);
+  record.append(18433, 'A');
+  auto start = std::chrono::steady_clock::now();
+  writeAll(fd.get(), record.data(), record.size());
+  std::string data;
+  readToEof(fd.get(), data);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);  // refused, not timed out
+  EXPECT_EQ(engine_->counters().handshake_failures, 1u);
+  EXPECT_EQ(engine_->counters().handshake_timeouts, 0u);
+  EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(RelayTest, ConnectionLimitPerPodRefusesNewOnesAndKeepsOpenOnes) {
+  EngineConfig config;
+  config.threads = 2;
+  config.io = GetParam();
+  config.max_connections_per_pod = 2;
+  auto engine = Engine::start(config);
+  ASSERT_TRUE(engine);
+  TestServer app(echo);
+  auto fd = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+  ASSERT_TRUE(fd);
+  uint16_t port = testing::localPort(fd->get());
+  ListenerSpec spec;
+  spec.name = "limited";
+  spec.pod_key = "shop/limited";
+  uint16_t app_port = app.port();
+  spec.decider = OutboundDecider([app_port](const AcceptedSocket&) -> Result<OutboundPlan> {
+    OutboundPlan plan;
+    plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(app_port));
+    return plan;
+  });
+  ASSERT_TRUE((*engine)->addListener(std::move(*fd), std::move(spec)));
+  UniqueFd first = connectTcp(port);
+  UniqueFd second = connectTcp(port);
+  char buf[4];
+  for (int s : {first.get(), second.get()}) {
+    writeAll(s, "ping", 4);
+    ASSERT_EQ(::recv(s, buf, 4, MSG_WAITALL), 4);
+  }
+  UniqueFd third = connectTcp(port);
+  ASSERT_TRUE(third);
+  std::string data;
+  readToEof(third.get(), data);  // closed at once
+  EXPECT_EQ(data, "");
+  EXPECT_EQ((*engine)->counters().refused_limit, 1u);
+  writeAll(first.get(), "more", 4);
+  ASSERT_EQ(::recv(first.get(), buf, 4, MSG_WAITALL), 4);
+  EXPECT_EQ(std::string(buf, 4), "more");
+  // A closed connection frees its place.
+  second.reset();
+  for (int i = 0; i < 100 && (*engine)->counters().active > 1; ++i) std::this_thread::sleep_for(10ms);
+  UniqueFd fourth = connectTcp(port);
+  writeAll(fourth.get(), "late", 4);
+  ASSERT_EQ(::recv(fourth.get(), buf, 4, MSG_WAITALL), 4);
+}
+
 std::string realClientHello() {
   auto client = TlsSession::create(TlsSession::Role::Client, context(false, "client"), "server.shop", TlsHooks{});
   MESHLOCK_CHECK(client.has_value());
