@@ -324,6 +324,12 @@ Status attachState(SSL_CTX* ctx, std::unique_ptr<ContextState> state) {
 
 }  // namespace
 
+Result<TlsMinVersion> parseTlsMinVersion(std::string_view value) {
+  if (value.empty() || value == "TLS_AUTO" || value == "TLSV1_2") return TlsMinVersion::kTls12;
+  if (value == "TLSV1_3") return TlsMinVersion::kTls13;
+  return fail(fmt::format("minProtocolVersion \"{}\": expected TLSV1_2 or TLSV1_3", value));
+}
+
 Seconds systemNow() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
 }

@@ -33,6 +33,8 @@ using Clock = std::function<Seconds()>;
 
 // Mesh minProtocolVersion (TLSV1_2 is Istio's default). TLS 1.3 is always the maximum.
 enum class TlsMinVersion { kTls12, kTls13 };
+// MeshConfig.meshMTLS.minProtocolVersion: "TLSV1_2", "TLSV1_3", or "" / "TLS_AUTO" (= TLS 1.2).
+[[nodiscard]] Result<TlsMinVersion> parseTlsMinVersion(std::string_view value);
 
 // Istio's default TLS 1.2 cipher suites (TLS 1.3 suites are fixed by BoringSSL).
 inline constexpr const char* kIstioTls12Ciphers =

@@ -395,6 +395,15 @@ TEST_F(MeshTls, ANewPluginIntermediateReissuesEveryCertificate) {
   EXPECT_EQ(serialHex(sk_X509_value(chain, 1)), "10F7");  // 4343: the new intermediate
 }
 
+TEST(TlsMinVersion, ParsesMeshConfigValues) {
+  EXPECT_EQ(parseTlsMinVersion("TLSV1_2"), TlsMinVersion::kTls12);
+  EXPECT_EQ(parseTlsMinVersion("TLSV1_3"), TlsMinVersion::kTls13);
+  EXPECT_EQ(parseTlsMinVersion(""), TlsMinVersion::kTls12);
+  auto bad = parseTlsMinVersion("TLSV1_1");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("TLSV1_1"), std::string::npos);
+}
+
 TEST(SessionTicketKeys, RotatedKeysStillDecryptThenRetire) {
   Seconds t0 = systemNow();
   SessionTicketKeys keys(1h, t0);
