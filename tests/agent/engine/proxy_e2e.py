@@ -20,6 +20,7 @@ import unittest
 BIN = os.environ.get("MESHLOCK_BIN_DIR", "build/bin")
 SRC = os.environ.get("MESHLOCK_SOURCE_DIR", ".")
 AGENT = os.path.join(BIN, "meshlock-agent")
+SANITIZED = "libasan" in subprocess.run(["ldd", AGENT], capture_output=True, text=True).stdout
 CLIENT_ID = "spiffe://cluster.local/ns/shop/sa/client"
 SERVER_ID = "spiffe://cluster.local/ns/shop/sa/server"
 
@@ -297,8 +298,9 @@ class ProxyE2E:
             # A connection here is an accepted socket, an upstream socket and a
             # TLS session. Issue 5's target is 10 KiB; this guards against
             # regressions from what is measured today (see docs/engine.md).
-            for name, b in per_conn.items():
-                self.assertLess(b, 24 * 1024, f"{name}: {b:.0f} bytes per idle connection")
+            if not SANITIZED:  # ASan's redzones and quarantine make RSS meaningless
+                for name, b in per_conn.items():
+                    self.assertLess(b, 24 * 1024, f"{name}: {b:.0f} bytes per idle connection")
             # They still work.
             socks[0].sendall(b"still alive")
             self.assertEqual(socks[0].recv(100), b"still alive")
