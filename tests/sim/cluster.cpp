@@ -118,8 +118,6 @@ std::string prefixLen(const NodeLayout& node) { return std::to_string(node.podCi
 }  // namespace
 
 Result<std::string> ensureMounts() {
-  auto lock = lockGlobal();
-  if (!lock) return std::unexpected(lock.error());
   std::string cgroup2;
   if (auto found = findCgroup2()) {
     cgroup2 = *found;

@@ -10,7 +10,9 @@
 
 namespace meshsim {
 
-// Finds or mounts cgroup v2 and bpffs; says where on stdout. Returns the cgroup2 root.
+// Finds or mounts cgroup v2 and bpffs; says where on stdout. Returns the
+// cgroup2 root. The caller holds lockGlobal() until its run directory exists,
+// so that a concurrent last `down` cannot unmount them in between.
 [[nodiscard]] meshlock::Result<std::string> ensureMounts();
 
 // Creates everything the layout describes, saving state (pause pids) as it goes.

@@ -33,6 +33,8 @@ int up(const std::string& specPath, std::string run) {
                   kExitUsage);
   if (!requireRoot()) return kExitFailed;
 
+  auto globalLock = lockGlobal();
+  if (!globalLock) return report(globalLock.error(), kExitFailed);
   auto cgroup2 = ensureMounts();
   if (!cgroup2) return report(cgroup2.error(), kExitFailed);
 
@@ -53,6 +55,7 @@ int up(const std::string& specPath, std::string run) {
   }
   auto lock = lockRun(run);
   if (!lock) return report(lock.error(), kExitFailed);
+  globalLock->release();  // the run now exists: a last `down` will keep the mounts
 
   Layout layout = makeLayout(std::move(*spec), run, *cgroup2);
   // The whole plan is on disk before the first resource exists.

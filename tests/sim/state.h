@@ -40,6 +40,7 @@ struct RunState {
 class FileLock {
  public:
   [[nodiscard]] static meshlock::Result<FileLock> acquire(const std::string& path);
+  void release() { fd_.reset(); }
 
  private:
   explicit FileLock(meshlock::UniqueFd fd) : fd_(std::move(fd)) {}
