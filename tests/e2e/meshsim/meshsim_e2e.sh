@@ -6,38 +6,24 @@
 # before/after comparison ignores other runs' objects).
 set -euo pipefail
 
-BIN=${MESHLOCK_BIN_DIR:?set MESHLOCK_BIN_DIR to the build bin directory}
 HERE=$(cd "$(dirname "$0")" && pwd)
-MESHSIM="$BIN/meshsim"
-PEER="$BIN/meshlock-testpeer"
-RUN="e2e-$$-$RANDOM"
-RUN=${RUN:0:24}
+MSIM_TEST=meshsim-e2e
+. "$HERE/../../sim/lib.sh"
+MESHSIM=$MSIM
+PEER=$MSIM_PEER
 WORK=$(mktemp -d /tmp/meshsim-e2e.XXXXXX)
 PODS=(e2e/a1 e2e/a2 e2e/b1 e2e/b2)
-SERVER_PIDS=()
 failures=0
 
 # Alive and not a zombie (a killed process stays one until init reaps it).
 alive() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ -n "$s" ] && [ "$s" != Z ]; }
-log() { printf '[meshsim-e2e %s] %s\n' "$(date +%T)" "$*"; }
+log() { msim_log "$@"; }
 fail() { log "FAIL: $*"; failures=$((failures + 1)); }
 die() { log "FATAL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root"
 
-cleanup() {
-  local rc=$?
-  trap - EXIT
-  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ -e "/run/meshsim/$RUN" ] || ip netns list | grep -q "^msim-${RUN}_"; then
-    log "cleanup: meshsim down --name $RUN"
-    timeout 30 "$MESHSIM" down --name "$RUN" >/dev/null 2>&1 || "$MESHSIM" down --all >/dev/null 2>&1 || true
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
+msim_extra_cleanup() { rm -rf "$WORK"; }
 
 CG2=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
 
@@ -67,18 +53,22 @@ snapshot "$WORK/before"
 log "bad spec: exit 2, field named, nothing created"
 printf 'nodes: [{name: node-a}]\nnamespaces: [{name: x}]\npods: [{name: p, namespace: x, node: node-c}]\n' >"$WORK/bad.yaml"
 set +e
-"$MESHSIM" up "$WORK/bad.yaml" --name "$RUN" >"$WORK/bad.out" 2>&1
+"$MESHSIM" up "$WORK/bad.yaml" --name bad-$$ >"$WORK/bad.out" 2>&1
 rc=$?
 set -e
 [ "$rc" = 2 ] || fail "bad spec exited $rc, want 2"
 grep -q 'pods\[0\].node: unknown node "node-c"' "$WORK/bad.out" || fail "bad spec message: $(cat "$WORK/bad.out")"
-[ ! -e "/run/meshsim/$RUN" ] || fail "bad spec left /run/meshsim/$RUN"
+[ ! -e "/run/meshsim/bad-$$" ] || fail "bad spec left /run/meshsim/bad-$$"
 
-log "up (run $RUN)"
-"$MESHSIM" up "$HERE/spec.yaml" --name "$RUN" | tee "$WORK/up.out"
+msim_up "$HERE/spec.yaml" e2e >"$WORK/up.out"
+RUN=$MSIM_RUN
+log "up: run $RUN"
+cat "$WORK/up.out"
 grep -q "^run: $RUN$" "$WORK/up.out" || fail "up did not print the run name"
 grep -q '^cgroup2: ' "$WORK/up.out" || fail "up did not say where cgroup2 is"
 grep -q '^bpffs: ' "$WORK/up.out" || fail "up did not say where bpffs is"
+[ "$(cat "/run/meshsim/$RUN/state.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["phase"])')" = ready ] \
+  || fail "state phase is not ready"
 "$MESHSIM" status --name "$RUN" -o json >"$WORK/status.json"
 
 # pod → "ip netns pausePid containerCgroup podCgroup" from status -o json
@@ -120,26 +110,14 @@ done <"$WORK/pods.txt"
 MESHSIM_NAME="$RUN" "$MESHSIM" exec a1 -- true || fail "exec with MESHSIM_NAME and a short pod name"
 
 log "servers: meshlock-testpeer serve in every pod"
-for pod in "${PODS[@]}"; do
-  "$MESHSIM" exec --name "$RUN" "$pod" -- "$PEER" serve --port 8080 >"$WORK/serve-${pod#*/}.log" 2>&1 &
-  SERVER_PIDS+=($!)
-done
-for pod in "${PODS[@]}"; do
-  ip=$(awk -v p="$pod" '$1 == p {print $2}' "$WORK/pods.txt")
-  for _ in $(seq 50); do
-    "$MESHSIM" exec --name "$RUN" "$pod" -- "$PEER" send --to "$ip:8080" --bytes 1 --timeout 1 >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-done
+for pod in "${PODS[@]}"; do msim_serve "$pod" 8080 || fail "no server in $pod"; done
 
 send() {  # send FROM TO BYTES [extra args]
-  local from=$1 to=$2 bytes=$3
-  shift 3
   local out
-  if out=$("$MESHSIM" exec --name "$RUN" "$from" -- "$PEER" send --to "$to" --bytes "$bytes" --timeout 5 "$@" 2>&1); then
-    [[ "$out" == *" ok" ]] || fail "$from -> $to: $out"
+  if out=$(msim_send "$@" 2>&1); then
+    [[ "$out" == *" ok" ]] || fail "$1 -> $2: $out"
   else
-    fail "$from -> $to: $out"
+    fail "$1 -> $2: $out"
   fi
 }
 
@@ -174,11 +152,11 @@ grep -q 'meshlock.io/mtls: enabled' "/run/meshsim/$RUN/manifests/namespace.yaml"
 PAUSES=$(awk '{print $4}' "$WORK/pods.txt")
 log "down"
 "$MESHSIM" down --name "$RUN"
-for pid in "${SERVER_PIDS[@]}"; do
+for pid in "${MSIM_BG_PIDS[@]}"; do
   wait "$pid" 2>/dev/null || true
   alive "$pid" && fail "server pid $pid survived down"
 done
-SERVER_PIDS=()
+MSIM_BG_PIDS=()
 for pid in $PAUSES; do alive "$pid" && fail "pause pid $pid survived down"; done
 pgrep -f "msim-${RUN}_" >/dev/null && fail "processes mentioning msim-${RUN}_ remain: $(pgrep -af "msim-${RUN}_")"
 ip netns list | grep -q "^msim-${RUN}_" && fail "netns of $RUN remain"
