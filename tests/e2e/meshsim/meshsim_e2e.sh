@@ -38,7 +38,7 @@ snapshot() {
     set +e +o pipefail
     echo "## netns"; ip netns list | awk '{print $1}' | others | sort
     echo "## links"; ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
-    echo "## cgroups"; [ -n "$CG2" ] && find "$CG2" -maxdepth 3 -type d | others | sort
+    echo "## cgroups"; [ -n "$CG2" ] && find "$CG2" -maxdepth 1 -type d | others | sort
     echo "## etc-netns"; ls /etc/netns 2>/dev/null | others | sort
     echo "## nft"; nft list tables 2>/dev/null | sort
     if [ -z "$(other_runs)" ]; then
