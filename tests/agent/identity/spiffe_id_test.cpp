@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <unordered_set>
 
@@ -90,6 +91,35 @@ TEST(SpiffeId, ErrorMessagesEscapeControlBytes) {
   EXPECT_EQ(id.error().message.find('\0'), std::string::npos);
   EXPECT_EQ(id.error().message.find('\n'), std::string::npos);
   EXPECT_NE(id.error().message.find("\\x00"), std::string::npos);
+}
+
+// One identity, one spelling: whatever mutation of a valid ID is accepted is
+// exactly its own canonical form (no two strings parse to the same identity).
+TEST(SpiffeId, EveryAcceptedStringIsCanonical) {
+  const std::string base = "spiffe://cluster.local/ns/shop/sa/web";
+  const std::string alphabet = std::string("aZ09./-_%:@?#\\ ") + '\0' + "\xff";
+  std::mt19937 random(42);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string candidate = base;
+    int edits = 1 + static_cast<int>(random() % 3);
+    for (int e = 0; e < edits; ++e) {
+      size_t at = random() % (candidate.size() + 1);
+      char c = alphabet[random() % alphabet.size()];
+      switch (random() % 3) {
+        case 0: candidate.insert(candidate.begin() + static_cast<long>(at), c); break;
+        case 1: if (at < candidate.size()) candidate[at] = c; break;
+        default: if (at < candidate.size()) candidate.erase(at, 1); break;
+      }
+    }
+    auto id = SpiffeId::parse(candidate);
+    if (!id) continue;
+    ++accepted;
+    EXPECT_EQ(id->uri(), candidate);
+    EXPECT_EQ(candidate.find('\0'), std::string::npos);
+    EXPECT_EQ(candidate.find('%'), std::string::npos);
+  }
+  EXPECT_GT(accepted, 0);
 }
 
 TEST(SpiffeId, HashesAndComparesByUri) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "identity/identity_manager.h"
@@ -393,6 +394,50 @@ TEST_F(MeshTls, ANewPluginIntermediateReissuesEveryCertificate) {
   STACK_OF(X509)* chain = SSL_get_peer_full_cert_chain(client->get());
   ASSERT_EQ(sk_X509_num(chain), 2u);
   EXPECT_EQ(serialHex(sk_X509_value(chain, 1)), "10F7");  // 4343: the new intermediate
+}
+
+// Handshakes (with resumption) on several threads while the main thread renews
+// certificates and rotates ticket keys: the shared state holds up.
+TEST_F(MeshTls, ConcurrentHandshakesDuringRenewals) {
+  MeshTlsSettings tls;
+  auto node = makeManager("ca", 10s, tls);
+  ASSERT_TRUE(node->acquire(id("web")));
+  ASSERT_TRUE(node->acquire(id("db")));
+  std::atomic<int> completed{0};
+  std::atomic<int> failed{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 4; ++t) {
+    workers.emplace_back([&] {
+      bssl::UniquePtr<SSL_SESSION> session;
+      while (!stop) {
+        auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
+        auto server = node->newServerSession(id("db"));
+        if (!client || !server) {
+          ++failed;
+          continue;
+        }
+        if (session) SSL_set_session(client->get(), session.get());
+        if (!handshake(client->get(), server->get()) || peerIdentity(server->get()) != id("web") ||
+            peerIdentity(client->get()) != id("db") ||
+            transfer(server->get(), client->get(), "x") != "x") {
+          ++failed;
+          continue;
+        }
+        if (auto fresh = takeResumableSession(client->get())) session = std::move(fresh);
+        ++completed;
+      }
+    });
+  }
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(50ms);
+    clock_.advance(6s);
+    EXPECT_FALSE(node->tick(clock_.now()).renewed.empty());
+  }
+  stop = true;
+  for (auto& worker : workers) worker.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(completed.load(), 4);
 }
 
 TEST(TlsMinVersion, ParsesMeshConfigValues) {
