@@ -25,6 +25,10 @@ struct Request {
   std::multimap<std::string, std::string> query;   // percent-decoded, '+' is a space
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
+  // Set by the server: the request came over the Unix socket (root or the
+  // agent's user, by SO_PEERCRED) rather than TCP (any local user). Handlers
+  // that change state may insist on it.
+  bool from_unix_socket = false;
 
   // The first value of a query parameter, if present.
   [[nodiscard]] std::optional<std::string> param(std::string_view name) const;

@@ -156,6 +156,7 @@ struct HttpServer::Impl {
   struct Pending {
     UniqueFd fd;
     bool forbidden = false;  // a Unix peer that is neither root nor us: answer 403
+    bool unix_socket = false;
   };
   std::deque<Pending> pending;
   bool stopping = false;
@@ -163,7 +164,7 @@ struct HttpServer::Impl {
 
   void acceptLoop();
   void workerLoop();
-  void serve(int fd);
+  void serve(int fd, bool unix_socket);
   void refuse(int fd, int status, std::string_view reason);
   bool peerAllowed(int fd);
   void answer(int fd, const Response& response);
@@ -199,7 +200,7 @@ void HttpServer::Impl::refuse(int fd, int status, std::string_view reason) {
   answer(fd, Response::error(status, reason));
 }
 
-void HttpServer::Impl::serve(int fd) {
+void HttpServer::Impl::serve(int fd, bool unix_socket) {
   const auto deadline = Clock::now() + options.request_timeout;
   std::string buffer;
   std::size_t head_end = std::string::npos;
@@ -239,6 +240,7 @@ void HttpServer::Impl::serve(int fd) {
   auto head = parseRequestHead(std::string_view(buffer).substr(0, head_end), options.limits);
   if (!head) return refuse(fd, head.error().status, head.error().reason);
   Request& request = head->request;
+  request.from_unix_socket = unix_socket;
 
   std::string body = buffer.substr(head_end);
   while (body.size() < head->content_length) {
@@ -271,7 +273,7 @@ void HttpServer::Impl::workerLoop() {
     if (connection.forbidden) {
       refuse(connection.fd.get(), 403, "only root or the agent's own user may use the admin socket");
     } else {
-      serve(connection.fd.get());
+      serve(connection.fd.get(), connection.unix_socket);
     }
   }
 }
@@ -299,8 +301,8 @@ void HttpServer::Impl::acceptLoop() {
         }
         continue;
       }
-      const bool forbidden = listeners[i].endpoint.kind == Endpoint::Kind::kUnix &&
-                             options.unix_require_owner && !peerAllowed(connection.get());
+      const bool unix_socket = listeners[i].endpoint.kind == Endpoint::Kind::kUnix;
+      const bool forbidden = unix_socket && options.unix_require_owner && !peerAllowed(connection.get());
       std::unique_lock lock(mutex);
       if (pending.size() >= options.max_pending) {
         lock.unlock();
@@ -309,7 +311,7 @@ void HttpServer::Impl::acceptLoop() {
         sendAll(connection.get(), serializeResponse(Response::error(503, "admin server busy")), deadline);
         continue;
       }
-      pending.push_back(Pending{std::move(connection), forbidden});
+      pending.push_back(Pending{std::move(connection), forbidden, unix_socket});
       lock.unlock();
       ready.notify_one();
     }

@@ -36,6 +36,7 @@ Router testRouter() {
         std::string body = std::string(methodName(request.method)) + " " + request.path;
         for (const auto& [key, value] : request.query) body += " " + key + "=" + value;
         body += " body=" + request.body;
+        if (request.from_unix_socket) body += " unix";
         return Response::text(200, body);
       },
       {Method::kGet, Method::kPost, Method::kPut});
@@ -294,6 +295,9 @@ TEST_F(UnixSocketTest, SocketIsMode0600AndServes) {
   auto response = AdminClient(*endpoint).request(Method::kGet, "/healthz");
   ASSERT_TRUE(response) << response.error().describe();
   EXPECT_EQ(response->status, 200);
+  response = AdminClient(*endpoint).request(Method::kGet, "/echo");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "GET /echo body= unix");  // handlers can tell the socket from TCP
   (*server)->stop();
   EXPECT_FALSE(std::filesystem::exists(path_));
 }
