@@ -23,6 +23,14 @@ void setResetOnClose(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
+// At most one line a second per worker and kind: a misbehaving client that
+// retries must not flood the log (the counters still count every event).
+bool logAllowed(std::chrono::steady_clock::time_point& last, std::chrono::steady_clock::time_point now) {
+  if (now - last < std::chrono::seconds(1)) return false;
+  last = now;
+  return true;
+}
+
 Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
   UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return failErrno("socket");
@@ -231,11 +239,8 @@ void Connection::detect(std::span<const std::byte> first) {
   }
   if (mode_ == InboundMode::Strict) {
     bump(worker_.counters.refused_plaintext);
-    auto now = worker_.now();
-    // Logged at most once a second per worker: a plaintext client retrying must not flood the log.
     static thread_local std::chrono::steady_clock::time_point last_log;
-    if (now - last_log >= std::chrono::seconds(1)) {
-      last_log = now;
+    if (logAllowed(last_log, worker_.now())) {
       auto peer = SocketAddress::peerOf(sides_[kDown].fd.get());
       spdlog::warn("engine: STRICT mTLS: refused a plaintext connection from {}",
                    peer ? peer->toString() : std::string("?"));
@@ -254,8 +259,11 @@ void Connection::handshakeStep(int side) {
   TlsStatus status = s.tls->handshake();
   if (status == TlsStatus::Error) {
     bump(worker_.counters.handshake_failures);
-    spdlog::info("engine: TLS handshake with {} failed: {}", outbound_ ? destination_.toString() : "downstream peer",
-                 s.tls->reason());
+    static thread_local std::chrono::steady_clock::time_point last_log;
+    if (logAllowed(last_log, worker_.now())) {
+      spdlog::info("engine: TLS handshake with {} failed: {}", outbound_ ? destination_.toString() : "downstream peer",
+                   s.tls->reason());
+    }
     close(CloseHow::TlsFailure);
     return;
   }
