@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
+#include <cctype>
 
 namespace meshlock::cli {
 
@@ -58,11 +58,22 @@ void printJson(const nlohmann::json& value, std::FILE* out) {
 namespace {
 
 bool plainScalarIsSafe(const std::string& text) {
-  static const std::regex kPlain("^[A-Za-z_/][A-Za-z0-9_./@+-]*$");
-  static const std::regex kReserved(
-      "^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|"
-      "null|Null|NULL|~|\\.inf|\\.Inf|\\.INF|\\.nan|\\.NaN|\\.NAN)$");
-  return std::regex_match(text, kPlain) && !std::regex_match(text, kReserved);
+  // Plain only for words that cannot be read as anything but a string: a
+  // letter, '_' or '/' first, then [A-Za-z0-9_./@+-]; never a YAML 1.1 keyword.
+  if (text.empty()) return false;
+  const auto first = static_cast<unsigned char>(text.front());
+  if (!(std::isalpha(first) || first == '_' || first == '/')) return false;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || std::string_view("_./@+-").find(c) != std::string_view::npos)) return false;
+  }
+  static constexpr std::string_view kReserved[] = {
+      "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False",
+      "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL"};
+  for (std::string_view word : kReserved) {
+    if (text == word) return false;
+  }
+  return true;
 }
 
 std::string yamlString(const std::string& text) {
