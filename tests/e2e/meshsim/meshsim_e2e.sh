@@ -13,6 +13,7 @@ MESHSIM=$MSIM
 PEER=$MSIM_PEER
 WORK=$(mktemp -d /tmp/meshsim-e2e.XXXXXX)
 PODS=(e2e/a1 e2e/a2 e2e/b1 e2e/b2)
+RUN=""  # set by msim_up
 failures=0
 
 # Alive and not a zombie (a killed process stays one until init reaps it).
