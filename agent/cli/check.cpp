@@ -23,6 +23,14 @@ void printText(const policy::ConnectionReport& r) {
   std::printf("  outcome:      %s\n", std::string(policy::toString(r.outcome)).c_str());
   std::printf("  expect peer:  %s\n", join(r.expected_identities).c_str());
   std::printf("  min TLS:      %s\n", r.min_tls_version.c_str());
+  if (r.backends.size() > 1 || r.backends_disagree) {
+    std::printf("  backends:\n");
+    for (const auto& b : r.backends) {
+      std::printf("    %-30s %-15s port %-5u %-13s -> %-10s = %s\n", b.pod.empty() ? "(not a pod)" : b.pod.c_str(),
+                  b.ip.c_str(), static_cast<unsigned>(b.port), std::string(policy::toString(b.client_tls)).c_str(),
+                  std::string(policy::toString(b.server_mode)).c_str(), std::string(policy::toString(b.outcome)).c_str());
+    }
+  }
   for (const auto& note : r.notes) std::printf("  note: %s\n", note.c_str());
 }
 

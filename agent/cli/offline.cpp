@@ -34,6 +34,15 @@ nlohmann::json toJson(const policy::ConnectionReport& r) {
   j["destination"] = r.destination;
   j["min_tls_version"] = r.min_tls_version;
   j["backends_disagree"] = r.backends_disagree;
+  j["backends"] = nlohmann::json::array();
+  for (const auto& b : r.backends) {
+    j["backends"].push_back({{"pod", b.pod},
+                             {"ip", b.ip},
+                             {"port", b.port},
+                             {"client_tls", std::string(policy::toString(b.client_tls))},
+                             {"server_mode", std::string(policy::toString(b.server_mode))},
+                             {"outcome", std::string(policy::toString(b.outcome))}});
+  }
   j["notes"] = r.notes;
   return j;
 }

@@ -984,6 +984,22 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   } else {
     r.destination = "outside the mesh";
   }
+  bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
+  for (const Backend& b : d.backends) {
+    ConnectionReport::BackendReport br;
+    if (b.pod) br.pod = b.pod->ns() + "/" + b.pod->name();
+    br.ip = b.ip.toString();
+    br.port = b.port;
+    br.server_mode = b.pod ? index.inbound(*b.pod, b.port).mode : ServerMode::kNone;
+    br.client_tls = d.client_tls;
+    if (auto_mtls) {
+      br.client_tls = br.server_mode == ServerMode::kNone || br.server_mode == ServerMode::kDisable
+                          ? ClientTls::kDisable
+                          : ClientTls::kIstioMutual;
+    }
+    br.outcome = combine(br.client_tls, br.server_mode);
+    r.backends.push_back(std::move(br));
+  }
   if (d.backends_disagree) {
     r.notes.push_back("backends do not all get the same decision; the first one (by namespace/name) is shown");
   }

@@ -270,6 +270,16 @@ struct ConnectionReport {
   std::string destination;              // "service shop/web port 80 → 1 pod(s)", "pod shop/web", ...
   std::string min_tls_version;
   bool backends_disagree = false;
+  // Each backend of a service destination, with its own decision.
+  struct BackendReport {
+    std::string pod;  // "ns/name", or empty for an address that is no known pod
+    std::string ip;
+    uint16_t port = 0;
+    ClientTls client_tls = ClientTls::kNone;
+    ServerMode server_mode = ServerMode::kNone;
+    Outcome outcome = Outcome::kPlaintext;
+  };
+  std::vector<BackendReport> backends;
   std::vector<std::string> notes;  // why, in words
 };
 

@@ -33,6 +33,7 @@ class Validator {
     peerAuthentications();
     destinationRules();
     services();
+    namespaces();
     controlPlanes();
     duplicates();
     std::sort(out_.begin(), out_.end(), [](const Finding& a, const Finding& b) {
@@ -240,6 +241,20 @@ class Validator {
           }
         }
       }
+    }
+  }
+
+  void namespaces() {
+    std::set<std::string> known;
+    for (const auto& ns : st_.namespaces) known.insert(ns.meta.ref.name);
+    std::map<std::string, std::vector<const Pod*>> orphans;
+    for (const Pod& p : st_.pods) {
+      if (!known.contains(p.ns())) orphans[p.ns()].push_back(&p);
+    }
+    for (const auto& [ns, pods] : orphans) {
+      add("ML017", pods.front()->meta.ref, "namespace " + ns + " has no Namespace object in the manifests, so its " +
+                                               std::to_string(pods.size()) +
+                                               " pod(s) are treated as not enrolled");
     }
   }
 

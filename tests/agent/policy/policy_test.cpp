@@ -563,6 +563,16 @@ status: {podIP: 10.244.1.12}
   ASSERT_TRUE(d);
   EXPECT_TRUE(d->backends_disagree);
   EXPECT_EQ(d->backends.size(), 2u);
+  auto r = checkConnection(*ix, PodRef{"shop", "client"}, *parseTarget("web.shop.svc.cluster.local:80"));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->backends.size(), 2u);
+  EXPECT_EQ(r->backends[0].pod, "shop/web");
+  EXPECT_EQ(r->backends[0].client_tls, ClientTls::kIstioMutual);
+  EXPECT_EQ(r->backends[0].outcome, Outcome::kMtls);
+  EXPECT_EQ(r->backends[1].pod, "shop/web-out");
+  EXPECT_EQ(r->backends[1].client_tls, ClientTls::kDisable);
+  EXPECT_EQ(r->backends[1].server_mode, ServerMode::kNone);
+  EXPECT_EQ(r->backends[1].outcome, Outcome::kPlaintext);
 }
 
 TEST(Api, PerConnectionLookups) {

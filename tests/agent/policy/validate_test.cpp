@@ -165,6 +165,13 @@ metadata: {name: web-grpc, namespace: shop}
 spec: {selector: {app: web}, ports: [{port: 81, targetPort: grpc}]}
 )",
      "ML015 Service/shop/web-grpc"},
+    {"ML017_PodWithoutNamespace", R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: lost, namespace: nowhere}
+spec: {containers: [{name: a}]}
+)",
+     "ML017 Pod/nowhere/lost"},
     {"ML016_DefinedTwice", R"(
 apiVersion: v1
 kind: Namespace
