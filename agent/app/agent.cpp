@@ -1,0 +1,460 @@
+// The composition root: every part is created here and wired to the others.
+// Data flows one way: manifests → policy → capture and engine; identity feeds
+// the engine; nothing calls back into config or policy.
+#include "app/agent.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "capture/datapath.h"
+#include "capture/pod_discovery.h"
+#include "config/watcher.h"
+#include "engine/engine.h"
+#include "identity/destination_tls.h"
+#include "identity/identity_manager.h"
+#include "identity/tls_context.h"
+#include "policy/policy.h"
+
+namespace meshlock::app {
+namespace {
+
+namespace fs = std::filesystem;
+using PolicyRef = std::shared_ptr<const policy::PolicyIndex>;
+
+constexpr std::uint16_t kOutboundPort = 15001;
+constexpr std::uint16_t kInboundPort = 15006;
+
+// An upstream socket created inside a pod's netns from an engine worker
+// thread: the thread enters the pod's netns for the socket() call only.
+Result<UniqueFd> socketInNetns(int netns_fd, int family) {
+  thread_local UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!home) return failErrno("open /proc/thread-self/ns/net");
+  if (::setns(netns_fd, CLONE_NEWNET) != 0) return failErrno("setns into the pod's netns");
+  UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const int socket_errno = errno;
+  // A worker left in a pod's netns would open every later socket there.
+  MESHLOCK_CHECK(::setns(home.get(), CLONE_NEWNET) == 0);
+  if (!fd) return failErrno("socket in the pod's netns", socket_errno);
+  return fd;
+}
+
+std::optional<config::IpAddress> toConfigIp(const capture::IpAddress& ip) {
+  return config::IpAddress::parse(ip.toString());
+}
+
+Result<engine::SocketAddress> toEngineAddress(const capture::SocketAddress& address) {
+  return engine::SocketAddress::parse(address.toString());
+}
+
+engine::InboundMode toEngineMode(policy::ServerMode mode) {
+  switch (mode) {
+    case policy::ServerMode::kStrict: return engine::InboundMode::Strict;
+    case policy::ServerMode::kPermissive: return engine::InboundMode::Permissive;
+    case policy::ServerMode::kDisable:
+    case policy::ServerMode::kNone: return engine::InboundMode::Disable;
+  }
+  return engine::InboundMode::Strict;
+}
+
+identity::TlsMinVersion toIdentityVersion(config::TlsVersion version) {
+  return version == config::TlsVersion::kTls13 ? identity::TlsMinVersion::kTls13
+                                               : identity::TlsMinVersion::kTls12;
+}
+
+identity::DestinationTlsConfig destinationTlsConfig(const config::ClientTlsSettings& tls,
+                                                    const policy::OutboundDecision& decision) {
+  identity::DestinationTlsConfig out;
+  out.mode = tls.mode == config::TlsMode::kMutual ? identity::DestinationTlsMode::kMutual
+                                                  : identity::DestinationTlsMode::kSimple;
+  out.caCertificates = tls.ca_certificates;
+  out.clientCertificate = tls.client_certificate;
+  out.privateKey = tls.private_key;
+  out.subjectAltNames = tls.subject_alt_names;
+  out.sni = tls.sni.empty() ? std::string(decision.host) : tls.sni;
+  out.ruleName = std::string(decision.host);
+  return out;
+}
+
+// A pod this agent serves: its identity, netns and engine listeners.
+struct ServedPod {
+  config::PodUid uid;
+  std::string name;  // "ns/name"
+  identity::SpiffeId id;
+  std::shared_ptr<UniqueFd> netns;
+  std::vector<engine::ListenerId> listeners;
+  bool fail_closed = false;
+};
+
+}  // namespace
+
+struct Agent::Parts {
+  AgentSettings settings;
+  fs::path cgroup_root;
+  std::unique_ptr<config::ManifestWatcher> watcher;
+  std::unique_ptr<identity::IdentityManager> identities;
+  std::unique_ptr<identity::DestinationTlsContexts> destination_tls;
+  std::optional<capture::Datapath> datapath;
+  std::unique_ptr<engine::Engine> engine;
+  std::map<config::PodUid, ServedPod> served;
+
+  mutable std::mutex policy_mutex;
+  PolicyRef policy;
+
+  PolicyRef currentPolicy() const {
+    std::lock_guard lock(policy_mutex);
+    return policy;
+  }
+
+  Result<engine::OutboundPlan> planOutbound(const config::PodUid& source, const identity::SpiffeId& source_id,
+                                            const std::shared_ptr<UniqueFd>& netns,
+                                            const engine::AcceptedSocket& accepted);
+  Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
+                                          const std::shared_ptr<UniqueFd>& netns,
+                                          const engine::AcceptedSocket& accepted);
+  Status servePod(const PolicyRef& policy, const config::Pod& pod);
+  void withdrawPod(const config::PodUid& uid);
+  void reconcile(const PolicyRef& policy);
+  void applyUpdate(const config::ManifestUpdate& update);
+};
+
+Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& source,
+                                                        const identity::SpiffeId& source_id,
+                                                        const std::shared_ptr<UniqueFd>& netns,
+                                                        const engine::AcceptedSocket& accepted) {
+  auto original = datapath->originalDestination(accepted.fd);
+  if (!original) return std::unexpected(original.error());
+  auto destination = toEngineAddress(original->destination);
+  if (!destination) return std::unexpected(destination.error());
+  const PolicyRef policy = currentPolicy();
+  const config::Pod* pod = policy->podByUid(source);
+  if (pod == nullptr) return fail("pod " + source.str() + " is no longer in the cluster state");
+  auto ip = toConfigIp(original->destination.ip);
+  if (!ip) return fail("original destination " + original->destination.toString() + " is not an IP");
+  const policy::OutboundDecision decision =
+      policy->outbound(*pod, policy::Destination{.ip = *ip, .host = {}}, original->destination.port);
+
+  engine::OutboundPlan plan;
+  plan.destination = *destination;
+  plan.make_socket = [netns](const engine::SocketAddress& to) { return socketInNetns(netns->get(), to.family()); };
+  switch (decision.client_tls) {
+    case policy::ClientTls::kNone:
+    case policy::ClientTls::kDisable:
+      return plan;
+    case policy::ClientTls::kIstioMutual: {
+      std::vector<identity::SpiffeId> expected;
+      for (const std::string& text : decision.expected_identities) {
+        auto id = identity::SpiffeId::parse(text);
+        if (id) expected.push_back(std::move(*id));
+      }
+      auto context = identities->clientContext(source_id);
+      if (!context) return std::unexpected(context.error());
+      engine::TlsClientSetup tls;
+      tls.context = engine::SslContextRef(std::move(*context));
+      tls.prepare = [expected = std::move(expected)](SSL* ssl) {
+        return identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(expected));
+      };
+      tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
+        auto peer = identity::handshakeIdentity(ssl);
+        if (!peer) return fail(peer.error().describe());
+        return peer->uri();
+      };
+      plan.tls = std::move(tls);
+      return plan;
+    }
+    case policy::ClientTls::kSimple:
+    case policy::ClientTls::kMutual: {
+      if (decision.tls == nullptr) return fail("DestinationRule TLS settings missing for " + std::string(decision.host));
+      auto config = destinationTlsConfig(*decision.tls, decision);
+      auto context = destination_tls->context(config);
+      if (!context) return std::unexpected(context.error());
+      engine::TlsClientSetup tls;
+      tls.context = engine::SslContextRef(std::move(*context));
+      tls.server_name = config.sni;
+      tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
+        if (auto failure = identity::verifyFailure(ssl)) return fail(failure->describe());
+        return std::string("server");
+      };
+      plan.tls = std::move(tls);
+      return plan;
+    }
+  }
+  return fail("unknown client TLS mode");
+}
+
+Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
+                                                      const std::shared_ptr<UniqueFd>& netns,
+                                                      const engine::AcceptedSocket& accepted) {
+  const PolicyRef policy = currentPolicy();
+  const policy::InboundDecision decision = policy->inbound(pod, accepted.local.port());
+  engine::InboundPlan plan;
+  plan.mode = toEngineMode(decision.mode);
+  plan.app = accepted.local;  // sk_lookup keeps the original local address
+  plan.make_socket = [netns](const engine::SocketAddress& to) { return socketInNetns(netns->get(), to.family()); };
+  if (plan.mode != engine::InboundMode::Disable) {
+    auto context = identities->serverContext(pod_id);
+    if (!context) return std::unexpected(context.error());
+    plan.tls.context = engine::SslContextRef(std::move(*context));
+    plan.tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
+      auto peer = identity::handshakeIdentity(ssl);
+      if (!peer) return fail(peer.error().describe());
+      return peer->uri();
+    };
+  }
+  return plan;
+}
+
+Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
+  const std::string name = pod.ns() + "/" + pod.name();
+  auto cgroup = capture::findPodCgroup(cgroup_root, capture::PodUid{pod.uid.str()});
+  if (!cgroup) return std::unexpected(cgroup.error().context("pod " + name));
+  auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod.ns(), pod.service_account);
+  if (!id) return std::unexpected(id.error().context("pod " + name));
+
+  bool fail_closed = false;
+  for (const config::ContainerPort& port : pod.ports)
+    fail_closed |= policy->inbound(pod, port.port).mode == policy::ServerMode::kStrict;
+
+  capture::PodSpec spec;
+  spec.uid = capture::PodUid{pod.uid.str()};
+  spec.name = name;
+  spec.cgroup_dir = *cgroup;
+  spec.inbound_fail_closed = fail_closed;
+  for (const config::IpAddress& ip : pod.ips) {
+    auto address = capture::IpAddress::parse(ip.toString());
+    if (address) spec.addresses.push_back(*address);
+  }
+
+  if (auto acquired = identities->acquire(*id); !acquired)
+    return std::unexpected(acquired.error().context("pod " + name));
+  auto listeners = datapath->enrollPod(spec);
+  if (!listeners) {
+    identities->release(*id);
+    return std::unexpected(listeners.error().context("pod " + name));
+  }
+
+  ServedPod served_pod{.uid = pod.uid, .name = name, .id = *id,
+                       .netns = std::make_shared<UniqueFd>(std::move(listeners->netns)),
+                       .listeners = {}, .fail_closed = fail_closed};
+  const config::PodUid uid = pod.uid;
+  const identity::SpiffeId pod_id = *id;
+  auto netns = served_pod.netns;
+  auto add = [&](UniqueFd& fd, const char* role, engine::ListenerSpec spec_for_engine) -> Status {
+    if (!fd) return {};
+    spec_for_engine.name = name + " " + role;
+    spec_for_engine.pod_key = uid.str();
+    auto id_or = engine->addListener(std::move(fd), std::move(spec_for_engine));
+    if (!id_or) return std::unexpected(id_or.error().context(std::string("pod ") + name + " " + role + " listener"));
+    served_pod.listeners.push_back(*id_or);
+    return {};
+  };
+  engine::OutboundDecider outbound = [this, uid, pod_id, netns](const engine::AcceptedSocket& s) {
+    return planOutbound(uid, pod_id, netns, s);
+  };
+  engine::InboundDecider inbound = [this, uid, pod_id, netns](const engine::AcceptedSocket& s) {
+    return planInbound(uid, pod_id, netns, s);
+  };
+  Status status = add(listeners->outbound_v4, "outbound", {.name = {}, .pod_key = {}, .decider = outbound});
+  if (status) status = add(listeners->outbound_v6, "outbound6", {.name = {}, .pod_key = {}, .decider = outbound});
+  if (status) status = add(listeners->inbound_v4, "inbound", {.name = {}, .pod_key = {}, .decider = inbound});
+  if (status) status = add(listeners->inbound_v6, "inbound6", {.name = {}, .pod_key = {}, .decider = inbound});
+  served.emplace(uid, std::move(served_pod));
+  if (!status) {
+    withdrawPod(uid);
+    return status;
+  }
+  spdlog::info("serving pod {} as {} (inbound {})", name, pod_id.uri(), fail_closed ? "fail-closed" : "fail-open");
+  return {};
+}
+
+void Agent::Parts::withdrawPod(const config::PodUid& uid) {
+  auto it = served.find(uid);
+  if (it == served.end()) return;
+  for (engine::ListenerId id : it->second.listeners) {
+    if (auto removed = engine->removeListener(id); !removed)
+      spdlog::warn("pod {}: removing listener: {}", it->second.name, removed.error().describe());
+  }
+  if (auto withdrawn = datapath->withdrawPod(capture::PodUid{uid.str()}); !withdrawn)
+    spdlog::warn("pod {}: withdrawing from capture: {}", it->second.name, withdrawn.error().describe());
+  identities->release(it->second.id);
+  spdlog::info("stopped serving pod {}", it->second.name);
+  served.erase(it);
+}
+
+// Brings the served pods in line with the policy: new enrolled pods are
+// served, pods that left (or opted out, or whose namespace was unenrolled)
+// are withdrawn; established connections are never touched.
+void Agent::Parts::reconcile(const PolicyRef& policy) {
+  std::set<config::PodUid> wanted;
+  for (const config::Pod* pod : policy->podsOnNode(settings.node_name)) {
+    if (pod->terminated || pod->host_network || !policy->served(*pod)) continue;
+    wanted.insert(pod->uid);
+  }
+  std::vector<config::PodUid> gone;
+  for (const auto& [uid, pod] : served)
+    if (!wanted.contains(uid)) gone.push_back(uid);
+  for (const config::PodUid& uid : gone) withdrawPod(uid);
+
+  // Pods a previous agent process registered that are not wanted any more.
+  for (const capture::PinnedPod& pinned : datapath->pinnedPods()) {
+    config::PodUid uid(pinned.uid.value);
+    if (wanted.contains(uid) || served.contains(uid)) continue;
+    if (auto withdrawn = datapath->withdrawPod(pinned.uid); !withdrawn)
+      spdlog::warn("pod {}: withdrawing stale registration: {}", uid.str(), withdrawn.error().describe());
+  }
+
+  for (const config::PodUid& uid : wanted) {
+    const config::Pod* pod = policy->podByUid(uid);
+    MESHLOCK_CHECK(pod != nullptr);
+    if (served.contains(uid)) {
+      // Fail-closed follows STRICT: keep capture's flags in step with policy.
+      bool fail_closed = false;
+      for (const config::ContainerPort& port : pod->ports)
+        fail_closed |= policy->inbound(*pod, port.port).mode == policy::ServerMode::kStrict;
+      ServedPod& served_pod = served.at(uid);
+      if (fail_closed != served_pod.fail_closed) {
+        auto cgroup = capture::findPodCgroup(cgroup_root, capture::PodUid{uid.str()});
+        capture::PodSpec spec;
+        spec.uid = capture::PodUid{uid.str()};
+        spec.name = served_pod.name;
+        if (cgroup) spec.cgroup_dir = *cgroup;
+        spec.inbound_fail_closed = fail_closed;
+        for (const config::IpAddress& ip : pod->ips)
+          if (auto address = capture::IpAddress::parse(ip.toString())) spec.addresses.push_back(*address);
+        if (auto updated = datapath->updatePodRules(spec); updated) served_pod.fail_closed = fail_closed;
+        else spdlog::warn("pod {}: updating capture rules: {}", served_pod.name, updated.error().describe());
+      }
+      continue;
+    }
+    if (auto status = servePod(policy, *pod); !status)
+      spdlog::error("cannot serve {}: {} (retried on the next change)", pod->ns() + "/" + pod->name(),
+                    status.error().describe());
+  }
+}
+
+void Agent::Parts::applyUpdate(const config::ManifestUpdate& update) {
+  for (const config::ManifestError& error : update.errors)
+    spdlog::error("manifest error (last good state kept): {}", error.describe());
+  PolicyRef next = policy::PolicyIndex::build(update.state);
+  {
+    std::lock_guard lock(policy_mutex);
+    policy = next;
+  }
+  spdlog::info("cluster state generation {}: {} objects", update.generation, update.state.objectCount());
+  reconcile(next);
+}
+
+Agent::Agent(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+Agent::~Agent() {
+  if (!parts_) return;
+  // Listeners first, so no new connection reaches a withdrawn pod.
+  std::vector<config::PodUid> uids;
+  for (const auto& [uid, pod] : parts_->served) uids.push_back(uid);
+  for (const config::PodUid& uid : uids) {
+    auto it = parts_->served.find(uid);
+    for (engine::ListenerId id : it->second.listeners) (void)parts_->engine->removeListener(id);
+    parts_->served.erase(it);
+  }
+}
+
+Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
+  auto parts = std::make_unique<Parts>();
+  parts->settings = settings;
+
+  if (!settings.cgroup_root.empty()) {
+    parts->cgroup_root = settings.cgroup_root;
+  } else {
+    auto mount = capture::findCgroup2Mount();
+    if (!mount) return std::unexpected(mount.error().context("cgroup v2 root (set cgroupRoot)"));
+    parts->cgroup_root = *mount;
+  }
+
+  auto watcher = config::ManifestWatcher::start(settings.manifests_dir);
+  if (!watcher) return std::unexpected(watcher.error().context("manifests " + settings.manifests_dir.string()));
+  parts->watcher = std::move(*watcher);
+  for (const config::ManifestError& error : parts->watcher->current().errors)
+    spdlog::error("manifest error: {}", error.describe());
+  PolicyRef policy = policy::PolicyIndex::build(parts->watcher->current().state);
+  parts->policy = policy;
+
+  auto trust_domain = identity::TrustDomain::parse(policy->mesh().trust_domain);
+  if (!trust_domain) return std::unexpected(trust_domain.error().context("mesh trust domain"));
+  std::error_code ec;
+  identity::IdentityConfig identity_config{
+      .caDirectory = fs::exists(settings.ca_dir / identity::kCaCertFile, ec) ? settings.ca_dir
+                                                                             : settings.state_dir / "ca",
+      .trustDomain = *trust_domain};
+  identity_config.certificateLifetime = settings.cert_lifetime;
+  identity_config.tls.minVersion = toIdentityVersion(policy->mesh().min_protocol_version);
+  auto identities = identity::IdentityManager::create(identity_config);
+  if (!identities) return std::unexpected(identities.error().context("identity"));
+  parts->identities = std::move(*identities);
+  parts->destination_tls = std::make_unique<identity::DestinationTlsContexts>(identity_config.tls);
+
+  auto pods_root = capture::findPodsCgroupRoot(parts->cgroup_root);
+  if (!pods_root) return std::unexpected(pods_root.error().context("pods cgroup"));
+  capture::DatapathConfig capture_config;
+  capture_config.pin_dir = settings.bpf_pin_dir;
+  capture_config.pods_cgroup_root = *pods_root;
+  capture_config.outbound_port = kOutboundPort;
+  capture_config.inbound_port = kInboundPort;
+  auto datapath = capture::Datapath::install(capture_config);
+  if (!datapath) return std::unexpected(datapath.error().context("capture"));
+  parts->datapath.emplace(std::move(*datapath));
+  spdlog::info("capture {} at {} (programs pinned in {})",
+               parts->datapath->reusedPinnedLinks() ? "taken over" : "installed", pods_root->string(),
+               settings.bpf_pin_dir.string());
+
+  engine::EngineConfig engine_config;
+  engine_config.threads = settings.threads;
+  engine_config.io = settings.io == IoBackend::Epoll     ? engine::IoBackendKind::Epoll
+                     : settings.io == IoBackend::IoUring ? engine::IoBackendKind::Uring
+                                                         : engine::IoBackendKind::Auto;
+  auto engine = engine::Engine::start(engine_config);
+  if (!engine) return std::unexpected(engine.error().context("engine"));
+  parts->engine = std::move(*engine);
+  spdlog::info("engine: {} threads on {}", parts->engine->threads(), engine::toString(parts->engine->backend()));
+
+  parts->reconcile(policy);
+  return std::unique_ptr<Agent>(new Agent(std::move(parts)));
+}
+
+int Agent::run(std::stop_token stop) {
+  Parts& parts = *parts_;
+  spdlog::info("ready: node {}, {} pods served", parts.settings.node_name, parts.served.size());
+  while (!stop.stop_requested()) {
+    if (auto update = parts.watcher->poll(std::chrono::milliseconds(200))) parts.applyUpdate(*update);
+    identity::TickReport report = parts.identities->tick(identity::systemNow());
+    for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
+  }
+
+  spdlog::info("draining: listeners closed, waiting up to {}s for {} connections",
+               parts.settings.drain_deadline.count(), parts.engine->counters().active);
+  std::vector<config::PodUid> uids;
+  for (const auto& [uid, pod] : parts.served) uids.push_back(uid);
+  for (const config::PodUid& uid : uids) {
+    // Stop accepting; keep the BPF registration so capture has no gap for
+    // the next agent process (STRICT pods fail closed meanwhile).
+    auto it = parts.served.find(uid);
+    for (engine::ListenerId id : it->second.listeners) (void)parts.engine->removeListener(id);
+    it->second.listeners.clear();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
+  while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  spdlog::info("drained: {} connections still open at exit", parts.engine->counters().active);
+  return 0;
+}
+
+}  // namespace meshlock::app

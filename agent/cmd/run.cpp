@@ -1,0 +1,147 @@
+// `meshlock-agent run`: the node agent. Settings come from --config, then
+// flags; SIGTERM or SIGINT drains and exits.
+#include <signal.h>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <stop_token>
+#include <thread>
+
+#include "app/agent.h"
+#include "app/settings.h"
+#include "common/command.h"
+
+namespace meshlock {
+namespace {
+
+struct RunFlags {
+  std::string config;
+  std::string node;
+  std::string manifests;
+  std::string cgroup_root;
+  std::string bpf_pin_dir;
+  std::string state_dir;
+  std::string ca_dir;
+  std::string admin_socket;
+  std::string admin_address;
+  std::string metrics_address;
+  std::string io;
+  std::string log_format;
+  std::string log_level;
+  unsigned threads = 0;
+  unsigned cert_lifetime = 0;
+  unsigned drain_deadline = 0;
+};
+
+void setUpLogging(const app::AgentSettings& settings) {
+  auto logger = spdlog::stderr_logger_mt("meshlock");
+  if (settings.log_format == app::LogFormat::Json) {
+    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})", spdlog::pattern_time_type::utc);
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(settings.log_level));
+}
+
+Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
+  app::AgentSettings settings;
+  if (!flags.config.empty()) {
+    auto loaded = app::loadSettingsFile(flags.config);
+    if (!loaded) return loaded;
+    settings = std::move(*loaded);
+  }
+  auto set = [](const std::string& flag, auto& field) {
+    if (!flag.empty()) field = flag;
+  };
+  set(flags.node, settings.node_name);
+  set(flags.manifests, settings.manifests_dir);
+  set(flags.cgroup_root, settings.cgroup_root);
+  set(flags.bpf_pin_dir, settings.bpf_pin_dir);
+  set(flags.state_dir, settings.state_dir);
+  set(flags.ca_dir, settings.ca_dir);
+  set(flags.admin_socket, settings.admin_socket);
+  set(flags.admin_address, settings.admin_address);
+  set(flags.metrics_address, settings.metrics_address);
+  set(flags.log_level, settings.log_level);
+  if (flags.threads) settings.threads = flags.threads;
+  if (flags.cert_lifetime) settings.cert_lifetime = std::chrono::seconds(flags.cert_lifetime);
+  if (flags.drain_deadline) settings.drain_deadline = std::chrono::seconds(flags.drain_deadline);
+  if (!flags.io.empty()) {
+    auto io = app::parseIoBackend(flags.io);
+    if (!io) return std::unexpected(io.error());
+    settings.io = *io;
+  }
+  if (!flags.log_format.empty()) {
+    auto format = app::parseLogFormat(flags.log_format);
+    if (!format) return std::unexpected(format.error());
+    settings.log_format = *format;
+  }
+  if (auto valid = app::validateSettings(settings); !valid) return std::unexpected(valid.error());
+  return settings;
+}
+
+int runAgent(const RunFlags& flags) {
+  auto settings = settingsFrom(flags);
+  if (!settings) {
+    std::fprintf(stderr, "meshlock-agent: %s\n", settings.error().describe().c_str());
+    return 2;
+  }
+  setUpLogging(*settings);
+
+  // Signals are taken synchronously by one thread, which asks the agent to stop.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto agent = app::Agent::start(*settings);
+  if (!agent) {
+    spdlog::critical("cannot start: {}", agent.error().describe());
+    return 1;
+  }
+  std::stop_source stop;
+  std::jthread signal_waiter([&stop, signals](std::stop_token) {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    spdlog::info("signal {}: shutting down", signal_number);
+    stop.request_stop();
+  });
+  int code = (*agent)->run(stop.get_token());
+  if (!stop.stop_requested()) stop.request_stop();
+  signal_waiter.detach();  // still blocked in sigwait if we stopped for another reason
+  return code;
+}
+
+const CommandRegistrar kRun({
+    .name = "run",
+    .help = "run the node agent: capture enrolled pods and give them mTLS",
+    .setup =
+        [](CLI::App& sub) -> CommandAction {
+          auto flags = std::make_shared<RunFlags>();
+          sub.add_option("--config", flags->config, "settings file (YAML)");
+          sub.add_option("--node", flags->node, "the Kubernetes node this agent serves");
+          sub.add_option("--manifests", flags->manifests, "directory of cluster manifests (watched)");
+          sub.add_option("--cgroup-root", flags->cgroup_root, "cgroup v2 root holding kubepods (default: the cgroup2 mount)");
+          sub.add_option("--bpf-pin-dir", flags->bpf_pin_dir, "where BPF programs and maps are pinned");
+          sub.add_option("--state-dir", flags->state_dir, "agent state (generated CA)");
+          sub.add_option("--ca-dir", flags->ca_dir, "Istio plug-in CA directory (cacerts)");
+          sub.add_option("--admin-socket", flags->admin_socket, "admin API Unix socket");
+          sub.add_option("--admin-address", flags->admin_address, "admin API address");
+          sub.add_option("--metrics-address", flags->metrics_address, "metrics and readiness address");
+          sub.add_option("--threads", flags->threads, "engine threads (0: one per core)");
+          sub.add_option("--io", flags->io, "event loop: auto, uring or epoll");
+          sub.add_option("--log-format", flags->log_format, "text or json");
+          sub.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error");
+          sub.add_option("--cert-lifetime", flags->cert_lifetime, "workload certificate lifetime, seconds");
+          sub.add_option("--drain-deadline", flags->drain_deadline, "seconds to let connections finish on shutdown");
+          return [flags] { return runAgent(*flags); };
+        },
+});
+
+}  // namespace
+}  // namespace meshlock

@@ -1,0 +1,121 @@
+# Shared by the end-to-end scenarios: a meshsim cluster with one meshlock
+# agent per node (each in its node's network namespace, with its own pin
+# directory and state), a plug-in CA made with the openssl CLI, and cleanup
+# that runs whatever happens. Source it, then call cluster_up SPEC.
+set -euo pipefail
+
+BIN=${MESHLOCK_BIN_DIR:?set MESHLOCK_BIN_DIR to the build bin directory}
+MESHSIM="$BIN/meshsim"
+PEER="$BIN/meshlock-testpeer"
+AGENT="$BIN/meshlock-agent"
+CTL="$BIN/meshlockctl"
+RUN="${E2E_NAME:-e2e}-$$"
+RUN=${RUN:0:20}
+WORK=$(mktemp -d "/tmp/meshlock-$RUN.XXXXXX")
+AGENT_PIDS=()
+BG_PIDS=()
+NODES=()
+failures=0
+
+log() { printf '[%s %s] %s\n' "$RUN" "$(date +%T)" "$*"; }
+fail() { log "FAIL: $*"; failures=$((failures + 1)); }
+die() { log "FATAL: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root"
+
+cluster_cleanup() {
+  local rc=$?
+  trap - EXIT
+  set +e
+  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${AGENT_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${AGENT_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+  done
+  for node in "${NODES[@]}"; do
+    "$AGENT" uninstall --pin-dir "$(pin_dir "$node")" >/dev/null 2>&1
+  done
+  timeout 60 "$MESHSIM" down --name "$RUN" >/dev/null 2>&1
+  if [ "$rc" != 0 ] || [ "$failures" != 0 ]; then
+    for f in "$WORK"/agent-*.log; do [ -e "$f" ] && { echo "---- $f (last 40 lines)"; tail -40 "$f"; }; done
+  fi
+  rm -rf "$WORK"
+  [ "$failures" = 0 ] || { log "$failures failure(s)"; exit 1; }
+  exit "$rc"
+}
+trap cluster_cleanup EXIT
+
+pin_dir() { echo "/sys/fs/bpf/meshlock-$RUN-$1"; }
+
+# A plug-in CA in Istio's cacerts layout: root → intermediate (ca-cert).
+make_ca() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3 \
+      -subj "/O=meshlock-e2e/CN=root" -keyout root-key.pem -out root-cert.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=meshlock-e2e/CN=intermediate" \
+      -keyout ca-key.pem -out ca.csr 2>/dev/null
+    printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n' >ca.ext
+    openssl x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 2 \
+      -extfile ca.ext -out ca-cert.pem 2>/dev/null
+    cat ca-cert.pem root-cert.pem >cert-chain.pem
+    rm -f ca.csr ca.ext root-key.pem root-cert.srl
+    chmod 600 ca-key.pem
+  )
+}
+
+status_json() { "$MESHSIM" status --name "$RUN" -o json; }
+node_field() { status_json | python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['nodes'] if x['name']=='$1'][0]; print(n['$2'])"; }
+
+start_agent() {
+  local node=$1; shift
+  local netns cgroup_root
+  netns=$(node_field "$node" netnsPath)
+  cgroup_root=$(node_field "$node" cgroupRoot)
+  # nsenter switches only the network namespace: `ip netns exec` would also
+  # remount /sys and hide bpffs and the cgroup2 mount.
+  nsenter --net="$netns" "$AGENT" run --node "$node" --manifests "/run/meshsim/$RUN/manifests" \
+    --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
+    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --drain-deadline 3 "$@" \
+    >>"$WORK/agent-$node.log" 2>&1 &
+  AGENT_PIDS+=($!)
+  for _ in $(seq 100); do
+    grep -q "ready: node $node" "$WORK/agent-$node.log" && return 0
+    kill -0 "${AGENT_PIDS[-1]}" 2>/dev/null || { cat "$WORK/agent-$node.log"; die "agent on $node exited"; }
+    sleep 0.1
+  done
+  cat "$WORK/agent-$node.log"
+  die "agent on $node not ready in 10 s"
+}
+
+# cluster_up SPEC [agent flags...]: meshsim cluster plus one agent per node.
+cluster_up() {
+  local spec=$1; shift
+  make_ca "$WORK/ca"
+  "$MESHSIM" up "$spec" --name "$RUN" >"$WORK/up.log" || { cat "$WORK/up.log"; die "meshsim up failed"; }
+  mapfile -t NODES < <(status_json | python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
+  for node in "${NODES[@]}"; do start_agent "$node" "$@"; done
+  log "cluster $RUN up: nodes ${NODES[*]}"
+}
+
+in_pod() { local pod=$1; shift; "$MESHSIM" exec --name "$RUN" "$pod" -- "$@"; }
+
+# serve POD PORT: a testpeer echo server in the pod, stopped at cleanup.
+serve() {
+  in_pod "$1" "$PEER" serve --port "$2" >>"$WORK/serve-${1//\//_}-$2.log" 2>&1 &
+  BG_PIDS+=($!)
+  sleep 0.3
+}
+
+# send FROM TO [BYTES]: 0 if the bytes came back intact.
+send() { in_pod "$1" "$PEER" send --to "$2" --bytes "${3:-65536}" --timeout 5 >/dev/null 2>&1; }
+
+expect_ok() { send "$1" "$2" || fail "$1 -> $2: expected the bytes back intact"; }
+expect_refused() { if send "$1" "$2"; then fail "$1 -> $2: expected refused, got through"; fi; }
+
+agent_log() { cat "$WORK/agent-$1.log"; }
+manifests_dir() { echo "/run/meshsim/$RUN/manifests"; }
+apply() { "$MESHSIM" apply --name "$RUN" "$1" >/dev/null; sleep 1.2; }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Scenario 11 (PeerAuthentication portLevelMtls): a STRICT namespace with a
+# workload policy keeping port 9090 PERMISSIVE: plaintext reaches 9090 and is
+# refused on 8080; mTLS reaches both.
+E2E_NAME=s11
+source "$(dirname "$0")/../lib/cluster.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+cluster_up "$HERE/cluster.yaml"
+serve shop/web 8080
+serve shop/web 9090
+
+cat >"$WORK/policy.yaml" <<'YAML'
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: web-metrics, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: UNSET}
+  portLevelMtls:
+    "9090": {mode: PERMISSIVE}
+YAML
+apply "$WORK/policy.yaml"
+
+expect_refused legacy/client 10.244.1.10:8080
+expect_ok legacy/client 10.244.1.10:9090
+expect_ok shop/client 10.244.1.10:8080
+expect_ok shop/client 10.244.1.10:9090
+log "done"
