@@ -15,7 +15,10 @@ int runRegisteredCommands(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version print and succeed; every usage error is exit 2,
+    // which scripts can tell from a failed operation (1).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   }
   for (auto& [sub, action] : actions) {
     if (sub->parsed()) return action();
