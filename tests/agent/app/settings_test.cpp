@@ -2,6 +2,7 @@
 #include "app/settings.h"
 
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 namespace meshlock::app {
 namespace {
@@ -80,6 +81,23 @@ TEST(AgentSettings, MissingFileNamesThePath) {
   auto settings = loadSettingsFile("/nonexistent/agent.yaml");
   ASSERT_FALSE(settings);
   EXPECT_NE(settings.error().describe().find("/nonexistent/agent.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace meshlock::app
+
+namespace meshlock::app {
+namespace {
+
+// The settings shipped in the DaemonSet's ConfigMap must load as they are.
+TEST(AgentSettings, DaemonSetConfigMapLoads) {
+  YAML::Node map = YAML::LoadFile(std::string(MESHLOCK_SOURCE_DIR) + "/deploy/daemonset/configmap.yaml");
+  const std::string text = map["data"]["agent.yaml"].as<std::string>();
+  auto settings = parseSettings(text, "configmap.yaml");
+  ASSERT_TRUE(settings) << settings.error().describe();
+  settings->node_name = "node-a";  // from the downward API at run time
+  EXPECT_TRUE(validateSettings(*settings));
+  EXPECT_EQ(settings->log_format, LogFormat::Json);
 }
 
 }  // namespace
