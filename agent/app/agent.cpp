@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "capture/datapath.h"
+#include "capture/netns.h"
 #include "capture/pod_discovery.h"
 #include "config/watcher.h"
 #include "engine/engine.h"
@@ -34,20 +35,6 @@ using PolicyRef = std::shared_ptr<const policy::PolicyIndex>;
 
 constexpr std::uint16_t kOutboundPort = 15001;
 constexpr std::uint16_t kInboundPort = 15006;
-
-// An upstream socket created inside a pod's netns from an engine worker
-// thread: the thread enters the pod's netns for the socket() call only.
-Result<UniqueFd> socketInNetns(int netns_fd, int family) {
-  thread_local UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!home) return failErrno("open /proc/thread-self/ns/net");
-  if (::setns(netns_fd, CLONE_NEWNET) != 0) return failErrno("setns into the pod's netns");
-  UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  const int socket_errno = errno;
-  // A worker left in a pod's netns would open every later socket there.
-  MESHLOCK_CHECK(::setns(home.get(), CLONE_NEWNET) == 0);
-  if (!fd) return failErrno("socket in the pod's netns", socket_errno);
-  return fd;
-}
 
 std::optional<config::IpAddress> toConfigIp(const capture::IpAddress& ip) {
   return config::IpAddress::parse(ip.toString());
@@ -146,7 +133,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
 
   engine::OutboundPlan plan;
   plan.destination = *destination;
-  plan.make_socket = [netns](const engine::SocketAddress& to) { return socketInNetns(netns->get(), to.family()); };
+  plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   switch (decision.client_tls) {
     case policy::ClientTls::kNone:
     case policy::ClientTls::kDisable:
@@ -200,7 +187,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   engine::InboundPlan plan;
   plan.mode = toEngineMode(decision.mode);
   plan.app = accepted.local;  // sk_lookup keeps the original local address
-  plan.make_socket = [netns](const engine::SocketAddress& to) { return socketInNetns(netns->get(), to.family()); };
+  plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   if (plan.mode != engine::InboundMode::Disable) {
     auto context = identities->serverContext(pod_id);
     if (!context) return std::unexpected(context.error());

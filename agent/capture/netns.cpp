@@ -86,4 +86,15 @@ Result<std::uint64_t> socketNetnsCookie(int socket_fd) {
   return cookie;
 }
 
+Result<UniqueFd> socketInNetns(int netns_fd, int family) {
+  thread_local UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!home) return failErrno("open /proc/thread-self/ns/net");
+  if (::setns(netns_fd, CLONE_NEWNET) != 0) return failErrno("setns into the pod's netns");
+  UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const int socket_errno = errno;
+  MESHLOCK_CHECK(::setns(home.get(), CLONE_NEWNET) == 0);
+  if (!fd) return failErrno("socket in the pod's netns", socket_errno);
+  return fd;
+}
+
 }  // namespace meshlock::capture

@@ -44,6 +44,11 @@ template <typename T>
 // A TCP socket connected to `address` from inside the netns (used by the
 // agent for upstream connections, and by tests).
 [[nodiscard]] Result<UniqueFd> connectInNetns(int netns_fd, const SocketAddress& address);
+// A non-blocking TCP socket created inside the netns by the calling thread,
+// which enters the netns for the socket() call only and comes back: cheap
+// enough per connection (two setns calls, no thread). Aborts if the thread
+// cannot return, since every later socket would open in the wrong netns.
+[[nodiscard]] Result<UniqueFd> socketInNetns(int netns_fd, int family);
 // The netns's addresses other than loopback and IPv6 link-local.
 [[nodiscard]] Result<std::vector<IpAddress>> netnsAddresses(int netns_fd);
 // SO_NETNS_COOKIE of a socket (Linux >= 5.14).
