@@ -2,6 +2,7 @@
 // Data flows one way: manifests → policy → capture and engine; identity feeds
 // the engine; nothing calls back into config or policy.
 #include "app/agent.h"
+#include "app/agent_parts.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -31,7 +32,6 @@ namespace meshlock::app {
 namespace {
 
 namespace fs = std::filesystem;
-using PolicyRef = std::shared_ptr<const policy::PolicyIndex>;
 
 constexpr std::uint16_t kOutboundPort = 15001;
 constexpr std::uint16_t kInboundPort = 15006;
@@ -73,47 +73,7 @@ identity::DestinationTlsConfig destinationTlsConfig(const config::ClientTlsSetti
   return out;
 }
 
-// A pod this agent serves: its identity, netns and engine listeners.
-struct ServedPod {
-  config::PodUid uid;
-  std::string name;  // "ns/name"
-  identity::SpiffeId id;
-  std::shared_ptr<UniqueFd> netns;
-  std::vector<engine::ListenerId> listeners;
-  bool fail_closed = false;
-};
-
 }  // namespace
-
-struct Agent::Parts {
-  AgentSettings settings;
-  fs::path cgroup_root;
-  std::unique_ptr<config::ManifestWatcher> watcher;
-  std::unique_ptr<identity::IdentityManager> identities;
-  std::unique_ptr<identity::DestinationTlsContexts> destination_tls;
-  std::optional<capture::Datapath> datapath;
-  std::unique_ptr<engine::Engine> engine;
-  std::map<config::PodUid, ServedPod> served;
-
-  mutable std::mutex policy_mutex;
-  PolicyRef policy;
-
-  PolicyRef currentPolicy() const {
-    std::lock_guard lock(policy_mutex);
-    return policy;
-  }
-
-  Result<engine::OutboundPlan> planOutbound(const config::PodUid& source, const identity::SpiffeId& source_id,
-                                            const std::shared_ptr<UniqueFd>& netns,
-                                            const engine::AcceptedSocket& accepted);
-  Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
-                                          const std::shared_ptr<UniqueFd>& netns,
-                                          const engine::AcceptedSocket& accepted);
-  Status servePod(const PolicyRef& policy, const config::Pod& pod);
-  void withdrawPod(const config::PodUid& uid);
-  void reconcile(const PolicyRef& policy);
-  void applyUpdate(const config::ManifestUpdate& update);
-};
 
 Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& source,
                                                         const identity::SpiffeId& source_id,
@@ -282,6 +242,7 @@ void Agent::Parts::withdrawPod(const config::PodUid& uid) {
 // served, pods that left (or opted out, or whose namespace was unenrolled)
 // are withdrawn; established connections are never touched.
 void Agent::Parts::reconcile(const PolicyRef& policy) {
+  std::lock_guard served_lock(served_mutex);
   std::set<config::PodUid> wanted;
   for (const config::Pod* pod : policy->podsOnNode(settings.node_name)) {
     if (pod->terminated || pod->host_network || !policy->served(*pod)) continue;
@@ -346,6 +307,9 @@ Agent::Agent(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 Agent::~Agent() {
   if (!parts_) return;
   // Listeners first, so no new connection reaches a withdrawn pod.
+  if (parts_->admin_server) parts_->admin_server->stop();
+  if (parts_->metrics_server) parts_->metrics_server->stop();
+  std::lock_guard served_lock(parts_->served_mutex);
   std::vector<config::PodUid> uids;
   for (const auto& [uid, pod] : parts_->served) uids.push_back(uid);
   for (const config::PodUid& uid : uids) {
@@ -414,6 +378,8 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   spdlog::info("engine: {} threads on {}", parts->engine->threads(), engine::toString(parts->engine->backend()));
 
   parts->reconcile(policy);
+  if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
+  parts->ready = true;
   return std::unique_ptr<Agent>(new Agent(std::move(parts)));
 }
 
@@ -426,16 +392,17 @@ int Agent::run(std::stop_token stop) {
     for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
   }
 
+  parts.ready = false;
   spdlog::info("draining: listeners closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);
-  std::vector<config::PodUid> uids;
-  for (const auto& [uid, pod] : parts.served) uids.push_back(uid);
-  for (const config::PodUid& uid : uids) {
+  {
     // Stop accepting; keep the BPF registration so capture has no gap for
     // the next agent process (STRICT pods fail closed meanwhile).
-    auto it = parts.served.find(uid);
-    for (engine::ListenerId id : it->second.listeners) (void)parts.engine->removeListener(id);
-    it->second.listeners.clear();
+    std::lock_guard served_lock(parts.served_mutex);
+    for (auto& [uid, pod] : parts.served) {
+      for (engine::ListenerId id : pod.listeners) (void)parts.engine->removeListener(id);
+      pod.listeners.clear();
+    }
   }
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
   while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline)

@@ -1,0 +1,259 @@
+// The agent's admin API and metrics, answered from the live parts. Handlers
+// only read: each takes the state's own lock or a snapshot (docs/admin.md has
+// the JSON contract meshlockctl reads).
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+
+#include "admin/standard_handlers.h"
+#include "app/agent_parts.h"
+#include "capture/bpf_abi.h"
+#include "identity/x509_util.h"
+#include "kmod-free/probe.h"
+
+namespace meshlock::app {
+namespace {
+
+using nlohmann::json;
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+// Splits "host:port" (the settings' form) into an endpoint.
+Result<admin::Endpoint> tcpEndpoint(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) return fail("address \"" + address + "\": expected HOST:PORT");
+  const std::string port_text = address.substr(colon + 1);
+  char* end = nullptr;
+  const long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
+    return fail("address \"" + address + "\": bad port");
+  return admin::Endpoint::tcp(address.substr(0, colon), static_cast<std::uint16_t>(port));
+}
+
+std::string modeName(policy::ServerMode mode) { return std::string(policy::toString(mode)); }
+
+std::string joined(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
+}  // namespace
+
+Status Agent::Parts::startAdmin() {
+  metrics.emplace(registry);
+  metrics->build_info.labels({MESHLOCK_VERSION}).set(1);
+  registry.onCollect([this] {
+    {
+      std::lock_guard lock(served_mutex);
+      metrics->pods_served.labels({}).set(static_cast<double>(served.size()));
+    }
+    const auto now = std::chrono::system_clock::now();
+    for (const identity::CertificateStatus& cert : identities->certificates()) {
+      metrics->certificate_expiry_seconds.labels({cert.id.uri()})
+          .set(std::chrono::duration<double>(cert.notAfter - now).count());
+    }
+  });
+
+  auto ready_handler = [this](const admin::Request&) {
+    const bool is_ready = ready.load();
+    json body = {{"ready", is_ready},
+                 {"checks", json::array({{{"name", "config"}, {"ready", true},
+                                          {"detail", "manifests from " + settings.manifests_dir.string()}},
+                                         {{"name", "capture"}, {"ready", datapath.has_value()},
+                                          {"detail", "pinned in " + settings.bpf_pin_dir.string()}},
+                                         {{"name", "serving"}, {"ready", is_ready},
+                                          {"detail", is_ready ? "accepting connections" : "starting or draining"}}})}};
+    return admin::Response::json(is_ready ? 200 : 503, body.dump());
+  };
+
+  admin::Router router;
+  router.handle("/healthz", [](const admin::Request&) { return admin::Response::json(200, R"({"status":"ok"})"); });
+  router.handle("/ready", ready_handler);
+
+  router.handle("/status", [this](const admin::Request&) {
+    const engine::EngineCounters c = engine->counters();
+    const auto now = std::chrono::system_clock::now();
+    std::size_t pods = 0;
+    {
+      std::lock_guard lock(served_mutex);
+      pods = served.size();
+    }
+    std::size_t active_mtls = 0;
+    const auto connections = engine->connections();
+    for (const engine::ConnectionSnapshot& snapshot : connections) active_mtls += snapshot.tls ? 1 : 0;
+    json certs_json = {{"identities", 0}, {"soonest_expiry_seconds", nullptr}};
+    const auto certs = identities->certificates();
+    certs_json["identities"] = certs.size();
+    for (const identity::CertificateStatus& cert : certs) {
+      const double left = std::chrono::duration<double>(cert.notAfter - now).count();
+      if (certs_json["soonest_expiry_seconds"].is_null() || left < certs_json["soonest_expiry_seconds"].get<double>())
+        certs_json["soonest_expiry_seconds"] = left;
+    }
+    const kmodfree::ProbeReport probe = kmodfree::probeKernel({.probe_bpf = false, .probe_syscalls = false});
+    json features = json::array();
+    for (const kmodfree::Feature& f : probe.features)
+      features.push_back({{"name", f.name}, {"available", f.state == kmodfree::FeatureState::Present}, {"detail", f.detail}});
+    json body = {
+        {"version", MESHLOCK_VERSION},
+        {"node", settings.node_name},
+        {"uptime_seconds", std::chrono::duration<double>(now - started_at).count()},
+        {"started_at", rfc3339(started_at)},
+        {"ready", ready.load()},
+        {"pods_served", pods},
+        {"io_backend", engine::toString(engine->backend())},
+        {"connections", {{"active", c.active}, {"active_mtls", active_mtls},
+                         {"active_plaintext", connections.size() - active_mtls}, {"total", c.accepted}}},
+        {"handshakes", {{"success", c.handshakes}, {"failure", c.handshake_failures + c.handshake_timeouts}}},
+        {"plaintext_refused", c.refused_plaintext},
+        {"certificates", certs_json},
+        {"kernel", {{"release", probe.kernel_release}, {"features", features}}},
+    };
+    return admin::Response::json(200, body.dump());
+  });
+
+  router.handle("/workloads", [this](const admin::Request&) {
+    const PolicyRef policy = currentPolicy();
+    json list = json::array();
+    for (const config::Pod* pod : policy->podsOnNode(settings.node_name)) {
+      const bool enrolled = policy->served(*pod);
+      json inbound = json::array();
+      for (const config::ContainerPort& port : pod->ports) {
+        const policy::InboundDecision d = policy->inbound(*pod, port.port);
+        inbound.push_back({{"port", port.port}, {"mode", modeName(d.mode)}, {"decided_by", joined(d.decided_by.describe())}});
+      }
+      list.push_back({
+          {"namespace", pod->ns()}, {"pod", pod->name()}, {"uid", pod->uid.str()},
+          {"ip", pod->ip ? json(pod->ip->toString()) : json(nullptr)},
+          {"service_account", pod->service_account}, {"workload", pod->name()},
+          {"enrolled", enrolled}, {"enrollment_reason", policy->servedReason(*pod).describe()},
+          {"identity", enrolled ? json(policy->identityOf(*pod).str()) : json(nullptr)},
+          {"default_inbound_mode", modeName(policy->inbound(*pod, 0).mode)},
+          {"inbound", inbound},
+      });
+    }
+    return admin::Response::json(200, json{{"workloads", list}}.dump());
+  });
+
+  router.handle("/connections", [this](const admin::Request& request) {
+    const PolicyRef policy = currentPolicy();
+    const std::string ns_filter = request.param("namespace").value_or("");
+    json list = json::array();
+    std::uint64_t n = 0;
+    for (const engine::ConnectionSnapshot& c : engine->connections()) {
+      const config::Pod* local = policy->podByUid(config::PodUid(c.pod_key));
+      json local_ns = local ? json(local->ns()) : json(nullptr);
+      json local_pod = local ? json(local->name()) : json(nullptr);
+      if (!ns_filter.empty() && (!local || local->ns() != ns_filter)) continue;
+      const std::string mode = c.tls ? "mutual_tls" : "plaintext";
+      json entry = {
+          {"id", "c-" + std::to_string(++n)},
+          {"direction", c.outbound ? "outbound" : "inbound"},
+          {"source_namespace", c.outbound ? local_ns : json(nullptr)},
+          {"source_pod", c.outbound ? local_pod : json(nullptr)},
+          {"source_address", c.peer.toString()},
+          {"source_identity", !c.outbound && c.tls ? json(c.tls->peer_identity) : json(nullptr)},
+          {"destination_namespace", c.outbound ? json(nullptr) : local_ns},
+          {"destination_pod", c.outbound ? json(nullptr) : local_pod},
+          {"destination_address", c.upstream.toString()},
+          {"destination_service", nullptr},
+          {"destination_identity", c.outbound && c.tls ? json(c.tls->peer_identity) : json(nullptr)},
+          {"mode", mode},
+          {"decided_by", nullptr},
+          {"tls_version", c.tls ? json(c.tls->version) : json(nullptr)},
+          {"cipher", c.tls ? json(c.tls->cipher) : json(nullptr)},
+          {"resumed", c.tls ? c.tls->resumed : false},
+          {"bytes_sent", c.outbound ? c.bytes_to_upstream : c.bytes_to_downstream},
+          {"bytes_received", c.outbound ? c.bytes_to_downstream : c.bytes_to_upstream},
+          {"age_seconds", std::chrono::duration<double>(c.age).count()},
+          {"state", c.state == "relaying" ? std::string("established") : c.state},
+      };
+      list.push_back(std::move(entry));
+    }
+    return admin::Response::json(200, json{{"connections", list}}.dump());
+  });
+
+  router.handle("/certs", [this](const admin::Request&) {
+    const auto now = std::chrono::system_clock::now();
+    json list = json::array();
+    std::map<std::string, std::vector<std::string>> pods_by_identity;
+    {
+      std::lock_guard lock(served_mutex);
+      for (const auto& [uid, pod] : served) pods_by_identity[pod.id.uri()].push_back(pod.name);
+    }
+    for (const identity::CertificateStatus& cert : identities->certificates()) {
+      std::string serial = cert.serial;
+      for (char& ch : serial) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      list.push_back({
+          {"identity", cert.id.uri()}, {"serial", serial},
+          {"not_before", rfc3339(cert.notBefore)}, {"not_after", rfc3339(cert.notAfter)},
+          {"expires_in_seconds", std::chrono::duration<double>(cert.notAfter - now).count()},
+          {"lifetime_seconds", std::chrono::duration<double>(cert.notAfter - cert.notBefore).count()},
+          {"pods", pods_by_identity[cert.id.uri()]},
+          {"chain", json::array()},
+      });
+    }
+    json body = {{"trust_domain", identities->trustDomain().name()}, {"certificates", list}, {"roots", json::array()}};
+    return admin::Response::json(200, body.dump());
+  });
+
+  router.handle("/capture", [this](const admin::Request&) {
+    json counters = json::object();
+    if (auto c = datapath->counters()) {
+      for (int i = 0; i < ML_CTR_MAX; ++i) counters[std::string(capture::kCounterNames[i])] = (*c)[i];
+    }
+    json pods = json::array();
+    for (const capture::PinnedPod& pod : datapath->pinnedPods())
+      pods.push_back({{"uid", pod.uid.value}, {"cgroup_id", pod.pod_cgroup_id}});
+    json body = {{"pin_dir", settings.bpf_pin_dir.string()},
+                 {"reused_pinned_links", datapath->reusedPinnedLinks()},
+                 {"programs", json::array()}, {"maps", json::array()},
+                 {"counters", counters}, {"pods", pods}};
+    return admin::Response::json(200, body.dump());
+  });
+
+  router.handle("/metrics", admin::metricsHandler(registry));
+  router.handle("/logging", admin::loggingHandler(), {admin::Method::kGet, admin::Method::kPost, admin::Method::kPut});
+
+  admin::ServerOptions admin_options;
+  admin_options.listen.push_back(admin::Endpoint::unixSocket(settings.admin_socket.string()));
+  if (!settings.admin_address.empty()) {
+    auto endpoint = tcpEndpoint(settings.admin_address);
+    if (!endpoint) return std::unexpected(endpoint.error().context("adminAddress"));
+    admin_options.listen.push_back(*endpoint);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(settings.admin_socket.parent_path(), ec);
+  auto admin = admin::HttpServer::start(admin_options, router);
+  if (!admin) return std::unexpected(admin.error().context("admin API"));
+  admin_server = std::move(*admin);
+
+  if (!settings.metrics_address.empty()) {
+    auto endpoint = tcpEndpoint(settings.metrics_address);
+    if (!endpoint) return std::unexpected(endpoint.error().context("metricsAddress"));
+    admin::Router metrics_router;
+    metrics_router.handle("/metrics", admin::metricsHandler(registry));
+    metrics_router.handle("/healthz/ready", ready_handler);
+    admin::ServerOptions metrics_options;
+    metrics_options.listen.push_back(*endpoint);
+    auto server = admin::HttpServer::start(metrics_options, std::move(metrics_router));
+    if (!server) return std::unexpected(server.error().context("metrics"));
+    metrics_server = std::move(*server);
+  }
+  spdlog::info("admin API on {} and {}; metrics on {}", settings.admin_socket.string(), settings.admin_address,
+               settings.metrics_address);
+  return {};
+}
+
+}  // namespace meshlock::app

@@ -1,0 +1,82 @@
+// The agent's parts and their wiring, shared by the composition root
+// (agent.cpp) and its admin endpoints (admin_endpoints.cpp). Not for anyone else.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "admin/meshlock_metrics.h"
+#include "admin/metrics.h"
+#include "admin/server.h"
+#include "app/agent.h"
+#include "capture/datapath.h"
+#include "config/watcher.h"
+#include "engine/engine.h"
+#include "identity/destination_tls.h"
+#include "identity/identity_manager.h"
+#include "policy/policy.h"
+
+namespace meshlock::app {
+
+using PolicyRef = std::shared_ptr<const policy::PolicyIndex>;
+
+// A pod this agent serves: its identity, netns and engine listeners.
+struct ServedPod {
+  config::PodUid uid;
+  std::string name;  // "ns/name"
+  identity::SpiffeId id;
+  std::shared_ptr<UniqueFd> netns;
+  std::vector<engine::ListenerId> listeners;
+  bool fail_closed = false;
+};
+
+struct Agent::Parts {
+  AgentSettings settings;
+  std::filesystem::path cgroup_root;
+  std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
+  std::atomic<bool> ready{false};
+  std::unique_ptr<config::ManifestWatcher> watcher;
+  std::unique_ptr<identity::IdentityManager> identities;
+  std::unique_ptr<identity::DestinationTlsContexts> destination_tls;
+  std::optional<capture::Datapath> datapath;
+  std::unique_ptr<engine::Engine> engine;
+
+  // Written by the reconcile loop, read by admin handlers.
+  mutable std::mutex served_mutex;
+  std::map<config::PodUid, ServedPod> served;
+
+  mutable std::mutex policy_mutex;
+  PolicyRef policy;
+
+  admin::MetricsRegistry registry;
+  std::optional<admin::MeshlockMetrics> metrics;
+  std::unique_ptr<admin::HttpServer> admin_server;
+  std::unique_ptr<admin::HttpServer> metrics_server;
+
+  PolicyRef currentPolicy() const {
+    std::lock_guard lock(policy_mutex);
+    return policy;
+  }
+
+  Result<engine::OutboundPlan> planOutbound(const config::PodUid& source, const identity::SpiffeId& source_id,
+                                            const std::shared_ptr<UniqueFd>& netns,
+                                            const engine::AcceptedSocket& accepted);
+  Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
+                                          const std::shared_ptr<UniqueFd>& netns,
+                                          const engine::AcceptedSocket& accepted);
+  Status servePod(const PolicyRef& policy, const config::Pod& pod);
+  void withdrawPod(const config::PodUid& uid);
+  void reconcile(const PolicyRef& policy);
+  void applyUpdate(const config::ManifestUpdate& update);
+
+  // admin_endpoints.cpp: the admin API (Unix socket + 127.0.0.1) and metrics/readiness.
+  Status startAdmin();
+};
+
+}  // namespace meshlock::app
