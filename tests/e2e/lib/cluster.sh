@@ -33,7 +33,8 @@ cluster_cleanup() {
     kill -KILL "$pid" 2>/dev/null
   done
   for node in "${NODES[@]}"; do
-    "$AGENT" uninstall --pin-dir "$(pin_dir "$node")" >/dev/null 2>&1
+    "$AGENT" --uninstall --pin-dir "$(pin_dir "$node")" >/dev/null 2>&1
+    [ ! -e "$(pin_dir "$node")" ] || fail "--uninstall left $(pin_dir "$node") behind"
   done
   timeout 60 "$MESHSIM" down --name "$RUN" >/dev/null 2>&1
   if [ "$rc" != 0 ] || [ "$failures" != 0 ]; then
