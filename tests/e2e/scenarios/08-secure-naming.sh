@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Scenario 8 (secure naming): the client side refuses a server whose valid
+# mesh certificate names another service account than the destination's; the
+# server side refuses a client certificate from another CA.
+E2E_NAME=s08
+source "$(dirname "$0")/../lib/cluster.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+cluster_up "$HERE/cluster.yaml"
+serve shop/web 8080
+
+# leaf NAME SPIFFE_ID CA_DIR: a P-256 leaf for the identity, signed by CA_DIR's ca-cert.
+leaf() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
+    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
+  printf 'subjectAltName=critical,URI:%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' "$2" >"$WORK/$1.ext"
+  openssl x509 -req -in "$WORK/$1.csr" -CA "$3/ca-cert.pem" -CAkey "$3/ca-key.pem" -CAcreateserial \
+    -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
+}
+
+# The destination: db in legacy (no proxy), reached with ISTIO_MUTUAL by rule,
+# so meshlock's client insists on db's identity, legacy/sa/default.
+cat >"$WORK/dr.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db-mtls, namespace: shop}
+spec:
+  host: db.legacy.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+YAML
+apply "$WORK/dr.yaml"
+
+tls_server() {  # tls_server NAME: openssl s_server in legacy/db on 5432 with leaf NAME, client cert required
+  in_pod legacy/db timeout 20 openssl s_server -accept 5432 -naccept 1 -www -cert "$WORK/$1.pem" -cert_chain "$WORK/ca/ca-cert.pem" \
+    -key "$WORK/$1-key.pem" -CAfile "$WORK/ca/root-cert.pem" -Verify 2 >"$WORK/s_server-$1.log" 2>&1 &
+  SERVER_PID=$!
+  BG_PIDS+=($SERVER_PID)
+  sleep 1
+}
+fetch() { in_pod shop/client curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://db.legacy.svc.cluster.local:5432/; }
+
+log "server presents the expected identity: accepted"
+leaf db spiffe://cluster.local/ns/legacy/sa/default "$WORK/ca"
+tls_server db
+code=$(fetch) || true
+[ "$code" = 200 ] || fail "with the right identity the request failed (HTTP '$code'): $(tail -3 "$WORK/s_server-db.log")"
+wait "$SERVER_PID" 2>/dev/null || true  # -naccept 1: it exits after that connection
+
+log "server presents a valid mesh certificate for another service account: refused by the client side"
+leaf imposter spiffe://cluster.local/ns/shop/sa/imposter "$WORK/ca"
+tls_server imposter
+code=$(fetch) || true
+[ "$code" != 200 ] || fail "a server with another identity was accepted"
+grep -q "Accepted\|ACCEPT" "$WORK/s_server-imposter.log" || fail "the imposter server never ran: $(cat "$WORK/s_server-imposter.log")"
+kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+
+log "client certificate from another CA: refused by the server side"
+make_ca "$WORK/other-ca"
+leaf foreign spiffe://cluster.local/ns/legacy/sa/default "$WORK/other-ca"
+echo | in_pod legacy/client timeout 5 openssl s_client -connect 10.244.1.10:8080 -cert "$WORK/foreign.pem" \
+  -cert_chain "$WORK/other-ca/ca-cert.pem" -key "$WORK/foreign-key.pem" -CAfile "$WORK/ca/root-cert.pem" \
+  -alpn istio >"$WORK/foreign.log" 2>&1 || true
+grep -q "alert\|error" "$WORK/foreign.log" || fail "a client certificate from another CA was accepted: $(tail -5 "$WORK/foreign.log")"
+log "done"
