@@ -31,6 +31,12 @@
 namespace meshlock::app {
 namespace {
 
+// The identity part's reason for refusing a peer, for the engine's log line.
+std::string explainRefusal(const SSL* ssl) {
+  auto failure = identity::verifyFailure(ssl);
+  return failure ? failure->describe() : std::string();
+}
+
 namespace fs = std::filesystem;
 
 constexpr std::uint16_t kOutboundPort = 15001;
@@ -116,6 +122,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
         if (!peer) return fail(peer.error().describe());
         return peer->uri();
       };
+      tls.explain_failure = explainRefusal;
       plan.tls = std::move(tls);
       return plan;
     }
@@ -132,6 +139,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
         if (auto failure = identity::verifyFailure(ssl)) return fail(failure->describe());
         return std::string("server");
       };
+      tls.explain_failure = explainRefusal;
       plan.tls = std::move(tls);
       return plan;
     }
@@ -157,6 +165,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
       if (!peer) return fail(peer.error().describe());
       return peer->uri();
     };
+    plan.tls.explain_failure = explainRefusal;
   }
   return plan;
 }

@@ -155,7 +155,7 @@ void Connection::onConnected(int result) {
   sides_[kUp].connected = true;
   if (outbound_ && client_tls_) {
     auto session = TlsSession::create(TlsSession::Role::Client, client_tls_->context, client_tls_->server_name,
-                                      TlsHooks{client_tls_->prepare, client_tls_->verify_peer, client_tls_->release});
+                                      TlsHooks{client_tls_->prepare, client_tls_->verify_peer, client_tls_->release, client_tls_->explain_failure});
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);
@@ -224,7 +224,7 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
 void Connection::detect(std::span<const std::byte> first) {
   if (first[0] == kTlsHandshakeRecord) {
     auto session = TlsSession::create(TlsSession::Role::Server, server_tls_.context, {},
-                                      TlsHooks{server_tls_.prepare, server_tls_.verify_peer, server_tls_.release});
+                                      TlsHooks{server_tls_.prepare, server_tls_.verify_peer, server_tls_.release, server_tls_.explain_failure});
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);

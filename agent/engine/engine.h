@@ -53,6 +53,7 @@ struct TlsClientSetup {
   PeerVerifier verify_peer;   // after the handshake: the peer's identity or a refusal
   SslPreparer prepare;        // before it: e.g. identity::setExpectedPeers, SSL_set_session
   SslReleaser release;        // at the end: e.g. keep the session ticket for resumption
+  SslFailureExplainer explain_failure;  // a failed handshake: why the peer was refused
 };
 
 struct TlsServerSetup {
@@ -60,6 +61,7 @@ struct TlsServerSetup {
   PeerVerifier verify_peer;   // may be empty: the peer's SPIFFE URI SAN is recorded
   SslPreparer prepare;
   SslReleaser release;
+  SslFailureExplainer explain_failure;
 };
 
 // Outbound: plaintext from a local app, to `destination`, over TLS or plain.

@@ -126,6 +126,7 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslConte
   }
   session->verifier_ = std::move(hooks.verify_peer);
   session->releaser_ = std::move(hooks.release);
+  session->explainer_ = std::move(hooks.explain_failure);
   return session;
 }
 
@@ -141,6 +142,9 @@ TlsStatus TlsSession::failWith(const char* operation, int ret) {
     reason_ += "unexpected end of stream or internal error (SSL error " + std::to_string(code) + ")";
   } else {
     reason_ += errors.empty() ? "SSL error " + std::to_string(code) : errors;
+  }
+  if (explainer_) {
+    if (std::string why = explainer_(ssl_.get()); !why.empty()) reason_ += " (" + why + ")";
   }
   failed_ = true;
   return TlsStatus::Error;

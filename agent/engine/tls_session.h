@@ -25,12 +25,16 @@ using SslPreparer = std::function<Status(SSL* ssl)>;
 // Called with an SSL whose handshake completed, just before it is freed
 // (e.g. identity::takeResumableSession into a per-destination cache).
 using SslReleaser = std::function<void(SSL* ssl)>;
+// Called when a handshake fails: why, in the words of whoever verified the
+// peer (e.g. identity::verifyFailure: "san_mismatch: ..."); empty if unknown.
+using SslFailureExplainer = std::function<std::string(const SSL* ssl)>;
 
 // Per-connection hooks beside the SSL_CTX; all may be empty.
 struct TlsHooks {
   SslPreparer prepare;
   PeerVerifier verify_peer;
   SslReleaser release;
+  SslFailureExplainer explain_failure;
 };
 
 // A counted reference to an SSL_CTX: contexts are shared by every connection
@@ -119,6 +123,7 @@ class TlsSession {
   ByteQueue output_;
   PeerVerifier verifier_;
   SslReleaser releaser_;
+  SslFailureExplainer explainer_;
   TlsInfo info_;
   std::string reason_;
   bool handshake_done_ = false;

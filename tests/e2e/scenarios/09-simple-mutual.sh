@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Scenario 9 (seed 003, DestinationRule SIMPLE and MUTUAL): meshlock
+# originates TLS from a plaintext app to a TLS server outside the mesh
+# (openssl s_server with its own CA), checking the server's name and SANs,
+# and presenting the rule's client certificate for MUTUAL.
+E2E_NAME=s09
+source "$(dirname "$0")/../lib/cluster.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+cluster_up "$HERE/cluster.yaml"
+
+make_ca "$WORK/ext"
+cert() {  # cert NAME SAN: a leaf from the external CA
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$2" >"$WORK/$1.ext"
+  openssl x509 -req -in "$WORK/$1.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
+    -CAcreateserial -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
+  cat "$WORK/$1.pem" "$WORK/ext/ca-cert.pem" >"$WORK/$1-chain.pem"
+}
+cert server DNS:db.legacy.svc.cluster.local
+cert client DNS:client.shop
+cp "$WORK/ext/root-cert.pem" "$WORK/ext-root.pem"
+
+server() {  # server [EXTRA s_server FLAGS]: one connection, then it exits
+  in_pod legacy/db timeout 20 openssl s_server -accept 5432 -naccept 1 -www -cert "$WORK/server.pem" -cert_chain "$WORK/ext/ca-cert.pem" \
+    -key "$WORK/server-key.pem" "$@" >"$WORK/s_server.log" 2>&1 &
+  SERVER_PID=$!
+  sleep 0.8
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+fetch() { in_pod shop/client curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://db.legacy.svc.cluster.local:5432/ || true; }
+rule() {  # rule MODE [extra tls yaml lines]
+  local mode=$1; shift
+  {
+    printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\n'
+    printf 'spec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls:\n      mode: %s\n' "$mode"
+    printf '      caCertificates: %s\n' "$WORK/ext-root.pem"
+    for line in "$@"; do printf '      %s\n' "$line"; done
+  } >"$WORK/dr.yaml"
+  apply "$WORK/dr.yaml"
+}
+
+log "SIMPLE with the right SAN and SNI"
+rule SIMPLE "sni: db.legacy.svc.cluster.local" "subjectAltNames: [db.legacy.svc.cluster.local]"
+server
+[ "$(fetch)" = 200 ] || fail "SIMPLE origination failed: $(tail -3 "$WORK/s_server.log")"
+stop_server
+
+log "SIMPLE with a SAN the server does not have: refused"
+rule SIMPLE "sni: db.legacy.svc.cluster.local" "subjectAltNames: [other.example.com]"
+server
+[ "$(fetch)" != 200 ] || fail "a server without the rule's SAN was accepted"
+stop_server
+
+log "SIMPLE towards a server that requires a client certificate: refused"
+rule SIMPLE "sni: db.legacy.svc.cluster.local"
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+[ "$(fetch)" != 200 ] || fail "SIMPLE passed a server that requires client certificates"
+stop_server
+
+log "MUTUAL with the rule's client certificate"
+rule MUTUAL "sni: db.legacy.svc.cluster.local" "clientCertificate: $WORK/client-chain.pem" "privateKey: $WORK/client-key.pem"
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+[ "$(fetch)" = 200 ] || fail "MUTUAL origination failed: $(tail -3 "$WORK/s_server.log")"
+stop_server
+log "done"
