@@ -12,17 +12,7 @@ log "before STRICT: both clients get through"
 expect_ok shop/client web.shop.svc.cluster.local:80
 expect_ok legacy/client web.shop.svc.cluster.local:80
 
-cat >"$WORK/strict.yaml" <<'YAML'
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: shop
-spec:
-  mtls:
-    mode: STRICT
-YAML
-apply "$WORK/strict.yaml"
+apply "$HERE/manifests/shop-strict.yaml"
 
 log "STRICT: legacy (plaintext) refused, by ClusterIP and by pod IP"
 expect_refused legacy/client web.shop.svc.cluster.local:80

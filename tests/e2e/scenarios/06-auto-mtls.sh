@@ -10,13 +10,7 @@ cluster_up "$HERE/cluster.yaml"
 serve shop/web 8080
 serve legacy/db 5432
 
-cat >"$WORK/strict.yaml" <<'YAML'
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: shop}
-spec: {mtls: {mode: STRICT}}
-YAML
-apply "$WORK/strict.yaml"
+apply "$HERE/manifests/shop-strict.yaml"
 
 log "auto mTLS on: to a non-enrolled server plaintext, to an enrolled STRICT server mTLS"
 expect_ok shop/client db.legacy.svc.cluster.local:5432
