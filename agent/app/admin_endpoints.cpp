@@ -12,6 +12,7 @@
 #include "admin/standard_handlers.h"
 #include "app/agent_parts.h"
 #include "capture/bpf_abi.h"
+#include "identity/trust_bundle.h"
 #include "identity/x509_util.h"
 #include "kmod-free/probe.h"
 
@@ -39,6 +40,21 @@ Result<admin::Endpoint> tcpEndpoint(const std::string& address) {
   if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
     return fail("address \"" + address + "\": bad port");
   return admin::Endpoint::tcp(address.substr(0, colon), static_cast<std::uint16_t>(port));
+}
+
+std::string lowerHex(std::string hex) {
+  for (char& ch : hex) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return hex;
+}
+
+// One certificate as /certs lists chain entries and roots.
+json certificateJson(X509* cert, std::chrono::system_clock::time_point now) {
+  char issuer[512] = "";
+  X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof issuer);
+  const auto not_after = identity::notAfter(cert);
+  return {{"subject", identity::subjectText(cert)}, {"issuer", issuer},
+          {"serial", lowerHex(identity::serialHex(cert))}, {"not_after", rfc3339(not_after)},
+          {"expires_in_seconds", std::chrono::duration<double>(not_after - now).count()}};
 }
 
 std::string modeName(policy::ServerMode mode) { return std::string(policy::toString(mode)); }
@@ -193,18 +209,23 @@ Status Agent::Parts::startAdmin() {
       for (const auto& [uid, pod] : served) pods_by_identity[pod.id.uri()].push_back(pod.name);
     }
     for (const identity::CertificateStatus& cert : identities->certificates()) {
-      std::string serial = cert.serial;
-      for (char& ch : serial) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::string serial = lowerHex(cert.serial);
+      json chain = json::array();
+      if (auto certs = identity::parseCertificatesPem(cert.chainPem, cert.id.uri())) {
+        for (std::size_t i = 1; i < certs->size(); ++i) chain.push_back(certificateJson((*certs)[i].get(), now));
+      }
       list.push_back({
           {"identity", cert.id.uri()}, {"serial", serial},
           {"not_before", rfc3339(cert.notBefore)}, {"not_after", rfc3339(cert.notAfter)},
           {"expires_in_seconds", std::chrono::duration<double>(cert.notAfter - now).count()},
           {"lifetime_seconds", std::chrono::duration<double>(cert.notAfter - cert.notBefore).count()},
           {"pods", pods_by_identity[cert.id.uri()]},
-          {"chain", json::array()},
+          {"chain", chain},
       });
     }
-    json body = {{"trust_domain", identities->trustDomain().name()}, {"certificates", list}, {"roots", json::array()}};
+    json roots = json::array();
+    for (const auto& root : identities->trustBundle()->roots()) roots.push_back(certificateJson(root.get(), now));
+    json body = {{"trust_domain", identities->trustDomain().name()}, {"certificates", list}, {"roots", roots}};
     return admin::Response::json(200, body.dump());
   });
 

@@ -35,7 +35,16 @@ PY
 
 log "certs"
 "$CTL" certs --admin "$B" -o json >"$WORK/certs.json" || fail "certs failed"
-grep -q 'spiffe://cluster.local/ns/shop/sa/client' "$WORK/certs.json" || fail "certs: $(cat "$WORK/certs.json")"
+python3 - "$WORK/certs.json" <<'PY' || fail "certs JSON: $(cat "$WORK/certs.json")"
+import json, sys
+c = json.load(open(sys.argv[1]))
+[cert] = c["certificates"]
+assert cert["identity"] == "spiffe://cluster.local/ns/shop/sa/client", cert
+assert cert["pods"] == ["shop/client"], cert
+assert [x["subject"] for x in cert["chain"]] == ["CN=intermediate,O=meshlock-e2e"], cert["chain"]
+assert [r["subject"] for r in c["roots"]] == ["CN=root,O=meshlock-e2e"], c["roots"]
+assert 0 < cert["expires_in_seconds"] <= 86400
+PY
 
 log "connections: a held connection through the mesh"
 in_pod shop/client bash -c 'exec 3<>/dev/tcp/10.244.1.10/8080; echo hi >&3; sleep 4' &
