@@ -79,6 +79,24 @@ identity::DestinationTlsConfig destinationTlsConfig(const config::ClientTlsSetti
   return out;
 }
 
+// What capture needs for a pod: its cgroup, addresses, and whether inbound
+// fails closed while the agent is away (any STRICT port), from the policy.
+Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::Pod& pod,
+                                        const fs::path& cgroup_root) {
+  const std::string name = pod.ns() + "/" + pod.name();
+  auto cgroup = capture::findPodCgroup(cgroup_root, capture::PodUid{pod.uid.str()});
+  if (!cgroup) return std::unexpected(cgroup.error().context("pod " + name));
+  capture::PodSpec spec;
+  spec.uid = capture::PodUid{pod.uid.str()};
+  spec.name = name;
+  spec.cgroup_dir = *cgroup;
+  for (const config::ContainerPort& port : pod.ports)
+    spec.inbound_fail_closed |= policy->inbound(pod, port.port).mode == policy::ServerMode::kStrict;
+  for (const config::IpAddress& ip : pod.ips)
+    if (auto address = capture::IpAddress::parse(ip.toString())) spec.addresses.push_back(*address);
+  return spec;
+}
+
 }  // namespace
 
 Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& source,
@@ -172,28 +190,15 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
 
 Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
   const std::string name = pod.ns() + "/" + pod.name();
-  auto cgroup = capture::findPodCgroup(cgroup_root, capture::PodUid{pod.uid.str()});
-  if (!cgroup) return std::unexpected(cgroup.error().context("pod " + name));
+  auto spec = capturePodSpec(policy, pod, cgroup_root);
+  if (!spec) return std::unexpected(spec.error());
+  const bool fail_closed = spec->inbound_fail_closed;
   auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod.ns(), pod.service_account);
   if (!id) return std::unexpected(id.error().context("pod " + name));
 
-  bool fail_closed = false;
-  for (const config::ContainerPort& port : pod.ports)
-    fail_closed |= policy->inbound(pod, port.port).mode == policy::ServerMode::kStrict;
-
-  capture::PodSpec spec;
-  spec.uid = capture::PodUid{pod.uid.str()};
-  spec.name = name;
-  spec.cgroup_dir = *cgroup;
-  spec.inbound_fail_closed = fail_closed;
-  for (const config::IpAddress& ip : pod.ips) {
-    auto address = capture::IpAddress::parse(ip.toString());
-    if (address) spec.addresses.push_back(*address);
-  }
-
   if (auto acquired = identities->acquire(*id); !acquired)
     return std::unexpected(acquired.error().context("pod " + name));
-  auto listeners = datapath->enrollPod(spec);
+  auto listeners = datapath->enrollPod(*spec);
   if (!listeners) {
     identities->release(*id);
     return std::unexpected(listeners.error().context("pod " + name));
@@ -275,21 +280,15 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
     MESHLOCK_CHECK(pod != nullptr);
     if (served.contains(uid)) {
       // Fail-closed follows STRICT: keep capture's flags in step with policy.
-      bool fail_closed = false;
-      for (const config::ContainerPort& port : pod->ports)
-        fail_closed |= policy->inbound(*pod, port.port).mode == policy::ServerMode::kStrict;
       ServedPod& served_pod = served.at(uid);
-      if (fail_closed != served_pod.fail_closed) {
-        auto cgroup = capture::findPodCgroup(cgroup_root, capture::PodUid{uid.str()});
-        capture::PodSpec spec;
-        spec.uid = capture::PodUid{uid.str()};
-        spec.name = served_pod.name;
-        if (cgroup) spec.cgroup_dir = *cgroup;
-        spec.inbound_fail_closed = fail_closed;
-        for (const config::IpAddress& ip : pod->ips)
-          if (auto address = capture::IpAddress::parse(ip.toString())) spec.addresses.push_back(*address);
-        if (auto updated = datapath->updatePodRules(spec); updated) served_pod.fail_closed = fail_closed;
-        else spdlog::warn("pod {}: updating capture rules: {}", served_pod.name, updated.error().describe());
+      auto spec = capturePodSpec(policy, *pod, cgroup_root);
+      if (!spec) {
+        spdlog::warn("{}", spec.error().describe());
+      } else if (spec->inbound_fail_closed != served_pod.fail_closed) {
+        if (auto updated = datapath->updatePodRules(*spec); updated)
+          served_pod.fail_closed = spec->inbound_fail_closed;
+        else
+          spdlog::warn("pod {}: updating capture rules: {}", served_pod.name, updated.error().describe());
       }
       continue;
     }
