@@ -23,14 +23,6 @@ void setResetOnClose(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-// At most one line a second per worker and kind: a misbehaving client that
-// retries must not flood the log (the counters still count every event).
-bool logAllowed(std::chrono::steady_clock::time_point& last, std::chrono::steady_clock::time_point now) {
-  if (now - last < std::chrono::seconds(1)) return false;
-  last = now;
-  return true;
-}
-
 Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
   UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return failErrno("socket");
@@ -39,8 +31,9 @@ Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
 
 }  // namespace
 
-Connection::Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<const ListenerLabels> labels)
-    : worker_(worker), labels_(std::move(labels)), accepted_at_(worker.now()) {
+Connection::Connection(Worker& worker, UniqueFd accepted, const SocketAddress& peer,
+                       std::shared_ptr<const ListenerLabels> labels)
+    : worker_(worker), labels_(std::move(labels)), peer_(peer), accepted_at_(worker.now()) {
   for (int i = 0; i < 2; ++i) {
     Side& s = sides_[i];
     s.recv_request = IoRequest{this, IoOp::Recv, static_cast<uint8_t>(i), -1};
@@ -62,6 +55,7 @@ void Connection::startOutbound(OutboundPlan plan) {
   destination_ = plan.destination;
   make_socket_ = std::move(plan.make_socket);
   client_tls_ = std::move(plan.tls);
+  observer_ = std::move(plan.observer);
   if (!client_tls_) bump(worker_.counters.plaintext_relayed);
   connectUpstream();
 }
@@ -72,6 +66,7 @@ void Connection::startInbound(InboundPlan plan) {
   make_socket_ = std::move(plan.make_socket);
   server_tls_ = std::move(plan.tls);
   mode_ = plan.mode;
+  observer_ = std::move(plan.observer);
   if (mode_ == InboundMode::Disable) {
     bump(worker_.counters.plaintext_relayed);
     connectUpstream();
@@ -83,9 +78,9 @@ void Connection::startInbound(InboundPlan plan) {
   submitRecv(kDown);
 }
 
-void Connection::refuse() { close(CloseHow::Graceful); }
+void Connection::refuse() { close(CloseHow::Graceful, ConnectionEnd::Completed); }
 
-void Connection::terminate() { close(CloseHow::Graceful); }
+void Connection::terminate() { close(CloseHow::Graceful, ConnectionEnd::Shutdown); }
 
 void Connection::submitRecv(int side) {
   Side& s = sides_[side];
@@ -111,7 +106,7 @@ void Connection::connectUpstream() {
   if (!fd) {
     spdlog::warn("engine: upstream socket for {}: {}", destination_.toString(), fd.error().describe());
     bump(worker_.counters.connect_failures);
-    close(CloseHow::Reset);
+    close(CloseHow::Reset, ConnectionEnd::ConnectFailed, fd.error().describe());
     return;
   }
   sides_[kUp].fd = std::move(*fd);
@@ -149,7 +144,7 @@ void Connection::onConnected(int result) {
   if (result < 0) {
     bump(worker_.counters.connect_failures);
     spdlog::debug("engine: connect {}: {}", destination_.toString(), std::strerror(-result));
-    close(CloseHow::Reset);
+    close(CloseHow::Reset, ConnectionEnd::ConnectFailed, std::strerror(-result));
     return;
   }
   sides_[kUp].connected = true;
@@ -159,7 +154,7 @@ void Connection::onConnected(int result) {
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);
-      close(CloseHow::Reset);
+      close(CloseHow::Reset, ConnectionEnd::HandshakeFailed, session.error().describe());
       return;
     }
     sides_[kUp].tls = std::move(*session);
@@ -178,13 +173,13 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
     if (result == -ECANCELED) return;
     spdlog::debug("engine: recv on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
     bump(worker_.counters.resets);
-    close(CloseHow::Reset);
+    close(CloseHow::Reset, ConnectionEnd::Reset, std::strerror(-result));
     return;
   }
   switch (phase_) {
     case Phase::Detecting:
       if (result == 0) {
-        close(CloseHow::Graceful);
+        close(CloseHow::Graceful, ConnectionEnd::Completed);
         return;
       }
       detect(completion.data);
@@ -193,7 +188,7 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
       if (result == 0) {
         bump(worker_.counters.handshake_failures);
         spdlog::debug("engine: peer closed during the TLS handshake");
-        close(CloseHow::Reset);
+        close(CloseHow::Reset, ConnectionEnd::HandshakeFailed, "peer closed during the handshake");
         return;
       }
       s.tls->feed(completion.data);
@@ -228,7 +223,7 @@ void Connection::detect(std::span<const std::byte> first) {
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);
-      close(CloseHow::Reset);
+      close(CloseHow::Reset, ConnectionEnd::HandshakeFailed, session.error().describe());
       return;
     }
     sides_[kDown].tls = std::move(*session);
@@ -239,13 +234,11 @@ void Connection::detect(std::span<const std::byte> first) {
   }
   if (mode_ == InboundMode::Strict) {
     bump(worker_.counters.refused_plaintext);
-    static thread_local std::chrono::steady_clock::time_point last_log;
-    if (logAllowed(last_log, worker_.now())) {
-      auto peer = SocketAddress::peerOf(sides_[kDown].fd.get());
-      spdlog::warn("engine: STRICT mTLS: refused a plaintext connection from {}",
-                   peer ? peer->toString() : std::string("?"));
+    if (worker_.logAllowedFor(peer_)) {
+      spdlog::warn("engine: {}: STRICT mTLS: refused a plaintext connection from {}", labels_->name,
+                   peer_.toString());
     }
-    close(CloseHow::Reset);
+    close(CloseHow::Reset, ConnectionEnd::RefusedPlaintext, "plaintext under STRICT mTLS");
     return;
   }
   bump(worker_.counters.plaintext_relayed);
@@ -259,12 +252,11 @@ void Connection::handshakeStep(int side) {
   TlsStatus status = s.tls->handshake();
   if (status == TlsStatus::Error) {
     bump(worker_.counters.handshake_failures);
-    static thread_local std::chrono::steady_clock::time_point last_log;
-    if (logAllowed(last_log, worker_.now())) {
-      spdlog::info("engine: TLS handshake with {} failed: {}", outbound_ ? destination_.toString() : "downstream peer",
-                   s.tls->reason());
+    const SocketAddress& peer = outbound_ ? destination_ : peer_;
+    if (worker_.logAllowedFor(peer)) {
+      spdlog::info("engine: {}: TLS handshake with {} failed: {}", labels_->name, peer.toString(), s.tls->reason());
     }
-    close(CloseHow::TlsFailure);
+    close(CloseHow::TlsFailure, ConnectionEnd::HandshakeFailed, s.tls->reason());
     return;
   }
   flush(side);
@@ -283,6 +275,7 @@ void Connection::handshakeStep(int side) {
 
 void Connection::startRelay() {
   phase_ = Phase::Relaying;
+  if (observer_) observer_->established(snapshot(worker_.now()));
   for (int side : {kDown, kUp}) {
     if (sides_[side].tls) pumpTls(side);  // records that came with the last handshake flight
     if (closing_) return;
@@ -315,7 +308,7 @@ void Connection::deliver(int to, std::span<const std::byte> plaintext) {
   if (s.tls->write(plaintext) == TlsStatus::Error) {
     bump(worker_.counters.tls_errors);
     spdlog::info("engine: TLS write: {}", s.tls->reason());
-    close(CloseHow::TlsFailure);
+    close(CloseHow::TlsFailure, ConnectionEnd::TlsError, s.tls->reason());
   }
 }
 
@@ -331,8 +324,13 @@ void Connection::pumpTls(int side) {
     propagateEof(other);
   } else if (status == TlsStatus::Error) {
     bump(worker_.counters.tls_errors);
-    spdlog::info("engine: TLS read: {}", s.tls->reason());
-    close(CloseHow::TlsFailure);
+    spdlog::info("engine: {}: TLS read: {}", labels_->name, s.tls->reason());
+    // In TLS 1.3 a client's handshake ends before the server has checked the
+    // client certificate; a refusal arrives as the first record after it.
+    bool refused_by_server = outbound_ && bytes_to_downstream_ == 0 &&
+                             s.tls->reason().find("ALERT") != std::string::npos;
+    close(CloseHow::TlsFailure, refused_by_server ? ConnectionEnd::HandshakeFailed : ConnectionEnd::TlsError,
+          s.tls->reason());
   }
 }
 
@@ -357,7 +355,7 @@ void Connection::maybeShutdownWrite(int side) {
 
 void Connection::maybeFinish() {
   if (sides_[kDown].read_eof && sides_[kUp].read_eof && sides_[kDown].write_shut && sides_[kUp].write_shut) {
-    close(CloseHow::Graceful);
+    close(CloseHow::Graceful, ConnectionEnd::Completed);
   }
 }
 
@@ -366,7 +364,7 @@ void Connection::onSent(int side, int result) {
   if (result < 0) {
     spdlog::debug("engine: send on the {} side: {}", side == kDown ? "accepted" : "upstream", std::strerror(-result));
     bump(worker_.counters.resets);
-    close(CloseHow::Reset);
+    close(CloseHow::Reset, ConnectionEnd::Reset, std::strerror(-result));
     return;
   }
   s.wire().consume(static_cast<size_t>(result));
@@ -382,20 +380,21 @@ void Connection::onTick(std::chrono::steady_clock::time_point now) {
     case Phase::Handshaking:
       if (now >= deadline_) {
         bump(worker_.counters.handshake_timeouts);
-        close(CloseHow::Reset);
+        close(CloseHow::Reset, ConnectionEnd::HandshakeTimeout,
+              phase_ == Phase::Detecting ? "no bytes from the peer" : "handshake not finished");
       }
       return;
     case Phase::Connecting:
       if (now >= deadline_) {
         bump(worker_.counters.connect_timeouts);
-        close(CloseHow::Reset);
+        close(CloseHow::Reset, ConnectionEnd::ConnectTimeout);
       }
       return;
     case Phase::Relaying: {
       auto idle = worker_.config().idle_timeout;
       if (idle.count() > 0 && now - last_activity_ >= idle) {
         bump(worker_.counters.idle_timeouts);
-        close(CloseHow::Graceful);
+        close(CloseHow::Graceful, ConnectionEnd::IdleTimeout);
       }
       return;
     }
@@ -404,8 +403,10 @@ void Connection::onTick(std::chrono::steady_clock::time_point now) {
   }
 }
 
-void Connection::close(CloseHow how) {
+void Connection::close(CloseHow how, ConnectionEnd end, std::string reason) {
   if (closing_) return;
+  end_ = end;
+  end_reason_ = std::move(reason);
   closing_ = true;
   phase_ = Phase::Closing;
   for (int side : {kDown, kUp}) {
@@ -428,6 +429,8 @@ void Connection::close(CloseHow how) {
 }
 
 void Connection::finalize() {
+  // Before the sessions go: the observer reads the TLS details.
+  if (observer_) observer_->closed(snapshot(worker_.now()), end_, end_reason_);
   for (Side& s : sides_) {
     if (!s.fd) continue;
     worker_.io().forget(s.fd.get());
@@ -446,9 +449,11 @@ void Connection::countBytes(int to, size_t n) {
   if (to == kUp) {
     bump(worker_.counters.bytes_to_upstream, n);
     bytes_to_upstream_ += n;
+    if (observer_) observer_->transferred(n, 0);
   } else {
     bump(worker_.counters.bytes_to_downstream, n);
     bytes_to_downstream_ += n;
+    if (observer_) observer_->transferred(0, n);
   }
 }
 
@@ -464,9 +469,7 @@ ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point no
     case Phase::Relaying: out.state = "relaying"; break;
     case Phase::Closing: out.state = "closing"; break;
   }
-  if (sides_[kDown].fd) {
-    if (auto peer = SocketAddress::peerOf(sides_[kDown].fd.get())) out.peer = *peer;
-  }
+  out.peer = peer_;
   out.upstream = destination_;
   for (const Side& s : sides_) {
     if (s.tls && s.tls->handshakeDone()) out.tls = s.tls->info();

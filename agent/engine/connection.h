@@ -18,7 +18,8 @@ namespace meshlock::engine {
 
 class Connection final : public IoHandler {
  public:
-  Connection(Worker& worker, UniqueFd accepted, std::shared_ptr<const ListenerLabels> labels);
+  Connection(Worker& worker, UniqueFd accepted, const SocketAddress& peer,
+             std::shared_ptr<const ListenerLabels> labels);
   ~Connection();
 
   void startOutbound(OutboundPlan plan);
@@ -81,7 +82,8 @@ class Connection final : public IoHandler {
   void propagateEof(int to);
   void maybeShutdownWrite(int side);
   void maybeFinish();
-  void close(CloseHow how);
+  // The first call decides how the connection ends and what observers hear.
+  void close(CloseHow how, ConnectionEnd end, std::string reason = {});
   void finalize();
   void updateBuffered();
   void countBytes(int to, size_t n);
@@ -90,6 +92,10 @@ class Connection final : public IoHandler {
   Worker& worker_;
   Side sides_[2];
   std::shared_ptr<const ListenerLabels> labels_;
+  std::unique_ptr<ConnectionObserver> observer_;
+  SocketAddress peer_;  // of the accepted socket
+  ConnectionEnd end_ = ConnectionEnd::Completed;
+  std::string end_reason_;
   std::chrono::steady_clock::time_point accepted_at_;
   uint64_t bytes_to_upstream_ = 0;
   uint64_t bytes_to_downstream_ = 0;

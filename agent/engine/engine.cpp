@@ -23,6 +23,22 @@ const char* toString(InboundMode mode) {
   return "?";
 }
 
+const char* toString(ConnectionEnd end) {
+  switch (end) {
+    case ConnectionEnd::Completed: return "completed";
+    case ConnectionEnd::Reset: return "reset";
+    case ConnectionEnd::RefusedPlaintext: return "plaintext_refused";
+    case ConnectionEnd::HandshakeFailed: return "handshake_failed";
+    case ConnectionEnd::HandshakeTimeout: return "handshake_timeout";
+    case ConnectionEnd::ConnectFailed: return "connect_failed";
+    case ConnectionEnd::ConnectTimeout: return "connect_timeout";
+    case ConnectionEnd::IdleTimeout: return "idle_timeout";
+    case ConnectionEnd::TlsError: return "tls_error";
+    case ConnectionEnd::Shutdown: return "shutdown";
+  }
+  return "?";
+}
+
 Result<std::unique_ptr<Engine>> Engine::start(EngineConfig config) {
   if (config.threads == 0) config.threads = std::max(1u, std::thread::hardware_concurrency());
   if (config.io == IoBackendKind::Auto) {

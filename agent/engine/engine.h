@@ -64,11 +64,43 @@ struct TlsServerSetup {
   SslFailureExplainer explain_failure;
 };
 
+// Why a connection ended, for access logs and metrics.
+enum class ConnectionEnd {
+  Completed,         // both sides finished (FIN or close_notify)
+  Reset,             // a reset or an I/O error on either side
+  RefusedPlaintext,  // STRICT inbound that was not TLS
+  HandshakeFailed,   // the TLS handshake or the peer's verification failed
+  HandshakeTimeout,  // including waiting for the first bytes
+  ConnectFailed,     // the upstream could not be reached
+  ConnectTimeout,
+  IdleTimeout,
+  TlsError,          // a record-layer error after the handshake
+  Shutdown,          // the engine stopped with the connection open
+};
+const char* toString(ConnectionEnd end);
+
+struct ConnectionSnapshot;
+
+// Told about one connection's life, on the worker thread that owns it: keep
+// it quick and thread-safe. The agent hangs metrics and the access log on it.
+class ConnectionObserver {
+ public:
+  virtual ~ConnectionObserver() = default;
+  // Relaying begins: the peer verified (snapshot.tls set) or plaintext allowed.
+  virtual void established(const ConnectionSnapshot&) {}
+  // Plaintext bytes moved, as they move.
+  virtual void transferred(uint64_t to_upstream, uint64_t to_downstream) = 0;
+  // The end, whether or not it was ever established; `reason` says why when
+  // it failed (the verifier's reason, the socket error), else empty.
+  virtual void closed(const ConnectionSnapshot&, ConnectionEnd end, std::string_view reason) = 0;
+};
+
 // Outbound: plaintext from a local app, to `destination`, over TLS or plain.
 struct OutboundPlan {
   SocketAddress destination;
   SocketFactory make_socket;
   std::optional<TlsClientSetup> tls;  // nullopt: plain relay (DISABLE)
+  std::unique_ptr<ConnectionObserver> observer;  // may be empty
 };
 
 enum class InboundMode { Strict, Permissive, Disable };
@@ -80,6 +112,7 @@ struct InboundPlan {
   SocketAddress app;
   SocketFactory make_socket;
   TlsServerSetup tls;
+  std::unique_ptr<ConnectionObserver> observer;  // may be empty
 };
 
 // Called on the worker thread that accepted the socket; must be thread-safe

@@ -76,16 +76,21 @@ uint16_t SocketAddress::port() const {
   return 0;
 }
 
-std::string SocketAddress::toString() const {
+std::string SocketAddress::hostString() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family() == AF_INET) {
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
-    return std::string(buf) + ":" + std::to_string(port());
-  }
-  if (family() == AF_INET6) {
+  } else if (family() == AF_INET6) {
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(port());
+  } else {
+    return "(unset)";
   }
+  return buf;
+}
+
+std::string SocketAddress::toString() const {
+  if (family() == AF_INET) return hostString() + ":" + std::to_string(port());
+  if (family() == AF_INET6) return "[" + hostString() + "]:" + std::to_string(port());
   return "(unset)";
 }
 

@@ -25,7 +25,8 @@ class SocketAddress {
   [[nodiscard]] int family() const { return storage_.ss_family; }
   [[nodiscard]] bool empty() const { return length_ == 0; }
   [[nodiscard]] uint16_t port() const;
-  [[nodiscard]] std::string toString() const;
+  [[nodiscard]] std::string toString() const;  // "10.0.0.1:80", "[::1]:80"
+  [[nodiscard]] std::string hostString() const;  // the address alone: "10.0.0.1", "::1"
 
  private:
   sockaddr_storage storage_{};

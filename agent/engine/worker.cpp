@@ -189,7 +189,7 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   if (auto local = SocketAddress::localOf(fd.get())) accepted.local = *local;
   accepted.pod_key = &listener->spec.pod_key;
 
-  auto* connection = new Connection(*this, std::move(fd), listener->labels);
+  auto* connection = new Connection(*this, std::move(fd), accepted.peer, listener->labels);
   connection->worker_slot = connections_.size();
   connections_.push_back(connection);
 
@@ -224,6 +224,24 @@ void Worker::release(Connection* connection) {
   drop(counters.active);
   shared_->active.fetch_sub(1, std::memory_order_relaxed);
   // The budget is released by the connection's destructor (it holds a reference).
+}
+
+bool Worker::logAllowedFor(const SocketAddress& peer) {
+  constexpr auto kInterval = std::chrono::seconds(10);
+  constexpr size_t kMaxPeers = 4096;  // bounds memory under a scan from many addresses
+  std::string key = peer.hostString();
+  auto it = peer_logged_at_.find(key);
+  if (it != peer_logged_at_.end()) {
+    if (now_ - it->second < kInterval) return false;
+    it->second = now_;
+    return true;
+  }
+  if (peer_logged_at_.size() >= kMaxPeers) {
+    std::erase_if(peer_logged_at_, [&](const auto& entry) { return now_ - entry.second >= kInterval; });
+    if (peer_logged_at_.size() >= kMaxPeers) return false;  // a flood: the counters speak for it
+  }
+  peer_logged_at_.emplace(std::move(key), now_);
+  return true;
 }
 
 void Worker::snapshot(std::vector<ConnectionSnapshot>& out) const {

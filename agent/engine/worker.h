@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/engine.h"
@@ -84,6 +85,10 @@ class Worker {
 
   // A connection is done: unlink it now, free it after this loop iteration.
   void release(Connection* connection);
+  // Whether a refusal of `peer` may be logged now: once per peer address per
+  // interval, so a client that retries cannot flood the log (counters still
+  // count every refusal).
+  bool logAllowedFor(const SocketAddress& peer);
 
  private:
   struct ListenerEntry final : IoHandler {
@@ -116,7 +121,7 @@ class Worker {
   std::chrono::steady_clock::time_point now_;
   std::chrono::milliseconds tick_interval_{100};
   std::chrono::steady_clock::time_point next_tick_;
-  std::chrono::steady_clock::time_point last_refusal_log_;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> peer_logged_at_;
 };
 
 }  // namespace meshlock::engine

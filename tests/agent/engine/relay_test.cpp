@@ -82,6 +82,52 @@ SslContextRef context(bool server, const std::string& leaf, const std::string& c
   return *ctx;
 }
 
+// What the engine's observers reported, per listener ("in"/"out").
+struct ObservedEvents {
+  struct Closed {
+    std::string listener;
+    ConnectionEnd end;
+    std::string reason;
+    ConnectionSnapshot snapshot;
+  };
+  std::mutex mutex;
+  std::vector<ConnectionSnapshot> established;
+  std::vector<Closed> closed;
+  std::atomic<uint64_t> to_upstream{0};
+  std::atomic<uint64_t> to_downstream{0};
+
+  std::vector<Closed> closedOn(const std::string& listener) {
+    std::lock_guard lock(mutex);
+    std::vector<Closed> out;
+    for (const Closed& c : closed) {
+      if (c.listener == listener) out.push_back(c);
+    }
+    return out;
+  }
+};
+
+class RecordingObserver final : public ConnectionObserver {
+ public:
+  RecordingObserver(std::shared_ptr<ObservedEvents> events, std::string listener)
+      : events_(std::move(events)), listener_(std::move(listener)) {}
+  void established(const ConnectionSnapshot& snapshot) override {
+    std::lock_guard lock(events_->mutex);
+    events_->established.push_back(snapshot);
+  }
+  void transferred(uint64_t to_upstream, uint64_t to_downstream) override {
+    events_->to_upstream += to_upstream;
+    events_->to_downstream += to_downstream;
+  }
+  void closed(const ConnectionSnapshot& snapshot, ConnectionEnd end, std::string_view reason) override {
+    std::lock_guard lock(events_->mutex);
+    events_->closed.push_back({listener_, end, std::string(reason), snapshot});
+  }
+
+ private:
+  std::shared_ptr<ObservedEvents> events_;
+  std::string listener_;
+};
+
 class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
  protected:
   void SetUp() override {
@@ -108,6 +154,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
   // The terminating side in front of an app on app_port.
   uint16_t addInbound(uint16_t app_port, InboundMode mode = InboundMode::Strict) {
     SslContextRef server_ctx = context(true, "server");
+    auto events = events_;
     ListenerSpec spec;
     spec.name = "test inbound";
     spec.pod_key = "shop/server";
@@ -117,6 +164,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
       plan.app = *SocketAddress::parse("127.0.0.1:" + std::to_string(app_port));
       plan.tls.context = server_ctx;
       plan.tls.verify_peer = expectSpiffeIds({testing::kClientId});
+      plan.observer = std::make_unique<RecordingObserver>(events, "in");
       return plan;
     });
     return listen(std::move(spec));
@@ -126,6 +174,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
   uint16_t addOutbound(uint16_t inbound_port, const std::string& client_leaf = "client",
                        std::string expected_peer = testing::kServerId) {
     SslContextRef client_ctx = context(false, client_leaf);
+    auto events = events_;
     ListenerSpec spec;
     spec.name = "test outbound";
     spec.pod_key = "shop/client";
@@ -133,6 +182,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
       OutboundPlan plan;
       plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound_port));
       plan.tls = TlsClientSetup{client_ctx, "server.shop", expectSpiffeIds({expected_peer}), {}, {}};
+      plan.observer = std::make_unique<RecordingObserver>(events, "out");
       return plan;
     });
     return listen(std::move(spec));
@@ -151,6 +201,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
   }
 
   std::unique_ptr<Engine> engine_;
+  std::shared_ptr<ObservedEvents> events_ = std::make_shared<ObservedEvents>();
 };
 
 // Sends `total` pattern bytes and checks the echo byte for byte.
@@ -378,6 +429,65 @@ TEST_P(RelayTest, StrictRefusesPlaintextAndCountsIt) {
   EXPECT_EQ(data, "");
   EXPECT_EQ(engine_->counters().refused_plaintext, 1u);
   EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(RelayTest, ObserversHearEstablishedBytesAndAnEndPerHop) {
+  TestServer app(echo);
+  std::atomic<bool> ok{true};
+  checkedEcho(addPair(app.port()), 7, 300000, ok);
+  ASSERT_TRUE(ok.load());
+  ASSERT_TRUE(waitIdle());
+  std::lock_guard lock(events_->mutex);
+  ASSERT_EQ(events_->established.size(), 2u);
+  for (const ConnectionSnapshot& hop : events_->established) {
+    ASSERT_TRUE(hop.tls.has_value());
+    EXPECT_EQ(hop.tls->version, "TLSv1.3");
+    EXPECT_EQ(hop.tls->peer_identity, hop.outbound ? testing::kServerId : testing::kClientId);
+  }
+  ASSERT_EQ(events_->closed.size(), 2u);
+  for (const auto& hop : events_->closed) {
+    EXPECT_EQ(hop.end, ConnectionEnd::Completed) << hop.listener << ": " << hop.reason;
+    EXPECT_TRUE(hop.snapshot.tls.has_value());  // still there at the end, for the access log
+    EXPECT_EQ(hop.snapshot.bytes_to_upstream, 300000u);
+    EXPECT_EQ(hop.snapshot.bytes_to_downstream, 300000u);
+  }
+  // Two hops, each carrying the stream both ways, reported as it moved.
+  EXPECT_EQ(events_->to_upstream.load(), 600000u);
+  EXPECT_EQ(events_->to_downstream.load(), 600000u);
+}
+
+TEST_P(RelayTest, ObserverHearsWhyAConnectionWasRefused) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Strict);
+  {
+    UniqueFd fd = connectTcp(inbound);
+    ASSERT_TRUE(fd);
+    writeAll(fd.get(), "GET / HTTP/1.1\r\n\r\n", 18);
+    std::string data;
+    readToEof(fd.get(), data);
+  }
+  {
+    UniqueFd fd = connectTcp(addOutbound(inbound, "foreign"));
+    ASSERT_TRUE(fd);
+    writeAll(fd.get(), "secret", 6);
+    std::string data;
+    readToEof(fd.get(), data);
+  }
+  ASSERT_TRUE(waitIdle());
+  std::vector<ObservedEvents::Closed> in = events_->closedOn("in");
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_EQ(in[0].end, ConnectionEnd::RefusedPlaintext);
+  EXPECT_FALSE(in[0].snapshot.peer.empty());
+  EXPECT_EQ(in[1].end, ConnectionEnd::HandshakeFailed);
+  EXPECT_FALSE(in[1].reason.empty());
+  std::vector<ObservedEvents::Closed> out = events_->closedOn("out");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].end, ConnectionEnd::HandshakeFailed);
+  EXPECT_FALSE(out[0].reason.empty());
+  // The client's TLS 1.3 handshake completes before the server refuses its
+  // certificate, so only the outbound hop may have been established.
+  std::lock_guard lock(events_->mutex);
+  for (const ConnectionSnapshot& hop : events_->established) EXPECT_TRUE(hop.outbound);
 }
 
 TEST_P(RelayTest, PermissiveRelaysPlaintextAndMutualTls) {
