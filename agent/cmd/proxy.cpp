@@ -7,6 +7,8 @@
 
 #include <cstdio>
 #include <ctime>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,40 @@ struct ProxyOptions {
   unsigned buffer_kib = 256;
   unsigned max_connections = 100'000;
   unsigned stats_interval_s = 0;
+  bool resume = false;
+};
+
+// originate --resume: the newest session ticket the terminating side sent,
+// offered on every new connection, as a client-side cache of one (the proxy
+// has one destination). TLS 1.3 tickets reach a BoringSSL client only
+// through the new-session callback, which finds the cache in the SSL_CTX.
+class ResumptionCache {
+ public:
+  static ResumptionCache* install(SSL_CTX* ctx) {
+    static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    auto* cache = new ResumptionCache;  // lives as long as the context: until the process exits
+    SSL_CTX_set_ex_data(ctx, index, cache);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, [](SSL* ssl, SSL_SESSION* session) {
+      auto* self = static_cast<ResumptionCache*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), index));
+      if (self == nullptr) return 0;  // not taken: BoringSSL frees it
+      std::lock_guard lock(self->mutex_);
+      self->newest_.reset(session);
+      return 1;
+    });
+    return cache;
+  }
+
+  // Before a handshake: offer the newest ticket, if any.
+  Status offer(SSL* ssl) {
+    std::lock_guard lock(mutex_);
+    if (newest_ && !SSL_set_session(ssl, newest_.get())) return fail("SSL_set_session: " + engine::drainSslErrors());
+    return {};
+  }
+
+ private:
+  std::mutex mutex_;
+  bssl::UniquePtr<SSL_SESSION> newest_;
 };
 
 // Thousands of connections need thousands of descriptors: take what we may.
@@ -108,9 +144,21 @@ int runProxy(const ProxyOptions& o) {
 
   engine::ListenerSpec spec;
   spec.name = "proxy " + o.listen;
-  engine::PeerVerifier verifier = engine::expectSpiffeIds(o.expect_identity);
+  // The first handshake's version and cipher go to stderr once (benchmarks record them).
+  auto reported = std::make_shared<std::once_flag>();
+  engine::PeerVerifier verifier = [check = engine::expectSpiffeIds(o.expect_identity), reported](SSL* ssl) {
+    std::call_once(*reported, [ssl] {
+      std::fprintf(stderr, "meshlock-agent proxy: first handshake %s %s%s\n", SSL_get_version(ssl),
+                   SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), SSL_session_reused(ssl) ? " resumed" : "");
+    });
+    return check(ssl);
+  };
   if (originate) {
     engine::TlsClientSetup tls{*context, o.sni, verifier, {}, {}};
+    if (o.resume) {
+      ResumptionCache* cache = ResumptionCache::install(context->get());
+      tls.prepare = [cache](SSL* ssl) { return cache->offer(ssl); };
+    }
     engine::SocketAddress destination = *connect_address;
     spec.decider = engine::OutboundDecider([tls, destination](const engine::AcceptedSocket&) {
       engine::OutboundPlan plan;
@@ -178,6 +226,8 @@ const CommandRegistrar kProxy{Command{
       sub.add_option("--buffer-kib", o->buffer_kib, "per connection, per direction buffer bound");
       sub.add_option("--max-connections", o->max_connections, "refuse new connections beyond this");
       sub.add_option("--stats-interval-s", o->stats_interval_s, "print counters to stderr this often");
+      sub.add_flag("--resume", o->resume,
+                   "originate: offer the newest session ticket from the terminating side (TLS resumption)");
       return [o] { return runProxy(*o); };
     }}};
 
