@@ -1,0 +1,301 @@
+// meshlock-connbench: the new-connection and idle-connection load for the
+// benchmarks (tests/bench/engine, tests/bench/fullpath). One thread, epoll,
+// non-blocking sockets; every wait is bounded.
+//   serve --port P [--bind IP]                 echo server for any number of connections;
+//                                              closes a connection when its peer does
+//   rate --to IP:PORT --seconds S               keeps C connections in flight, each:
+//        [--concurrency C]                      connect, write 1 byte, read it back, close.
+//                                              Prints "connections=N seconds=T rate=R
+//                                              errors=E p50_ms=… p99_ms=…"
+//   hold --to IP:PORT --count N                 opens N connections (C at a time), each
+//        [--concurrency C] [--seconds S]        echoes 1 byte, then keeps them open; prints
+//                                              "held=N errors=E" once all are open, then
+//                                              waits for SIGINT/SIGTERM or S seconds
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace {
+
+using meshlock::UniqueFd;
+using Clock = std::chrono::steady_clock;
+
+volatile sig_atomic_t g_stop = 0;
+void onSignal(int) { g_stop = 1; }
+
+void raiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+std::optional<sockaddr_in> parseAddress(const std::string& text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  if (inet_pton(AF_INET, text.substr(0, colon).c_str(), &address.sin_addr) != 1) return std::nullopt;
+  address.sin_port = htons(static_cast<uint16_t>(std::stoi(text.substr(colon + 1))));
+  return address;
+}
+
+int serve(const std::string& bind_ip, int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, bind_ip.c_str(), &address.sin_addr) != 1) return 2;
+  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      listen(listener.get(), 4096) != 0) {
+    std::perror("connbench serve: bind/listen");
+    return 1;
+  }
+  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
+  epoll_event event{EPOLLIN, {.fd = listener.get()}};
+  epoll_ctl(epoll.get(), EPOLL_CTL_ADD, listener.get(), &event);
+  std::vector<epoll_event> events(512);
+  char buffer[16384];
+  while (!g_stop) {
+    int n = epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), 500);
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == listener.get()) {
+        for (;;) {
+          int client = accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (client < 0) break;
+          setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+          epoll_event e{EPOLLIN | EPOLLRDHUP, {.fd = client}};
+          epoll_ctl(epoll.get(), EPOLL_CTL_ADD, client, &e);
+        }
+        continue;
+      }
+      // Echo what is there (small requests: a short write is not retried); close on EOF or error.
+      for (;;) {
+        ssize_t got = read(fd, buffer, sizeof buffer);
+        if (got > 0) {
+          if (write(fd, buffer, static_cast<size_t>(got)) >= 0 || errno == EAGAIN) continue;
+        } else if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
+          break;
+        }
+        close(fd);  // also removes it from the epoll set
+        break;
+      }
+    }
+  }
+  return 0;
+}
+
+// One client connection through its steps; the rate and hold loops drive many.
+struct Probe {
+  UniqueFd fd;
+  enum class Step { Connecting, Reading, Open } step = Step::Connecting;
+  Clock::time_point started;
+};
+
+struct Driver {
+  sockaddr_in to{};
+  int epoll = -1;
+  std::unordered_map<int, Probe> probes;
+  uint64_t errors = 0;
+
+  bool open() {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      ++errors;
+      return false;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 && errno != EINPROGRESS) {
+      close(fd);
+      ++errors;
+      return false;
+    }
+    epoll_event e{EPOLLOUT, {.fd = fd}};
+    epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &e);
+    probes.emplace(fd, Probe{UniqueFd(fd), Probe::Step::Connecting, Clock::now()});
+    return true;
+  }
+
+  // Advances a probe on readiness; returns true when its byte came back.
+  bool advance(Probe& probe, uint32_t ready) {
+    int fd = probe.fd.get();
+    if (probe.step == Probe::Step::Connecting) {
+      int error = 0;
+      socklen_t length = sizeof error;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+      if (error != 0 || (ready & (EPOLLERR | EPOLLHUP))) return fail(probe);
+      char byte = 'x';
+      if (write(fd, &byte, 1) != 1) return fail(probe);
+      probe.step = Probe::Step::Reading;
+      epoll_event e{EPOLLIN | EPOLLRDHUP, {.fd = fd}};
+      epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &e);
+      return false;
+    }
+    if (probe.step == Probe::Step::Reading) {
+      char byte;
+      ssize_t got = read(fd, &byte, 1);
+      if (got == 1) {
+        probe.step = Probe::Step::Open;
+        epoll_event e{EPOLLRDHUP, {.fd = fd}};  // an open probe only wants to hear of its end
+        epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &e);
+        return true;
+      }
+      if (got < 0 && errno == EAGAIN) return false;
+      return fail(probe);
+    }
+    if (ready & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) fail(probe);  // an idle one was closed
+    return false;
+  }
+
+  bool fail(Probe& probe) {
+    ++errors;
+    probes.erase(probe.fd.get());
+    return false;
+  }
+};
+
+double percentile(std::vector<double>& values, double p) {
+  if (values.empty()) return 0;
+  size_t index = std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())));
+  std::nth_element(values.begin(), values.begin() + static_cast<long>(index), values.end());
+  return values[index];
+}
+
+int rate(const sockaddr_in& to, double seconds, unsigned concurrency) {
+  Driver driver;
+  driver.to = to;
+  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
+  driver.epoll = epoll.get();
+  std::vector<epoll_event> events(1024);
+  std::vector<double> latencies_ms;
+  uint64_t completed = 0;
+  auto start = Clock::now();
+  auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (!g_stop && Clock::now() < end) {
+    while (driver.probes.size() < concurrency && driver.open()) {
+    }
+    int n = epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), 100);
+    for (int i = 0; i < n; ++i) {
+      auto found = driver.probes.find(events[i].data.fd);
+      if (found == driver.probes.end()) continue;
+      if (driver.advance(found->second, events[i].events)) {
+        ++completed;
+        latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - found->second.started).count());
+        driver.probes.erase(found);  // close: the echo server and the proxies see a FIN
+      }
+    }
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::vector<double> sorted = latencies_ms;
+  std::printf("connections=%lu seconds=%.2f rate=%.0f errors=%lu p50_ms=%.2f p99_ms=%.2f\n", completed, elapsed,
+              static_cast<double>(completed) / elapsed, driver.errors, percentile(sorted, 0.50),
+              percentile(sorted, 0.99));
+  return completed > 0 ? 0 : 1;
+}
+
+int hold(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds) {
+  Driver driver;
+  driver.to = to;
+  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
+  driver.epoll = epoll.get();
+  std::vector<epoll_event> events(1024);
+  unsigned opened = 0, pending = 0, held = 0;
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (!g_stop && held < count && Clock::now() < deadline) {
+    while (pending < concurrency && held + pending < count && opened < 2 * count) {
+      if (driver.open()) ++pending;
+      ++opened;
+    }
+    int n = epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), 100);
+    for (int i = 0; i < n; ++i) {
+      auto found = driver.probes.find(events[i].data.fd);
+      if (found == driver.probes.end()) continue;
+      bool was_pending = found->second.step != Probe::Step::Open;
+      size_t before = driver.probes.size();
+      if (driver.advance(found->second, events[i].events)) {
+        ++held;
+        --pending;
+      } else if (driver.probes.size() < before) {
+        if (was_pending) --pending;
+        else --held;
+      }
+    }
+    if (opened >= 2 * count && pending == 0) break;  // too many failures: report what we have
+  }
+  std::printf("held=%u errors=%lu\n", held, driver.errors);
+  std::fflush(stdout);
+  auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (!g_stop && Clock::now() < end) {
+    int n = epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), 200);
+    for (int i = 0; i < n; ++i) {
+      auto found = driver.probes.find(events[i].data.fd);
+      if (found != driver.probes.end()) driver.advance(found->second, events[i].events);
+    }
+  }
+  return held == count ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"meshlock-connbench: new-connection rate and idle connections, for the benchmarks"};
+  app.require_subcommand(1);
+  std::string bind_ip = "0.0.0.0", to_text;
+  int port = 0;
+  double seconds = 5;
+  unsigned concurrency = 32, count = 10'000;
+  auto* serve_cmd = app.add_subcommand("serve", "echo server");
+  serve_cmd->add_option("--port", port)->required();
+  serve_cmd->add_option("--bind", bind_ip);
+  auto* rate_cmd = app.add_subcommand("rate", "new connections per second (1-byte echo each)");
+  rate_cmd->add_option("--to", to_text)->required();
+  rate_cmd->add_option("--seconds", seconds);
+  rate_cmd->add_option("--concurrency", concurrency);
+  auto* hold_cmd = app.add_subcommand("hold", "open N connections and keep them idle");
+  hold_cmd->add_option("--to", to_text)->required();
+  hold_cmd->add_option("--count", count);
+  hold_cmd->add_option("--concurrency", concurrency);
+  hold_cmd->add_option("--seconds", seconds, "how long to hold them (default: until a signal)")
+      ->default_val(1e9);
+  CLI11_PARSE(app, argc, argv);
+
+  raiseFileLimit();
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction action{};
+  action.sa_handler = onSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  if (*serve_cmd) return serve(bind_ip, port);
+  auto to = parseAddress(to_text);
+  if (!to) {
+    std::fprintf(stderr, "connbench: --to wants IPv4:PORT, got %s\n", to_text.c_str());
+    return 2;
+  }
+  if (*rate_cmd) return rate(*to, seconds, std::max(1u, concurrency));
+  return hold(*to, count, std::max(1u, concurrency), seconds);
+}
