@@ -249,6 +249,39 @@ ProbeReport probeKernel(const ProbeRoots& roots) {
   return report;
 }
 
+std::string summaryLine(const ProbeReport& report) {
+  std::string line = "kernel " + report.kernel_release + ":";
+  const char* separator = " ";
+  for (FeatureState state : {FeatureState::Present, FeatureState::Absent, FeatureState::Unknown}) {
+    std::string names;
+    for (const Feature& f : report.features)
+      if (f.state == state) names += " " + f.name;
+    if (names.empty()) continue;
+    line += separator + std::string(state == FeatureState::Present ? "ok" : stateName(state)) + names;
+    separator = "; ";
+  }
+  return line;
+}
+
+Status requireHardFeatures(const ProbeReport& report) {
+  std::string missing;
+  for (const Feature& f : report.features) {
+    if (!f.required || f.state != FeatureState::Absent) continue;
+    missing += (missing.empty() ? "" : "; ") + f.name + " (" + f.detail + "): " + f.consequence;
+  }
+  if (missing.empty()) return {};
+  return fail("kernel " + report.kernel_release + " lacks a required feature: " + missing);
+}
+
+Result<bool> useIoUring(const ProbeReport& report, bool explicitly_requested) {
+  const Feature* uring = report.find("io_uring");
+  if (uring == nullptr || uring->state != FeatureState::Absent) return true;
+  if (explicitly_requested)
+    return fail("io_uring was requested (io: uring) but the kernel does not offer it (" + uring->detail +
+                "); use io auto or epoll");
+  return false;
+}
+
 std::string renderText(const ProbeReport& report) {
   std::ostringstream out;
   out << "kernel " << report.kernel_release << "\n";

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
+
 namespace meshlock::kmodfree {
 
 enum class FeatureState { Present, Absent, Unknown };
@@ -47,6 +49,17 @@ struct ProbeRoots {
 [[nodiscard]] std::vector<std::string> mountPointsOfType(std::string_view mountinfo,
                                                          std::string_view fstype);
 [[nodiscard]] std::string_view stateName(FeatureState state);
+
+// What the agent does with the probe at start-up (and why, for its log).
+// One line: the release, then the features by state ("ok btf cgroup2 …;
+// absent ktls; unknown …").
+[[nodiscard]] std::string summaryLine(const ProbeReport& report);
+// An error naming every required feature known to be absent, with what the
+// probe found and what it means; success when none is.
+[[nodiscard]] Status requireHardFeatures(const ProbeReport& report);
+// Whether the engine should try io_uring: false (epoll) when the probe found
+// it absent, unless io_uring was asked for explicitly, which is then an error.
+[[nodiscard]] Result<bool> useIoUring(const ProbeReport& report, bool explicitly_requested);
 
 [[nodiscard]] std::string renderText(const ProbeReport& report);
 [[nodiscard]] std::string renderJson(const ProbeReport& report);

@@ -117,10 +117,11 @@ Status Agent::Parts::startAdmin() {
       if (certs_json["soonest_expiry_seconds"].is_null() || left < certs_json["soonest_expiry_seconds"].get<double>())
         certs_json["soonest_expiry_seconds"] = left;
     }
-    const kmodfree::ProbeReport probe = kmodfree::probeKernel({.probe_bpf = false, .probe_syscalls = false});
+    const kmodfree::ProbeReport& probe = kernel;  // the start-up probe: what the agent decided on
     json features = json::array();
     for (const kmodfree::Feature& f : probe.features)
-      features.push_back({{"name", f.name}, {"available", f.state == kmodfree::FeatureState::Present}, {"detail", f.detail}});
+      features.push_back({{"name", f.name}, {"available", f.state == kmodfree::FeatureState::Present}, {"detail", f.detail},
+                          {"state", std::string(kmodfree::stateName(f.state))}, {"required", f.required}});
     json body = {
         {"version", MESHLOCK_VERSION},
         {"node", settings.node_name},
@@ -134,7 +135,8 @@ Status Agent::Parts::startAdmin() {
         {"handshakes", {{"success", c.handshakes}, {"failure", c.handshake_failures + c.handshake_timeouts}}},
         {"plaintext_refused", c.refused_plaintext},
         {"certificates", certs_json},
-        {"kernel", {{"release", probe.kernel_release}, {"features", features}}},
+        {"kernel", {{"release", probe.kernel_release}, {"hard_requirements_met", probe.hardRequirementsMet()},
+                    {"summary", kmodfree::summaryLine(probe)}, {"features", features}}},
     };
     return admin::Response::json(200, body.dump());
   });

@@ -26,6 +26,7 @@
 #include "identity/destination_tls.h"
 #include "identity/identity_manager.h"
 #include "identity/tls_context.h"
+#include "kmod-free/probe.h"
 #include "policy/policy.h"
 
 namespace meshlock::app {
@@ -331,6 +332,19 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto parts = std::make_unique<Parts>();
   parts->settings = settings;
 
+  // The kernel first: a missing hard requirement stops here, named; without
+  // io_uring the engine runs its epoll loop.
+  parts->kernel = kmodfree::probeKernel();
+  spdlog::info("{}", kmodfree::summaryLine(parts->kernel));
+  if (auto met = kmodfree::requireHardFeatures(parts->kernel); !met) return std::unexpected(met.error());
+  auto io_uring = kmodfree::useIoUring(parts->kernel, settings.io == IoBackend::IoUring);
+  if (!io_uring) return std::unexpected(io_uring.error());
+  if (!*io_uring && settings.io == IoBackend::Auto) {
+    parts->settings.io = IoBackend::Epoll;
+    spdlog::info("io_uring unavailable ({}): the engine runs its epoll loop",
+                 parts->kernel.find("io_uring")->detail);
+  }
+
   if (!settings.cgroup_root.empty()) {
     parts->cgroup_root = settings.cgroup_root;
   } else {
@@ -377,9 +391,10 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
 
   engine::EngineConfig engine_config;
   engine_config.threads = settings.threads;
-  engine_config.io = settings.io == IoBackend::Epoll     ? engine::IoBackendKind::Epoll
-                     : settings.io == IoBackend::IoUring ? engine::IoBackendKind::Uring
-                                                         : engine::IoBackendKind::Auto;
+  const IoBackend io = parts->settings.io;
+  engine_config.io = io == IoBackend::Epoll     ? engine::IoBackendKind::Epoll
+                     : io == IoBackend::IoUring ? engine::IoBackendKind::Uring
+                                                : engine::IoBackendKind::Auto;
   auto engine = engine::Engine::start(engine_config);
   if (!engine) return std::unexpected(engine.error().context("engine"));
   parts->engine = std::move(*engine);

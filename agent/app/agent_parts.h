@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "identity/destination_tls.h"
 #include "identity/identity_manager.h"
+#include "kmod-free/probe.h"
 #include "policy/policy.h"
 
 namespace meshlock::app {
@@ -41,6 +42,7 @@ struct Agent::Parts {
   std::filesystem::path cgroup_root;
   std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
   std::atomic<bool> ready{false};
+  kmodfree::ProbeReport kernel;  // the start-up probe, as /status shows it
   std::unique_ptr<config::ManifestWatcher> watcher;
   std::unique_ptr<identity::IdentityManager> identities;
   std::unique_ptr<identity::DestinationTlsContexts> destination_tls;

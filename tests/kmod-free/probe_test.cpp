@@ -81,6 +81,56 @@ TEST_F(FakeKernel, Cgroup2AndBpffsMountsAreReported) {
   EXPECT_FALSE(report.hardRequirementsMet());
 }
 
+// What the agent does with the report at start-up.
+TEST_F(FakeKernel, AgentStartsWhenEveryHardRequirementIsThere) {
+  ProbeReport report = probeKernel(roots);
+  EXPECT_TRUE(requireHardFeatures(report).has_value());
+  const std::string line = summaryLine(report);
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+  EXPECT_NE(line.find("ok btf cgroup2 bpffs io_uring"), std::string::npos) << line;
+  EXPECT_NE(line.find("; absent ktls"), std::string::npos) << line;
+}
+
+TEST_F(FakeKernel, AgentRefusesToStartNamingEachMissingRequirement) {
+  fs::remove(roots.sys / "kernel/btf/vmlinux");
+  write(roots.proc / "filesystems", "nodev\tsysfs\nnodev\tcgroup2\n");  // no bpffs
+  Status status = requireHardFeatures(probeKernel(roots));
+  ASSERT_FALSE(status.has_value());
+  const std::string message = status.error().describe();
+  EXPECT_NE(message.find("lacks a required feature: btf ("), std::string::npos) << message;
+  EXPECT_NE(message.find("CONFIG_DEBUG_INFO_BTF"), std::string::npos) << message;
+  EXPECT_NE(message.find("; bpffs ("), std::string::npos) << message;
+  EXPECT_EQ(message.find("cgroup2"), std::string::npos) << message;
+  EXPECT_EQ(message.find("ktls"), std::string::npos) << "optional features never stop the agent: " << message;
+}
+
+TEST_F(FakeKernel, UnknownRequirementsDoNotStopTheAgent) {
+  // Without CAP_BPF the verifier probes cannot tell; capture itself will say.
+  ProbeReport report = probeKernel(roots);
+  report.features.push_back({"prog_type:sk_lookup", FeatureState::Unknown, true, "cannot probe", ""});
+  EXPECT_TRUE(requireHardFeatures(report).has_value());
+  EXPECT_NE(summaryLine(report).find("; unknown prog_type:sk_lookup"), std::string::npos) << summaryLine(report);
+}
+
+TEST_F(FakeKernel, NoIoUringMeansEpollUnlessAskedForExplicitly) {
+  auto with_uring = useIoUring(probeKernel(roots), false);
+  ASSERT_TRUE(with_uring.has_value());
+  EXPECT_TRUE(*with_uring);
+
+  write(roots.proc / "sys/kernel/io_uring_disabled", "2\n");
+  ProbeReport report = probeKernel(roots);
+  auto fallback = useIoUring(report, false);
+  ASSERT_TRUE(fallback.has_value());
+  EXPECT_FALSE(*fallback);
+  EXPECT_TRUE(requireHardFeatures(report).has_value());
+  EXPECT_NE(summaryLine(report).find("absent io_uring"), std::string::npos) << summaryLine(report);
+
+  auto explicit_request = useIoUring(report, true);
+  ASSERT_FALSE(explicit_request.has_value());
+  EXPECT_NE(explicit_request.error().describe().find("io_uring_disabled=2"), std::string::npos)
+      << explicit_request.error().describe();
+}
+
 TEST(ProbeParsing, UlpListAndFilesystems) {
   EXPECT_TRUE(ulpListHasTls("mptcp tls"));
   EXPECT_FALSE(ulpListHasTls("mptcp"));
