@@ -18,8 +18,12 @@ std::map<std::string, std::vector<std::string>>& formatsByCommand() {
 
 const std::map<std::string, std::vector<std::string>>& outputFormatsByCommand() { return formatsByCommand(); }
 
+void declareOutputFormats(const CLI::App& sub, std::vector<std::string> formats) {
+  formatsByCommand()[sub.get_name()] = std::move(formats);
+}
+
 void addLiveOptions(CLI::App& sub, LiveOptions& options, std::vector<std::string> formats) {
-  formatsByCommand()[sub.get_name()] = formats;
+  declareOutputFormats(sub, formats);
   sub.add_option("--admin", options.admin,
                  "admin API: unix:/path or http://127.0.0.1:15000 (default unix:/run/meshlock/admin.sock)")
       ->envname("MESHLOCK_ADMIN");

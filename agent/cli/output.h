@@ -33,7 +33,9 @@ struct LiveOptions {
 void addLiveOptions(CLI::App& sub, LiveOptions& options,
                     std::vector<std::string> formats = {"table", "json", "yaml"});
 
-// The -o choices each live command declared, for shell completion.
+// Records a command's -o choices for shell completion (addLiveOptions does it).
+void declareOutputFormats(const CLI::App& sub, std::vector<std::string> formats);
+// The -o choices each command declared, for shell completion.
 [[nodiscard]] const std::map<std::string, std::vector<std::string>>& outputFormatsByCommand();
 
 // Builds the client from --admin; prints the problem and returns nullopt on a bad endpoint.

@@ -22,7 +22,7 @@ CommandAction setup(CLI::App& sub) {
     auto findings = policy::validate(*model->index);
     std::size_t errors = model->errors.size();
     for (const auto& f : findings) errors += f.severity == policy::Severity::kError ? 1 : 0;
-    if (opts->output == "json") {
+    if (opts->output != "text") {
       nlohmann::json j;
       j["errors"] = nlohmann::json::array();
       for (const auto& e : model->errors) {
@@ -34,7 +34,7 @@ CommandAction setup(CLI::App& sub) {
         j["findings"].push_back({{"code", f.code}, {"severity", std::string(policy::toString(f.severity))},
                                  {"resource", f.resource}, {"message", f.message}});
       }
-      std::printf("%s\n", j.dump(2).c_str());
+      printOfflineStructured(j, opts->output);
     } else {
       for (const auto& e : model->errors) std::printf("error: %s\n", e.describe().c_str());
       for (const auto& f : findings) std::printf("%s\n", f.describe().c_str());
