@@ -37,6 +37,27 @@ struct MeshlockMetrics {
   GaugeFamily& capture_map_capacity;    // meshlock_capture_map_capacity{map}
   GaugeFamily& capture_programs_attached;  // meshlock_capture_programs_attached{program}
 
+  // Capture (BPF): every counter of the ml_counters map by its name
+  // (capture::kCounterNames), mirrored at scrape.
+  CounterFamily& capture_events;  // meshlock_capture_events_total{event}
+
+  // Engine totals over all workers (engine::EngineCounters), mirrored at scrape.
+  CounterFamily& engine_connections_accepted;  // meshlock_engine_connections_accepted_total
+  CounterFamily& engine_connections_closed;    // meshlock_engine_connections_closed_total
+  // reason: limit (max connections), decider (no plan: policy or setup error), plaintext_strict
+  CounterFamily& engine_connections_refused;   // meshlock_engine_connections_refused_total{reason}
+  CounterFamily& engine_plaintext_relayed;     // meshlock_engine_plaintext_relayed_total
+  // result: success (completed and verified), failure (including peer verification), timeout
+  CounterFamily& engine_handshakes;            // meshlock_engine_handshakes_total{result}
+  CounterFamily& engine_handshakes_resumed;    // meshlock_engine_handshakes_resumed_total
+  CounterFamily& engine_connect_failures;      // meshlock_engine_connect_failures_total
+  // kind: reset (reset or I/O error), tls_truncation (FIN without close_notify), tls_error
+  CounterFamily& engine_connection_errors;     // meshlock_engine_connection_errors_total{kind}
+  // direction: to_upstream (from the accepted side), to_downstream; plaintext bytes
+  CounterFamily& engine_bytes;                 // meshlock_engine_bytes_total{direction}
+  GaugeFamily& engine_active_connections;      // meshlock_engine_active_connections
+  GaugeFamily& engine_buffered_bytes;          // meshlock_engine_buffered_bytes
+
   // Engine: one io_uring loop per worker.
   CounterFamily& engine_loop_iterations;  // meshlock_engine_loop_iterations_total{worker}
   CounterFamily& engine_completions;      // meshlock_engine_completions_total{worker}

@@ -30,6 +30,12 @@ class Counter {
   [[nodiscard]] std::uint64_t value() const {
     return cell_ ? cell_->load(std::memory_order_relaxed) : 0;
   }
+  // For a count kept elsewhere (the engine's totals, a BPF map) and copied in
+  // at scrape time from an onCollect() hook: sets the total. The source must
+  // only grow, as Prometheus expects of a counter.
+  void mirror(std::uint64_t total) const {
+    if (cell_) cell_->store(total, std::memory_order_relaxed);
+  }
   explicit operator bool() const { return cell_ != nullptr; }
 
  private:

@@ -11,10 +11,12 @@
 
 #include "admin/standard_handlers.h"
 #include "app/agent_parts.h"
+#include "app/config_dump.h"
 #include "capture/bpf_abi.h"
 #include "identity/trust_bundle.h"
 #include "identity/x509_util.h"
 #include "kmod-free/probe.h"
+#include "policy/report_json.h"
 
 namespace meshlock::app {
 namespace {
@@ -65,10 +67,77 @@ std::string joined(const std::vector<std::string>& parts) {
   return out;
 }
 
+// The address part of "ip:port" / "[v6]:port".
+std::optional<config::IpAddress> addressIp(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return config::IpAddress::parse(host);
+}
+
+// Every engine counter, copied into its meshlock_engine_* family at scrape.
+void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetrics& m) {
+#define MESHLOCK_COUNT_ONE(name) +1
+  constexpr int kEngineCounters = 0 MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNT_ONE);
+#undef MESHLOCK_COUNT_ONE
+  static_assert(kEngineCounters == 20,
+                "engine::EngineCounters changed: export the new counter here and in MeshlockMetrics");
+  m.engine_connections_accepted.labels({}).mirror(c.accepted);
+  m.engine_connections_closed.labels({}).mirror(c.closed);
+  m.engine_connections_refused.labels({"limit"}).mirror(c.refused_limit);
+  m.engine_connections_refused.labels({"decider"}).mirror(c.refused_decider);
+  m.engine_connections_refused.labels({"plaintext_strict"}).mirror(c.refused_plaintext);
+  m.engine_plaintext_relayed.labels({}).mirror(c.plaintext_relayed);
+  m.engine_handshakes.labels({"success"}).mirror(c.handshakes);
+  m.engine_handshakes.labels({"failure"}).mirror(c.handshake_failures);
+  m.engine_handshakes.labels({"timeout"}).mirror(c.handshake_timeouts);
+  m.engine_handshakes_resumed.labels({}).mirror(c.handshakes_resumed);
+  m.engine_connect_failures.labels({}).mirror(c.connect_failures);
+  m.engine_timeouts.labels({"handshake"}).mirror(c.handshake_timeouts);
+  m.engine_timeouts.labels({"connect"}).mirror(c.connect_timeouts);
+  m.engine_timeouts.labels({"idle"}).mirror(c.idle_timeouts);
+  m.engine_connection_errors.labels({"reset"}).mirror(c.resets);
+  m.engine_connection_errors.labels({"tls_truncation"}).mirror(c.tls_truncations);
+  m.engine_connection_errors.labels({"tls_error"}).mirror(c.tls_errors);
+  m.engine_bytes.labels({"to_upstream"}).mirror(c.bytes_to_upstream);
+  m.engine_bytes.labels({"to_downstream"}).mirror(c.bytes_to_downstream);
+  m.engine_active_connections.labels({}).set(static_cast<double>(c.active));
+  m.engine_buffered_bytes.labels({}).set(static_cast<double>(c.buffered_bytes));
+}
+
+// The BPF counters (each by name, plus the redirect and error summaries) and
+// the programs' attachments and maps' fill.
+void exportCapture(const capture::Datapath& datapath, admin::MeshlockMetrics& m) {
+  if (auto counters = datapath.counters()) {
+    for (int i = 0; i < ML_CTR_MAX; ++i)
+      m.capture_events.labels({capture::kCounterNames[i]}).mirror((*counters)[i]);
+    auto at = [&](std::string_view name) {
+      for (int i = 0; i < ML_CTR_MAX; ++i)
+        if (capture::kCounterNames[i] == name) return (*counters)[i];
+      MESHLOCK_CHECK(false && "unknown capture counter");
+      return std::uint64_t{0};
+    };
+    m.capture_redirects.labels({"connect"}).mirror(at("connect_captured"));
+    m.capture_redirects.labels({"sk_lookup"}).mirror(at("lookup_steered"));
+    for (std::string_view reason : {"connect_error", "orig_dst_error", "lookup_error", "lookup_no_listener_dropped"})
+      m.capture_errors.labels({reason}).mirror(at(reason));
+  }
+  if (auto info = datapath.describe()) {
+    m.capture_programs_attached.clear();
+    for (const capture::ProgramInfo& prog : info->programs)
+      m.capture_programs_attached.labels({prog.attach_type}).set(static_cast<double>(prog.links.size()));
+    m.capture_map_entries.clear();
+    for (const capture::MapInfo& map : info->maps) {
+      m.capture_map_capacity.labels({map.name}).set(map.max_entries);
+      if (map.entries) m.capture_map_entries.labels({map.name}).set(*map.entries);
+    }
+  }
+}
+
 }  // namespace
 
 Status Agent::Parts::startAdmin() {
-  metrics.emplace(registry);
   metrics->build_info.labels({MESHLOCK_VERSION}).set(1);
   registry.onCollect([this] {
     {
@@ -76,10 +145,19 @@ Status Agent::Parts::startAdmin() {
       metrics->pods_served.labels({}).set(static_cast<double>(served.size()));
     }
     const auto now = std::chrono::system_clock::now();
+    metrics->certificate_expiry_seconds.clear();  // identities no longer served drop out
     for (const identity::CertificateStatus& cert : identities->certificates()) {
       metrics->certificate_expiry_seconds.labels({cert.id.uri()})
           .set(std::chrono::duration<double>(cert.notAfter - now).count());
     }
+    exportEngineCounters(engine->counters(), *metrics);
+    std::map<std::pair<std::string, std::string>, double> active;
+    for (const char* direction : {"inbound", "outbound"})
+      for (const char* mode : {"mutual_tls", "plaintext"}) active[{direction, mode}] = 0;
+    for (const engine::ConnectionSnapshot& c : engine->connections())
+      active[{c.outbound ? "outbound" : "inbound", c.tls ? "mutual_tls" : "plaintext"}] += 1;
+    for (const auto& [key, count] : active) metrics->active_connections.labels({key.first, key.second}).set(count);
+    exportCapture(*datapath, *metrics);
   });
 
   auto ready_handler = [this](const admin::Request&) {
@@ -175,6 +253,12 @@ Status Agent::Parts::startAdmin() {
       json local_pod = local ? json(local->name()) : json(nullptr);
       if (!ns_filter.empty() && (!local || local->ns() != ns_filter)) continue;
       const std::string mode = c.tls ? "mutual_tls" : "plaintext";
+      // What the current policy says of this connection (as it would decide a new one).
+      ConnectionDecision decision;
+      if (local != nullptr) {
+        decision = decideConnection(*policy, *local, c.outbound, addressIp(c.upstream.toString()), c.upstream.port());
+      }
+      auto optional = [](const std::optional<std::string>& v) { return v ? json(*v) : json(nullptr); };
       json entry = {
           {"id", "c-" + std::to_string(++n)},
           {"direction", c.outbound ? "outbound" : "inbound"},
@@ -185,10 +269,10 @@ Status Agent::Parts::startAdmin() {
           {"destination_namespace", c.outbound ? json(nullptr) : local_ns},
           {"destination_pod", c.outbound ? json(nullptr) : local_pod},
           {"destination_address", c.upstream.toString()},
-          {"destination_service", nullptr},
+          {"destination_service", optional(decision.destination_service)},
           {"destination_identity", c.outbound && c.tls ? json(c.tls->peer_identity) : json(nullptr)},
           {"mode", mode},
-          {"decided_by", nullptr},
+          {"decided_by", optional(decision.decided_by)},
           {"tls_version", c.tls ? json(c.tls->version) : json(nullptr)},
           {"cipher", c.tls ? json(c.tls->cipher) : json(nullptr)},
           {"resumed", c.tls ? c.tls->resumed : false},
@@ -239,11 +323,77 @@ Status Agent::Parts::startAdmin() {
     json pods = json::array();
     for (const capture::PinnedPod& pod : datapath->pinnedPods())
       pods.push_back({{"uid", pod.uid.value}, {"cgroup_id", pod.pod_cgroup_id}});
+    json programs = json::array();
+    json maps = json::array();
+    auto info = datapath->describe();
+    if (info) {
+      for (const capture::ProgramInfo& prog : info->programs) {
+        json links = json::array();
+        for (const auto& link : prog.links) links.push_back({{"id", link.id}, {"target", link.target}});
+        programs.push_back({{"name", prog.name}, {"type", prog.type}, {"attach_type", prog.attach_type},
+                            {"id", prog.id}, {"attachments", prog.links.size()}, {"links", links}});
+      }
+      for (const capture::MapInfo& map : info->maps) {
+        maps.push_back({{"name", map.name}, {"type", map.type}, {"id", map.id}, {"max_entries", map.max_entries},
+                        {"entries", map.entries ? json(*map.entries) : json(nullptr)}});
+      }
+    }
     json body = {{"pin_dir", settings.bpf_pin_dir.string()},
                  {"reused_pinned_links", datapath->reusedPinnedLinks()},
-                 {"programs", json::array()}, {"maps", json::array()},
-                 {"counters", counters}, {"pods", pods}};
+                 {"programs", programs}, {"maps", maps},
+                 {"counters", counters}, {"pods", pods},
+                 {"error", info ? json(nullptr) : json(info.error().describe())}};
     return admin::Response::json(200, body.dump());
+  });
+
+  router.handle("/config_dump", [this](const admin::Request&) {
+    const PolicyRef policy = currentPolicy();
+    const auto now = std::chrono::system_clock::now();
+    std::map<std::string, json> by_identity;
+    {
+      std::lock_guard lock(served_mutex);
+      for (const auto& [uid, pod] : served) {
+        json& entry = by_identity[pod.id.uri()];
+        if (entry.is_null()) {
+          entry = {{"identity", pod.id.uri()}, {"pods", json::array()}, {"serial", nullptr},
+                   {"not_after", nullptr}, {"expires_in_seconds", nullptr}};
+        }
+        entry["pods"].push_back(pod.name);
+      }
+    }
+    for (const identity::CertificateStatus& cert : identities->certificates()) {
+      auto it = by_identity.find(cert.id.uri());
+      if (it == by_identity.end()) continue;
+      it->second["serial"] = lowerHex(cert.serial);
+      it->second["not_after"] = rfc3339(cert.notAfter);
+      it->second["expires_in_seconds"] = std::chrono::duration<double>(cert.notAfter - now).count();
+    }
+    json list = json::array();
+    for (auto& [id, entry] : by_identity) list.push_back(std::move(entry));
+    json body = configDumpJson(*policy, settings.node_name, std::move(list));
+    body["trust_domain"] = identities->trustDomain().name();
+    return admin::Response::json(200, body.dump());
+  });
+
+  router.handle("/policy", [this](const admin::Request& request) {
+    const std::string text = request.param("pod").value_or("");
+    auto ref = policy::parsePodRef(text);
+    if (!ref) return admin::Response::error(400, "pod=NAMESPACE/POD: " + ref.error().message);
+    const PolicyRef policy = currentPolicy();
+    const config::Pod* pod = policy->podByName(ref->ns, ref->name);
+    if (pod == nullptr) return admin::Response::error(404, "unknown pod " + text + " (not in the agent's cluster state)");
+    return admin::Response::json(200, policy::explainPod(*policy, *pod).dump());
+  });
+
+  router.handle("/check", [this](const admin::Request& request) {
+    auto from = policy::parsePodRef(request.param("from").value_or(""));
+    if (!from) return admin::Response::error(400, "from=NAMESPACE/POD: " + from.error().message);
+    auto to = policy::parseTarget(request.param("to").value_or(""));
+    if (!to) return admin::Response::error(400, "to=HOST:PORT: " + to.error().message);
+    const PolicyRef policy = currentPolicy();
+    auto report = policy::checkConnection(*policy, *from, *to);
+    if (!report) return admin::Response::error(404, report.error().message);
+    return admin::Response::json(200, policy::toJson(*report).dump());
   });
 
   router.handle("/metrics", admin::metricsHandler(registry));

@@ -504,6 +504,103 @@ Result<OriginalDestination> Datapath::originalDestination(int accepted_fd) {
 
 Result<Counters> Datapath::counters() const { return readCounters(state_->counters_fd); }
 
+namespace {
+
+std::string orUnknown(const char* name) { return name != nullptr ? name : "unknown"; }
+
+// Entries of a hash-like map, by walking its keys (bounded by max_entries).
+std::optional<std::uint32_t> countEntries(int fd, const bpf_map_info& info) {
+  switch (info.type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_LRU_HASH:
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_SOCKHASH:
+      break;
+    default:
+      return std::nullopt;
+  }
+  std::vector<unsigned char> key(info.key_size), next(info.key_size);
+  std::uint32_t count = 0;
+  const void* prev = nullptr;
+  while (count < info.max_entries && bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+    ++count;
+    key.swap(next);
+    prev = key.data();
+  }
+  return count;
+}
+
+}  // namespace
+
+Result<DatapathInfo> Datapath::describe() const {
+  const State& s = *state_;
+  DatapathInfo out;
+  struct Hook {
+    const char* attach_type;
+    const bpf_program* prog;
+  };
+  const Hook hooks[] = {
+      {"cgroup/connect4", s.connect->progs.ml_connect4},
+      {"cgroup/connect6", s.connect->progs.ml_connect6},
+      {"sockops", s.sockops->progs.ml_sockops},
+      {"sk_lookup", s.sk_lookup->progs.ml_sk_lookup},
+  };
+  for (const Hook& hook : hooks) {
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(hook.prog), &info, &len) != 0)
+      return failErrno(std::string("bpf_obj_get_info_by_fd program ") + hook.attach_type);
+    out.programs.push_back({.name = info.name,
+                            .type = orUnknown(libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(info.type))),
+                            .attach_type = hook.attach_type,
+                            .id = info.id,
+                            .links = {}});
+  }
+
+  // The links pinned by this agent (or taken over from its predecessor).
+  auto addLink = [&](const fs::path& pin, const std::string& what) {
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (!link) return;
+    bpf_link_info info{};
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) return;
+    std::string target;
+    if (info.type == BPF_LINK_TYPE_CGROUP) {
+      target = "cgroup " + std::to_string(info.cgroup.cgroup_id) + " (" + what + ")";
+    } else if (info.type == BPF_LINK_TYPE_NETNS) {
+      target = "netns " + std::to_string(info.netns.netns_ino) + " (" + what + ")";
+    } else {
+      target = what;
+    }
+    for (ProgramInfo& prog : out.programs) {
+      if (prog.id == info.prog_id) prog.links.push_back({.id = info.id, .target = std::move(target)});
+    }
+  };
+  std::error_code ec;
+  for (const char* name : {"connect4", "connect6", "sockops"})
+    addLink(s.linksDir() / name, s.config.pods_cgroup_root.string());
+  for (const auto& entry : fs::directory_iterator(s.podsDir(), ec)) {
+    const std::string dir = entry.path().filename().string();
+    addLink(entry.path() / "sk_lookup", "pod " + dir.substr(0, dir.rfind('@')));
+  }
+
+  for (std::string_view name : kSharedMapNames) {
+    const bpf_map* map = bpf_object__find_map_by_name(s.connect->obj, std::string(name).c_str());
+    if (map == nullptr) continue;
+    const int fd = bpf_map__fd(map);
+    bpf_map_info info{};
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return failErrno("bpf_obj_get_info_by_fd map " + std::string(name));
+    out.maps.push_back({.name = std::string(name),
+                        .type = orUnknown(libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type))),
+                        .id = info.id,
+                        .max_entries = info.max_entries,
+                        .entries = countEntries(fd, info)});
+  }
+  return out;
+}
+
 Result<Counters> Datapath::pinnedCounters(const fs::path& pin_dir) {
   fs::path pin = pin_dir / "maps" / "ml_counters";
   UniqueFd fd(bpf_obj_get(pin.c_str()));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,33 @@ struct PinnedPod {
 
 using Counters = std::array<std::uint64_t, ML_CTR_MAX>;
 
+// A loaded program and the links that attach it, as the kernel reports them.
+struct ProgramInfo {
+  std::string name;         // the kernel's (truncated) name: "ml_connect4"
+  std::string type;         // libbpf's program type name: "cgroup_sock_addr", "sk_lookup", ...
+  std::string attach_type;  // the hook: "cgroup/connect4", "sockops", "sk_lookup"
+  std::uint32_t id = 0;
+  struct Link {
+    std::uint32_t id = 0;
+    std::string target;  // "cgroup <id> (<path>)", "netns <inode> (pod <uid>)"
+  };
+  std::vector<Link> links;
+};
+
+// A shared map: its size and, for hash maps, how many entries it holds now.
+struct MapInfo {
+  std::string name;
+  std::string type;  // "hash", "lru_hash", "sockhash", "percpu_array", ...
+  std::uint32_t id = 0;
+  std::uint32_t max_entries = 0;
+  std::optional<std::uint32_t> entries;  // counted by walking the keys; nullopt for arrays
+};
+
+struct DatapathInfo {
+  std::vector<ProgramInfo> programs;
+  std::vector<MapInfo> maps;
+};
+
 class Datapath {
  public:
   // Loads the programs and attaches them, or swaps them into the links a
@@ -100,6 +128,9 @@ class Datapath {
   [[nodiscard]] Result<OriginalDestination> originalDestination(int accepted_fd);
 
   [[nodiscard]] Result<Counters> counters() const;
+  // Programs (with their links) and shared maps (with their fill), read from
+  // the kernel by bpf_obj_get_info_by_fd; one syscall per map entry counted.
+  [[nodiscard]] Result<DatapathInfo> describe() const;
   // Counters and pods of the agent pinned at `pin_dir`, without loading
   // anything (for `meshlock-agent capture-status`, doctor-style tools).
   [[nodiscard]] static Result<Counters> pinnedCounters(const std::filesystem::path& pin_dir);
