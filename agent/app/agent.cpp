@@ -20,6 +20,7 @@
 
 #include "capture/datapath.h"
 #include "capture/netns.h"
+#include "config/workload.h"
 #include "capture/pod_discovery.h"
 #include "config/watcher.h"
 #include "engine/engine.h"
@@ -98,7 +99,88 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
   return spec;
 }
 
+std::string describe(const policy::DecidedBy& decided_by) {
+  std::string out;
+  for (const std::string& reason : decided_by.describe()) {
+    if (!out.empty()) out += ", ";
+    out += reason;
+  }
+  return out;
+}
+
+// Istio's workload labels of one end of a connection.
+void labelSource(const config::Pod& pod, admin::IstioTcpLabels& labels) {
+  config::WorkloadMeta w = config::workloadOf(pod);
+  labels.source_workload = w.name;
+  labels.source_workload_namespace = pod.ns();
+  labels.source_canonical_service = w.canonical_service;
+  labels.source_canonical_revision = w.canonical_revision;
+  if (!w.app.empty()) labels.source_app = w.app;
+  if (!w.version.empty()) labels.source_version = w.version;
+}
+
+void labelDestination(const config::Pod& pod, admin::IstioTcpLabels& labels) {
+  config::WorkloadMeta w = config::workloadOf(pod);
+  labels.destination_workload = w.name;
+  labels.destination_workload_namespace = pod.ns();
+  labels.destination_canonical_service = w.canonical_service;
+  labels.destination_canonical_revision = w.canonical_revision;
+  if (!w.app.empty()) labels.destination_app = w.app;
+  if (!w.version.empty()) labels.destination_version = w.version;
+}
+
+void labelService(const policy::PolicyIndex& policy, const config::Service& svc, admin::IstioTcpLabels& labels) {
+  labels.destination_service = policy.fqdn(svc);
+  labels.destination_service_name = svc.name();
+  labels.destination_service_namespace = svc.ns();
+}
+
+// The service an inbound connection to `port` of `pod` came through: the first
+// service of its namespace whose endpoints include that pod and port.
+const config::Service* serviceOfPodPort(const policy::PolicyIndex& policy, const config::Pod& pod, uint16_t port) {
+  for (const config::Service& svc : policy.state().services) {
+    if (svc.ns() != pod.ns()) continue;
+    for (const config::ServicePort& service_port : svc.ports) {
+      for (const policy::Backend& backend : policy.backendsOf(svc, service_port.port))
+        if (backend.pod == &pod && backend.port == port) return &svc;
+    }
+  }
+  return nullptr;
+}
+
+// The workload behind an outbound destination: the pod itself, or the one
+// workload every backend of the service belongs to.
+const config::Pod* destinationPod(const policy::OutboundDecision& decision) {
+  if (decision.pod != nullptr) return decision.pod;
+  const config::Pod* first = nullptr;
+  for (const policy::Backend& backend : decision.backends) {
+    if (backend.pod == nullptr) return nullptr;
+    if (first == nullptr) {
+      first = backend.pod;
+    } else if (backend.pod->ns() != first->ns() ||
+               config::workloadOf(*backend.pod).name != config::workloadOf(*first).name) {
+      return nullptr;
+    }
+  }
+  return first;
+}
+
 }  // namespace
+
+PlannedConnection Agent::Parts::planReport(const config::Pod& pod, const identity::SpiffeId& pod_id,
+                                           bool outbound) const {
+  PlannedConnection planned;
+  planned.outbound = outbound;
+  planned.pod = pod.ns() + "/" + pod.name();
+  planned.local_principal = pod_id.uri();
+  planned.labels.reporter = outbound ? "source" : "destination";
+  if (outbound) {
+    labelSource(pod, planned.labels);
+  } else {
+    labelDestination(pod, planned.labels);
+  }
+  return planned;
+}
 
 Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& source,
                                                         const identity::SpiffeId& source_id,
@@ -119,6 +201,16 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
   engine::OutboundPlan plan;
   plan.destination = *destination;
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
+  if (reports) {
+    PlannedConnection planned = planReport(*pod, source_id, true);
+    planned.policy = decision.client_tls == policy::ClientTls::kNone ? "DISABLE" : std::string(toString(decision.client_tls));
+    planned.decided_by = describe(decision.client_decided_by);
+    planned.port = original->destination.port;
+    planned.mesh_mtls = decision.client_tls == policy::ClientTls::kIstioMutual;
+    if (decision.service != nullptr) labelService(*policy, *decision.service, planned.labels);
+    if (const config::Pod* to = destinationPod(decision)) labelDestination(*to, planned.labels);
+    plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
+  }
   switch (decision.client_tls) {
     case policy::ClientTls::kNone:
     case policy::ClientTls::kDisable:
@@ -175,6 +267,20 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   plan.mode = toEngineMode(decision.mode);
   plan.app = accepted.local;  // sk_lookup keeps the original local address
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
+  const config::Pod* served_pod = policy->podByUid(pod);
+  if (reports && served_pod != nullptr) {
+    PlannedConnection planned = planReport(*served_pod, pod_id, false);
+    planned.policy = toString(plan.mode);
+    planned.decided_by = describe(decision.decided_by);
+    planned.port = accepted.local.port();
+    planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
+    if (const config::Service* svc = serviceOfPodPort(*policy, *served_pod, planned.port))
+      labelService(*policy, *svc, planned.labels);
+    if (auto ip = config::IpAddress::parse(accepted.peer.hostString())) {
+      if (const config::Pod* source = policy->podByIp(*ip)) labelSource(*source, planned.labels);
+    }
+    plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
+  }
   if (plan.mode != engine::InboundMode::Disable) {
     auto context = identities->serverContext(pod_id);
     if (!context) return std::unexpected(context.error());
@@ -399,6 +505,12 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   if (!engine) return std::unexpected(engine.error().context("engine"));
   parts->engine = std::move(*engine);
   spdlog::info("engine: {} threads on {}", parts->engine->threads(), engine::toString(parts->engine->backend()));
+
+  parts->metrics.emplace(parts->registry);
+  parts->reports = std::make_shared<ReportSinks>(ReportSinks{
+      .istio = admin::IstioTcpMetrics(parts->registry),
+      .meshlock = *parts->metrics,
+      .access_log = settings.access_log ? std::make_unique<AccessLog>(settings.log_format) : nullptr});
 
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));

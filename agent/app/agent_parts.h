@@ -15,6 +15,7 @@
 #include "admin/metrics.h"
 #include "admin/server.h"
 #include "app/agent.h"
+#include "app/connection_report.h"
 #include "capture/datapath.h"
 #include "config/watcher.h"
 #include "engine/engine.h"
@@ -58,6 +59,7 @@ struct Agent::Parts {
 
   admin::MetricsRegistry registry;
   std::optional<admin::MeshlockMetrics> metrics;
+  std::shared_ptr<ReportSinks> reports;  // metrics and access log per connection
   std::unique_ptr<admin::HttpServer> admin_server;
   std::unique_ptr<admin::HttpServer> metrics_server;
 
@@ -72,6 +74,8 @@ struct Agent::Parts {
   Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
                                           const std::shared_ptr<UniqueFd>& netns,
                                           const engine::AcceptedSocket& accepted);
+  // The labels and names known of a connection to or from a served pod before it starts.
+  PlannedConnection planReport(const config::Pod& pod, const identity::SpiffeId& pod_id, bool outbound) const;
   Status servePod(const PolicyRef& policy, const config::Pod& pod);
   void withdrawPod(const config::PodUid& uid);
   void reconcile(const PolicyRef& policy);

@@ -98,6 +98,12 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
       auto io = parseIoBackend(*got);
       if (!io) return where(io.error());
       settings.io = *io;
+    } else if (key == "accessLog") {
+      auto got = scalar(value, key);
+      if (!got) return where(got.error());
+      auto on = parseSwitch(key, *got);
+      if (!on) return where(on.error());
+      settings.access_log = *on;
     } else if (key == "logFormat") {
       auto got = scalar(value, key);
       if (!got) return where(got.error());
@@ -110,6 +116,12 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     if (!status) return where(status.error());
   }
   return settings;
+}
+
+Result<bool> parseSwitch(std::string_view key, std::string_view text) {
+  if (text == "on" || text == "true" || text == "yes") return true;
+  if (text == "off" || text == "false" || text == "no") return false;
+  return fail(std::string(key) + ": expected on or off, got \"" + std::string(text) + "\"");
 }
 
 Result<AgentSettings> loadSettingsFile(const std::filesystem::path& file, AgentSettings base) {

@@ -29,6 +29,7 @@ struct AgentSettings {
   IoBackend io = IoBackend::Auto;
   LogFormat log_format = LogFormat::Text;
   std::string log_level = "info";
+  bool access_log = true;                                // one line per connection when it ends
   std::chrono::seconds cert_lifetime{24 * 3600};
   std::chrono::seconds drain_deadline{20};
 };
@@ -44,5 +45,7 @@ struct AgentSettings {
 
 [[nodiscard]] Result<IoBackend> parseIoBackend(std::string_view text);
 [[nodiscard]] Result<LogFormat> parseLogFormat(std::string_view text);
+// "on"/"off" (also true/false, yes/no), for switches given as flags.
+[[nodiscard]] Result<bool> parseSwitch(std::string_view key, std::string_view text);
 
 }  // namespace meshlock::app

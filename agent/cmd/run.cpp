@@ -2,6 +2,7 @@
 // flags; SIGTERM or SIGINT drains and exits.
 #include <signal.h>
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -30,15 +31,44 @@ struct RunFlags {
   std::string io;
   std::string log_format;
   std::string log_level;
+  std::string access_log;
   unsigned threads = 0;
   unsigned cert_lifetime = 0;
   unsigned drain_deadline = 0;
 };
 
+// %*: the message as the inside of a JSON string, so a log line stays one
+// valid JSON object whatever the message holds (quotes, paths, peer data).
+class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+      switch (c) {
+        case '"': dest.append(std::string_view("\\\"")); break;
+        case '\\': dest.append(std::string_view("\\\\")); break;
+        case '\n': dest.append(std::string_view("\\n")); break;
+        case '\t': dest.append(std::string_view("\\t")); break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            fmt::format_to(std::back_inserter(dest), "\\u{:04x}", static_cast<unsigned>(c));
+          } else {
+            dest.push_back(c);
+          }
+      }
+    }
+  }
+  [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonEscapedMessage>();
+  }
+};
+
 void setUpLogging(const app::AgentSettings& settings) {
   auto logger = spdlog::stderr_logger_mt("meshlock");
   if (settings.log_format == app::LogFormat::Json) {
-    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})", spdlog::pattern_time_type::utc);
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    formatter->add_flag<JsonEscapedMessage>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%*"})");
+    logger->set_formatter(std::move(formatter));
   } else {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   }
@@ -73,6 +103,11 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     auto io = app::parseIoBackend(flags.io);
     if (!io) return std::unexpected(io.error());
     settings.io = *io;
+  }
+  if (!flags.access_log.empty()) {
+    auto on = app::parseSwitch("--access-log", flags.access_log);
+    if (!on) return std::unexpected(on.error());
+    settings.access_log = *on;
   }
   if (!flags.log_format.empty()) {
     auto format = app::parseLogFormat(flags.log_format);
@@ -137,6 +172,7 @@ const CommandRegistrar kRun({
           sub.add_option("--io", flags->io, "event loop: auto, uring or epoll");
           sub.add_option("--log-format", flags->log_format, "text or json");
           sub.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error");
+          sub.add_option("--access-log", flags->access_log, "on or off: a line per connection when it ends (default on)");
           sub.add_option("--cert-lifetime", flags->cert_lifetime, "workload certificate lifetime, seconds");
           sub.add_option("--drain-deadline", flags->drain_deadline, "seconds to let connections finish on shutdown");
           return [flags] { return runAgent(*flags); };

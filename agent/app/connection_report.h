@@ -1,0 +1,64 @@
+// What the agent records about each connection the engine relays: Istio's
+// istio_tcp_* metrics with the workloads and principals on both ends,
+// meshlock's handshake and refusal counters, and the access-log line. The
+// engine calls it (an engine::ConnectionObserver) from the connection's worker.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "admin/istio_metrics.h"
+#include "admin/meshlock_metrics.h"
+#include "app/access_log.h"
+#include "engine/engine.h"
+
+namespace meshlock::app {
+
+// Where reports go; one per agent, shared by every connection.
+struct ReportSinks {
+  admin::IstioTcpMetrics istio;
+  admin::MeshlockMetrics& meshlock;
+  std::unique_ptr<AccessLog> access_log;  // empty: access log off
+};
+
+// What is known when the connection is planned; the engine adds the rest.
+struct PlannedConnection {
+  bool outbound = true;
+  std::string pod;                   // the served pod, ns/name
+  std::string local_principal;       // the served pod's SPIFFE ID
+  admin::IstioTcpLabels labels;      // all but principals and security policy
+  std::string policy;                // access log `policy`
+  std::string decided_by;
+  uint16_t port = 0;                 // the destination port (inbound: the pod's)
+  bool mesh_mtls = false;            // TLS with mesh identities (ISTIO_MUTUAL / inbound mTLS)
+};
+
+class ConnectionReport final : public engine::ConnectionObserver {
+ public:
+  ConnectionReport(std::shared_ptr<ReportSinks> sinks, PlannedConnection planned);
+
+  void established(const engine::ConnectionSnapshot& snapshot) override;
+  void transferred(uint64_t to_upstream, uint64_t to_downstream) override;
+  void closed(const engine::ConnectionSnapshot& snapshot, engine::ConnectionEnd end,
+              std::string_view reason) override;
+
+ private:
+  [[nodiscard]] const char* direction() const { return planned_.outbound ? "outbound" : "inbound"; }
+  void countHandshakeSuccess();
+
+  std::shared_ptr<ReportSinks> sinks_;
+  PlannedConnection planned_;
+  admin::IstioTcpConnectionMetrics tcp_;  // set by `established`
+  bool established_ = false;
+  uint64_t pending_to_upstream_ = 0;  // bytes before `established` (PERMISSIVE's first bytes)
+  uint64_t pending_to_downstream_ = 0;
+  bool handshake_success_pending_ = false;
+};
+
+// A bounded label for why a handshake failed, from the engine's reason text:
+// the identity part's VerifyError names ("unknown_ca", "san_mismatch", ...),
+// else a few BoringSSL causes ("protocol_version", "peer_refused_certificate",
+// "no_client_certificate", "peer_closed", "timeout"), else "other".
+[[nodiscard]] std::string handshakeFailureLabel(engine::ConnectionEnd end, std::string_view reason);
+
+}  // namespace meshlock::app

@@ -1,0 +1,172 @@
+// What the agent records per connection: istio_tcp_* with both ends' workloads
+// and principals, meshlock's handshake and refusal counters, and the access
+// log line (text and JSON), from the engine's observer calls.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "app/connection_report.h"
+
+namespace meshlock::app {
+namespace {
+
+using testing::HasSubstr;
+using testing::Not;
+
+constexpr const char* kWeb = "spiffe://cluster.local/ns/shop/sa/web";
+constexpr const char* kClient = "spiffe://cluster.local/ns/shop/sa/client";
+
+class ConnectionReportTest : public ::testing::Test {
+ protected:
+  std::shared_ptr<ReportSinks> sinks(LogFormat format) {
+    auto logger = std::make_shared<spdlog::logger>("access-test",
+                                                   std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
+    logger->set_pattern("%v");
+    return std::make_shared<ReportSinks>(ReportSinks{.istio = admin::IstioTcpMetrics(registry_),
+                                                     .meshlock = meshlock_,
+                                                     .access_log = std::make_unique<AccessLog>(format, logger)});
+  }
+
+  static PlannedConnection outboundToWeb() {
+    PlannedConnection p;
+    p.outbound = true;
+    p.pod = "shop/client-7d9f-abcde";
+    p.local_principal = kClient;
+    p.labels.reporter = "source";
+    p.labels.source_workload = "client";
+    p.labels.source_workload_namespace = "shop";
+    p.labels.destination_workload = "web";
+    p.labels.destination_workload_namespace = "shop";
+    p.labels.destination_service = "web.shop.svc.cluster.local";
+    p.policy = "ISTIO_MUTUAL";
+    p.decided_by = "auto mTLS";
+    p.port = 8080;
+    p.mesh_mtls = true;
+    return p;
+  }
+
+  static engine::ConnectionSnapshot snapshot(bool with_tls, uint64_t up, uint64_t down) {
+    engine::ConnectionSnapshot s;
+    s.outbound = true;
+    s.peer = *engine::SocketAddress::parse("127.0.0.1:40000");
+    s.upstream = *engine::SocketAddress::parse("10.96.10.10:8080");
+    if (with_tls) s.tls = engine::TlsInfo{"TLSv1.3", "TLS_AES_128_GCM_SHA256", false, kWeb};
+    s.bytes_to_upstream = up;
+    s.bytes_to_downstream = down;
+    s.age = std::chrono::milliseconds(1500);
+    return s;
+  }
+
+  std::string metrics() const { return registry_.render(); }
+
+  admin::MetricsRegistry registry_;
+  admin::MeshlockMetrics meshlock_{registry_};
+  std::ostringstream log_;
+};
+
+TEST_F(ConnectionReportTest, MutualTlsConnectionCountsBothPrincipalsAndBytes) {
+  ConnectionReport report(sinks(LogFormat::Text), outboundToWeb());
+  report.established(snapshot(true, 0, 0));
+  report.transferred(100, 0);
+  report.transferred(0, 250);
+  report.closed(snapshot(true, 100, 250), engine::ConnectionEnd::Completed, "");
+
+  const std::string text = metrics();
+  const std::string labels =
+      "reporter=\"source\",source_workload=\"client\"";
+  EXPECT_THAT(text, HasSubstr("istio_tcp_connections_opened_total{" + labels));
+  EXPECT_THAT(text, HasSubstr("source_principal=\"" + std::string(kClient) + "\""));
+  EXPECT_THAT(text, HasSubstr("destination_principal=\"" + std::string(kWeb) + "\""));
+  EXPECT_THAT(text, HasSubstr("connection_security_policy=\"mutual_tls\""));
+  EXPECT_THAT(text, HasSubstr("destination_service=\"web.shop.svc.cluster.local\""));
+  EXPECT_THAT(text, testing::ContainsRegex("istio_tcp_received_bytes_total\\{[^}]*\\} 100\n"));
+  EXPECT_THAT(text, testing::ContainsRegex("istio_tcp_sent_bytes_total\\{[^}]*\\} 250\n"));
+  EXPECT_THAT(text, testing::ContainsRegex("istio_tcp_connections_closed_total\\{[^}]*\\} 1\n"));
+  EXPECT_THAT(text, HasSubstr("meshlock_tls_handshakes_total{direction=\"outbound\",result=\"success\",reason=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("meshlock_connections_total{direction=\"outbound\",mode=\"mutual_tls\"} 1"));
+
+  const std::string line = log_.str();
+  EXPECT_THAT(line, HasSubstr(" direction=outbound pod=shop/client-7d9f-abcde src=127.0.0.1:40000"));
+  EXPECT_THAT(line, HasSubstr(" dst=10.96.10.10:8080 dst_service=web.shop.svc.cluster.local dst_workload=shop/web"));
+  EXPECT_THAT(line, HasSubstr(" dst_principal=" + std::string(kWeb)));
+  EXPECT_THAT(line, HasSubstr(" policy=ISTIO_MUTUAL decided_by=\"auto mTLS\" security=mutual_tls tls=TLSv1.3"));
+  EXPECT_THAT(line, HasSubstr(" bytes_up=100 bytes_down=250 duration_ms=1500 end=completed"));
+  EXPECT_THAT(line, Not(HasSubstr("reason=")));
+}
+
+TEST_F(ConnectionReportTest, BytesBeforeEstablishedAreNotLost) {
+  PlannedConnection planned = outboundToWeb();
+  planned.outbound = false;
+  planned.policy = "PERMISSIVE";
+  planned.mesh_mtls = true;
+  ConnectionReport report(sinks(LogFormat::Text), planned);
+  report.transferred(7, 0);  // the plaintext's first bytes, read to detect TLS
+  report.established(snapshot(false, 7, 0));
+  report.transferred(3, 5);
+  report.closed(snapshot(false, 10, 5), engine::ConnectionEnd::Completed, "");
+  const std::string text = metrics();
+  EXPECT_THAT(text, testing::ContainsRegex("istio_tcp_received_bytes_total\\{[^}]*connection_security_policy=\"none\"[^}]*\\} 10\n"));
+  EXPECT_THAT(text, HasSubstr("meshlock_connections_total{direction=\"inbound\",mode=\"plaintext\"} 1"));
+  EXPECT_THAT(log_.str(), HasSubstr(" security=none "));
+}
+
+TEST_F(ConnectionReportTest, ServerRefusingTheClientCertificateCountsAFailureNotASuccess) {
+  ConnectionReport report(sinks(LogFormat::Text), outboundToWeb());
+  report.established(snapshot(true, 0, 0));  // TLS 1.3: the client's side of the handshake is done
+  report.closed(snapshot(true, 6, 0), engine::ConnectionEnd::HandshakeFailed,
+                "read: error:10000418:SSL routines:OPENSSL_internal:TLSV1_ALERT_UNKNOWN_CA");
+  const std::string text = metrics();
+  EXPECT_THAT(text, Not(HasSubstr("result=\"success\"")));
+  EXPECT_THAT(text, HasSubstr("meshlock_tls_handshakes_total{direction=\"outbound\",result=\"failure\","
+                              "reason=\"peer_refused_certificate\"} 1"));
+  EXPECT_THAT(log_.str(), HasSubstr(" end=handshake_failed reason="));
+}
+
+TEST_F(ConnectionReportTest, PlaintextRefusedUnderStrictIsCountedPerWorkloadAndPort) {
+  PlannedConnection planned = outboundToWeb();
+  planned.outbound = false;
+  planned.policy = "STRICT";
+  planned.decided_by = "PeerAuthentication/shop/default";
+  ConnectionReport report(sinks(LogFormat::Json), planned);
+  report.transferred(18, 0);
+  report.closed(snapshot(false, 18, 0), engine::ConnectionEnd::RefusedPlaintext, "plaintext under STRICT mTLS");
+  const std::string text = metrics();
+  EXPECT_THAT(text, HasSubstr("meshlock_plaintext_refused_total{namespace=\"shop\",workload=\"web\",port=\"8080\"} 1"));
+  // Never established: no Istio connection, as a sidecar's listener would not report one.
+  EXPECT_THAT(text, Not(testing::ContainsRegex("istio_tcp_connections_opened_total\\{[^}]*\\} [1-9]")));
+
+  // One JSON object per line, with the refusal and its cause.
+  auto j = nlohmann::json::parse(log_.str());
+  EXPECT_EQ(j["type"], "access");
+  EXPECT_EQ(j["direction"], "inbound");
+  EXPECT_EQ(j["policy"], "STRICT");
+  EXPECT_EQ(j["decided_by"], "PeerAuthentication/shop/default");
+  EXPECT_EQ(j["security"], "none");
+  EXPECT_EQ(j["end"], "plaintext_refused");
+  EXPECT_EQ(j["reason"], "plaintext under STRICT mTLS");
+  EXPECT_EQ(j["bytes_to_upstream"], 18);
+  EXPECT_TRUE(j["tls_version"].is_null());
+  EXPECT_THAT(j["time"].get<std::string>(), testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z"));
+}
+
+TEST(HandshakeFailureLabel, IsOneOfAFewStableNames) {
+  using engine::ConnectionEnd;
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeTimeout, ""), "timeout");
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeFailed,
+                                  "peer verification: san_mismatch: spiffe://cluster.local/ns/x/sa/y"),
+            "san_mismatch");
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeFailed,
+                                  "handshake: error:...:CERTIFICATE_VERIFY_FAILED (unknown_ca: certificate at depth 0)"),
+            "unknown_ca");
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeFailed, "handshake: error:...:UNSUPPORTED_PROTOCOL"),
+            "protocol_version");
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeFailed, "peer closed during the handshake"), "peer_closed");
+  EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeFailed, "something new"), "other");
+}
+
+}  // namespace
+}  // namespace meshlock::app
