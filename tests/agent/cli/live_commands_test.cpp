@@ -164,6 +164,29 @@ class LiveCommands : public ::testing::Test {
     router.handle("/connections", canned(kConnections));
     router.handle("/certs", canned(kCerts));
     router.handle("/metrics", metricsHandler(*registry_));
+    // /policy and /check answer from the query, so the tests see what was asked.
+    router.handle("/policy", [](const Request& request) {
+      const std::string pod = request.param("pod").value_or("");
+      if (pod != "shop/web") return Response::error(404, "unknown pod " + pod);
+      json answer = {{"pod", pod}, {"uid", "uid-web"}, {"node", "node-a"}, {"ip", "10.244.1.10"},
+                     {"service_account", "web"}, {"identity", "spiffe://cluster.local/ns/shop/sa/web"},
+                     {"served", true}, {"served_reason", "namespace enrolled"}, {"min_tls_version", "TLSV1_2"},
+                     {"auto_mtls", true}, {"root_namespace", "istio-system"},
+                     {"inbound", {{{"port", 8080}, {"mode", "STRICT"}, {"decided_by", {"PeerAuthentication/shop/default"}}}}},
+                     {"inbound_other_ports", {{"mode", "STRICT"}, {"decided_by", {"PeerAuthentication/shop/default"}}}},
+                     {"outbound", json::array()}};
+      return Response::json(200, answer.dump());
+    });
+    router.handle("/check", [](const Request& request) {
+      json answer = {{"from", request.param("from").value_or("")}, {"to", request.param("to").value_or("")},
+                     {"client_tls", "ISTIO_MUTUAL"}, {"server_mode", "STRICT"}, {"outcome", "mtls"},
+                     {"expected_identities", {"spiffe://cluster.local/ns/shop/sa/web"}},
+                     {"decided_by", {"auto mTLS", "PeerAuthentication/shop/default"}},
+                     {"client_decided_by", {"auto mTLS"}}, {"server_decided_by", {"PeerAuthentication/shop/default"}},
+                     {"destination", "service shop/web port 80 → 1 backend(s)"}, {"min_tls_version", "TLSV1_2"},
+                     {"backends_disagree", false}, {"backends", json::array()}, {"notes", json::array()}};
+      return Response::json(200, answer.dump());
+    });
     router.handle("/logging", loggingHandler(), {Method::kGet, Method::kPost, Method::kPut});
     ServerOptions options;
     options.listen = {Endpoint::unixSocket(*dir_ + "/admin.sock")};
@@ -395,6 +418,42 @@ TEST_F(LiveCommands, GraphSvgIsWellFormedAndHasTheEdges) {
   EXPECT_NE(run.out.find("<title>unknown&#45;&gt;shop/cart</title>"), std::string::npos);
   EXPECT_EQ(countLines(run.out, "🔒 mTLS"), 1u);
   EXPECT_EQ(countLines(run.out, "stroke=\"#2e7d32\""), 2u);  // the locked edge's line and arrowhead
+}
+
+TEST_F(LiveCommands, PolicyShowsInboundModesWithTheDecidingResource) {
+  Run run = ctl("policy shop/web");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("pod shop/web (uid uid-web, node node-a, ip 10.244.1.10)"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("port 8080  STRICT      PeerAuthentication/shop/default"), std::string::npos) << run.out;
+  run = ctl("policy shop/web -o json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(json::parse(run.out)["inbound"][0]["mode"], "STRICT");
+  run = ctl("policy shop/web -o yaml");
+  EXPECT_NE(run.out.find("pod: shop/web\n"), std::string::npos) << run.out;
+  EXPECT_EQ(ctl("policy shop").exit_code, 2);
+  EXPECT_EQ(ctl("policy").exit_code, 2);
+  run = ctl("policy shop/nope");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("unknown pod shop/nope"), std::string::npos) << run.err;
+}
+
+TEST_F(LiveCommands, CheckAsksTheLiveAgentWhenGivenAdmin) {
+  Run run = ctl("check --from shop/client --to web.shop.svc.cluster.local:80 -o json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const json report = json::parse(run.out);
+  EXPECT_EQ(report["from"], "shop/client");
+  EXPECT_EQ(report["to"], "web.shop.svc.cluster.local:80");
+  run = ctl("check --from shop/client --to web.shop.svc.cluster.local:80");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("  client TLS:   ISTIO_MUTUAL  (auto mTLS)"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("  outcome:      mtls"), std::string::npos) << run.out;
+  // Bad targets are usage errors before the agent is asked; both sources at once too.
+  EXPECT_EQ(ctl("check --from shop/client --to web").exit_code, 2);
+  EXPECT_EQ(ctl("check --manifests /tmp --from shop/client --to web:80").exit_code, 2);
+  // No agent there: exit 1, naming the endpoint.
+  run = ctl("check --from shop/client --to web:80 --admin unix:/nonexistent/admin.sock", false);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("/nonexistent/admin.sock"), std::string::npos) << run.err;
 }
 
 TEST_F(LiveCommands, LogsChangesTheLevel) {
