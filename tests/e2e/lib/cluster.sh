@@ -13,6 +13,7 @@ RUN="${E2E_NAME:-e2e}-$$"
 RUN=${RUN:0:20}
 WORK=$(mktemp -d "/tmp/meshlock-$RUN.XXXXXX")
 AGENT_PIDS=()
+declare -A AGENT_PID_OF=()  # node → pid of its newest agent
 BG_PIDS=()
 NODES=()
 failures=0
@@ -73,18 +74,21 @@ node_field() { status_json | python3 -c "import json,sys; n=[x for x in json.loa
 
 start_agent() {
   local node=$1; shift
-  local netns cgroup_root
+  local netns cgroup_root ready_before
   netns=$(node_field "$node" netnsPath)
   cgroup_root=$(node_field "$node" cgroupRoot)
+  # A restarted agent appends to the same log: wait for one more ready line.
+  ready_before=$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null || true)
   # nsenter switches only the network namespace: `ip netns exec` would also
   # remount /sys and hide bpffs and the cgroup2 mount.
   nsenter --net="$netns" "$AGENT" run --node "$node" --manifests "/run/meshsim/$RUN/manifests" \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
-    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --drain-deadline 3 "$@" \
+    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" "$@" \
     >>"$WORK/agent-$node.log" 2>&1 &
   AGENT_PIDS+=($!)
+  AGENT_PID_OF[$node]=$!
   for _ in $(seq 100); do
-    grep -q "ready: node $node" "$WORK/agent-$node.log" && return 0
+    [ "$(grep -c "ready: node $node" "$WORK/agent-$node.log")" -gt "${ready_before:-0}" ] && return 0
     kill -0 "${AGENT_PIDS[-1]}" 2>/dev/null || { cat "$WORK/agent-$node.log"; die "agent on $node exited"; }
     sleep 0.1
   done
@@ -120,3 +124,39 @@ expect_refused() { if send "$1" "$2"; then fail "$1 -> $2: expected refused, got
 agent_log() { cat "$WORK/agent-$1.log"; }
 manifests_dir() { echo "/run/meshsim/$RUN/manifests"; }
 apply() { "$MESHSIM" apply --name "$RUN" "$1" >/dev/null; sleep 1.2; }
+
+# capture_counter NODE NAME: one BPF capture counter of NODE's agent, read
+# from its pins (also while the agent is down).
+capture_counter() {
+  "$AGENT" capture-status --pin-dir "$(pin_dir "$1")" | python3 -c "import json,sys; print(json.load(sys.stdin)['counters']['$2'])"
+}
+# agent_status NODE EXPR: a field of NODE's /status, EXPR a python expression on s.
+agent_status() {
+  "$CTL" status --admin "unix:$WORK/admin-$1.sock" -o json | python3 -c "import json,sys; s=json.load(sys.stdin); print($2)"
+}
+# wire NAME CMD...: run CMD while capturing every node link to $WORK/NAME.pcap.
+wire() {
+  local name=$1; shift
+  local fabric dump rc=0
+  fabric=$(status_json | python3 -c "import json,sys; print(json.load(sys.stdin)['fabricNetns'])")
+  ip netns exec "$fabric" tcpdump -Z root --immediate-mode -i any -U -w "$WORK/$name.pcap" tcp 2>"$WORK/$name.tcpdump" &
+  dump=$!
+  for _ in $(seq 50); do grep -q "listening on" "$WORK/$name.tcpdump" && break; sleep 0.1; done
+  "$@" || rc=$?
+  sleep 1
+  kill "$dump" 2>/dev/null || true
+  wait "$dump" 2>/dev/null || true
+  return $rc
+}
+# stop_agent NODE SIGNAL: signal NODE's newest agent and wait until it is gone
+# (up to 30 s); STOPPED_MS says how long that took. Not in $(...): the agent
+# must stay this shell's child to be reaped.
+stop_agent() {
+  local pid=${AGENT_PID_OF[$1]} start
+  start=$(date +%s%N)
+  kill -"$2" "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && die "agent $pid on $1 still running 30 s after SIG$2"
+  wait "$pid" 2>/dev/null || true
+  STOPPED_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+}
