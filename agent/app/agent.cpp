@@ -414,6 +414,10 @@ void Agent::Parts::applyUpdate(const config::ManifestUpdate& update) {
     policy = next;
   }
   spdlog::info("cluster state generation {}: {} objects", update.generation, update.state.objectCount());
+  // New handshakes follow a changed minProtocolVersion; established ones are untouched.
+  const identity::TlsMinVersion min_version = toIdentityVersion(next->mesh().min_protocol_version);
+  identities->setMinimumVersion(min_version);
+  destination_tls->setMinimumVersion(min_version);
   reconcile(next);
 }
 

@@ -181,6 +181,24 @@ void IdentityManager::reloadCaLocked(Seconds now, TickReport& report) {
   }
 }
 
+void IdentityManager::setMinimumVersion(TlsMinVersion version) {
+  std::lock_guard lock(mutex_);
+  if (config_.tls.minVersion == version) return;
+  config_.tls.minVersion = version;
+  for (auto& [id, entry] : entries_) {
+    if (!entry.certificate) continue;
+    if (auto ok = buildContextsLocked(entry); !ok)
+      spdlog::error("identity: {}: new minimum TLS version not applied: {}", id.uri(), ok.error().describe());
+  }
+  spdlog::info("identity: minimum TLS version for mesh mTLS is now {}",
+               version == TlsMinVersion::kTls13 ? "TLS 1.3" : "TLS 1.2");
+}
+
+TlsMinVersion IdentityManager::minimumVersion() const {
+  std::lock_guard lock(mutex_);
+  return config_.tls.minVersion;
+}
+
 TickReport IdentityManager::tick(Seconds now) {
   TickReport report;
   std::lock_guard lock(mutex_);

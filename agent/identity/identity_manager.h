@@ -81,6 +81,12 @@ class IdentityManager {
   [[nodiscard]] Result<bssl::UniquePtr<SSL>> newClientSession(const SpiffeId& local,
                                                               ExpectedPeers expected) const;
 
+  // The mesh's minProtocolVersion changed: contexts for new handshakes are
+  // rebuilt at once; established connections keep the context they began with.
+  // An identity whose contexts cannot be rebuilt keeps its old ones (logged).
+  void setMinimumVersion(TlsMinVersion version);
+  [[nodiscard]] TlsMinVersion minimumVersion() const;
+
   [[nodiscard]] std::shared_ptr<const TrustBundle> trustBundle() const;
   [[nodiscard]] std::vector<CertificateStatus> certificates() const;
   [[nodiscard]] const TrustDomain& trustDomain() const { return config_.trustDomain; }

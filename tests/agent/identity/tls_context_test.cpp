@@ -141,6 +141,24 @@ TEST_F(MeshTls, MinimumVersionTls13RefusesTls12Peers) {
   EXPECT_FALSE(handshake(client.get(), server->get()));
 }
 
+TEST_F(MeshTls, MinimumVersionChangesLiveForNewHandshakes) {
+  auto node = makeManager("ca");
+  ASSERT_TRUE(node->acquire(id("db")));
+  ASSERT_TRUE(node->acquire(id("web")));
+  auto tls12Handshake = [&] {
+    auto client = node->newClientSession(id("web"), ExpectedPeers::any());
+    EXPECT_TRUE(SSL_set_max_proto_version(client->get(), TLS1_2_VERSION));  // an old peer
+    auto server = node->newServerSession(id("db"));
+    return handshake(client->get(), server->get());
+  };
+  EXPECT_TRUE(tls12Handshake());
+  node->setMinimumVersion(TlsMinVersion::kTls13);
+  EXPECT_EQ(node->minimumVersion(), TlsMinVersion::kTls13);
+  EXPECT_FALSE(tls12Handshake());
+  node->setMinimumVersion(TlsMinVersion::kTls12);
+  EXPECT_TRUE(tls12Handshake());
+}
+
 TEST_F(MeshTls, Tls12UsesIstioCipherSuites) {
   auto node = makeManager("ca");
   ASSERT_TRUE(node->acquire(id("db")));

@@ -2,7 +2,9 @@
 # Scenario 7 (seed 003, minimum TLS version): with meshMTLS.minProtocolVersion
 # TLSV1_3, a TLS 1.2 handshake to an enrolled pod fails even with a valid mesh
 # certificate; TLS 1.3 with the same certificate succeeds. openssl s_client is
-# the independent peer, from a pod meshlock does not serve.
+# the independent peer, from a pod meshlock does not serve. Lowering the
+# minimum to TLSV1_2 live lets new TLS 1.2 handshakes through, and raising it
+# again refuses them, without restarting the agent.
 E2E_NAME=s07
 source "$(dirname "$0")/../lib/cluster.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,5 +30,26 @@ handshake() {  # handshake VERSION_FLAG: 0 when the handshake completes
 
 if handshake -tls1_2; then fail "a TLS 1.2 handshake succeeded under minProtocolVersion TLSV1_3: $(tail -5 "$WORK/s_client-tls1_2.log")"; fi
 handshake -tls1_3 || fail "a TLS 1.3 handshake failed: $(tail -5 "$WORK/s_client-tls1_3.log")"
+expect_ok shop/client web.shop.svc.cluster.local:80
+
+mesh_min_version() {  # the mesh's Istio resource with another minProtocolVersion
+  cat >"$WORK/istio-$1.yaml" <<EOF
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec:
+  namespace: istio-system
+  values:
+    meshConfig: {trustDomain: cluster.local, meshMTLS: {minProtocolVersion: $1}}
+EOF
+  apply "$WORK/istio-$1.yaml"
+}
+log "minProtocolVersion TLSV1_2 applied live: TLS 1.2 accepted"
+mesh_min_version TLSV1_2
+handshake -tls1_2 || fail "TLS 1.2 still refused after lowering the minimum live: $(tail -5 "$WORK/s_client-tls1_2.log")"
+log "TLSV1_3 again, live: TLS 1.2 refused"
+mesh_min_version TLSV1_3
+if handshake -tls1_2; then fail "TLS 1.2 accepted after raising the minimum live"; fi
+handshake -tls1_3 || fail "TLS 1.3 refused after raising the minimum live"
 expect_ok shop/client web.shop.svc.cluster.local:80
 log "done"
