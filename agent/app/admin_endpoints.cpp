@@ -151,6 +151,13 @@ Status Agent::Parts::startAdmin() {
           .set(std::chrono::duration<double>(cert.notAfter - now).count());
     }
     exportEngineCounters(engine->counters(), *metrics);
+    for (const engine::WorkerFigures& w : engine->workerFigures()) {
+      const std::string worker = std::to_string(w.worker);
+      metrics->engine_loop_iterations.labels({worker}).mirror(w.loop_iterations);
+      metrics->engine_completions.labels({worker}).mirror(w.completions);
+      metrics->engine_buffer_full.labels({worker}).mirror(w.buffer_full);
+      metrics->engine_buffer_bytes.labels({worker}).set(static_cast<double>(w.buffered_bytes));
+    }
     std::map<std::pair<std::string, std::string>, double> active;
     for (const char* direction : {"inbound", "outbound"})
       for (const char* mode : {"mutual_tls", "plaintext"}) active[{direction, mode}] = 0;

@@ -382,6 +382,7 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       spdlog::warn("pod {}: withdrawing stale registration: {}", uid.str(), withdrawn.error().describe());
   }
 
+  bool serve_failed = false;
   for (const config::PodUid& uid : wanted) {
     const config::Pod* pod = policy->podByUid(uid);
     MESHLOCK_CHECK(pod != nullptr);
@@ -399,15 +400,27 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       }
       continue;
     }
-    if (auto status = servePod(policy, *pod); !status)
-      spdlog::error("cannot serve {}: {} (retried on the next change)", pod->ns() + "/" + pod->name(),
-                    status.error().describe());
+    if (auto status = servePod(policy, *pod); !status) {
+      serve_failed = true;
+      spdlog::error("cannot serve {}: {} (retried in {}s, and on the next change)", pod->ns() + "/" + pod->name(),
+                    status.error().describe(), serve_retry_delay.count());
+    }
+  }
+  // E.g. a previous agent process still holding the pod's ports while it drains.
+  if (serve_failed) {
+    serve_retry_at = std::chrono::steady_clock::now() + serve_retry_delay;
+    serve_retry_delay = std::min(serve_retry_delay * 2, std::chrono::seconds(30));
+  } else {
+    serve_retry_at.reset();
+    serve_retry_delay = std::chrono::seconds(1);
   }
 }
 
 void Agent::Parts::applyUpdate(const config::ManifestUpdate& update) {
   for (const config::ManifestError& error : update.errors)
     spdlog::error("manifest error (last good state kept): {}", error.describe());
+  // "partial": some objects were bad and kept their last good version.
+  metrics->config_reloads.labels({update.errors.empty() ? "success" : "partial"}).inc();
   PolicyRef next = policy::PolicyIndex::build(update.state);
   {
     std::lock_guard lock(policy_mutex);
@@ -526,14 +539,18 @@ int Agent::run(std::stop_token stop) {
   Parts& parts = *parts_;
   spdlog::info("ready: node {}, {} pods served", parts.settings.node_name, parts.served.size());
   while (!stop.stop_requested()) {
-    if (auto update = parts.watcher->poll(std::chrono::milliseconds(200))) parts.applyUpdate(*update);
+    if (auto update = parts.watcher->poll(std::chrono::milliseconds(200))) {
+      parts.applyUpdate(*update);
+    } else if (parts.serve_retry_at && std::chrono::steady_clock::now() >= *parts.serve_retry_at) {
+      parts.reconcile(parts.currentPolicy());
+    }
     identity::TickReport report = parts.identities->tick(identity::systemNow());
     for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
+    if (!report.renewed.empty()) parts.metrics->certificate_rotations.labels({"success"}).inc(report.renewed.size());
+    if (!report.errors.empty()) parts.metrics->certificate_rotations.labels({"failure"}).inc(report.errors.size());
   }
 
   parts.ready = false;
-  spdlog::info("draining: listeners closed, waiting up to {}s for {} connections",
-               parts.settings.drain_deadline.count(), parts.engine->counters().active);
   {
     // Stop accepting; keep the BPF registration so capture has no gap for
     // the next agent process (STRICT pods fail closed meanwhile).
@@ -543,6 +560,12 @@ int Agent::run(std::stop_token stop) {
       pod.listeners.clear();
     }
   }
+  // The admin socket and ports too, so the next agent process can start and
+  // serve new connections while this one drains.
+  if (parts.admin_server) parts.admin_server->stop();
+  if (parts.metrics_server) parts.metrics_server->stop();
+  spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
+               parts.settings.drain_deadline.count(), parts.engine->counters().active);
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
   while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

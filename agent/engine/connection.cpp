@@ -119,6 +119,7 @@ void Connection::connectUpstream() {
 }
 
 void Connection::onIoComplete(IoRequest& request, const IoCompletion& completion) {
+  bump(worker_.loop.completions);
   --pending_;
   int side = request.tag;
   switch (request.op) {
@@ -288,7 +289,10 @@ void Connection::armRecv(int side) {
   Side& s = sides_[side];
   if (closing_ || phase_ != Phase::Relaying || s.recv_armed || s.read_eof) return;
   // Back-pressure: nothing more is read while the other side's queue is full.
-  if (sides_[1 - side].wire().size() >= worker_.config().buffer_bound) return;
+  if (sides_[1 - side].wire().size() >= worker_.config().buffer_bound) {
+    bump(worker_.loop.buffer_full);
+    return;
+  }
   submitRecv(side);
 }
 

@@ -136,6 +136,20 @@ EngineCounters Engine::counters() const {
   return total;
 }
 
+std::vector<WorkerFigures> Engine::workerFigures() const {
+  std::vector<WorkerFigures> out;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    const Worker& w = *workers_[i];
+    out.push_back({.worker = static_cast<unsigned>(i),
+                   .loop_iterations = w.loop.iterations.load(std::memory_order_relaxed),
+                   .completions = w.loop.completions.load(std::memory_order_relaxed),
+                   .buffer_full = w.loop.buffer_full.load(std::memory_order_relaxed),
+                   .buffered_bytes = w.counters.buffered_bytes.load(std::memory_order_relaxed),
+                   .connections = w.counters.active.load(std::memory_order_relaxed)});
+  }
+  return out;
+}
+
 Result<UniqueFd> listenTcp(const SocketAddress& address, int backlog) {
   UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return failErrno("socket");

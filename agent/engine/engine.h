@@ -159,6 +159,16 @@ struct EngineCounters {
 #undef MESHLOCK_COUNTER_FIELD
 };
 
+// One worker's event loop, for metrics: how busy it is and how full.
+struct WorkerFigures {
+  unsigned worker = 0;
+  uint64_t loop_iterations = 0;  // event-loop turns
+  uint64_t completions = 0;      // I/O completions handled
+  uint64_t buffer_full = 0;      // reads paused because the other side's queue hit the bound
+  uint64_t buffered_bytes = 0;   // queued in this worker's connections now
+  uint64_t connections = 0;      // open on this worker now
+};
+
 // One open connection, for the admin API and the CLI.
 struct ConnectionSnapshot {
   std::string listener;       // ListenerSpec::name
@@ -190,6 +200,7 @@ class Engine {
   [[nodiscard]] Status removeListener(ListenerId id);
 
   [[nodiscard]] EngineCounters counters() const;
+  [[nodiscard]] std::vector<WorkerFigures> workerFigures() const;
   // Every open connection; asks each worker, so not for the data path.
   [[nodiscard]] std::vector<ConnectionSnapshot> connections() const;
   [[nodiscard]] IoBackendKind backend() const { return backend_; }

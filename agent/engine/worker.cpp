@@ -83,6 +83,7 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
       spdlog::error("engine: worker {}: {}", index_, s.error().describe());
     }
     now_ = std::chrono::steady_clock::now();
+    bump(loop.iterations);
     drainPosts();
     if (now_ >= next_tick_) {
       tick();

@@ -82,6 +82,12 @@ class Worker {
   [[nodiscard]] const EngineConfig& config() const { return shared_->config; }
   [[nodiscard]] std::chrono::steady_clock::time_point now() const { return now_; }
   WorkerCounters counters;
+  // The loop's own figures (engine::WorkerFigures); only this worker writes them.
+  struct LoopFigures {
+    std::atomic<uint64_t> iterations{0};
+    std::atomic<uint64_t> completions{0};
+    std::atomic<uint64_t> buffer_full{0};
+  } loop;
 
   // A connection is done: unlink it now, free it after this loop iteration.
   void release(Connection* connection);
@@ -98,7 +104,10 @@ class Worker {
     bool armed = false;
     bool removed = false;
     bool rearm_on_tick = false;
-    void onIoComplete(IoRequest&, const IoCompletion& completion) override { worker->onAccept(*this, completion); }
+    void onIoComplete(IoRequest&, const IoCompletion& completion) override {
+      bump(worker->loop.completions);
+      worker->onAccept(*this, completion);
+    }
   };
 
   void run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* started);

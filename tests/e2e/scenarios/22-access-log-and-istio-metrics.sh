@@ -100,6 +100,11 @@ assert total(b, "istio_tcp_connections_opened_total", **src) == 3, series(b, "is
 assert total(a, "meshlock_plaintext_refused_total", namespace="shop", workload="web", port="8080") == 1
 assert total(a, "meshlock_tls_handshakes_total", direction="inbound", result="success") == 3
 assert total(b, "meshlock_tls_handshakes_total", direction="outbound", result="success") == 3
+assert total(a, "meshlock_connections_total", direction="inbound", mode="mutual_tls") == 3
+assert total(a, "meshlock_connections_total", direction="inbound", mode="plaintext") == 1
+assert total(a, "meshlock_config_reloads_total", result="success") == 1  # the STRICT change
+assert total(a, "meshlock_engine_completions_total") > 0 and total(a, "meshlock_engine_loop_iterations_total") > 0
+assert len(series(a, "meshlock_engine_loop_iterations_total")) >= 1  # one series per worker
 PY
 
 log "meshlockctl graph: client -> web locked with 3 connections"
