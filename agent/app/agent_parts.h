@@ -53,6 +53,9 @@ struct Agent::Parts {
   // Written by the reconcile loop, read by admin handlers.
   mutable std::mutex served_mutex;
   std::map<config::PodUid, ServedPod> served;
+  // Set while a wanted pod could not be served: reconcile again then (backoff 1 s → 30 s).
+  std::optional<std::chrono::steady_clock::time_point> serve_retry_at;
+  std::chrono::seconds serve_retry_delay{1};
 
   mutable std::mutex policy_mutex;
   PolicyRef policy;
