@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Scenario 16 (kernel probe at start-up, issue 6): the agent logs one line of
+# kernel features and shows them in /status; on a kernel without BTF (here:
+# /sys/kernel/btf hidden in a private mount namespace) it refuses to start,
+# names the missing feature, and leaves nothing pinned.
+E2E_NAME=s16
+source "$(dirname "$0")/../lib/cluster.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+cluster_up "$HERE/cluster.yaml"
+
+log "the agent's start-up line and /status"
+line=$(grep -m1 " info kernel " "$WORK/agent-node-a.log") || fail "no kernel summary line in the agent log"
+[[ "$line" == *"ok btf cgroup2 bpffs"*"prog_type:sk_lookup"* ]] || fail "kernel line: $line"
+python3 - "$(agent_status node-a 'json.dumps(s["kernel"])')" <<'PY' || fail "/status kernel: $(agent_status node-a 's["kernel"]')"
+import json, sys
+k = json.loads(sys.argv[1])
+assert k["hard_requirements_met"] is True, k
+assert k["summary"].startswith("kernel " + k["release"] + ": ok btf"), k["summary"]
+f = {x["name"]: x for x in k["features"]}
+assert f["btf"]["state"] == "present" and f["btf"]["required"], f["btf"]
+assert f["prog_type:sk_lookup"]["available"] is True, f["prog_type:sk_lookup"]
+assert not f["ktls"]["required"] and not f["io_uring"]["required"]
+PY
+
+log "no BTF → the agent refuses to start and says why"
+pins="/sys/fs/bpf/meshlock-$RUN-nobtf"
+rc=0
+unshare --mount --propagation private bash -c "mount -t tmpfs none /sys/kernel/btf && exec nsenter --net='$(node_field node-a netnsPath)' \
+  '$AGENT' run --node node-a --manifests '$(manifests_dir)' --cgroup-root '$(node_field node-a cgroupRoot)' \
+  --bpf-pin-dir '$pins' --state-dir '$WORK/state-nobtf' --ca-dir '$WORK/ca' --admin-socket '$WORK/admin-nobtf.sock' \
+  --admin-address 127.0.0.1:15100 --metrics-address 127.0.0.1:15120" >"$WORK/nobtf.log" 2>&1 || rc=$?
+log "exit $rc: $(grep -m1 "cannot start" "$WORK/nobtf.log" | cut -c1-160)…"
+[ "$rc" = 1 ] || fail "the agent without BTF exited $rc, want 1: $(cat "$WORK/nobtf.log")"
+grep -q "cannot start: kernel .* lacks a required feature: btf (/sys/kernel/btf/vmlinux): .*CONFIG_DEBUG_INFO_BTF" "$WORK/nobtf.log" ||
+  fail "the refusal does not name btf: $(cat "$WORK/nobtf.log")"
+[ ! -e "$pins" ] || { fail "the refused agent pinned $pins"; "$AGENT" --uninstall --pin-dir "$pins" >/dev/null 2>&1 || true; }
+[ ! -e "$WORK/admin-nobtf.sock" ] || fail "the refused agent left an admin socket"
+[ -e /sys/kernel/btf/vmlinux ] || die "the host lost /sys/kernel/btf/vmlinux (mount leaked)"
+serve shop/web 8080
+expect_ok shop/client 10.244.1.10:8080  # the running agents are undisturbed
+log "done"
