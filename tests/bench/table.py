@@ -34,7 +34,7 @@ ROWS = [
     ("conn_full_cpu_ms", "proxy CPU ms per connection, full handshake", None),
     ("conn_resumed", "new connections/s, resumed", None),
     ("conn_resumed_cpu_ms", "proxy CPU ms per connection, resumed", None),
-    ("rss_idle_kib", "RSS at idle, both proxies (MiB)", None),
+    ("rss_idle_kib", "RSS freshly started, both proxies (MiB)", None),
     ("rss_held_kib", "RSS with {idle} idle connections (MiB)", None),
     ("idle_kib_per_conn_orig", "KiB per idle connection, originating proxy", "idle"),
     ("idle_kib_per_conn_term", "KiB per idle connection, terminating proxy", "idle"),
@@ -43,11 +43,18 @@ ROWS = [
     ("agent_cpu_gb_8", "agents' CPU-s per GB, 8 streams", "cpu_gb"),
     ("agent_cpu_ms_per_1000", "agents' CPU ms per 1000 requests (64 B)", None),
     ("agent_conn_cpu_ms", "agents' CPU ms per connection", None),
-    ("agent_rss_idle_kib", "agents' RSS at idle (MiB)", None),
+    ("agent_rss_fresh_kib", "agents' RSS freshly started (MiB)", None),
+    ("agent_rss_idle_kib", "agents' RSS just before the idle connections (MiB)", None),
     ("agent_rss_held_kib", "agents' RSS with {idle} idle connections (MiB)", None),
 ]
-# In the full path, CPU figures come from the agents; same targets.
-FULLPATH_ALIASES = {"cpu_gb_1": "agent_cpu_gb_1", "cpu_gb_8": "agent_cpu_gb_8"}
+# In the full path, CPU figures come from the agents: compared with the
+# HAProxy pair's figure of the same kind (engine metric names).
+FULLPATH_ALIASES = {
+    "agent_cpu_gb_1": "cpu_gb_1",
+    "agent_cpu_gb_8": "cpu_gb_8",
+    "agent_cpu_ms_per_1000": "pp_64_cpu_ms_per_1000",
+    "agent_conn_cpu_ms": "conn_full_cpu_ms",
+}
 
 TARGETS = {
     "tput": "≥ 1.3× HAProxy",
@@ -136,7 +143,8 @@ def table(values, setups, subject, base, haproxy_values, haproxy_setup, haproxy_
         sub, b = values.get((subject, metric)), values.get((base, metric))
         target, met = verdict(kind, sub, b, hp, haproxy_values.get((haproxy_base, metric)))
         cells = [label.format(idle=idle)] + [fmt(v, metric) for v in row]
-        cells += [ratio(sub, b), ratio(sub, hp), target, met]
+        # A plaintext baseline spends no proxy CPU: a ratio to it means nothing.
+        cells += ["–" if "cpu" in metric else ratio(sub, b), ratio(sub, hp), target, met]
         print("| " + " | ".join(cells) + " |")
 
 

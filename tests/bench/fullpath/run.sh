@@ -146,6 +146,7 @@ idle_memory() {
 
 measure() {
   local setup=$1
+  record "$setup" agent_rss_fresh_kib "$(agents_rss)"
   log "$setup: throughput"; throughput "$setup" 1; throughput "$setup" 8
   log "$setup: latency"; latency "$setup" 64; latency "$setup" 1024
   log "$setup: connections/s"; conn_rate "$setup"
