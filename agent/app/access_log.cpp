@@ -88,9 +88,14 @@ std::string AccessLog::formatText(const AccessRecord& r) {
 }
 
 std::string AccessLog::formatJson(const AccessRecord& r) {
+  // Invalid UTF-8 from a peer's certificate must not make the line unparseable.
+  return toJson(r, utcNow()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+nlohmann::json AccessLog::toJson(const AccessRecord& r, std::string time) {
   auto orNull = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
   nlohmann::json j = {
-      {"time", utcNow()},
+      {"time", std::move(time)},
       {"type", "access"},
       {"direction", r.direction},
       {"pod", r.pod},
@@ -113,8 +118,7 @@ std::string AccessLog::formatJson(const AccessRecord& r) {
       {"end", r.end},
       {"reason", orNull(r.reason)},
   };
-  // Invalid UTF-8 from a peer's certificate must not make the line unparseable.
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return j;
 }
 
 }  // namespace meshlock::app

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "app/settings.h"
 
 namespace spdlog {
@@ -49,6 +51,8 @@ class AccessLog {
   void write(const AccessRecord& record) const;
   [[nodiscard]] static std::string formatText(const AccessRecord& record);
   [[nodiscard]] static std::string formatJson(const AccessRecord& record);
+  // The JSON line's object; `time` is given (the admin API's records keep theirs).
+  [[nodiscard]] static nlohmann::json toJson(const AccessRecord& record, std::string time);
 
  private:
   LogFormat format_;

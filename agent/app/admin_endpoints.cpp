@@ -293,6 +293,23 @@ Status Agent::Parts::startAdmin() {
     return admin::Response::json(200, json{{"connections", list}}.dump());
   });
 
+  // The last refusals, newest first: what was refused, the policy and the reason.
+  router.handle("/refused", [this](const admin::Request& request) {
+    const std::string ns_filter = request.param("namespace").value_or("");
+    const std::string pod_filter = request.param("pod").value_or("");
+    json list = json::array();
+    for (const RefusalLog::Entry& entry : reports->refusals->recent()) {
+      const AccessRecord& r = entry.record;
+      if (!pod_filter.empty() && r.pod != pod_filter) continue;
+      if (!ns_filter.empty() && !r.pod.starts_with(ns_filter + "/")) continue;
+      list.push_back(AccessLog::toJson(r, rfc3339(entry.at)));
+    }
+    json body = {{"total", reports->refusals->total()},
+                 {"kept", reports->refusals->capacity()},
+                 {"refused", std::move(list)}};
+    return admin::Response::json(200, body.dump(-1, ' ', false, json::error_handler_t::replace));
+  });
+
   router.handle("/certs", [this](const admin::Request&) {
     const auto now = std::chrono::system_clock::now();
     json list = json::array();

@@ -326,11 +326,25 @@ Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
     served_pod.listeners.push_back(*id_or);
     return {};
   };
-  engine::OutboundDecider outbound = [this, uid, pod_id, netns](const engine::AcceptedSocket& s) {
-    return planOutbound(uid, pod_id, netns, s);
+  // A connection the agent cannot plan is refused by the engine; say why where operators look.
+  auto setup_failed = [this, name](bool outbound, const engine::AcceptedSocket& s, const Error& error) {
+    AccessRecord record;
+    record.direction = outbound ? "outbound" : "inbound";
+    record.pod = name;
+    record.source = s.peer.toString();
+    if (!outbound) record.destination = s.local.toString();
+    record.reason = error.describe();
+    reports->setupFailed(std::move(record));
   };
-  engine::InboundDecider inbound = [this, uid, pod_id, netns](const engine::AcceptedSocket& s) {
-    return planInbound(uid, pod_id, netns, s);
+  engine::OutboundDecider outbound = [this, uid, pod_id, netns, setup_failed](const engine::AcceptedSocket& s) {
+    auto plan = planOutbound(uid, pod_id, netns, s);
+    if (!plan) setup_failed(true, s, plan.error());
+    return plan;
+  };
+  engine::InboundDecider inbound = [this, uid, pod_id, netns, setup_failed](const engine::AcceptedSocket& s) {
+    auto plan = planInbound(uid, pod_id, netns, s);
+    if (!plan) setup_failed(false, s, plan.error());
+    return plan;
   };
   Status status = add(listeners->outbound_v4, "outbound", {.name = {}, .pod_key = {}, .decider = outbound});
   if (status) status = add(listeners->outbound_v6, "outbound6", {.name = {}, .pod_key = {}, .decider = outbound});

@@ -137,7 +137,8 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
     tcp.closed.inc();
   }
 
-  if (!sinks_->access_log) return;
+  const bool refused = RefusalLog::isRefusal(end);
+  if (!sinks_->access_log && !refused) return;
   const admin::IstioTcpLabels& labels = planned_.labels;
   AccessRecord record;
   record.direction = direction();
@@ -168,7 +169,15 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   record.duration = snapshot.age;
   record.end = engine::toString(end);
   record.reason = std::string(reason);
-  sinks_->access_log->write(record);
+  if (sinks_->access_log) sinks_->access_log->write(record);
+  if (refused) sinks_->refusals->record(std::move(record));
+}
+
+void ReportSinks::setupFailed(AccessRecord record) const {
+  record.security = "none";
+  record.end = "setup_failed";
+  if (access_log) access_log->write(record);
+  refusals->record(std::move(record));
 }
 
 }  // namespace meshlock::app

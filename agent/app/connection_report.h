@@ -10,6 +10,7 @@
 #include "admin/istio_metrics.h"
 #include "admin/meshlock_metrics.h"
 #include "app/access_log.h"
+#include "app/refusal_log.h"
 #include "engine/engine.h"
 
 namespace meshlock::app {
@@ -19,6 +20,11 @@ struct ReportSinks {
   admin::IstioTcpMetrics istio;
   admin::MeshlockMetrics& meshlock;
   std::unique_ptr<AccessLog> access_log;  // empty: access log off
+  std::shared_ptr<RefusalLog> refusals = std::make_shared<RefusalLog>();
+
+  // A connection that ended before it was planned (the agent could not set it
+  // up): logged and kept among the refusals like any other.
+  void setupFailed(AccessRecord record) const;
 };
 
 // What is known when the connection is planned; the engine adds the rest.

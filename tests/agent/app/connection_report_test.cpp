@@ -153,6 +153,36 @@ TEST_F(ConnectionReportTest, PlaintextRefusedUnderStrictIsCountedPerWorkloadAndP
   EXPECT_THAT(j["time"].get<std::string>(), testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z"));
 }
 
+TEST_F(ConnectionReportTest, RefusalsAreKeptNewestFirstAndCompletedOnesAreNot) {
+  auto shared = sinks(LogFormat::Text);
+  PlannedConnection planned = outboundToWeb();
+  ConnectionReport ok(shared, planned);
+  ok.established(snapshot(true, 0, 0));
+  ok.closed(snapshot(true, 1, 1), engine::ConnectionEnd::Completed, "");
+  ConnectionReport unreachable(shared, planned);
+  unreachable.closed(snapshot(false, 0, 0), engine::ConnectionEnd::ConnectFailed, "Connection refused");
+  shared->setupFailed(AccessRecord{.direction = "inbound", .pod = "shop/web", .reason = "no identity"});
+  std::vector<RefusalLog::Entry> kept = shared->refusals->recent();
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].record.end, "setup_failed");
+  EXPECT_EQ(kept[0].record.reason, "no identity");
+  EXPECT_EQ(kept[1].record.end, "connect_failed");
+  EXPECT_EQ(kept[1].record.policy, "ISTIO_MUTUAL");
+  EXPECT_EQ(shared->refusals->total(), 2u);
+  // Envoy's way: an unreachable upstream is a connection opened and closed with flag UF.
+  EXPECT_THAT(metrics(), testing::ContainsRegex("istio_tcp_connections_opened_total\\{[^}]*response_flags=\"UF\"[^}]*\\} 1"));
+}
+
+TEST(RefusalLog, KeepsTheLastOnesAndCountsThemAll) {
+  RefusalLog log(3);
+  for (int i = 0; i < 5; ++i) log.record(AccessRecord{.pod = "p" + std::to_string(i)});
+  std::vector<RefusalLog::Entry> kept = log.recent();
+  ASSERT_EQ(kept.size(), 3u);
+  EXPECT_EQ(kept[0].record.pod, "p4");
+  EXPECT_EQ(kept[2].record.pod, "p2");
+  EXPECT_EQ(log.total(), 5u);
+}
+
 TEST(HandshakeFailureLabel, IsOneOfAFewStableNames) {
   using engine::ConnectionEnd;
   EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeTimeout, ""), "timeout");

@@ -3,7 +3,8 @@
 # logs in JSON: every log line parses; one access line per connection says who
 # talked to whom, how (mTLS with both principals, or plaintext), the bytes and
 # why a refused one was refused; Istio's istio_tcp_* count the same
-# connections with Kiali's labels, and `meshlockctl graph` draws the lock.
+# connections with Kiali's labels, `meshlockctl graph` draws the lock and
+# `meshlockctl refused` says which connections were refused and why.
 E2E_NAME=s22
 source "$(dirname "$0")/../lib/cluster.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +21,25 @@ send legacy/client 10.244.1.10:8080 500 || fail "legacy client -> web (plaintext
 log "STRICT: a plaintext connection refused"
 apply "$HERE/manifests/shop-strict.yaml"
 expect_refused legacy/client 10.244.1.10:8080
+log "a TLS client without a certificate refused"
+(sleep 1; echo) | in_pod legacy/client timeout 5 openssl s_client -connect 10.244.1.10:8080 -alpn istio \
+  >"$WORK/s_client-nocert.log" 2>&1 || true
 sleep 0.5  # the access line is written when the refused connection ends
+
+log "meshlockctl refused: both refusals, newest first, with the policy and the reason"
+"$CTL" refused --admin "$A" -o json >"$WORK/refused.json" || fail "refused failed"
+python3 - "$WORK/refused.json" <<'PY' || fail "refused: $(cat "$WORK/refused.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["total"] == 2, r
+cert, plain = r["refused"]
+assert cert["end"] == "handshake_failed" and cert["pod"] == "shop/web", cert
+assert "no_certificate" in cert["reason"] or "CERTIFICATE_REQUIRED" in cert["reason"] or "PEER_DID_NOT_RETURN" in cert["reason"], cert
+assert plain["end"] == "plaintext_refused" and plain["policy"] == "STRICT", plain
+assert plain["decided_by"] == "PeerAuthentication/shop/default", plain
+assert plain["source_workload"] == "legacy/client", plain
+PY
+"$CTL" refused --admin "$A"
 
 log "every agent log line is one JSON object; the access lines say what happened"
 python3 - "$WORK/agent-node-a.log" "$WORK/agent-node-b.log" <<'PY' || fail "access log"
@@ -50,6 +69,7 @@ assert sorted(x["bytes_to_downstream"] for x in mtls) == [1000, 2000, 3000], mtl
 plain = [x for x in web if x["security"] == "none" and x["end"] == "completed"]
 assert len(plain) == 1 and plain[0]["source_workload"] == "legacy/client", plain
 assert plain[0]["source_principal"] is None and plain[0]["bytes_to_upstream"] == 500, plain
+assert len([x for x in web if x["end"] == "handshake_failed"]) == 1, web
 refused = [x for x in web if x["end"] == "plaintext_refused"]
 assert len(refused) == 1, web
 assert refused[0]["policy"] == "STRICT", refused
