@@ -48,6 +48,15 @@ apply "$here/strict.yaml"
 flow shop/client web.shop.svc.cluster.local:80
 flow legacy/client web.shop.svc.cluster.local:80
 
+say "What the agent on node-a saw: the service graph from its Istio metrics (Kiali's lock)"
+"$CTL" graph --admin "unix:$WORK/admin-node-a.sock" || true
+
+say "What it refused, and why (meshlockctl refused)"
+"$CTL" refused --admin "unix:$WORK/admin-node-a.sock" || true
+
+say "Its status"
+"$CTL" status --admin "unix:$WORK/admin-node-a.sock" || true
+
 say "What validate says about this mesh"
 "$CTL" validate --manifests "$(manifests_dir)" || true
 
@@ -59,6 +68,8 @@ if [ "$keep" = 1 ]; then
   echo "  $MESHSIM status --name $RUN"
   echo "  $MESHSIM exec --name $RUN shop/client -- $PEER send --to web.shop.svc.cluster.local:80 --bytes 1000"
   echo "  $CTL explain --manifests $(manifests_dir) shop/web"
+  echo "  $CTL connections --watch --admin unix:$WORK/admin-node-a.sock"
+  echo "  $CTL policy shop/web --admin unix:$WORK/admin-node-a.sock"
   echo "  agent logs: $WORK/agent-*.log"
   echo "  kill ${AGENT_PIDS[*]} ${BG_PIDS[*]}; $AGENT uninstall --pin-dir $(pin_dir node-a); $AGENT uninstall --pin-dir $(pin_dir node-b); $MESHSIM down --name $RUN"
 fi
