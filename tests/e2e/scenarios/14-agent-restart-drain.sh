@@ -123,7 +123,9 @@ for pid in "$old_a" "$old_b"; do
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && fail "old agent $pid still running after the drain deadline"
 done
-grep -q "drained: 1 connections still open at exit" "$WORK/agent-node-b.log" ||
-  fail "node-b's old agent did not report the endless connection at exit: $(grep drained "$WORK/agent-node-b.log")"
+# Whichever old agent reaches its deadline first cuts the connection; the
+# other may then see it end just before its own.
+cat "$WORK"/agent-node-{a,b}.log | grep -q "drained: [1-9][0-9]* connections still open at exit" ||
+  fail "no old agent reported the endless connection open at its deadline: $(grep -h drained "$WORK"/agent-node-{a,b}.log)"
 expect_ok shop/client 10.244.1.10:8080
 log "done"
