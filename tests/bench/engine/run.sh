@@ -102,7 +102,7 @@ setup_haproxy() {
   [ "$resume" = 1 ] || reuse="no-ssl-reuse"
   local global="global
   nbthread 1
-  maxconn $((idle + 1000))
+  maxconn $((idle + 50))
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
   ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
 defaults
@@ -286,21 +286,31 @@ sockperf sr --tcp -i 127.0.0.1 -p $SOCKPERF > "$work/sockperf-server.log" 2>&1 &
 "$connbench" serve --bind 127.0.0.1 --port $ECHO > "$work/echo-server.log" 2>&1 & pids+=($!)
 wait_port $IPERF; wait_port $SOCKPERF; wait_port $ECHO
 
+# start SETUP APP RESUME: 1 (and a note in the output) if the pair did not start.
+failed_setups="$work/failed"
+start() {
+  "setup_$1" "$2" "$3" && return 0
+  echo "- $1 did not start: $(cat "$work/$1"-*.log 2>/dev/null | grep -v '^\[NOTICE\]' | tail -2 | tr '\n' ' ')" >> "$failed_setups"
+  progress "$1 did not start; skipping it"
+  stop_setup
+  return 1
+}
+
 for setup in "${setups[@]}"; do
   progress "$setup: throughput"
-  "setup_$setup" $IPERF 0
+  start "$setup" $IPERF 0 || continue
   throughput "$setup" 1
   throughput "$setup" 8
   stop_setup
   progress "$setup: latency"
-  "setup_$setup" $SOCKPERF 0
+  start "$setup" $SOCKPERF 0 || continue
   latency "$setup" pp 64
   latency "$setup" pp 1024
   latency "$setup" ul 64 --mps "$rate" --reply-every 1
   latency "$setup" ul 1024 --mps "$rate" --reply-every 1
   stop_setup
   progress "$setup: connections (full handshakes), idle memory ($idle connections)"
-  "setup_$setup" $ECHO 0
+  start "$setup" $ECHO 0 || continue
   fresh_memory "$setup"
   conn_rate "$setup" full
   idle_memory "$setup"
@@ -308,7 +318,7 @@ for setup in "${setups[@]}"; do
   stop_setup
   if [ "$setup" != direct ]; then
     progress "$setup: connections (resumption)"
-    "setup_$setup" $ECHO 1
+    start "$setup" $ECHO 1 || continue
     conn_rate "$setup" resumed
     if [ "$setup" = meshlock ]; then
       # The counters printed at exit say how many handshakes were resumed.
@@ -332,6 +342,7 @@ if [ "$idle" -lt "$idle_wanted" ]; then
   echo "Idle connections: $idle, not $idle_wanted: the file descriptor limit here is $fd_limit and each proxy holds two per connection."
 fi
 echo
+if [ -s "$failed_setups" ]; then echo "**Setups that failed:**"; echo; cat "$failed_setups"; echo; fi
 python3 "$root/tests/bench/table.py" engine "$results"
 # tests/bench/run.sh hands the results on (the full path compares with HAProxy's).
 [ -z "${MESHLOCK_BENCH_OUT:-}" ] || cp "$results" "$MESHLOCK_BENCH_OUT/engine.results"
