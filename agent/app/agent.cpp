@@ -225,8 +225,13 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
       if (!context) return std::unexpected(context.error());
       engine::TlsClientSetup tls;
       tls.context = engine::SslContextRef(std::move(*context));
-      tls.prepare = [expected = std::move(expected)](SSL* ssl) {
-        return identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(expected));
+      // Resumption: a session of this source identity to this destination
+      // expecting these peers (never across renewals or bundle changes, and
+      // the peer is verified again against `expected` when resumed).
+      identity::SessionKey key{.local = source_id, .destination = plan.destination.toString(), .expected = expected};
+      tls.prepare = [key = std::move(key), sessions = &identities->clientSessions()](SSL* ssl) -> Status {
+        if (Status set = identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(key.expected)); !set) return set;
+        return sessions->prepare(ssl, key);
       };
       tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
         auto peer = identity::handshakeIdentity(ssl);

@@ -12,7 +12,10 @@
 namespace meshlock::identity {
 
 IdentityManager::IdentityManager(IdentityConfig config, Clock clock)
-    : config_(std::move(config)), clock_(std::move(clock)), random_(std::random_device{}()) {}
+    : config_(std::move(config)),
+      clock_(std::move(clock)),
+      random_(std::random_device{}()),
+      clientSessions_(config_.clientSessionCapacity) {}
 
 Result<std::unique_ptr<IdentityManager>> IdentityManager::create(IdentityConfig config,
                                                                  Clock clock) {
@@ -106,6 +109,7 @@ void IdentityManager::release(const SpiffeId& id) {
   if (--it->second.pods == 0) {
     spdlog::info("identity: dropped {} (no pod left on this node)", id.uri());
     entries_.erase(it);
+    clientSessions_.forget(id);
   }
 }
 

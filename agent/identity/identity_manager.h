@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "identity/mesh_ca.h"
+#include "identity/session_cache.h"
 #include "identity/spiffe_id.h"
 #include "identity/tls_context.h"
 #include "identity/trust_bundle.h"
@@ -31,6 +32,7 @@ struct IdentityConfig {
   double renewJitter = 0.05;
   std::chrono::seconds ticketKeyRotation = std::chrono::hours(1);
   MeshTlsSettings tls;
+  size_t clientSessionCapacity = ClientSessionCache::kDefaultCapacity;  // outbound resumption keys
 };
 
 // For the admin API and logs.
@@ -87,6 +89,12 @@ class IdentityManager {
   void setMinimumVersion(TlsMinVersion version);
   [[nodiscard]] TlsMinVersion minimumVersion() const;
 
+  // Outbound mTLS resumption: sessions per (local identity, destination,
+  // expected peers). Contexts rebuilt after a renewal or a bundle change
+  // never get an older session (the cache checks the session id context);
+  // an identity's sessions go with its last pod.
+  [[nodiscard]] ClientSessionCache& clientSessions() { return clientSessions_; }
+
   [[nodiscard]] std::shared_ptr<const TrustBundle> trustBundle() const;
   [[nodiscard]] std::vector<CertificateStatus> certificates() const;
   [[nodiscard]] const TrustDomain& trustDomain() const { return config_.trustDomain; }
@@ -118,6 +126,7 @@ class IdentityManager {
   std::string caSignature_;        // files as last loaded
   std::string failedCaSignature_;  // files that failed to load (logged once)
   std::mt19937_64 random_;
+  ClientSessionCache clientSessions_;
 };
 
 }  // namespace meshlock::identity

@@ -40,7 +40,8 @@ struct ConnectionState {
   std::optional<SpiffeId> peer;
   std::optional<VerifyFailure> failure;
   bool destinationVerified = false;
-  bssl::UniquePtr<SSL_SESSION> newestSession;  // client: the last ticket received
+  bssl::UniquePtr<SSL_SESSION> newestSession;  // client: the last ticket received, without a sink
+  std::shared_ptr<SessionSink> sessionSink;    // client: where tickets go instead
 };
 
 void freeContextState(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
@@ -166,6 +167,10 @@ std::expected<void, VerifyFailure> verifyDestinationPeer(SSL* ssl, const Context
 int keepNewSession(SSL* ssl, SSL_SESSION* session) {
   ConnectionState* connection = connectionState(ssl);
   if (connection == nullptr) return 0;  // not taken: BoringSSL frees it
+  if (connection->sessionSink) {
+    connection->sessionSink->store(bssl::UniquePtr<SSL_SESSION>(session));
+    return 1;
+  }
   connection->newestSession.reset(session);
   return 1;
 }
@@ -282,10 +287,26 @@ int selectAlpn(SSL* ssl, const uint8_t** out, uint8_t* outLength, const uint8_t*
   return SSL_TLSEXT_ERR_OK;
 }
 
+// Certificates of every context, deduplicated: connections from or to the
+// same peer share one copy. Never freed (it must outlive every SSL_CTX,
+// SSL and SSL_SESSION).
+CRYPTO_BUFFER_POOL* certificatePool() {
+  static CRYPTO_BUFFER_POOL* pool = [] {
+    CRYPTO_BUFFER_POOL* p = CRYPTO_BUFFER_POOL_new();
+    MESHLOCK_CHECK(p != nullptr);
+    return p;
+  }();
+  return pool;
+}
+
+// TLS_with_buffers_method: a connection keeps its peer's chain as bytes from
+// the pool and no parsed X509 objects (a third of an idle connection's
+// memory otherwise); verification parses what it needs (peerChain).
 Result<bssl::UniquePtr<SSL_CTX>> newBaseContext(TlsMinVersion minVersion,
                                                 const std::string& ciphers) {
-  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_with_buffers_method()));
   if (!ctx) return fail(takeSslErrors("SSL_CTX_new"));
+  SSL_CTX_set0_buffer_pool(ctx.get(), certificatePool());
   uint16_t minimum = minVersion == TlsMinVersion::kTls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
   if (!SSL_CTX_set_min_proto_version(ctx.get(), minimum) ||
       !SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION)) {
@@ -302,13 +323,22 @@ Result<bssl::UniquePtr<SSL_CTX>> newBaseContext(TlsMinVersion minVersion,
 
 Status setCertificate(SSL_CTX* ctx, X509* leaf, const CertificateList& chain, EVP_PKEY* key,
                       std::string_view what) {
-  if (!SSL_CTX_use_certificate(ctx, leaf)) return fail(takeSslErrors(fmt::format("{}: certificate", what)));
+  std::vector<bssl::UniquePtr<CRYPTO_BUFFER>> buffers;
+  auto add = [&](X509* cert) {
+    uint8_t* der = nullptr;
+    int length = i2d_X509(cert, &der);
+    if (length <= 0) return false;
+    bssl::UniquePtr<uint8_t> owned(der);
+    buffers.emplace_back(CRYPTO_BUFFER_new(der, static_cast<size_t>(length), certificatePool()));
+    return buffers.back() != nullptr;
+  };
+  if (!add(leaf)) return fail(takeSslErrors(fmt::format("{}: certificate", what)));
   for (const auto& cert : chain) {
-    if (!SSL_CTX_add1_chain_cert(ctx, cert.get())) {
-      return fail(takeSslErrors(fmt::format("{}: chain", what)));
-    }
+    if (!add(cert.get())) return fail(takeSslErrors(fmt::format("{}: chain", what)));
   }
-  if (!SSL_CTX_use_PrivateKey(ctx, key) || !SSL_CTX_check_private_key(ctx)) {
+  std::vector<CRYPTO_BUFFER*> raw;
+  for (const auto& buffer : buffers) raw.push_back(buffer.get());
+  if (!SSL_CTX_set_chain_and_key(ctx, raw.data(), raw.size(), key, nullptr)) {
     return fail(takeSslErrors(fmt::format("{}: private key does not match the certificate", what)));
   }
   return {};
@@ -485,6 +515,13 @@ bssl::UniquePtr<SSL_SESSION> takeResumableSession(SSL* ssl) {
   ConnectionState* state = findConnectionState(ssl);
   if (state == nullptr || !state->newestSession) return nullptr;
   return std::move(state->newestSession);
+}
+
+Status setSessionSink(SSL* ssl, std::shared_ptr<SessionSink> sink) {
+  ConnectionState* state = connectionState(ssl);
+  if (state == nullptr) return fail(takeSslErrors("SSL_set_ex_data"));
+  state->sessionSink = std::move(sink);
+  return {};
 }
 
 std::string contextDescription(const SSL_CTX* ctx) {

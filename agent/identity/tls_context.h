@@ -121,6 +121,15 @@ struct MeshContextParams {
 // client re-verifies the server's identity on resumption anyway.
 [[nodiscard]] bssl::UniquePtr<SSL_SESSION> takeResumableSession(SSL* ssl);
 
+// Client side: where the session tickets of one connection go as they
+// arrive, instead of being kept on the connection (ClientSessionCache).
+class SessionSink {
+ public:
+  virtual ~SessionSink() = default;
+  virtual void store(bssl::UniquePtr<SSL_SESSION> session) = 0;
+};
+[[nodiscard]] Status setSessionSink(SSL* ssl, std::shared_ptr<SessionSink> sink);
+
 // The SNI and peer names a DestinationRule context checks, for tests and logs.
 [[nodiscard]] std::string contextDescription(const SSL_CTX* ctx);
 

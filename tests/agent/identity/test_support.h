@@ -168,8 +168,11 @@ inline void makeOpensslPluginCa(const std::filesystem::path& dir, const std::str
   ASSERT_EQ(chain.status, 0) << chain.output;
 }
 
+// From the chain the SSL keeps as bytes (identity contexts keep no X509 objects).
 inline std::string peerSerial(SSL* ssl) {
-  bssl::UniquePtr<X509> cert(SSL_get_peer_certificate(ssl));
+  const STACK_OF(CRYPTO_BUFFER)* chain = SSL_get0_peer_certificates(ssl);
+  if (chain == nullptr || sk_CRYPTO_BUFFER_num(chain) == 0) return {};
+  bssl::UniquePtr<X509> cert(X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0)));
   return cert ? serialHex(cert.get()) : std::string();
 }
 

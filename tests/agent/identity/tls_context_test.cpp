@@ -409,9 +409,10 @@ TEST_F(MeshTls, ANewPluginIntermediateReissuesEveryCertificate) {
   auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
   auto server = node->newServerSession(id("db"));
   ASSERT_TRUE(handshake(client->get(), server->get()));
-  STACK_OF(X509)* chain = SSL_get_peer_full_cert_chain(client->get());
-  ASSERT_EQ(sk_X509_num(chain), 2u);
-  EXPECT_EQ(serialHex(sk_X509_value(chain, 1)), "10F7");  // 4343: the new intermediate
+  const STACK_OF(CRYPTO_BUFFER)* chain = SSL_get0_peer_certificates(client->get());  // kept as bytes
+  ASSERT_EQ(sk_CRYPTO_BUFFER_num(chain), 2u);
+  bssl::UniquePtr<X509> intermediate(X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 1)));
+  EXPECT_EQ(serialHex(intermediate.get()), "10F7");  // 4343: the new intermediate
 }
 
 // Handshakes (with resumption) on several threads while the main thread renews
