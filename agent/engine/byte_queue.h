@@ -1,6 +1,6 @@
 // A FIFO of bytes in fixed-size chunks: appends never move bytes already
 // queued, so an in-flight send may point into it while more is appended.
-// Chunks are freed as soon as they are consumed: an idle queue owns no buffer.
+// Chunks are freed as soon as they are consumed: an idle queue owns no memory.
 #pragma once
 
 #include <sys/uio.h>
@@ -81,18 +81,22 @@ class ByteQueue {
       }
     }
     if (head_ == chunks_.size()) {
-      chunks_.clear();
-      head_ = 0;
+      clear();
     } else if (head_ > 32 && head_ * 2 > chunks_.size()) {
       chunks_.erase(chunks_.begin(), chunks_.begin() + static_cast<std::ptrdiff_t>(head_));
       head_ = 0;
     }
   }
 
+  // Frees everything, the chunk list included: an idle connection has several queues.
   void clear() {
-    chunks_.clear();
+    std::vector<Chunk>().swap(chunks_);
     head_ = 0;
     size_ = 0;
+  }
+  // Frees a chunk writableTail() allocated that nothing was committed to.
+  void releaseIfEmpty() {
+    if (size_ == 0 && !chunks_.empty()) clear();
   }
 
  private:

@@ -53,18 +53,21 @@ Connection::~Connection() {
 void Connection::startOutbound(OutboundPlan plan) {
   outbound_ = true;
   destination_ = plan.destination;
-  make_socket_ = std::move(plan.make_socket);
-  client_tls_ = std::move(plan.tls);
+  setup_ = std::make_unique<Setup>();
+  setup_->make_socket = std::move(plan.make_socket);
+  setup_->client_tls = std::move(plan.tls);
   observer_ = std::move(plan.observer);
-  if (!client_tls_) bump(worker_.counters.plaintext_relayed);
+  plain_outbound_ = !setup_->client_tls;
+  if (plain_outbound_) bump(worker_.counters.plaintext_relayed);
   connectUpstream();
 }
 
 void Connection::startInbound(InboundPlan plan) {
   outbound_ = false;
   destination_ = plan.app;
-  make_socket_ = std::move(plan.make_socket);
-  server_tls_ = std::move(plan.tls);
+  setup_ = std::make_unique<Setup>();
+  setup_->make_socket = std::move(plan.make_socket);
+  setup_->server_tls = std::move(plan.tls);
   mode_ = plan.mode;
   observer_ = std::move(plan.observer);
   if (mode_ == InboundMode::Disable) {
@@ -91,18 +94,21 @@ void Connection::submitRecv(int side) {
 
 void Connection::submitSend(int side) {
   Side& s = sides_[side];
-  int count = s.wire().frontIovecs(s.iov, 8);
+  if (!s.sending) s.sending = std::make_unique<SendVector>();
+  SendVector& v = *s.sending;
+  int count = s.wire().frontIovecs(v.iov, 8);
   MESHLOCK_CHECK(count > 0);
-  s.message = msghdr{};
-  s.message.msg_iov = s.iov;
-  s.message.msg_iovlen = static_cast<size_t>(count);
+  v.message = msghdr{};
+  v.message.msg_iov = v.iov;
+  v.message.msg_iovlen = static_cast<size_t>(count);
   s.send_armed = true;
   ++pending_;
-  worker_.io().send(s.fd.get(), s.message, s.send_request);
+  worker_.io().send(s.fd.get(), v.message, s.send_request);
 }
 
 void Connection::connectUpstream() {
-  Result<UniqueFd> fd = make_socket_ ? make_socket_(destination_) : defaultSocket(destination_);
+  MESHLOCK_CHECK(setup_ != nullptr);
+  Result<UniqueFd> fd = setup_->make_socket ? setup_->make_socket(destination_) : defaultSocket(destination_);
   if (!fd) {
     spdlog::warn("engine: upstream socket for {}: {}", destination_.toString(), fd.error().describe());
     bump(worker_.counters.connect_failures);
@@ -149,9 +155,11 @@ void Connection::onConnected(int result) {
     return;
   }
   sides_[kUp].connected = true;
-  if (outbound_ && client_tls_) {
-    auto session = TlsSession::create(TlsSession::Role::Client, client_tls_->context, client_tls_->server_name,
-                                      TlsHooks{client_tls_->prepare, client_tls_->verify_peer, client_tls_->release, client_tls_->explain_failure});
+  if (outbound_ && setup_->client_tls) {
+    TlsClientSetup& tls = *setup_->client_tls;  // used once: the session takes the hooks
+    auto session = TlsSession::create(TlsSession::Role::Client, tls.context, tls.server_name,
+                                      TlsHooks{std::move(tls.prepare), std::move(tls.verify_peer),
+                                               std::move(tls.release), std::move(tls.explain_failure)});
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);
@@ -219,8 +227,10 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
 
 void Connection::detect(std::span<const std::byte> first) {
   if (first[0] == kTlsHandshakeRecord) {
-    auto session = TlsSession::create(TlsSession::Role::Server, server_tls_.context, {},
-                                      TlsHooks{server_tls_.prepare, server_tls_.verify_peer, server_tls_.release, server_tls_.explain_failure});
+    TlsServerSetup& tls = setup_->server_tls;  // used once: the session takes the hooks
+    auto session = TlsSession::create(TlsSession::Role::Server, tls.context, {},
+                                      TlsHooks{std::move(tls.prepare), std::move(tls.verify_peer),
+                                               std::move(tls.release), std::move(tls.explain_failure)});
     if (!session) {
       spdlog::warn("engine: {}", session.error().describe());
       bump(worker_.counters.handshake_failures);
@@ -276,6 +286,7 @@ void Connection::handshakeStep(int side) {
 
 void Connection::startRelay() {
   phase_ = Phase::Relaying;
+  setup_.reset();  // contexts, hooks and the socket factory: an idle connection keeps none
   if (observer_) observer_->established(snapshot(worker_.now()));
   for (int side : {kDown, kUp}) {
     if (sides_[side].tls) pumpTls(side);  // records that came with the last handshake flight
@@ -373,6 +384,7 @@ void Connection::onSent(int side, int result) {
   }
   s.wire().consume(static_cast<size_t>(result));
   flush(side);
+  if (!s.send_armed) s.sending.reset();
   armRecv(1 - side);  // room again for the side that feeds this one
   maybeShutdownWrite(side);
 }
@@ -479,7 +491,7 @@ ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point no
     if (s.tls && s.tls->handshakeDone()) out.tls = s.tls->info();
   }
   if (!outbound_ && mode_ != InboundMode::Strict && !sides_[kDown].tls) out.plaintext = true;
-  if (outbound_ && !client_tls_) out.plaintext = true;
+  if (outbound_ && plain_outbound_) out.plaintext = true;
   out.bytes_to_upstream = bytes_to_upstream_;
   out.bytes_to_downstream = bytes_to_downstream_;
   out.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - accepted_at_);

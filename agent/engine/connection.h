@@ -45,13 +45,24 @@ class Connection final : public IoHandler {
   static constexpr int kDown = 0;
   static constexpr int kUp = 1;
 
+  // What an armed send points to; allocated only while this side has bytes to send.
+  struct SendVector {
+    msghdr message{};
+    iovec iov[8]{};
+  };
+  // What only setting the connection up needs; freed once it relays.
+  struct Setup {
+    SocketFactory make_socket;
+    std::optional<TlsClientSetup> client_tls;
+    TlsServerSetup server_tls;
+  };
+
   struct Side {
     UniqueFd fd;
     IoRequest recv_request;
     IoRequest send_request;
     IoRequest connect_request;
-    msghdr message{};
-    iovec iov[8]{};
+    std::unique_ptr<SendVector> sending;
     ByteQueue plain_out;              // to send, when this side is plain
     std::unique_ptr<TlsSession> tls;  // when this side speaks TLS
     bool connected = false;
@@ -104,9 +115,8 @@ class Connection final : public IoHandler {
   bool closing_ = false;
   int pending_ = 0;  // submitted operations not yet completed
   SocketAddress destination_;
-  SocketFactory make_socket_;
-  std::optional<TlsClientSetup> client_tls_;
-  TlsServerSetup server_tls_;
+  std::unique_ptr<Setup> setup_;
+  bool plain_outbound_ = false;  // outbound without TLS (DISABLE)
   InboundMode mode_ = InboundMode::Strict;
   std::chrono::steady_clock::time_point deadline_;
   std::chrono::steady_clock::time_point last_activity_;

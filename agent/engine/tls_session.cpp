@@ -84,6 +84,12 @@ std::string drainSslErrors() {
   return out;
 }
 
+bssl::UniquePtr<X509> peerLeaf(const SSL* ssl) {
+  const STACK_OF(CRYPTO_BUFFER)* chain = SSL_get0_peer_certificates(ssl);
+  if (chain == nullptr || sk_CRYPTO_BUFFER_num(chain) == 0) return nullptr;
+  return bssl::UniquePtr<X509>(X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0)));
+}
+
 std::string spiffeIdOf(X509* cert) {
   if (cert == nullptr) return {};
   bssl::UniquePtr<GENERAL_NAMES> names(
@@ -164,11 +170,9 @@ TlsStatus TlsSession::handshake() {
     return failWith("handshake", ret);
   }
   SSL* ssl = ssl_.get();
-  info_.version = SSL_get_version(ssl);
-  if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl)) info_.cipher = SSL_CIPHER_get_name(cipher);
-  info_.resumed = SSL_session_reused(ssl) == 1;
   if (verifier_) {
     Result<std::string> identity = verifier_(ssl);
+    verifier_ = nullptr;  // its captures are not needed by an idle connection
     if (!identity) {
       reason_ = "peer verification: " + identity.error().describe();
       failed_ = true;
@@ -178,17 +182,38 @@ TlsStatus TlsSession::handshake() {
       output_.clear();
       return TlsStatus::Error;
     }
-    info_.peer_identity = std::move(*identity);
+    peer_identity_ = std::move(*identity);
   } else {
-    bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl));
-    info_.peer_identity = spiffeIdOf(peer.get());
+    peer_identity_ = spiffeIdOf(peerLeaf(ssl).get());
   }
   handshake_done_ = true;
   return TlsStatus::Done;
 }
 
+TlsInfo TlsSession::info() const {
+  TlsInfo info;
+  if (!handshake_done_) return info;
+  const SSL* ssl = ssl_.get();
+  info.version = SSL_get_version(ssl);
+  if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(cipher);
+  info.resumed = SSL_session_reused(ssl) == 1;
+  info.peer_identity = peer_identity_;
+  return info;
+}
+
 TlsStatus TlsSession::read(ByteQueue& plaintext, size_t limit) {
   if (failed_) return TlsStatus::Error;
+  // Nothing fed and nothing decrypted ahead: do not make `plaintext` allocate a chunk.
+  if (input_.empty() && SSL_pending(ssl_.get()) == 0 && !(SSL_get_shutdown(ssl_.get()) & SSL_RECEIVED_SHUTDOWN)) {
+    return TlsStatus::NeedRead;
+  }
+  TlsStatus status = readInto(plaintext, limit);
+  plaintext.releaseIfEmpty();
+  input_.releaseIfEmpty();
+  return status;
+}
+
+TlsStatus TlsSession::readInto(ByteQueue& plaintext, size_t limit) {
   size_t added = 0;
   while (added < limit) {
     std::span<std::byte> tail = plaintext.writableTail();

@@ -109,13 +109,15 @@ class TlsSession {
   // Queues close_notify into output(); writes are refused afterwards.
   TlsStatus shutdown();
 
-  [[nodiscard]] const TlsInfo& info() const { return info_; }
+  // Empty until the handshake is done.
+  [[nodiscard]] TlsInfo info() const;
   [[nodiscard]] const std::string& reason() const { return reason_; }
   [[nodiscard]] SSL* ssl() const { return ssl_.get(); }
 
  private:
   TlsSession() = default;
   TlsStatus failWith(const char* operation, int ret);
+  TlsStatus readInto(ByteQueue& plaintext, size_t limit);
   TlsStatus wantStatus() const;
 
   bssl::UniquePtr<SSL> ssl_;
@@ -124,12 +126,15 @@ class TlsSession {
   PeerVerifier verifier_;
   SslReleaser releaser_;
   SslFailureExplainer explainer_;
-  TlsInfo info_;
+  std::string peer_identity_;  // version, cipher and resumption are read from the SSL
   std::string reason_;
   bool handshake_done_ = false;
   bool failed_ = false;
 };
 
+// The peer's leaf certificate, parsed from the chain the SSL keeps as bytes
+// (contexts made with TLS_with_buffers_method keep no X509 objects), or null.
+bssl::UniquePtr<X509> peerLeaf(const SSL* ssl);
 // The "spiffe://" URI SAN of a certificate, or empty.
 std::string spiffeIdOf(X509* cert);
 // Drains BoringSSL's error queue of this thread into one line.

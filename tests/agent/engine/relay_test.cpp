@@ -8,12 +8,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <thread>
 
 #include "engine/engine.h"
 #include "engine/tls_context.h"
+#include "identity/identity_manager.h"
+#include "identity/tls_context.h"
 #include "test_support.h"
 
 namespace meshlock::engine {
@@ -296,6 +299,91 @@ TEST_P(RelayTest, SnapshotShowsBothHopsWithPeerIdentities) {
     EXPECT_EQ(c.bytes_to_upstream, 5u);
     EXPECT_EQ(c.bytes_to_downstream, 5u);
   }
+}
+
+// The agent's outbound resumption (agent/identity's ClientSessionCache in the
+// prepare hook, identity contexts on both ends): the second connection to the
+// same destination resumes on both hops, and both still know their peer.
+TEST_P(RelayTest, SecondConnectionResumesThroughTheAgentsSessionCache) {
+  char ca_dir[] = "/tmp/meshlock-relay-ca-XXXXXX";
+  ASSERT_NE(::mkdtemp(ca_dir), nullptr);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{ca_dir};
+  auto manager = identity::IdentityManager::create(
+      {.caDirectory = ca_dir, .trustDomain = *identity::TrustDomain::parse("cluster.local")});
+  ASSERT_TRUE(manager.has_value());
+  identity::IdentityManager& identities = **manager;
+  auto client_id = *identity::SpiffeId::parse(testing::kClientId);
+  auto server_id = *identity::SpiffeId::parse(testing::kServerId);
+  ASSERT_TRUE(identities.acquire(client_id));
+  ASSERT_TRUE(identities.acquire(server_id));
+  auto verify = [](SSL* ssl) -> Result<std::string> {
+    auto peer = identity::handshakeIdentity(ssl);
+    if (!peer) return fail(peer.error().describe());
+    return peer->uri();
+  };
+
+  TestServer app(echo);
+  SocketAddress app_address = *SocketAddress::parse("127.0.0.1:" + std::to_string(app.port()));
+  SslContextRef server_ctx(std::move(*identities.serverContext(server_id)));
+  ListenerSpec inbound;
+  inbound.name = "mesh inbound";
+  inbound.decider = InboundDecider([=](const AcceptedSocket&) -> Result<InboundPlan> {
+    InboundPlan plan;
+    plan.app = app_address;
+    plan.tls.context = server_ctx;
+    plan.tls.verify_peer = verify;
+    return plan;
+  });
+  uint16_t inbound_port = listen(std::move(inbound));
+  SocketAddress destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound_port));
+  ListenerSpec outbound;
+  outbound.name = "mesh outbound";
+  outbound.decider = OutboundDecider([&identities, destination, client_id, server_id,
+                                      verify](const AcceptedSocket&) -> Result<OutboundPlan> {
+    OutboundPlan plan;
+    plan.destination = destination;
+    TlsClientSetup tls;
+    tls.context = SslContextRef(std::move(*identities.clientContext(client_id)));
+    tls.verify_peer = verify;
+    identity::SessionKey key{.local = client_id, .destination = destination.toString(), .expected = {server_id}};
+    tls.prepare = [key, sessions = &identities.clientSessions()](SSL* ssl) -> Status {
+      if (Status set = identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(key.expected)); !set) return set;
+      return sessions->prepare(ssl, key);
+    };
+    plan.tls = std::move(tls);
+    return plan;
+  });
+  uint16_t port = listen(std::move(outbound));
+
+  auto exchange = [&](UniqueFd& fd) {
+    fd = connectTcp(port);
+    ASSERT_TRUE(fd);
+    ASSERT_TRUE(writeAll(fd.get(), "ping", 4));
+    char buf[4];
+    ASSERT_EQ(::recv(fd.get(), buf, 4, MSG_WAITALL), 4);  // by now the client has read its tickets
+  };
+  UniqueFd first;
+  exchange(first);
+  EXPECT_EQ(engine_->counters().handshakes_resumed, 0u);
+  EXPECT_GE(identities.clientSessions().counters().stored, 1u);
+
+  UniqueFd second;  // while the first is still open
+  exchange(second);
+  EngineCounters counters = engine_->counters();
+  EXPECT_EQ(counters.handshakes, 4u);
+  EXPECT_EQ(counters.handshakes_resumed, 2u);  // the second connection, on both hops
+  size_t resumed = 0;
+  for (const ConnectionSnapshot& c : engine_->connections()) {
+    ASSERT_TRUE(c.tls.has_value());
+    if (c.tls->resumed) {
+      ++resumed;
+      EXPECT_EQ(c.tls->peer_identity, c.outbound ? testing::kServerId : testing::kClientId);
+    }
+  }
+  EXPECT_EQ(resumed, 2u);
 }
 
 TEST_P(RelayTest, ClientHalfCloseReachesServerAndReplyComesBack) {
