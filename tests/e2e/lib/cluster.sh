@@ -15,6 +15,7 @@ WORK=$(mktemp -d "/tmp/meshlock-$RUN.XXXXXX")
 AGENT_PIDS=()
 declare -A AGENT_PID_OF=()  # node → pid of its newest agent
 BG_PIDS=()
+EXTRA_PIN_DIRS=()  # pin directories of extra agents a scenario ran: uninstalled at cleanup
 NODES=()
 failures=0
 
@@ -36,6 +37,10 @@ cluster_cleanup() {
   for node in "${NODES[@]}"; do
     "$AGENT" --uninstall --pin-dir "$(pin_dir "$node")" >/dev/null 2>&1
     [ ! -e "$(pin_dir "$node")" ] || fail "--uninstall left $(pin_dir "$node") behind"
+  done
+  for dir in "${EXTRA_PIN_DIRS[@]}"; do
+    [ ! -e "$dir" ] || "$AGENT" --uninstall --pin-dir "$dir" >/dev/null 2>&1
+    [ ! -e "$dir" ] || fail "--uninstall left $dir behind"
   done
   timeout 60 "$MESHSIM" down --name "$RUN" >/dev/null 2>&1
   if [ "$rc" != 0 ] || [ "$failures" != 0 ]; then

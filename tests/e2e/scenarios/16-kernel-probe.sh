@@ -24,17 +24,26 @@ PY
 
 log "no BTF → the agent refuses to start and says why"
 pins="/sys/fs/bpf/meshlock-$RUN-nobtf"
+EXTRA_PIN_DIRS+=("$pins")  # should the refused agent pin anything after all, cleanup removes it
+# In the foreground, under timeout: an agent that starts anyway (the bug this
+# checks for) must not hang the scenario; TERM after 15 s (its drain deadline
+# is 1 s), KILL 5 s later. A timeout (124, or 137 after the KILL) is a failure.
 rc=0
-unshare --mount --propagation private bash -c "mount -t tmpfs none /sys/kernel/btf && exec nsenter --net='$(node_field node-a netnsPath)' \
+timeout -k 5 15 unshare --mount --propagation private bash -c "mount -t tmpfs none /sys/kernel/btf && exec nsenter --net='$(node_field node-a netnsPath)' \
   '$AGENT' run --node node-a --manifests '$(manifests_dir)' --cgroup-root '$(node_field node-a cgroupRoot)' \
   --bpf-pin-dir '$pins' --state-dir '$WORK/state-nobtf' --ca-dir '$WORK/ca' --admin-socket '$WORK/admin-nobtf.sock' \
-  --admin-address 127.0.0.1:15100 --metrics-address 127.0.0.1:15120" >"$WORK/nobtf.log" 2>&1 || rc=$?
+  --admin-address 127.0.0.1:15100 --metrics-address 127.0.0.1:15120 --drain-deadline 1" >"$WORK/nobtf.log" 2>&1 || rc=$?
 log "exit $rc: $(grep -m1 "cannot start" "$WORK/nobtf.log" | cut -c1-160)…"
-[ "$rc" = 1 ] || fail "the agent without BTF exited $rc, want 1: $(cat "$WORK/nobtf.log")"
+case $rc in
+  1) ;;
+  124 | 137) fail "the agent without BTF was still running after 15 s (it started): $(tail -20 "$WORK/nobtf.log")" ;;
+  *) fail "the agent without BTF exited $rc, want 1: $(cat "$WORK/nobtf.log")" ;;
+esac
 grep -q "cannot start: kernel .* lacks a required feature: btf (/sys/kernel/btf/vmlinux): .*CONFIG_DEBUG_INFO_BTF" "$WORK/nobtf.log" ||
   fail "the refusal does not name btf: $(cat "$WORK/nobtf.log")"
 [ ! -e "$pins" ] || { fail "the refused agent pinned $pins"; "$AGENT" --uninstall --pin-dir "$pins" >/dev/null 2>&1 || true; }
-[ ! -e "$WORK/admin-nobtf.sock" ] || fail "the refused agent left an admin socket"
+[ ! -e "$pins" ] || fail "--uninstall left $pins behind"
+[ ! -e "$WORK/admin-nobtf.sock" ] || { fail "the refused agent left an admin socket"; rm -f "$WORK/admin-nobtf.sock"; }
 [ -e /sys/kernel/btf/vmlinux ] || die "the host lost /sys/kernel/btf/vmlinux (mount leaked)"
 serve shop/web 8080
 expect_ok shop/client 10.244.1.10:8080  # the running agents are undisturbed
