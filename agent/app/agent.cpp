@@ -44,12 +44,10 @@ namespace fs = std::filesystem;
 constexpr std::uint16_t kOutboundPort = 15001;
 constexpr std::uint16_t kInboundPort = 15006;
 
-std::optional<config::IpAddress> toConfigIp(const capture::IpAddress& ip) {
-  return config::IpAddress::parse(ip.toString());
-}
-
-Result<engine::SocketAddress> toEngineAddress(const capture::SocketAddress& address) {
-  return engine::SocketAddress::parse(address.toString());
+engine::SocketAddress toEngineAddress(const capture::SocketAddress& address) {
+  sockaddr_storage storage{};
+  socklen_t length = address.toSockaddr(storage);
+  return engine::SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&storage), length);
 }
 
 engine::InboundMode toEngineMode(policy::ServerMode mode) {
@@ -94,8 +92,7 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
   spec.cgroup_dir = *cgroup;
   for (const config::ContainerPort& port : pod.ports)
     spec.inbound_fail_closed |= policy->inbound(pod, port.port).mode == policy::ServerMode::kStrict;
-  for (const config::IpAddress& ip : pod.ips)
-    if (auto address = capture::IpAddress::parse(ip.toString())) spec.addresses.push_back(*address);
+  spec.addresses = pod.ips;
   return spec;
 }
 
@@ -188,18 +185,15 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
                                                         const engine::AcceptedSocket& accepted) {
   auto original = datapath->originalDestination(accepted.fd);
   if (!original) return std::unexpected(original.error());
-  auto destination = toEngineAddress(original->destination);
-  if (!destination) return std::unexpected(destination.error());
+  const engine::SocketAddress destination = toEngineAddress(original->destination);
   const PolicyRef policy = currentPolicy();
   const config::Pod* pod = policy->podByUid(source);
   if (pod == nullptr) return fail("pod " + source.str() + " is no longer in the cluster state");
-  auto ip = toConfigIp(original->destination.ip);
-  if (!ip) return fail("original destination " + original->destination.toString() + " is not an IP");
-  const policy::OutboundDecision decision =
-      policy->outbound(*pod, policy::Destination{.ip = *ip, .host = {}}, original->destination.port);
+  const policy::OutboundDecision decision = policy->outbound(
+      *pod, policy::Destination{.ip = original->destination.ip, .host = {}}, original->destination.port);
 
   engine::OutboundPlan plan;
-  plan.destination = *destination;
+  plan.destination = destination;
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   if (reports) {
     PlannedConnection planned = planReport(*pod, source_id, true);
@@ -228,7 +222,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
       // Resumption: a session of this source identity to this destination
       // expecting these peers (never across renewals or bundle changes, and
       // the peer is verified again against `expected` when resumed).
-      identity::SessionKey key{.local = source_id, .destination = plan.destination.toString(), .expected = expected};
+      identity::SessionKey key{.local = source_id, .destination = destination.toString(), .expected = expected};
       tls.prepare = [key = std::move(key), sessions = &identities->clientSessions()](SSL* ssl) -> Status {
         if (Status set = identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(key.expected)); !set) return set;
         return sessions->prepare(ssl, key);
@@ -281,9 +275,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
     planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
     if (const config::Service* svc = serviceOfPodPort(*policy, *served_pod, planned.port))
       labelService(*policy, *svc, planned.labels);
-    if (auto ip = config::IpAddress::parse(accepted.peer.hostString())) {
-      if (const config::Pod* source = policy->podByIp(*ip)) labelSource(*source, planned.labels);
-    }
+    if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelSource(*source, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   if (plan.mode != engine::InboundMode::Disable) {

@@ -403,7 +403,7 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
   const ml_pod value = podValue(*cgid, pod);
   for (const IpAddress& ip : out.addresses) {
     ml_addr key;
-    ip.toBpf(key);
+    toBpf(ip, key);
     if (bpf_map_update_elem(s.pod_addrs_fd, &key, &value, BPF_ANY) != 0)
       return failErrno(who + ": ml_pod_addrs update for " + ip.toString());
   }
@@ -416,7 +416,7 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
       if (addrKeyPod(s.pod_addrs_fd, next) == *cgid &&
           std::none_of(out.addresses.begin(), out.addresses.end(), [&](const IpAddress& ip) {
             ml_addr mine;
-            ip.toBpf(mine);
+            toBpf(ip, mine);
             return std::memcmp(mine.bytes, next.bytes, sizeof(mine.bytes)) == 0;
           }))
         stale.push_back(next);
@@ -489,14 +489,14 @@ Result<OriginalDestination> Datapath::originalDestination(int accepted_fd) {
   if (!peer) return std::unexpected(peer.error().context("original destination"));
   ml_flow_key key{};
   key.netns_cookie = *cookie;
-  peer->ip.toBpf(key.addr);
+  toBpf(peer->ip, key.addr);
   key.port = peer->port;
   ml_orig_dst value{};
   if (bpf_map_lookup_elem(state_->orig_dst_fd, &key, &value) != 0)
     return failErrno("original destination of the connection from " + peer->toString());
   bpf_map_delete_elem(state_->orig_dst_fd, &key);
   OriginalDestination out;
-  out.destination.ip = IpAddress::fromBpf(value.addr, value.family);
+  out.destination.ip = ipFromBpf(value.addr, value.family);
   out.destination.port = value.port;
   out.pod_cgroup_id = value.pod_cgroup_id;
   return out;

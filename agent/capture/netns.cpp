@@ -27,12 +27,12 @@ Result<UniqueFd> openNetnsOfPid(pid_t pid) {
 
 Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address, int backlog) {
   return runInNetns<UniqueFd>(netns_fd, [&]() -> Result<UniqueFd> {
-    UniqueFd fd(::socket(address.ip.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+    UniqueFd fd(::socket(address.ip.family(), SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!fd) return failErrno("socket");
     int one = 1;
     if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
       return failErrno("setsockopt(SO_REUSEADDR)");
-    if (address.ip.family == AF_INET6 &&
+    if (address.ip.family() == AF_INET6 &&
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
       return failErrno("setsockopt(IPV6_V6ONLY)");
     sockaddr_storage ss;
@@ -46,7 +46,7 @@ Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address,
 
 Result<UniqueFd> connectInNetns(int netns_fd, const SocketAddress& address) {
   return runInNetns<UniqueFd>(netns_fd, [&]() -> Result<UniqueFd> {
-    UniqueFd fd(::socket(address.ip.family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+    UniqueFd fd(::socket(address.ip.family(), SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!fd) return failErrno("socket");
     sockaddr_storage ss;
     socklen_t len = address.toSockaddr(ss);
@@ -69,7 +69,7 @@ Result<std::vector<IpAddress>> netnsAddresses(int netns_fd) {
           auto sa = SocketAddress::fromSockaddr(
               it->ifa_addr, family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
           if (!sa || sa->ip.isLoopback()) continue;
-          if (family == AF_INET6 && sa->ip.bytes[0] == 0xfe && (sa->ip.bytes[1] & 0xc0) == 0x80)
+          if (family == AF_INET6 && sa->ip.bytes()[0] == 0xfe && (sa->ip.bytes()[1] & 0xc0) == 0x80)
             continue;  // link-local
           out.push_back(sa->ip);
         }

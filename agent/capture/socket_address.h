@@ -1,5 +1,6 @@
 // An IPv4 or IPv6 socket address as a value type, convertible to and from
-// sockaddr and to the 16-byte form the BPF maps use (v4 as ::ffff:a.b.c.d).
+// sockaddr, and addresses in the 16-byte form the BPF maps use (v4 as
+// ::ffff:a.b.c.d).
 #pragma once
 
 #include <netinet/in.h>
@@ -11,24 +12,17 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/ip_address.h"
 
 struct ml_addr;
 
 namespace meshlock::capture {
 
-struct IpAddress {
-  int family = AF_INET;                // AF_INET or AF_INET6
-  std::array<std::uint8_t, 16> bytes{};  // v4 in the first 4 bytes
+using meshlock::IpAddress;
 
-  [[nodiscard]] static Result<IpAddress> parse(std::string_view text);
-  [[nodiscard]] static IpAddress v4(std::uint32_t host_order);
-  [[nodiscard]] std::string toString() const;
-  [[nodiscard]] bool isLoopback() const;
-  // The 16-byte map form: IPv4 as ::ffff:a.b.c.d.
-  void toBpf(ml_addr& out) const;
-  [[nodiscard]] static IpAddress fromBpf(const ml_addr& in, int family);
-  friend bool operator==(const IpAddress&, const IpAddress&) = default;
-};
+// The 16-byte map form: IPv4 as ::ffff:a.b.c.d.
+void toBpf(const IpAddress& ip, ml_addr& out);
+[[nodiscard]] IpAddress ipFromBpf(const ml_addr& in, int family);
 
 struct SocketAddress {
   IpAddress ip;

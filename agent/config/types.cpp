@@ -15,39 +15,6 @@ SpiffeId spiffeIdFor(std::string_view trust_domain, std::string_view ns,
   return SpiffeId(std::move(id));
 }
 
-std::optional<IpAddress> IpAddress::parse(std::string_view text) {
-  if (text.empty() || text.size() > 45) return std::nullopt;
-  std::string s(text);
-  IpAddress ip;
-  if (inet_pton(AF_INET, s.c_str(), ip.bytes_.data()) == 1) {
-    ip.family_ = 4;
-    return ip;
-  }
-  if (inet_pton(AF_INET6, s.c_str(), ip.bytes_.data()) == 1) {
-    ip.family_ = 6;
-    return ip;
-  }
-  return std::nullopt;
-}
-
-IpAddress IpAddress::v4(uint32_t host_order) {
-  IpAddress ip;
-  ip.family_ = 4;
-  uint32_t net = htonl(host_order);
-  std::memcpy(ip.bytes_.data(), &net, 4);
-  return ip;
-}
-
-std::string IpAddress::toString() const {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (family_ == 4) {
-    inet_ntop(AF_INET, bytes_.data(), buf, sizeof buf);
-  } else if (family_ == 6) {
-    inet_ntop(AF_INET6, bytes_.data(), buf, sizeof buf);
-  }
-  return buf;
-}
-
 bool selectorMatches(const Labels& selector, const Labels& labels) {
   for (const auto& [key, value] : selector) {
     auto it = labels.find(key);

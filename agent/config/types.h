@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/ip_address.h"
+
 namespace meshlock::config {
 
 // A string with a meaning, so a pod uid is never passed where a name is due.
@@ -39,21 +41,7 @@ using SpiffeId = StrongString<struct SpiffeIdTag>;  // spiffe://<trust domain>/n
 [[nodiscard]] SpiffeId spiffeIdFor(std::string_view trust_domain, std::string_view ns,
                                    std::string_view service_account);
 
-// An IPv4 or IPv6 address, compared and hashed by value.
-class IpAddress {
- public:
-  IpAddress() = default;
-  [[nodiscard]] static std::optional<IpAddress> parse(std::string_view text);
-  [[nodiscard]] static IpAddress v4(uint32_t host_order);
-  [[nodiscard]] bool isV4() const { return family_ == 4; }
-  [[nodiscard]] std::string toString() const;
-  [[nodiscard]] const std::array<uint8_t, 16>& bytes() const { return bytes_; }
-  auto operator<=>(const IpAddress&) const = default;
-
- private:
-  uint8_t family_ = 0;  // 4 or 6; 0 = unset
-  std::array<uint8_t, 16> bytes_{};
-};
+using meshlock::IpAddress;
 
 using Labels = std::map<std::string, std::string, std::less<>>;
 

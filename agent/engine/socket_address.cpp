@@ -76,6 +76,20 @@ uint16_t SocketAddress::port() const {
   return 0;
 }
 
+IpAddress SocketAddress::ip() const {
+  if (family() == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr;
+    return IpAddress::fromBytes(AF_INET, std::span(reinterpret_cast<const uint8_t*>(&in), 4));
+  }
+  if (family() == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&in6);
+    if (IN6_IS_ADDR_V4MAPPED(&in6)) return IpAddress::fromBytes(AF_INET, std::span(bytes + 12, 4));
+    return IpAddress::fromBytes(AF_INET6, std::span(bytes, 16));
+  }
+  return {};
+}
+
 std::string SocketAddress::hostString() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family() == AF_INET) {

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/ip_address.h"
 
 namespace meshlock::engine {
 
@@ -27,6 +28,7 @@ class SocketAddress {
   [[nodiscard]] uint16_t port() const;
   [[nodiscard]] std::string toString() const;  // "10.0.0.1:80", "[::1]:80"
   [[nodiscard]] std::string hostString() const;  // the address alone: "10.0.0.1", "::1"
+  [[nodiscard]] IpAddress ip() const;             // IPv4-mapped IPv6 as IPv4
 
  private:
   sockaddr_storage storage_{};

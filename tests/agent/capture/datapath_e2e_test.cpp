@@ -26,7 +26,7 @@ SocketAddress addr(const std::string& ip, std::uint16_t port) { return {*IpAddre
 // Child side: connect to `to`, send `message`. Exit codes: 0 sent, 10+errno
 // of a failed connect.
 int connectAndSend(const SocketAddress& to, const std::string& message) {
-  int fd = ::socket(to.ip.family, SOCK_STREAM, 0);
+  int fd = ::socket(to.ip.family(), SOCK_STREAM, 0);
   if (fd < 0) return 2;
   sockaddr_storage ss;
   socklen_t len = to.toSockaddr(ss);
@@ -53,7 +53,7 @@ std::string readSome(int fd) {
 // Non-blocking connect with a deadline; true when the handshake completed.
 bool connectsWithin(int netns_fd, const SocketAddress& to, int timeout_ms) {
   auto r = runInNetns<bool>(netns_fd, [&]() -> Result<bool> {
-    UniqueFd fd(::socket(to.ip.family, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    UniqueFd fd(::socket(to.ip.family(), SOCK_STREAM | SOCK_NONBLOCK, 0));
     sockaddr_storage ss;
     socklen_t len = to.toSockaddr(ss);
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0) return true;

@@ -51,7 +51,7 @@ class SkLookupDecision : public ::testing::Test {
 
   void addPod(std::uint64_t id, const char* ip, std::uint32_t flags) {
     ml_addr key;
-    IpAddress::parse(ip)->toBpf(key);
+    toBpf(*IpAddress::parse(ip), key);
     ml_pod value{};
     value.pod_cgroup_id = id;
     value.flags = flags;

@@ -13,10 +13,10 @@ TEST(SocketAddress, Ipv4RoundTripsThroughTheMapForm) {
   auto ip = IpAddress::parse("10.1.2.3");
   ASSERT_TRUE(ip);
   ml_addr key;
-  ip->toBpf(key);
+  toBpf(*ip, key);
   const std::uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3};
   EXPECT_EQ(std::memcmp(key.bytes, mapped, 16), 0) << "IPv4 is ::ffff:a.b.c.d in maps";
-  EXPECT_EQ(IpAddress::fromBpf(key, AF_INET), *ip);
+  EXPECT_EQ(ipFromBpf(key, AF_INET), *ip);
 }
 
 TEST(SocketAddress, V4MappedPeerOfADualStackSocketIsIpv4) {
