@@ -9,8 +9,9 @@
 //                                              errors=E p50_ms=… p99_ms=…"
 //   hold --to IP:PORT --count N                 opens N connections (C at a time), each
 //        [--concurrency C] [--seconds S]        echoes 1 byte, then keeps them open; prints
-//                                              "held=N errors=E" once all are open, then
-//                                              waits for SIGINT/SIGTERM or S seconds
+//        [--open-timeout T]                     "held=N errors=E" once all are open (or after
+//                                              T s, or 2N attempts), then waits for
+//                                              SIGINT/SIGTERM or S seconds
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -217,14 +218,14 @@ int rate(const sockaddr_in& to, double seconds, unsigned concurrency) {
   return completed > 0 ? 0 : 1;
 }
 
-int hold(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds) {
+int hold(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds, double open_timeout) {
   Driver driver;
   driver.to = to;
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   driver.epoll = epoll.get();
   std::vector<epoll_event> events(1024);
   unsigned opened = 0, pending = 0, held = 0;
-  auto deadline = Clock::now() + std::chrono::seconds(120);
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(open_timeout));
   while (!g_stop && held < count && Clock::now() < deadline) {
     while (pending < concurrency && held + pending < count && opened < 2 * count) {
       if (driver.open()) ++pending;
@@ -281,6 +282,8 @@ int main(int argc, char** argv) {
   hold_cmd->add_option("--concurrency", concurrency);
   hold_cmd->add_option("--seconds", seconds, "how long to hold them (default: until a signal)")
       ->default_val(1e9);
+  double open_timeout = 300;
+  hold_cmd->add_option("--open-timeout", open_timeout, "give up opening after this many seconds (default 300)");
   CLI11_PARSE(app, argc, argv);
 
   raiseFileLimit();
@@ -297,5 +300,5 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*rate_cmd) return rate(*to, seconds, std::max(1u, concurrency));
-  return hold(*to, count, std::max(1u, concurrency), seconds);
+  return hold(*to, count, std::max(1u, concurrency), seconds, open_timeout);
 }

@@ -262,7 +262,7 @@ idle_memory() {
   o0=$(rss_kib "$ORIG"); t0=$(rss_kib "$TERM_PID")
   "$connbench" hold --to "127.0.0.1:$ENTRY" --count "$idle" --concurrency "$concurrency" > "$work/hold.out" 2>&1 &
   local holder=$!; pids+=("$holder")
-  for _ in $(seq 1200); do grep -q '^held=' "$work/hold.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 3200); do grep -q '^held=' "$work/hold.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.1; done
   sleep 1
   line=$(grep '^held=' "$work/hold.out" || echo "held=0")
   held=$(echo "$line" | sed 's/held=\([0-9]*\).*/\1/')

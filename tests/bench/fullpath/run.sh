@@ -128,7 +128,7 @@ idle_memory() {
   pod_bg bench/client "$CONNBENCH" hold --to $SERVER:7000 --count "$idle" --concurrency "$concurrency" \
     >"$WORK/hold.out" 2>&1
   local holder=${BG_PIDS[-1]}
-  for _ in $(seq 1800); do grep -q '^held=' "$WORK/hold.out" && break; kill -0 "$holder" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 3200); do grep -q '^held=' "$WORK/hold.out" && break; kill -0 "$holder" 2>/dev/null || break; sleep 0.1; done
   sleep 1
   line=$(grep '^held=' "$WORK/hold.out" || echo "held=0")
   held=$(echo "$line" | sed 's/held=\([0-9]*\).*/\1/')
