@@ -55,7 +55,7 @@ demo: build
 	bash tests/demo/demo.sh $(BUILD)
 
 # Engine vs HAProxy/stunnel over loopback, the full path on meshsim (root),
-# micro-benchmarks; writes docs/benchmarks.md. About 20 minutes with the
+# micro-benchmarks; writes docs/benchmarks.md. About 12-15 minutes with the
 # defaults; MESHLOCK_BENCH_SECONDS=2 for a quick check (tests/bench/README.md).
 bench: build
 	bash tests/bench/run.sh $(BUILD)
