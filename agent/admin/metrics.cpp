@@ -195,6 +195,9 @@ void MetricsRegistry::onCollect(std::function<void()> collector) {
 }
 
 std::string MetricsRegistry::render() const {
+  // One scrape at a time: collectors clear and refill families, and two
+  // interleaved would show a half-filled family.
+  std::lock_guard scrape(scrape_mutex_);
   std::vector<std::function<void()>> collectors;
   {
     std::lock_guard lock(mutex_);

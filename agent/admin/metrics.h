@@ -130,6 +130,7 @@ class MetricsRegistry {
 
  private:
   mutable std::mutex mutex_;
+  mutable std::mutex scrape_mutex_;  // one render() at a time
   std::map<std::string, std::unique_ptr<MetricFamily>> families_;
   std::vector<std::function<void()>> collectors_;
 };

@@ -257,7 +257,15 @@ void HttpServer::Impl::serve(int fd, bool unix_socket) {
   body.resize(head->content_length);  // anything pipelined after it is ignored: we close
   request.body = std::move(body);
 
-  answer(fd, router.dispatch(request));
+  // A handler's exception (e.g. JSON that cannot be encoded) is this
+  // request's 500, never the agent's end.
+  Response response;
+  try {
+    response = router.dispatch(request);
+  } catch (const std::exception& e) {
+    response = Response::error(500, std::string("internal error: ") + e.what());
+  }
+  answer(fd, response);
 }
 
 void HttpServer::Impl::workerLoop() {

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace meshlock::app {
 namespace {
 
@@ -14,15 +16,26 @@ void field(std::string& out, std::string_view key, std::string_view value) {
   out += ' ';
   out += key;
   out += '=';
-  bool quote = value.empty() || value.find_first_of(" \"=\t") != std::string_view::npos;
+  const bool quote = value.empty() || std::any_of(value.begin(), value.end(), [](char c) {
+    return c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
   if (!quote) {
     out += value;
     return;
   }
+  // One line per connection, whatever a peer put in its certificate.
   out += '"';
   for (char c : value) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+    } else {
+      out += c;
+    }
   }
   out += '"';
 }

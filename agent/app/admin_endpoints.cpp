@@ -32,6 +32,12 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   return text;
 }
 
+// Invalid UTF-8 (a label in a manifest, a peer's certificate) is replaced,
+// never thrown: an admin request must not take the agent down.
+admin::Response jsonResponse(int status, const json& body) {
+  return admin::Response::json(status, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
 // Splits "host:port" (the settings' form) into an endpoint.
 Result<admin::Endpoint> tcpEndpoint(const std::string& address) {
   const auto colon = address.rfind(':');
@@ -158,12 +164,6 @@ Status Agent::Parts::startAdmin() {
       metrics->engine_buffer_full.labels({worker}).mirror(w.buffer_full);
       metrics->engine_buffer_bytes.labels({worker}).set(static_cast<double>(w.buffered_bytes));
     }
-    std::map<std::pair<std::string, std::string>, double> active;
-    for (const char* direction : {"inbound", "outbound"})
-      for (const char* mode : {"mutual_tls", "plaintext"}) active[{direction, mode}] = 0;
-    for (const engine::ConnectionSnapshot& c : engine->connections())
-      active[{c.outbound ? "outbound" : "inbound", c.tls ? "mutual_tls" : "plaintext"}] += 1;
-    for (const auto& [key, count] : active) metrics->active_connections.labels({key.first, key.second}).set(count);
     exportCapture(*datapath, *metrics);
   });
 
@@ -176,7 +176,7 @@ Status Agent::Parts::startAdmin() {
                                           {"detail", "pinned in " + settings.bpf_pin_dir.string()}},
                                          {{"name", "serving"}, {"ready", is_ready},
                                           {"detail", is_ready ? "accepting connections" : "starting or draining"}}})}};
-    return admin::Response::json(is_ready ? 200 : 503, body.dump());
+    return jsonResponse(is_ready ? 200 : 503, body);
   };
 
   admin::Router router;
@@ -223,7 +223,7 @@ Status Agent::Parts::startAdmin() {
         {"kernel", {{"release", probe.kernel_release}, {"hard_requirements_met", probe.hardRequirementsMet()},
                     {"summary", kmodfree::summaryLine(probe)}, {"features", features}}},
     };
-    return admin::Response::json(200, body.dump());
+    return jsonResponse(200, body);
   });
 
   router.handle("/workloads", [this](const admin::Request&) {
@@ -246,7 +246,7 @@ Status Agent::Parts::startAdmin() {
           {"inbound", inbound},
       });
     }
-    return admin::Response::json(200, json{{"workloads", list}}.dump());
+    return jsonResponse(200, json{{"workloads", list}});
   });
 
   router.handle("/connections", [this](const admin::Request& request) {
@@ -290,7 +290,7 @@ Status Agent::Parts::startAdmin() {
       };
       list.push_back(std::move(entry));
     }
-    return admin::Response::json(200, json{{"connections", list}}.dump());
+    return jsonResponse(200, json{{"connections", list}});
   });
 
   // The last refusals, newest first: what was refused, the policy and the reason.
@@ -307,7 +307,7 @@ Status Agent::Parts::startAdmin() {
     json body = {{"total", reports->refusals->total()},
                  {"kept", reports->refusals->capacity()},
                  {"refused", std::move(list)}};
-    return admin::Response::json(200, body.dump(-1, ' ', false, json::error_handler_t::replace));
+    return jsonResponse(200, body);
   });
 
   router.handle("/certs", [this](const admin::Request&) {
@@ -336,7 +336,7 @@ Status Agent::Parts::startAdmin() {
     json roots = json::array();
     for (const auto& root : identities->trustBundle()->roots()) roots.push_back(certificateJson(root.get(), now));
     json body = {{"trust_domain", identities->trustDomain().name()}, {"certificates", list}, {"roots", roots}};
-    return admin::Response::json(200, body.dump());
+    return jsonResponse(200, body);
   });
 
   router.handle("/capture", [this](const admin::Request&) {
@@ -367,7 +367,7 @@ Status Agent::Parts::startAdmin() {
                  {"programs", programs}, {"maps", maps},
                  {"counters", counters}, {"pods", pods},
                  {"error", info ? json(nullptr) : json(info.error().describe())}};
-    return admin::Response::json(200, body.dump());
+    return jsonResponse(200, body);
   });
 
   router.handle("/config_dump", [this](const admin::Request&) {
@@ -396,7 +396,7 @@ Status Agent::Parts::startAdmin() {
     for (auto& [id, entry] : by_identity) list.push_back(std::move(entry));
     json body = configDumpJson(*policy, settings.node_name, std::move(list));
     body["trust_domain"] = identities->trustDomain().name();
-    return admin::Response::json(200, body.dump());
+    return jsonResponse(200, body);
   });
 
   router.handle("/policy", [this](const admin::Request& request) {
@@ -406,7 +406,7 @@ Status Agent::Parts::startAdmin() {
     const PolicyRef policy = currentPolicy();
     const config::Pod* pod = policy->podByName(ref->ns, ref->name);
     if (pod == nullptr) return admin::Response::error(404, "unknown pod " + text + " (not in the agent's cluster state)");
-    return admin::Response::json(200, policy::explainPod(*policy, *pod).dump());
+    return jsonResponse(200, policy::explainPod(*policy, *pod));
   });
 
   router.handle("/check", [this](const admin::Request& request) {
@@ -417,7 +417,7 @@ Status Agent::Parts::startAdmin() {
     const PolicyRef policy = currentPolicy();
     auto report = policy::checkConnection(*policy, *from, *to);
     if (!report) return admin::Response::error(404, report.error().message);
-    return admin::Response::json(200, policy::toJson(*report).dump());
+    return jsonResponse(200, policy::toJson(*report));
   });
 
   router.handle("/metrics", admin::metricsHandler(registry));

@@ -199,7 +199,6 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
     PlannedConnection planned = planReport(*pod, source_id, true);
     planned.policy = decision.client_tls == policy::ClientTls::kNone ? "DISABLE" : std::string(toString(decision.client_tls));
     planned.decided_by = describe(decision.client_decided_by);
-    planned.port = original->destination.port;
     planned.mesh_mtls = decision.client_tls == policy::ClientTls::kIstioMutual;
     if (decision.service != nullptr) labelService(*policy, *decision.service, planned.labels);
     if (const config::Pod* to = destinationPod(decision)) labelDestination(*to, planned.labels);
@@ -271,9 +270,9 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
     PlannedConnection planned = planReport(*served_pod, pod_id, false);
     planned.policy = toString(plan.mode);
     planned.decided_by = describe(decision.decided_by);
-    planned.port = accepted.local.port();
+    planned.port = served_pod->hasContainerPort(accepted.local.port()) ? accepted.local.port() : 0;
     planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
-    if (const config::Service* svc = serviceOfPodPort(*policy, *served_pod, planned.port))
+    if (const config::Service* svc = serviceOfPodPort(*policy, *served_pod, accepted.local.port()))
       labelService(*policy, *svc, planned.labels);
     if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelSource(*source, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
@@ -401,13 +400,19 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       // Fail-closed follows STRICT: keep capture's flags in step with policy.
       ServedPod& served_pod = served.at(uid);
       auto spec = capturePodSpec(policy, *pod, cgroup_root);
+      // A failure is retried like a pod that could not be served: a pod
+      // that turned STRICT must not stay fail-open until the next change.
       if (!spec) {
-        spdlog::warn("{}", spec.error().describe());
+        serve_failed = true;
+        spdlog::warn("{} (retried in {}s)", spec.error().describe(), serve_retry_delay.count());
       } else if (spec->inbound_fail_closed != served_pod.fail_closed) {
-        if (auto updated = datapath->updatePodRules(*spec); updated)
+        if (auto updated = datapath->updatePodRules(*spec); updated) {
           served_pod.fail_closed = spec->inbound_fail_closed;
-        else
-          spdlog::warn("pod {}: updating capture rules: {}", served_pod.name, updated.error().describe());
+        } else {
+          serve_failed = true;
+          spdlog::warn("pod {}: updating capture rules: {} (retried in {}s)", served_pod.name,
+                       updated.error().describe(), serve_retry_delay.count());
+        }
       }
       continue;
     }
@@ -439,9 +444,7 @@ void Agent::Parts::applyUpdate(const config::ManifestUpdate& update) {
   }
   spdlog::info("cluster state generation {}: {} objects", update.generation, update.state.objectCount());
   // New handshakes follow a changed minProtocolVersion; established ones are untouched.
-  const identity::TlsMinVersion min_version = toIdentityVersion(next->mesh().min_protocol_version);
-  identities->setMinimumVersion(min_version);
-  destination_tls->setMinimumVersion(min_version);
+  identities->setMinimumVersion(toIdentityVersion(next->mesh().min_protocol_version));
   reconcile(next);
 }
 
@@ -460,6 +463,9 @@ Agent::~Agent() {
     for (engine::ListenerId id : it->second.listeners) (void)parts_->engine->removeListener(id);
     parts_->served.erase(it);
   }
+  // The engine before the rest: connections it still closes report into the
+  // metrics registry and the access log, which must outlive it.
+  parts_->engine.reset();
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
@@ -507,7 +513,11 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto identities = identity::IdentityManager::create(identity_config);
   if (!identities) return std::unexpected(identities.error().context("identity"));
   parts->identities = std::move(*identities);
-  parts->destination_tls = std::make_unique<identity::DestinationTlsContexts>(identity_config.tls);
+  // meshMTLS.minProtocolVersion is for mesh mTLS (ISTIO_MUTUAL) only, as in
+  // Istio; DestinationRule SIMPLE/MUTUAL origination keeps TLS 1.2 as its floor.
+  identity::MeshTlsSettings destination_settings = identity_config.tls;
+  destination_settings.minVersion = identity::TlsMinVersion::kTls12;
+  parts->destination_tls = std::make_unique<identity::DestinationTlsContexts>(destination_settings);
 
   auto pods_root = capture::findPodsCgroupRoot(parts->cgroup_root);
   if (!pods_root) return std::unexpected(pods_root.error().context("pods cgroup"));
@@ -535,6 +545,8 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   spdlog::info("engine: {} threads on {}", parts->engine->threads(), engine::toString(parts->engine->backend()));
 
   parts->metrics.emplace(parts->registry);
+  for (const char* direction : {"inbound", "outbound"})  // zeros from the first scrape on
+    for (const char* mode : {"mutual_tls", "plaintext"}) parts->metrics->active_connections.labels({direction, mode}).set(0);
   parts->reports = std::make_shared<ReportSinks>(ReportSinks{
       .istio = admin::IstioTcpMetrics(parts->registry),
       .meshlock = *parts->metrics,

@@ -83,6 +83,8 @@ void ConnectionReport::established(const engine::ConnectionSnapshot& snapshot) {
   if (pending_to_upstream_ != 0) tcp_.received_bytes.inc(pending_to_upstream_);
   if (pending_to_downstream_ != 0) tcp_.sent_bytes.inc(pending_to_downstream_);
   sinks_->meshlock.connections.labels({direction(), how}).inc();
+  active_ = sinks_->meshlock.active_connections.labels({direction(), how});
+  active_.add(1);
   established_ = true;
   if (snapshot.tls) {
     // A TLS 1.3 client learns that the server refused its certificate only
@@ -124,11 +126,12 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   if (end == ConnectionEnd::RefusedPlaintext) {
     sinks_->meshlock.plaintext_refused
         .labels({planned_.labels.destination_workload_namespace, planned_.labels.destination_workload,
-                 std::to_string(planned_.port)})
+                 planned_.port != 0 ? std::to_string(planned_.port) : std::string("other")})
         .inc();
   }
   if (established_) {
     tcp_.closed.inc();
+    active_.add(-1);
   } else if (end == ConnectionEnd::ConnectFailed || end == ConnectionEnd::ConnectTimeout) {
     // As Envoy reports an upstream connection failure: opened and closed, flag UF.
     planned_.labels.response_flags = "UF";

@@ -35,7 +35,10 @@ struct PlannedConnection {
   admin::IstioTcpLabels labels;      // all but principals and security policy
   std::string policy;                // access log `policy`
   std::string decided_by;
-  uint16_t port = 0;                 // the destination port (inbound: the pod's)
+  // The pod's port, for meshlock_plaintext_refused_total: 0 (exported as
+  // "other") unless it is a declared container port, so a port scan cannot
+  // create 65,535 series.
+  uint16_t port = 0;
   bool mesh_mtls = false;            // TLS with mesh identities (ISTIO_MUTUAL / inbound mTLS)
 };
 
@@ -55,6 +58,7 @@ class ConnectionReport final : public engine::ConnectionObserver {
   std::shared_ptr<ReportSinks> sinks_;
   PlannedConnection planned_;
   admin::IstioTcpConnectionMetrics tcp_;  // set by `established`
+  admin::Gauge active_;                   // meshlock_active_connections{direction,mode}
   bool established_ = false;
   uint64_t pending_to_upstream_ = 0;  // bytes before `established` (PERMISSIVE's first bytes)
   uint64_t pending_to_downstream_ = 0;

@@ -37,26 +37,57 @@ struct RunFlags {
   unsigned drain_deadline = 0;
 };
 
+// The length of the well-formed UTF-8 sequence at the start of `s`, or 0.
+size_t utf8SequenceLength(std::string_view s) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char lead = byte(0);
+  size_t length = lead >= 0xf0 && lead <= 0xf4 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 && lead <= 0xdf ? 2 : 0;
+  if (length == 0 || lead > 0xf4 || s.size() < length) return 0;
+  for (size_t i = 1; i < length; ++i)
+    if ((byte(i) & 0xc0) != 0x80) return 0;
+  if (lead == 0xe0 && byte(1) < 0xa0) return 0;   // overlong
+  if (lead == 0xed && byte(1) > 0x9f) return 0;   // surrogates
+  if (lead == 0xf0 && byte(1) < 0x90) return 0;   // overlong
+  if (lead == 0xf4 && byte(1) > 0x8f) return 0;   // above U+10FFFF
+  return length;
+}
+
 // %*: the message as the inside of a JSON string, so a log line stays one
 // valid JSON object whatever the message holds (quotes, paths, peer data).
 class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
-    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    for (size_t i = 0; i < text.size();) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c >= 0x80) {
+        // Well-formed UTF-8 passes; any other byte becomes U+FFFD.
+        const size_t length = utf8SequenceLength(text.substr(i));
+        if (length == 0) {
+          dest.append(std::string_view("\xEF\xBF\xBD"));
+          ++i;
+        } else {
+          dest.append(text.substr(i, length));
+          i += length;
+        }
+        continue;
+      }
       switch (c) {
         case '"': dest.append(std::string_view("\\\"")); break;
         case '\\': dest.append(std::string_view("\\\\")); break;
         case '\n': dest.append(std::string_view("\\n")); break;
         case '\t': dest.append(std::string_view("\\t")); break;
         default:
-          if (static_cast<unsigned char>(c) < 0x20) {
+          if (c < 0x20 || c == 0x7f) {
             fmt::format_to(std::back_inserter(dest), "\\u{:04x}", static_cast<unsigned>(c));
           } else {
-            dest.push_back(c);
+            dest.push_back(static_cast<char>(c));
           }
       }
+      ++i;
     }
   }
+
   [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<JsonEscapedMessage>();
   }

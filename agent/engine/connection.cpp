@@ -322,7 +322,8 @@ void Connection::deliver(int to, std::span<const std::byte> plaintext) {
   }
   if (s.tls->write(plaintext) == TlsStatus::Error) {
     bump(worker_.counters.tls_errors);
-    spdlog::info("engine: TLS write: {}", s.tls->reason());
+    if (worker_.logAllowedFor(to == kDown ? peer_ : destination_))
+      spdlog::info("engine: {}: TLS write: {}", labels_->name, s.tls->reason());
     close(CloseHow::TlsFailure, ConnectionEnd::TlsError, s.tls->reason());
   }
 }
@@ -339,11 +340,22 @@ void Connection::pumpTls(int side) {
     propagateEof(other);
   } else if (status == TlsStatus::Error) {
     bump(worker_.counters.tls_errors);
-    spdlog::info("engine: {}: TLS read: {}", labels_->name, s.tls->reason());
+    const SocketAddress& peer = side == kDown ? peer_ : destination_;
+    if (worker_.logAllowedFor(peer)) spdlog::info("engine: {}: TLS read: {}", labels_->name, s.tls->reason());
     // In TLS 1.3 a client's handshake ends before the server has checked the
-    // client certificate; a refusal arrives as the first record after it.
-    bool refused_by_server = outbound_ && bytes_to_downstream_ == 0 &&
-                             s.tls->reason().find("ALERT") != std::string::npos;
+    // client certificate; a refusal arrives as a certificate alert in place of
+    // the server's first record. Anything else is a record-layer error.
+    const std::string& why = s.tls->reason();
+    const bool certificate_alert = why.find("ALERT_CERTIFICATE") != std::string::npos ||
+                                   why.find("ALERT_BAD_CERTIFICATE") != std::string::npos ||
+                                   why.find("ALERT_UNKNOWN_CA") != std::string::npos ||
+                                   why.find("ALERT_ACCESS_DENIED") != std::string::npos ||
+                                   why.find("ALERT_UNSUPPORTED_CERTIFICATE") != std::string::npos;
+    bool refused_by_server = false;
+    if (outbound_ && side == kUp && bytes_to_downstream_ == 0 && certificate_alert) {
+      const TlsInfo info = s.tls->info();
+      refused_by_server = info.version == "TLSv1.3" && !info.resumed;
+    }
     close(CloseHow::TlsFailure, refused_by_server ? ConnectionEnd::HandshakeFailed : ConnectionEnd::TlsError,
           s.tls->reason());
   }

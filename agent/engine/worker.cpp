@@ -198,7 +198,7 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
     Result<OutboundPlan> plan = (*outbound)(accepted);
     if (!plan) {
       bump(counters.refused_decider);
-      spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
+      if (logAllowedFor(accepted.peer)) spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
       connection->refuse();
       return;
     }
@@ -207,7 +207,7 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
     Result<InboundPlan> plan = std::get<InboundDecider>(listener->spec.decider)(accepted);
     if (!plan) {
       bump(counters.refused_decider);
-      spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
+      if (logAllowedFor(accepted.peer)) spdlog::info("engine: {}: refused: {}", listener->spec.name, plan.error().describe());
       connection->refuse();
       return;
     }
@@ -228,20 +228,27 @@ void Worker::release(Connection* connection) {
 }
 
 bool Worker::logAllowedFor(const SocketAddress& peer) {
-  constexpr auto kInterval = std::chrono::seconds(10);
-  constexpr size_t kMaxPeers = 4096;  // bounds memory under a scan from many addresses
+  // Per peer address: one line per interval. Per worker: a few lines a
+  // second at most, whatever the number of peers (a scan, a storm of
+  // refusals). The counters still count every event.
+  constexpr auto kPeerInterval = std::chrono::seconds(10);
+  constexpr size_t kMaxPeers = 4096;      // bounds the memory a scan from many addresses takes
+  constexpr uint32_t kLinesPerSecond = 20;
+  if (now_ - log_window_start_ >= std::chrono::seconds(1)) {
+    log_window_start_ = now_;
+    log_lines_in_window_ = 0;
+  }
+  if (log_lines_in_window_ >= kLinesPerSecond) return false;
   std::string key = peer.hostString();
   auto it = peer_logged_at_.find(key);
   if (it != peer_logged_at_.end()) {
-    if (now_ - it->second < kInterval) return false;
+    if (now_ - it->second < kPeerInterval) return false;
     it->second = now_;
-    return true;
+  } else {
+    if (peer_logged_at_.size() >= kMaxPeers) return false;  // swept on the tick
+    peer_logged_at_.emplace(std::move(key), now_);
   }
-  if (peer_logged_at_.size() >= kMaxPeers) {
-    std::erase_if(peer_logged_at_, [&](const auto& entry) { return now_ - entry.second >= kInterval; });
-    if (peer_logged_at_.size() >= kMaxPeers) return false;  // a flood: the counters speak for it
-  }
-  peer_logged_at_.emplace(std::move(key), now_);
+  ++log_lines_in_window_;
   return true;
 }
 
@@ -251,6 +258,10 @@ void Worker::snapshot(std::vector<ConnectionSnapshot>& out) const {
 }
 
 void Worker::tick() {
+  if (now_ - peer_log_swept_at_ >= std::chrono::seconds(10)) {
+    peer_log_swept_at_ = now_;
+    std::erase_if(peer_logged_at_, [&](const auto& entry) { return now_ - entry.second >= std::chrono::seconds(10); });
+  }
   for (size_t i = 0; i < connections_.size();) {
     Connection* c = connections_[i];
     c->onTick(now_);

@@ -131,6 +131,9 @@ class Worker {
   std::chrono::milliseconds tick_interval_{100};
   std::chrono::steady_clock::time_point next_tick_;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> peer_logged_at_;
+  std::chrono::steady_clock::time_point peer_log_swept_at_;
+  std::chrono::steady_clock::time_point log_window_start_;
+  uint32_t log_lines_in_window_ = 0;
 };
 
 }  // namespace meshlock::engine

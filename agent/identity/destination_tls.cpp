@@ -67,13 +67,6 @@ Result<bssl::UniquePtr<SSL>> DestinationTlsContexts::newSession(const Destinatio
   return newDestinationSession(ctx->get());
 }
 
-void DestinationTlsContexts::setMinimumVersion(TlsMinVersion version) {
-  std::lock_guard lock(mutex_);
-  if (settings_.minVersion == version) return;
-  settings_.minVersion = version;
-  entries_.clear();
-}
-
 void DestinationTlsContexts::retain(const std::vector<DestinationTlsConfig>& current) {
   std::lock_guard lock(mutex_);
   std::map<std::string, Entry> kept;

@@ -24,8 +24,6 @@ class DestinationTlsContexts {
   [[nodiscard]] Result<bssl::UniquePtr<SSL_CTX>> context(const DestinationTlsConfig& config);
   // context() and a new client SSL with the rule's SNI.
   [[nodiscard]] Result<bssl::UniquePtr<SSL>> newSession(const DestinationTlsConfig& config);
-  // The mesh's minimum TLS version changed: contexts are rebuilt on next use.
-  void setMinimumVersion(TlsMinVersion version);
   // Forget rules no longer in the configuration.
   void retain(const std::vector<DestinationTlsConfig>& current);
 
