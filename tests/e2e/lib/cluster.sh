@@ -113,11 +113,28 @@ cluster_up() {
 
 in_pod() { local pod=$1; shift; "$MESHSIM" exec --name "$RUN" "$pod" -- "$@"; }
 
-# serve POD PORT: a testpeer echo server in the pod, stopped at cleanup.
+# wait_listening POD PORT [TIMEOUT]: wait until something in POD listens on
+# TCP PORT (polled with ss in the pod's network namespace), up to TIMEOUT
+# seconds (default 10); 1 if nothing did by then.
+wait_listening() {
+  local pod=$1 port=$2 timeout=${3:-10} deadline
+  deadline=$(( $(date +%s%N) + timeout * 1000000000 ))
+  while :; do
+    [ -n "$(in_pod "$pod" ss -Hltn "sport = :$port" 2>/dev/null)" ] && return 0
+    [ "$(date +%s%N)" -lt "$deadline" ] || break
+    sleep 0.05
+  done
+  log "nothing listens on $pod port $port after $timeout s"
+  return 1
+}
+
+# serve POD PORT: a testpeer echo server in the pod, stopped at cleanup;
+# returns once it listens.
 serve() {
-  in_pod "$1" "$PEER" serve --port "$2" >>"$WORK/serve-${1//\//_}-$2.log" 2>&1 &
+  local out="$WORK/serve-${1//\//_}-$2.log"
+  in_pod "$1" "$PEER" serve --port "$2" >>"$out" 2>&1 &
   BG_PIDS+=($!)
-  sleep 0.3
+  wait_listening "$1" "$2" || die "serve $1 $2: the server did not start listening: $(cat "$out")"
 }
 
 # send FROM TO [BYTES]: 0 if the bytes came back intact.
@@ -146,7 +163,13 @@ wire() {
   fabric=$(status_json | python3 -c "import json,sys; print(json.load(sys.stdin)['fabricNetns'])")
   ip netns exec "$fabric" tcpdump -Z root --immediate-mode -i any -U -w "$WORK/$name.pcap" tcp 2>"$WORK/$name.tcpdump" &
   dump=$!
-  for _ in $(seq 50); do grep -q "listening on" "$WORK/$name.tcpdump" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs "listening on" "$WORK/$name.tcpdump" && break; sleep 0.1; done
+  if ! grep -qs "listening on" "$WORK/$name.tcpdump"; then  # (wire may run in $(...): no die)
+    kill "$dump" 2>/dev/null || true
+    wait "$dump" 2>/dev/null || true
+    log "wire $name: tcpdump did not start in 10 s: $(cat "$WORK/$name.tcpdump" 2>/dev/null)" >&2
+    return 1
+  fi
   "$@" || rc=$?
   sleep 1
   kill "$dump" 2>/dev/null || true
