@@ -20,7 +20,8 @@ BG_PIDS+=($!)
 in_pod shop/batch python3 -m http.server 7070 --bind 0.0.0.0 --directory "$WORK/www" >"$WORK/batch-http.log" 2>&1 &
 BG_PIDS+=($!)
 serve shop/web 8080
-sleep 0.7
+wait_listening shop/web 9090 || die "web's http.server did not listen: $(cat "$WORK/web-http.log")"
+wait_listening shop/batch 7070 || die "batch's http.server did not listen: $(cat "$WORK/batch-http.log")"
 
 served_on_b() { agent_status node-b 's["pods_served"]'; }
 accepted_on_b() { agent_status node-b 's["connections"]["total"]'; }
@@ -36,8 +37,9 @@ held() {
     for i in \$(seq 300); do [ -e $WORK/$1.go ] && break; sleep 0.1; done
     echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" &
   HELD_PID=$!
-  for _ in $(seq 50); do [ -e "$WORK/$1.open" ] && return 0; sleep 0.1; done
-  fail "held connection $1 did not open"
+  BG_PIDS+=($!)  # stopped at cleanup should the scenario end before it does
+  for _ in $(seq 100); do [ -e "$WORK/$1.open" ] && return 0; sleep 0.1; done
+  fail "held connection $1 did not open in 10 s"
 }
 
 log "opted out: node-b serves shop/client only; meshlockctl says why batch is not"
