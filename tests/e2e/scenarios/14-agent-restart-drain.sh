@@ -42,8 +42,9 @@ held() {
       echo \$((\$(date +%s%N) / 1000000)) >>$WORK/$1.rounds; sleep 0.2
     done" 2>/dev/null &
   HELD_PID=$!
-  for _ in $(seq 50); do [ -s "$WORK/$1.rounds" ] && return 0; sleep 0.1; done
-  fail "held connection $1 did not open"
+  BG_PIDS+=($!)  # stopped at cleanup should the scenario end before it does
+  for _ in $(seq 100); do [ -s "$WORK/$1.rounds" ] && return 0; sleep 0.1; done
+  fail "held connection $1 did not open in 10 s"
 }
 rounds_after() { awk -v t="$2" '$1 > t' "$WORK/$1.rounds" | wc -l; }
 
@@ -71,7 +72,14 @@ start_agent node-a
 start_agent node-b
 ready=$(now_ms)
 log "new agents ready $((ready - sigterm)) ms after SIGTERM"
-kill -0 "$old_a" 2>/dev/null || fail "the old agent on node-a exited before its connections drained"
+# Both old agents hold both connections (node-b's the outbound side, node-a's
+# the inbound), so both must still be draining: the endless connection keeps
+# them up until their deadline, ${DRAIN_DEADLINE} s after SIGTERM.
+for node in node-a node-b; do
+  pid=$old_a; [ "$node" = node-a ] || pid=$old_b
+  kill -0 "$pid" 2>/dev/null ||
+    fail "the old agent on $node exited before its connections drained ($(( $(now_ms) - sigterm )) ms after SIGTERM)"
+done
 first_ok=""
 for _ in $(seq 50); do
   if send shop/client 10.244.1.10:8080 1024; then first_ok=$(now_ms); break; fi
@@ -119,9 +127,16 @@ cut_at=$(( $(tail -1 "$WORK/endless.rounds") - sigterm ))
 log "endless connection: last echo $cut_at ms after SIGTERM (drain deadline ${DRAIN_DEADLINE} s)"
 [ "$cut_at" -ge $(( (DRAIN_DEADLINE - 1) * 1000 )) ] || fail "the endless connection stopped at $cut_at ms, before the drain deadline"
 [ "$cut_at" -le $(( (DRAIN_DEADLINE + 3) * 1000 )) ] || fail "the endless connection outlived the drain deadline ($cut_at ms)"
+# Both old agents exit after draining, and cleanly: a crash at shutdown fails.
+# (They are this shell's children: wait gives their exit status.)
 for pid in "$old_a" "$old_b"; do
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && fail "old agent $pid still running after the drain deadline"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "old agent $pid still running after the drain deadline"
+  else
+    rc=0; wait "$pid" || rc=$?
+    [ "$rc" = 0 ] || fail "old agent $pid exited $rc after draining, want 0"
+  fi
 done
 # Whichever old agent reaches its deadline first cuts the connection; the
 # other may then see it end just before its own.
