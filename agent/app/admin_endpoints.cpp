@@ -67,21 +67,6 @@ json certificateJson(X509* cert, std::chrono::system_clock::time_point now) {
 
 std::string modeName(policy::ServerMode mode) { return std::string(policy::toString(mode)); }
 
-std::string joined(const std::vector<std::string>& parts) {
-  std::string out;
-  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
-  return out;
-}
-
-// The address part of "ip:port" / "[v6]:port".
-std::optional<config::IpAddress> addressIp(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) return std::nullopt;
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return config::IpAddress::parse(host);
-}
-
 // Every engine counter, copied into its meshlock_engine_* family at scrape.
 void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetrics& m) {
 #define MESHLOCK_COUNT_ONE(name) +1
@@ -234,7 +219,7 @@ Status Agent::Parts::startAdmin() {
       json inbound = json::array();
       for (const config::ContainerPort& port : pod->ports) {
         const policy::InboundDecision d = policy->inbound(*pod, port.port);
-        inbound.push_back({{"port", port.port}, {"mode", modeName(d.mode)}, {"decided_by", joined(d.decided_by.describe())}});
+        inbound.push_back({{"port", port.port}, {"mode", modeName(d.mode)}, {"decided_by", d.decided_by.text()}});
       }
       list.push_back({
           {"namespace", pod->ns()}, {"pod", pod->name()}, {"uid", pod->uid.str()},
@@ -263,7 +248,7 @@ Status Agent::Parts::startAdmin() {
       // What the current policy says of this connection (as it would decide a new one).
       ConnectionDecision decision;
       if (local != nullptr) {
-        decision = decideConnection(*policy, *local, c.outbound, addressIp(c.upstream.toString()), c.upstream.port());
+        decision = decideConnection(*policy, *local, c.outbound, c.upstream.ip(), c.upstream.port());
       }
       auto optional = [](const std::optional<std::string>& v) { return v ? json(*v) : json(nullptr); };
       json entry = {

@@ -96,14 +96,6 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
   return spec;
 }
 
-std::string describe(const policy::DecidedBy& decided_by) {
-  std::string out;
-  for (const std::string& reason : decided_by.describe()) {
-    if (!out.empty()) out += ", ";
-    out += reason;
-  }
-  return out;
-}
 
 // Istio's workload labels of one end of a connection.
 void labelSource(const config::Pod& pod, admin::IstioTcpLabels& labels) {
@@ -132,32 +124,17 @@ void labelService(const policy::PolicyIndex& policy, const config::Service& svc,
   labels.destination_service_namespace = svc.ns();
 }
 
-// The service an inbound connection to `port` of `pod` came through: the first
-// service of its namespace whose endpoints include that pod and port.
-const config::Service* serviceOfPodPort(const policy::PolicyIndex& policy, const config::Pod& pod, uint16_t port) {
-  for (const config::Service& svc : policy.state().services) {
-    if (svc.ns() != pod.ns()) continue;
-    for (const config::ServicePort& service_port : svc.ports) {
-      for (const policy::Backend& backend : policy.backendsOf(svc, service_port.port))
-        if (backend.pod == &pod && backend.port == port) return &svc;
-    }
-  }
-  return nullptr;
-}
-
 // The workload behind an outbound destination: the pod itself, or the one
 // workload every backend of the service belongs to.
 const config::Pod* destinationPod(const policy::OutboundDecision& decision) {
   if (decision.pod != nullptr) return decision.pod;
-  const config::Pod* first = nullptr;
-  for (const policy::Backend& backend : decision.backends) {
-    if (backend.pod == nullptr) return nullptr;
-    if (first == nullptr) {
-      first = backend.pod;
-    } else if (backend.pod->ns() != first->ns() ||
-               config::workloadOf(*backend.pod).name != config::workloadOf(*first).name) {
+  if (decision.backends.empty() || decision.backends.front().pod == nullptr) return nullptr;
+  const config::Pod* first = decision.backends.front().pod;
+  if (decision.backends.size() == 1) return first;
+  const std::string workload = config::workloadOf(*first).name;
+  for (const policy::Backend& backend : decision.backends.subspan(1)) {
+    if (backend.pod == nullptr || backend.pod->ns() != first->ns() || config::workloadOf(*backend.pod).name != workload)
       return nullptr;
-    }
   }
   return first;
 }
@@ -198,7 +175,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
   if (reports) {
     PlannedConnection planned = planReport(*pod, source_id, true);
     planned.policy = decision.client_tls == policy::ClientTls::kNone ? "DISABLE" : std::string(toString(decision.client_tls));
-    planned.decided_by = describe(decision.client_decided_by);
+    planned.decided_by = decision.client_decided_by.text();
     planned.mesh_mtls = decision.client_tls == policy::ClientTls::kIstioMutual;
     if (decision.service != nullptr) labelService(*policy, *decision.service, planned.labels);
     if (const config::Pod* to = destinationPod(decision)) labelDestination(*to, planned.labels);
@@ -269,10 +246,10 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   if (reports && served_pod != nullptr) {
     PlannedConnection planned = planReport(*served_pod, pod_id, false);
     planned.policy = toString(plan.mode);
-    planned.decided_by = describe(decision.decided_by);
+    planned.decided_by = decision.decided_by.text();
     planned.port = served_pod->hasContainerPort(accepted.local.port()) ? accepted.local.port() : 0;
     planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
-    if (const config::Service* svc = serviceOfPodPort(*policy, *served_pod, accepted.local.port()))
+    if (const config::Service* svc = policy->serviceForPodPort(*served_pod, accepted.local.port()))
       labelService(*policy, *svc, planned.labels);
     if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelSource(*source, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));

@@ -74,11 +74,6 @@ std::string_view controlPlaneKind(config::ControlPlaneKind kind) {
   return "unknown";
 }
 
-std::string joined(const std::vector<std::string>& parts) {
-  std::string out;
-  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
-  return out;
-}
 
 }  // namespace
 
@@ -212,24 +207,13 @@ ConnectionDecision decideConnection(const policy::PolicyIndex& index, const conf
     } else if (!d.host.empty()) {
       out.destination_service = std::string(d.host);
     }
-    out.decided_by = joined(d.client_decided_by.describe()) + " (" + std::string(policy::toString(d.client_tls)) + ")";
+    out.decided_by = d.client_decided_by.text() + " (" + std::string(policy::toString(d.client_tls)) + ")";
     return out;
   }
   const policy::InboundDecision d = index.inbound(local, port);
-  out.decided_by = joined(d.decided_by.describe()) + " (" + std::string(policy::toString(d.mode)) + ")";
-  // The service the client most likely addressed: the first one in the pod's
-  // namespace with a port whose backends include this pod on this port.
-  for (const config::Service& svc : index.state().services) {
-    if (svc.ns() != local.ns()) continue;
-    for (const config::ServicePort& sp : svc.ports) {
-      for (const policy::Backend& b : index.backendsOf(svc, sp.port)) {
-        if (b.pod == &local && b.port == port) {
-          out.destination_service = index.fqdn(svc);
-          return out;
-        }
-      }
-    }
-  }
+  out.decided_by = d.decided_by.text() + " (" + std::string(policy::toString(d.mode)) + ")";
+  // The service the client most likely addressed.
+  if (const config::Service* svc = index.serviceForPodPort(local, port)) out.destination_service = index.fqdn(*svc);
   return out;
 }
 

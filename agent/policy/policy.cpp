@@ -115,6 +115,15 @@ std::vector<std::string> DecidedBy::describe() const {
   return out;
 }
 
+std::string DecidedBy::text() const {
+  std::string out;
+  for (const Reason& r : *this) {
+    if (!out.empty()) out += ", ";
+    out += r.describe();
+  }
+  return out;
+}
+
 // ---- Index internals -----------------------------------------------------------
 
 struct PortMode {
@@ -837,6 +846,17 @@ Result<OutboundDecision> PolicyIndex::outbound(const PodUid& source, const Desti
   const Pod* pod = podByUid(source);
   if (!pod) return fail("outbound: unknown source pod uid " + source.str());
   return outbound(*pod, dst, port);
+}
+
+const Service* PolicyIndex::serviceForPodPort(const Pod& pod, uint16_t port) const {
+  auto it = pod_by_uid_.find(pod.uid);
+  if (it == pod_by_uid_.end()) return nullptr;
+  for (const auto& [service, service_port] : pods_[it->second].attributions) {
+    const ServiceEntry& se = services_[service];
+    for (const Backend& b : se.backends[service_port])
+      if (b.pod == &pod && b.port == port) return se.svc;
+  }
+  return nullptr;
 }
 
 std::span<const Backend> PolicyIndex::backendsOf(const Service& svc, uint16_t service_port) const {

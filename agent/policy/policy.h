@@ -86,6 +86,7 @@ class DecidedBy {
   [[nodiscard]] const Reason* end() const { return items_.data() + count_; }
   [[nodiscard]] std::size_t size() const { return count_; }
   [[nodiscard]] std::vector<std::string> describe() const;
+  [[nodiscard]] std::string text() const;  // describe(), joined with ", "
 
  private:
   std::array<Reason, 4> items_{};
@@ -187,6 +188,10 @@ class PolicyIndex {
 
   // The fully qualified name of a service: <name>.<ns>.svc.<domain suffix>.
   [[nodiscard]] std::string fqdn(const config::Service& svc) const;
+  // The service an inbound connection to `port` (a container port) of `pod`
+  // is attributed to: the first service port whose endpoints are this pod and
+  // port; nullptr when none is. Uses the index built with the services.
+  [[nodiscard]] const config::Service* serviceForPodPort(const config::Pod& pod, uint16_t port) const;
   // The pods (and addresses) behind one service port, ordered by namespace/name.
   [[nodiscard]] std::span<const Backend> backendsOf(const config::Service& svc, uint16_t service_port) const;
   // The DestinationRule a client uses for a host (Istio's lookup order), if any.
