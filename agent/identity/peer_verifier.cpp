@@ -67,7 +67,7 @@ std::string VerifyFailure::describe() const {
   return fmt::format("{}: {}", toString(reason), detail);
 }
 
-std::expected<void, VerifyFailure> verifyChainAndValidity(std::span<X509* const> chain,
+std::expected<ValidityWindow, VerifyFailure> verifyChainAndValidity(std::span<X509* const> chain,
                                                           X509_STORE* roots, Seconds now,
                                                           std::chrono::seconds skew) {
   if (chain.empty()) return refuse(VerifyError::kNoCertificate, "the peer sent no certificate");
@@ -112,9 +112,12 @@ std::expected<void, VerifyFailure> verifyChainAndValidity(std::span<X509* const>
   STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(context.get());
   time_t earliest = static_cast<time_t>((now - skew).time_since_epoch().count());
   time_t latest = static_cast<time_t>((now + skew).time_since_epoch().count());
+  ValidityWindow window{Seconds::min(), Seconds::max()};
   for (size_t i = 0; i < sk_X509_num(built); ++i) {
     X509* cert = sk_X509_value(built, i);
     int depth = static_cast<int>(i);
+    window.notBefore = std::max(window.notBefore, notBefore(cert));
+    window.notAfter = std::min(window.notAfter, notAfter(cert));
     if (X509_cmp_time(X509_get0_notAfter(cert), &earliest) < 0) {
       return refuse(VerifyError::kExpired,
                     fmt::format("{} expired at {:%FT%TZ}", describeCert(cert, depth),
@@ -126,7 +129,7 @@ std::expected<void, VerifyFailure> verifyChainAndValidity(std::span<X509* const>
                                 notBefore(cert)));
     }
   }
-  return {};
+  return window;
 }
 
 VerifyResult spiffeIdOfCertificate(X509* leaf, const TrustDomain& trustDomain) {
@@ -166,12 +169,12 @@ VerifyResult spiffeIdOfCertificate(X509* leaf, const TrustDomain& trustDomain) {
   return std::move(*id);
 }
 
-VerifyResult verifyPeerChain(std::span<X509* const> chain, const TrustBundle& bundle,
-                             const TrustDomain& trustDomain, const ExpectedPeers& expected,
-                             const VerifyOptions& options) {
-  if (auto ok = verifyChainAndValidity(chain, bundle.store(), options.now, options.skew); !ok) {
-    return std::unexpected(ok.error());
-  }
+VerifyResult verifyPeerCertificate(std::span<X509* const> chain, const TrustBundle& bundle,
+                                   const TrustDomain& trustDomain, const VerifyOptions& options,
+                                   ValidityWindow* window) {
+  auto valid = verifyChainAndValidity(chain, bundle.store(), options.now, options.skew);
+  if (!valid) return std::unexpected(valid.error());
+  if (window != nullptr) *window = *valid;
   X509* leaf = chain.front();
   uint32_t flags = X509_get_extension_flags(leaf);
   // SPIFFE X509-SVID: keyUsage present with digitalSignature; we also require
@@ -186,19 +189,29 @@ VerifyResult verifyPeerChain(std::span<X509* const> chain, const TrustBundle& bu
   if (options.peerRole == PeerRole::kServer && !(eku & XKU_SSL_SERVER)) {
     return refuse(VerifyError::kMissingServerAuth, "server leaf lacks the serverAuth EKU");
   }
-  auto id = spiffeIdOfCertificate(leaf, trustDomain);
-  if (!id) return id;
+  return spiffeIdOfCertificate(leaf, trustDomain);
+}
+
+VerifyResult matchExpectedPeer(SpiffeId id, const ExpectedPeers& expected) {
   if (expected.anyInTrustDomain) return id;
   for (const auto& want : expected.ids) {
-    if (want == *id) return id;
+    if (want == id) return id;
   }
   if (expected.ids.empty()) {
     return refuse(VerifyError::kNoExpectedIdentity,
-                  fmt::format("peer is {}, but no expected identity was set", id->uri()));
+                  fmt::format("peer is {}, but no expected identity was set", id.uri()));
   }
   std::string wanted;
   for (const auto& want : expected.ids) wanted += (wanted.empty() ? "" : ", ") + want.uri();
-  return refuse(VerifyError::kSanMismatch, fmt::format("peer is {}, expected {}", id->uri(), wanted));
+  return refuse(VerifyError::kSanMismatch, fmt::format("peer is {}, expected {}", id.uri(), wanted));
+}
+
+VerifyResult verifyPeerChain(std::span<X509* const> chain, const TrustBundle& bundle,
+                             const TrustDomain& trustDomain, const ExpectedPeers& expected,
+                             const VerifyOptions& options) {
+  auto id = verifyPeerCertificate(chain, bundle, trustDomain, options);
+  if (!id) return id;
+  return matchExpectedPeer(std::move(*id), expected);
 }
 
 }  // namespace meshlock::identity

@@ -72,6 +72,23 @@ struct VerifyOptions {
   std::chrono::seconds skew{60};
 };
 
+// While a verified chain may be trusted: the latest notBefore and the earliest
+// notAfter over the chain built to a root (without the skew).
+struct ValidityWindow {
+  Seconds notBefore;
+  Seconds notAfter;
+};
+
+// What the peer's chain proves by itself: chain to the bundle, validity,
+// key usages, one strict SPIFFE ID of the trust domain. No expected-identity
+// check; `window` (if given) receives the chain's validity window.
+[[nodiscard]] VerifyResult verifyPeerCertificate(std::span<X509* const> chain, const TrustBundle& bundle,
+                                                 const TrustDomain& trustDomain, const VerifyOptions& options,
+                                                 ValidityWindow* window = nullptr);
+// Whether `id` is one the connection accepts (secure naming).
+[[nodiscard]] VerifyResult matchExpectedPeer(SpiffeId id, const ExpectedPeers& expected);
+
+// verifyPeerCertificate then matchExpectedPeer.
 // `chain` is what the peer sent, leaf first.
 [[nodiscard]] VerifyResult verifyPeerChain(std::span<X509* const> chain, const TrustBundle& bundle,
                                            const TrustDomain& trustDomain,
@@ -84,7 +101,7 @@ struct VerifyOptions {
 
 // The chain and validity checks alone, against an X509_STORE (also used for
 // DestinationRule SIMPLE/MUTUAL). On success, no identity is implied.
-[[nodiscard]] std::expected<void, VerifyFailure> verifyChainAndValidity(
+[[nodiscard]] std::expected<ValidityWindow, VerifyFailure> verifyChainAndValidity(
     std::span<X509* const> chain, X509_STORE* roots, Seconds now, std::chrono::seconds skew);
 
 }  // namespace meshlock::identity

@@ -24,6 +24,7 @@ struct ContextState {
   std::shared_ptr<const TrustBundle> bundle;
   std::optional<TrustDomain> trustDomain;
   std::shared_ptr<SessionTicketKeys> ticketKeys;
+  std::unique_ptr<VerifiedChains> verifiedChains = std::make_unique<VerifiedChains>();
   // DestinationRule
   std::string ruleName;
   bssl::UniquePtr<X509_STORE> destinationRoots;
@@ -123,10 +124,6 @@ bool matchesDestinationNames(X509* leaf, const ContextState& state, std::string*
 }
 
 VerifyResult verifyMeshPeer(SSL* ssl, const ContextState& state, ConnectionState& connection) {
-  auto chain = peerChain(ssl);
-  if (!chain) return std::unexpected(VerifyFailure{VerifyError::kBadCertificate, chain.error().message});
-  std::vector<X509*> raw;
-  for (const auto& cert : *chain) raw.push_back(cert.get());
   ExpectedPeers expected;
   if (connection.expected) {
     expected = *connection.expected;
@@ -138,7 +135,23 @@ VerifyResult verifyMeshPeer(SSL* ssl, const ContextState& state, ConnectionState
       .now = state.clock(),
       .skew = state.skew,
   };
-  return verifyPeerChain(raw, *state.bundle, *state.trustDomain, expected, options);
+  // The same chain as a handshake before: its verdict, then secure naming.
+  const STACK_OF(CRYPTO_BUFFER)* buffers = SSL_get0_peer_certificates(ssl);
+  std::optional<VerifiedChains::Digest> digest;
+  if (buffers != nullptr && sk_CRYPTO_BUFFER_num(buffers) > 0) {
+    digest = VerifiedChains::digestOf(buffers, options.peerRole);
+    if (auto id = state.verifiedChains->find(*digest, options.now, options.skew))
+      return matchExpectedPeer(std::move(*id), expected);
+  }
+  auto chain = peerChain(ssl);
+  if (!chain) return std::unexpected(VerifyFailure{VerifyError::kBadCertificate, chain.error().message});
+  std::vector<X509*> raw;
+  for (const auto& cert : *chain) raw.push_back(cert.get());
+  ValidityWindow window;
+  auto id = verifyPeerCertificate(raw, *state.bundle, *state.trustDomain, options, &window);
+  if (!id) return id;
+  if (digest) state.verifiedChains->insert(*digest, *id, window);
+  return matchExpectedPeer(std::move(*id), expected);
 }
 
 std::expected<void, VerifyFailure> verifyDestinationPeer(SSL* ssl, const ContextState& state) {
@@ -146,10 +159,10 @@ std::expected<void, VerifyFailure> verifyDestinationPeer(SSL* ssl, const Context
   if (!chain) return std::unexpected(VerifyFailure{VerifyError::kBadCertificate, chain.error().message});
   std::vector<X509*> raw;
   for (const auto& cert : *chain) raw.push_back(cert.get());
-  if (auto ok = verifyChainAndValidity(raw, state.destinationRoots.get(), state.clock(), state.skew);
-      !ok) {
-    return ok;
+  if (auto ok = verifyChainAndValidity(raw, state.destinationRoots.get(), state.clock(), state.skew); !ok) {
+    return std::unexpected(ok.error());
   }
+
   X509* leaf = raw.front();
   uint32_t flags = X509_get_extension_flags(leaf);
   if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(leaf) & XKU_SSL_SERVER)) {
@@ -463,6 +476,12 @@ Result<bssl::UniquePtr<SSL_CTX>> buildMeshContext(const MeshContextParams& param
   state->clock = params.clock ? params.clock : Clock(systemNow);
   if (auto ok = attachState(raw, std::move(state)); !ok) return std::unexpected(ok.error());
   return ctx;
+}
+
+VerifiedChains::Stats verifiedChainStats(const SSL_CTX* ctx) {
+  const ContextState* state = contextState(ctx);
+  if (state == nullptr || !state->verifiedChains) return {};
+  return state->verifiedChains->stats();
 }
 
 Status setExpectedPeers(SSL* ssl, ExpectedPeers expected) {

@@ -24,6 +24,7 @@
 #include "identity/peer_verifier.h"
 #include "identity/spiffe_id.h"
 #include "identity/trust_bundle.h"
+#include "identity/verified_chains.h"
 
 namespace meshlock::identity {
 
@@ -103,6 +104,10 @@ struct MeshContextParams {
 // any identity of the trust domain unless told otherwise; client connections
 // refuse every server until this is called (secure naming fails closed).
 [[nodiscard]] Status setExpectedPeers(SSL* ssl, ExpectedPeers expected);
+
+// How often a mesh context's peers presented a chain it had already verified
+// (verified_chains.h); zeros for other contexts.
+[[nodiscard]] VerifiedChains::Stats verifiedChainStats(const SSL_CTX* ctx);
 
 // After the handshake: the peer's verified identity, or why it was refused.
 // For a resumed session the stored peer chain is verified again here (BoringSSL

@@ -141,6 +141,51 @@ TEST_F(MeshTls, MinimumVersionTls13RefusesTls12Peers) {
   EXPECT_FALSE(handshake(client.get(), server->get()));
 }
 
+TEST_F(MeshTls, ARepeatedPeerChainIsVerifiedOnceAndSecureNamingStillApplies) {
+  auto node = makeManager("ca");
+  ASSERT_TRUE(node->acquire(id("db")));
+  ASSERT_TRUE(node->acquire(id("web")));
+  auto connect = [&](const SpiffeId& expected) {
+    auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({expected}));
+    auto server = node->newServerSession(id("db"));
+    return handshake(client->get(), server->get());
+  };
+  ASSERT_TRUE(connect(id("db")));
+  ASSERT_TRUE(connect(id("db")));
+  auto server_ctx = node->serverContext(id("db"));
+  auto client_ctx = node->clientContext(id("web"));
+  EXPECT_EQ(verifiedChainStats(server_ctx->get()).misses, 1u);  // web's chain, verified once
+  EXPECT_EQ(verifiedChainStats(server_ctx->get()).hits, 1u);
+  EXPECT_EQ(verifiedChainStats(client_ctx->get()).hits, 1u);
+  // A cached chain still has to be the peer this connection expects.
+  auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("payments")}));
+  auto server = node->newServerSession(id("db"));
+  EXPECT_FALSE(handshake(client->get(), server->get()));
+  auto refused = handshakeIdentity(client->get());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().reason, VerifyError::kSanMismatch);
+  EXPECT_EQ(verifiedChainStats(client_ctx->get()).hits, 2u);
+}
+
+TEST_F(MeshTls, ACachedChainIsVerifiedAgainOnceItExpires) {
+  auto node = makeManager("ca", 1h);
+  ASSERT_TRUE(node->acquire(id("db")));
+  ASSERT_TRUE(node->acquire(id("web")));
+  auto connect = [&] {
+    auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
+    auto server = node->newServerSession(id("db"));
+    bool ok = handshake(client->get(), server->get());
+    return std::pair{ok, handshakeIdentity(client->get())};
+  };
+  ASSERT_TRUE(connect().first);
+  ASSERT_TRUE(connect().first);  // the server's chain now cached on the client's side
+  clock_.advance(2h);  // past notAfter + skew, and no tick renewed anything
+  auto [ok, seen_by_client] = connect();
+  EXPECT_FALSE(ok);
+  ASSERT_FALSE(seen_by_client);
+  EXPECT_EQ(seen_by_client.error().reason, VerifyError::kExpired);
+}
+
 TEST_F(MeshTls, MinimumVersionChangesLiveForNewHandshakes) {
   auto node = makeManager("ca");
   ASSERT_TRUE(node->acquire(id("db")));
@@ -429,6 +474,7 @@ TEST_F(MeshTls, ConcurrentHandshakesDuringRenewals) {
   for (int t = 0; t < 4; ++t) {
     workers.emplace_back([&] {
       bssl::UniquePtr<SSL_SESSION> session;
+      bssl::UniquePtr<SSL_CTX> sessionContext;  // the client context the session came from
       while (!stop) {
         auto client = node->newClientSession(id("web"), ExpectedPeers::oneOf({id("db")}));
         auto server = node->newServerSession(id("db"));
@@ -436,14 +482,20 @@ TEST_F(MeshTls, ConcurrentHandshakesDuringRenewals) {
           ++failed;
           continue;
         }
-        if (session) SSL_set_session(client->get(), session.get());
+        // As the agent's session cache does: a session of a context replaced by
+        // a renewal is not offered (BoringSSL refuses it in another context).
+        if (session && SSL_get_SSL_CTX(client->get()) == sessionContext.get()) SSL_set_session(client->get(), session.get());
         if (!handshake(client->get(), server->get()) || peerIdentity(server->get()) != id("web") ||
             peerIdentity(client->get()) != id("db") ||
             transfer(server->get(), client->get(), "x") != "x") {
           ++failed;
           continue;
         }
-        if (auto fresh = takeResumableSession(client->get())) session = std::move(fresh);
+        if (auto fresh = takeResumableSession(client->get())) {
+          session = std::move(fresh);
+          SSL_CTX_up_ref(SSL_get_SSL_CTX(client->get()));
+          sessionContext.reset(SSL_get_SSL_CTX(client->get()));
+        }
         ++completed;
       }
     });
