@@ -21,6 +21,7 @@ settings=$(env | grep '^MESHLOCK_BENCH_[A-Z_]*=' | grep -v '^MESHLOCK_BENCH_OUT=
   echo "# Benchmarks"
   echo
   echo "Written by \`make bench\` (tests/bench/run.sh). Measured figures only; rerun to refresh."
+  echo "What limits them, with profiles: docs/performance.md."
   echo
   echo "- command: \`${settings}bash tests/bench/run.sh $(basename "$build")\` (what \`make bench\` runs)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
