@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "capture/datapath.h"
 #include "capture/netns.h"
@@ -97,25 +98,20 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
 }
 
 
-// Istio's workload labels of one end of a connection.
-void labelSource(const config::Pod& pod, admin::IstioTcpLabels& labels) {
-  config::WorkloadMeta w = config::workloadOf(pod);
-  labels.source_workload = w.name;
-  labels.source_workload_namespace = pod.ns();
-  labels.source_canonical_service = w.canonical_service;
-  labels.source_canonical_revision = w.canonical_revision;
-  if (!w.app.empty()) labels.source_app = w.app;
-  if (!w.version.empty()) labels.source_version = w.version;
-}
-
-void labelDestination(const config::Pod& pod, admin::IstioTcpLabels& labels) {
-  config::WorkloadMeta w = config::workloadOf(pod);
-  labels.destination_workload = w.name;
-  labels.destination_workload_namespace = pod.ns();
-  labels.destination_canonical_service = w.canonical_service;
-  labels.destination_canonical_revision = w.canonical_revision;
-  if (!w.app.empty()) labels.destination_app = w.app;
-  if (!w.version.empty()) labels.destination_version = w.version;
+// Istio's workload labels of one end of a connection (source or destination).
+void labelWorkload(const config::Pod& pod, bool source, admin::IstioTcpLabels& l) {
+  const config::WorkloadMeta w = config::workloadOf(pod);
+  auto [workload, ns, service, revision, app, version] =
+      source ? std::tie(l.source_workload, l.source_workload_namespace, l.source_canonical_service,
+                        l.source_canonical_revision, l.source_app, l.source_version)
+             : std::tie(l.destination_workload, l.destination_workload_namespace, l.destination_canonical_service,
+                        l.destination_canonical_revision, l.destination_app, l.destination_version);
+  workload = w.name;
+  ns = pod.ns();
+  service = w.canonical_service;
+  revision = w.canonical_revision;
+  if (!w.app.empty()) app = w.app;
+  if (!w.version.empty()) version = w.version;
 }
 
 void labelService(const policy::PolicyIndex& policy, const config::Service& svc, admin::IstioTcpLabels& labels) {
@@ -149,9 +145,9 @@ PlannedConnection Agent::Parts::planReport(const config::Pod& pod, const identit
   planned.local_principal = pod_id.uri();
   planned.labels.reporter = outbound ? "source" : "destination";
   if (outbound) {
-    labelSource(pod, planned.labels);
+    labelWorkload(pod, true, planned.labels);
   } else {
-    labelDestination(pod, planned.labels);
+    labelWorkload(pod, false, planned.labels);
   }
   return planned;
 }
@@ -178,7 +174,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
     planned.decided_by = decision.client_decided_by.text();
     planned.mesh_mtls = decision.client_tls == policy::ClientTls::kIstioMutual;
     if (decision.service != nullptr) labelService(*policy, *decision.service, planned.labels);
-    if (const config::Pod* to = destinationPod(decision)) labelDestination(*to, planned.labels);
+    if (const config::Pod* to = destinationPod(decision)) labelWorkload(*to, false, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   switch (decision.client_tls) {
@@ -251,7 +247,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
     planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
     if (const config::Service* svc = policy->serviceForPodPort(*served_pod, accepted.local.port()))
       labelService(*policy, *svc, planned.labels);
-    if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelSource(*source, planned.labels);
+    if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelWorkload(*source, true, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   if (plan.mode != engine::InboundMode::Disable) {

@@ -5,6 +5,8 @@
 // custom-verify callback against the CA file's X509_STORE.
 #include "engine/tls_context.h"
 
+#include "common/certificate_pool.h"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pool.h>
@@ -15,18 +17,6 @@
 
 namespace meshlock::engine {
 namespace {
-
-// Certificates of all contexts, deduplicated: every connection from or to the
-// same peer shares one copy. Never freed (BoringSSL requires it to outlive
-// every context, session and SSL).
-CRYPTO_BUFFER_POOL* certificatePool() {
-  static CRYPTO_BUFFER_POOL* pool = [] {
-    CRYPTO_BUFFER_POOL* p = CRYPTO_BUFFER_POOL_new();
-    MESHLOCK_CHECK(p != nullptr);
-    return p;
-  }();
-  return pool;
-}
 
 void freeStore(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { X509_STORE_free(static_cast<X509_STORE*>(ptr)); }
 

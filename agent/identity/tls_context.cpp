@@ -1,6 +1,8 @@
 // SSL_CTX factories and the per-connection verification state (tls_context.h).
 #include "identity/tls_context.h"
 
+#include "common/certificate_pool.h"
+
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/pool.h>
@@ -298,18 +300,6 @@ int selectAlpn(SSL* ssl, const uint8_t** out, uint8_t* outLength, const uint8_t*
   *out = chosen;
   *outLength = chosenLength;
   return SSL_TLSEXT_ERR_OK;
-}
-
-// Certificates of every context, deduplicated: connections from or to the
-// same peer share one copy. Never freed (it must outlive every SSL_CTX,
-// SSL and SSL_SESSION).
-CRYPTO_BUFFER_POOL* certificatePool() {
-  static CRYPTO_BUFFER_POOL* pool = [] {
-    CRYPTO_BUFFER_POOL* p = CRYPTO_BUFFER_POOL_new();
-    MESHLOCK_CHECK(p != nullptr);
-    return p;
-  }();
-  return pool;
 }
 
 // TLS_with_buffers_method: a connection keeps its peer's chain as bytes from
