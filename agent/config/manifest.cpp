@@ -191,6 +191,12 @@ ObjectMeta metaAt(const At& doc, std::string kind, std::string api_version, bool
   meta.uid = md["uid"].string();
   meta.labels = md["labels"].labels();
   meta.creation_timestamp = md["creationTimestamp"].string();
+  for (const At& owner : md["ownerReferences"].list()) {
+    const bool controller = owner["controller"].optBool().value_or(false);
+    if (meta.owner && !controller) continue;
+    meta.owner = OwnerRef{owner["kind"].string(), owner["name"].string()};
+    if (controller) break;
+  }
   meta.source = where;
   return meta;
 }

@@ -64,12 +64,19 @@ struct ObjectRef {
   auto operator<=>(const ObjectRef&) const = default;
 };
 
+// metadata.ownerReferences: the controller (or, without one, the first owner).
+struct OwnerRef {
+  std::string kind;  // ReplicaSet, StatefulSet, DaemonSet, Job, ...
+  std::string name;
+};
+
 struct ObjectMeta {
   ObjectRef ref;
   std::string api_version;
   std::string uid;
   Labels labels;
   std::string creation_timestamp;  // RFC 3339 as written; empty sorts first (oldest), as in Istio
+  std::optional<OwnerRef> owner;
   SourceLocation source;
 };
 

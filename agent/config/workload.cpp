@@ -1,5 +1,7 @@
 #include "config/workload.h"
 
+#include <algorithm>
+
 namespace meshlock::config {
 namespace {
 
@@ -10,11 +12,27 @@ std::string firstLabel(const Labels& labels, std::initializer_list<std::string_v
   return {};
 }
 
-// Pods of a Deployment are named <deployment>-<pod-template-hash>-<suffix>;
-// Istio's workload name is the Deployment's. Without the hash label the pod
-// is its own workload (a bare pod, a StatefulSet member keeps its name too).
+// Istio's workload name (its GetDeployMetaFromPod): the controller that owns
+// the pod, with a ReplicaSet traced back to its Deployment (the pod template
+// hash removed) and a Job to its CronJob (the schedule suffix removed). A pod
+// without owner references is its own workload, unless its name shows a
+// Deployment's (<deployment>-<pod-template-hash>-<suffix>).
 std::string deploymentName(const Pod& pod) {
   const std::string hash = firstLabel(pod.labels(), {"pod-template-hash"});
+  const std::optional<OwnerRef>& owner = pod.meta.owner;
+  if (owner && !owner->name.empty()) {
+    if (owner->kind == "ReplicaSet" && !hash.empty() && owner->name.ends_with("-" + hash))
+      return owner->name.substr(0, owner->name.size() - hash.size() - 1);
+    if (owner->kind == "Job") {
+      // CronJob jobs are <cronjob>-<scheduled time in minutes>.
+      const size_t dash = owner->name.rfind('-');
+      if (dash != std::string::npos && dash > 0 && dash + 1 < owner->name.size() &&
+          std::all_of(owner->name.begin() + static_cast<std::ptrdiff_t>(dash) + 1, owner->name.end(),
+                      [](char c) { return c >= '0' && c <= '9'; }))
+        return owner->name.substr(0, dash);
+    }
+    return owner->name;
+  }
   const std::string& name = pod.name();
   if (hash.empty()) return name;
   const std::string marker = "-" + hash + "-";

@@ -136,6 +136,30 @@ data:
   EXPECT_EQ(s.control_planes[2].mesh.root_namespace, "mesh-root");
 }
 
+TEST(ParseManifests, OwnerIsTheControllerReference) {
+  auto p = parseManifests(R"(
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: shop
+  ownerReferences:
+  - {apiVersion: v1, kind: ConfigMap, name: not-a-controller}
+  - {apiVersion: apps/v1, kind: StatefulSet, name: db, controller: true}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, namespace: shop}
+)",
+                          "owners.yaml");
+  ASSERT_TRUE(p.errors.empty()) << allMessages(p);
+  ASSERT_EQ(p.state.pods.size(), 2u);
+  ASSERT_TRUE(p.state.pods[0].meta.owner.has_value());
+  EXPECT_EQ(p.state.pods[0].meta.owner->kind, "StatefulSet");
+  EXPECT_EQ(p.state.pods[0].meta.owner->name, "db");
+  EXPECT_FALSE(p.state.pods[1].meta.owner.has_value());
+}
+
 TEST(ParseManifests, ListKindsAndJson) {
   auto p = parseManifests(R"({"apiVersion": "v1", "kind": "List", "items": [
     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},

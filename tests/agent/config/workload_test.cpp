@@ -45,6 +45,24 @@ TEST(WorkloadOf, IstioCanonicalLabelsAndKubernetesRecommendedLabelsWin) {
   EXPECT_EQ(w.canonical_revision, "blue");
 }
 
+TEST(WorkloadOf, TheOwningControllerNamesTheWorkload) {
+  Pod stateful = pod("db-0", {});
+  stateful.meta.owner = OwnerRef{"StatefulSet", "db"};
+  EXPECT_EQ(workloadOf(stateful).name, "db");
+
+  Pod deployment = pod("reviews-v2-5d8f7c9b6-x7k2p", {{"pod-template-hash", "5d8f7c9b6"}});
+  deployment.meta.owner = OwnerRef{"ReplicaSet", "reviews-v2-5d8f7c9b6"};
+  EXPECT_EQ(workloadOf(deployment).name, "reviews-v2");
+
+  Pod cron = pod("backup-28947660-abcde", {});
+  cron.meta.owner = OwnerRef{"Job", "backup-28947660"};
+  EXPECT_EQ(workloadOf(cron).name, "backup");  // the CronJob, not one run of it
+
+  Pod job = pod("migrate-xyz12", {});
+  job.meta.owner = OwnerRef{"Job", "migrate"};
+  EXPECT_EQ(workloadOf(job).name, "migrate");
+}
+
 TEST(WorkloadOf, HashLabelThatIsNotInTheNameLeavesTheName) {
   EXPECT_EQ(workloadOf(pod("odd-name", {{"pod-template-hash", "abc"}})).name, "odd-name");
 }
