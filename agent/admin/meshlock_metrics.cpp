@@ -68,6 +68,8 @@ MeshlockMetrics::MeshlockMetrics(MetricsRegistry& registry)
       config_reloads(registry.counter("meshlock_config_reloads_total",
                                       "Cluster state reloads by result", {"result"})),
       pods_served(registry.gauge("meshlock_pods_served", "Enrolled pods this agent serves")),
+      access_log_dropped(registry.counter("meshlock_access_log_dropped_total",
+                                          "Access-log lines dropped because the writer fell 8,192 lines behind")),
       build_info(registry.gauge("meshlock_build_info", "meshlock build, always 1", {"version"})) {}
 
 }  // namespace meshlock::admin

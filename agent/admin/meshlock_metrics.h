@@ -68,6 +68,7 @@ struct MeshlockMetrics {
   // Policy/config: the last reload's outcome, warnings.
   CounterFamily& config_reloads;       // meshlock_config_reloads_total{result}
   GaugeFamily& pods_served;            // meshlock_pods_served
+  CounterFamily& access_log_dropped;   // meshlock_access_log_dropped_total: lines the writer fell behind on
   GaugeFamily& build_info;             // meshlock_build_info{version} 1
 };
 

@@ -1,5 +1,6 @@
 #include "app/access_log.h"
 
+#include <spdlog/async.h>
 #include <spdlog/fmt/chrono.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -40,10 +41,12 @@ void field(std::string& out, std::string_view key, std::string_view value) {
   out += '"';
 }
 
-std::shared_ptr<spdlog::logger> stderrAccessLogger(LogFormat format) {
+std::shared_ptr<spdlog::logger> stderrAccessLogger(LogFormat format,
+                                                   const std::shared_ptr<spdlog::details::thread_pool>& writer) {
   // Not registered: the global level (`logs --level`) applies to the agent's
   // diagnostics, not to the access log.
-  auto logger = std::make_shared<spdlog::logger>("access", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger = std::make_shared<spdlog::async_logger>("access", std::make_shared<spdlog::sinks::stderr_sink_mt>(),
+                                                       writer, spdlog::async_overflow_policy::overrun_oldest);
   if (format == LogFormat::Json) {
     logger->set_pattern("%v");
   } else {
@@ -63,10 +66,20 @@ std::string utcNow() {
 
 }  // namespace
 
-AccessLog::AccessLog(LogFormat format) : AccessLog(format, stderrAccessLogger(format)) {}
+AccessLog::AccessLog(LogFormat format)
+    : format_(format), writer_(std::make_shared<spdlog::details::thread_pool>(8192, 1)),
+      logger_(stderrAccessLogger(format, writer_)) {}
 
 AccessLog::AccessLog(LogFormat format, std::shared_ptr<spdlog::logger> logger)
     : format_(format), logger_(std::move(logger)) {}
+
+AccessLog::~AccessLog() {
+  logger_->flush();
+  logger_.reset();
+  writer_.reset();  // its thread writes what is queued, then ends
+}
+
+uint64_t AccessLog::droppedLines() const { return writer_ ? writer_->overrun_counter() : 0; }
 
 void AccessLog::write(const AccessRecord& record) const {
   logger_->info(format_ == LogFormat::Json ? formatJson(record) : formatText(record));

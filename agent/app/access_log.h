@@ -14,6 +14,9 @@
 
 namespace spdlog {
 class logger;
+namespace details {
+class thread_pool;
+}
 }
 
 namespace meshlock::app {
@@ -43,8 +46,11 @@ struct AccessRecord {
 
 class AccessLog {
  public:
-  // Lines go to stderr, beside the agent's log.
+  // Lines go to stderr, beside the agent's log, written by a thread of the
+  // access log's own: a slow reader of stderr must not stall the workers.
+  // When 8,192 lines wait, the oldest is dropped and counted.
   explicit AccessLog(LogFormat format);
+  ~AccessLog();
   // For tests: lines go to `logger` instead.
   AccessLog(LogFormat format, std::shared_ptr<spdlog::logger> logger);
 
@@ -53,9 +59,12 @@ class AccessLog {
   [[nodiscard]] static std::string formatJson(const AccessRecord& record);
   // The JSON line's object; `time` is given (the admin API's records keep theirs).
   [[nodiscard]] static nlohmann::json toJson(const AccessRecord& record, std::string time);
+  // Lines dropped because the writer fell 8,192 behind (meshlock_access_log_dropped_total).
+  [[nodiscard]] uint64_t droppedLines() const;
 
  private:
   LogFormat format_;
+  std::shared_ptr<spdlog::details::thread_pool> writer_;  // empty for a test's synchronous logger
   std::shared_ptr<spdlog::logger> logger_;
 };
 

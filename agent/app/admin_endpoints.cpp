@@ -150,6 +150,7 @@ Status Agent::Parts::startAdmin() {
       metrics->engine_buffer_bytes.labels({worker}).set(static_cast<double>(w.buffered_bytes));
     }
     exportCapture(*datapath, *metrics);
+    if (reports && reports->access_log) metrics->access_log_dropped.labels({}).mirror(reports->access_log->droppedLines());
   });
 
   auto ready_handler = [this](const admin::Request&) {
