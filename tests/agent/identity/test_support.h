@@ -48,6 +48,15 @@ class FakeClock {
   FakeClock() : now_(systemNow().time_since_epoch().count()) {}
   [[nodiscard]] Seconds now() const { return Seconds(std::chrono::seconds(now_.load())); }
   void advance(std::chrono::seconds by) { now_ += by.count(); }
+  // Never behind the wall clock: certificates the openssl CLI made after
+  // this clock was created start at the wall clock's second, and would be
+  // "not yet valid" to a clock left a second behind.
+  void catchUp() {
+    const int64_t wall = systemNow().time_since_epoch().count();
+    int64_t seen = now_.load();
+    while (seen < wall && !now_.compare_exchange_weak(seen, wall)) {
+    }
+  }
   [[nodiscard]] Clock clock() {
     return [this] { return now(); };
   }
