@@ -345,14 +345,8 @@ void Connection::pumpTls(int side) {
     // In TLS 1.3 a client's handshake ends before the server has checked the
     // client certificate; a refusal arrives as a certificate alert in place of
     // the server's first record. Anything else is a record-layer error.
-    const std::string& why = s.tls->reason();
-    const bool certificate_alert = why.find("ALERT_CERTIFICATE") != std::string::npos ||
-                                   why.find("ALERT_BAD_CERTIFICATE") != std::string::npos ||
-                                   why.find("ALERT_UNKNOWN_CA") != std::string::npos ||
-                                   why.find("ALERT_ACCESS_DENIED") != std::string::npos ||
-                                   why.find("ALERT_UNSUPPORTED_CERTIFICATE") != std::string::npos;
     bool refused_by_server = false;
-    if (outbound_ && side == kUp && bytes_to_downstream_ == 0 && certificate_alert) {
+    if (outbound_ && side == kUp && bytes_to_downstream_ == 0 && s.tls->peerRefusedOurCertificate()) {
       const TlsInfo info = s.tls->info();
       refused_by_server = info.version == "TLSv1.3" && !info.resumed;
     }

@@ -142,6 +142,7 @@ TlsSession::~TlsSession() {
 
 TlsStatus TlsSession::failWith(const char* operation, int ret) {
   int code = SSL_get_error(ssl_.get(), ret);
+  error_ = static_cast<uint32_t>(ERR_peek_error());
   std::string errors = drainSslErrors();
   reason_ = std::string(operation) + ": ";
   if (code == SSL_ERROR_SYSCALL || (code == SSL_ERROR_SSL && errors.empty())) {
@@ -154,6 +155,23 @@ TlsStatus TlsSession::failWith(const char* operation, int ret) {
   }
   failed_ = true;
   return TlsStatus::Error;
+}
+
+bool TlsSession::peerRefusedOurCertificate() const {
+  if (ERR_GET_LIB(error_) != ERR_LIB_SSL) return false;
+  switch (ERR_GET_REASON(error_)) {
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_TLSV1_ALERT_CERTIFICATE_REQUIRED:
+      return true;
+    default:
+      return false;
+  }
 }
 
 TlsStatus TlsSession::wantStatus() const {

@@ -112,6 +112,9 @@ class TlsSession {
   // Empty until the handshake is done.
   [[nodiscard]] TlsInfo info() const;
   [[nodiscard]] const std::string& reason() const { return reason_; }
+  // The failure was the peer's alert refusing our certificate (unknown CA,
+  // bad, expired, revoked, unsupported or required certificate, access denied).
+  [[nodiscard]] bool peerRefusedOurCertificate() const;
   [[nodiscard]] SSL* ssl() const { return ssl_.get(); }
 
  private:
@@ -128,6 +131,7 @@ class TlsSession {
   SslFailureExplainer explainer_;
   std::string peer_identity_;  // version, cipher and resumption are read from the SSL
   std::string reason_;
+  uint32_t error_ = 0;  // the first BoringSSL error of the failure, 0 if none
   bool handshake_done_ = false;
   bool failed_ = false;
 };
