@@ -9,22 +9,7 @@ cluster_up "$HERE/cluster.yaml"
 serve shop/web 8080
 serve shop/web 9090
 
-cat >"$WORK/policy.yaml" <<'YAML'
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: shop}
-spec: {mtls: {mode: STRICT}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: web-metrics, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  mtls: {mode: UNSET}
-  portLevelMtls:
-    "9090": {mode: PERMISSIVE}
-YAML
-apply "$WORK/policy.yaml"
+apply "$HERE/manifests/shop-strict-metrics-port-permissive.yaml"
 
 expect_refused legacy/client 10.244.1.10:8080
 expect_ok legacy/client 10.244.1.10:9090

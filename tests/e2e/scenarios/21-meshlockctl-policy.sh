@@ -13,16 +13,7 @@ cluster_up "$HERE/cluster.yaml"
 A="unix:$WORK/admin-node-a.sock"
 B="unix:$WORK/admin-node-b.sock"
 
-cat >"$WORK/policy.yaml" <<'YAML'
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: shop}
-spec: {mtls: {mode: STRICT}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: web-metrics, namespace: shop}
-spec: {selector: {matchLabels: {app: web}}, portLevelMtls: {9090: {mode: PERMISSIVE}}}
+cat "$HERE/manifests/shop-strict-metrics-port-permissive.yaml" - >"$WORK/policy.yaml" <<'YAML'
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
