@@ -24,22 +24,13 @@ trap cleanup EXIT
 bash "$root/tests/agent/engine/make_test_pki.sh" "$work/pki" >/dev/null
 pki="$work/pki"
 APP_IPERF=25301 APP_ECHO=25302 ORIG=25310 TERM_PORT=25311
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.05; done; return 1; }
+source "$root/tests/agent/engine/proxy_pair.sh"
 
 start_pair() {  # start_pair APP_PORT: a fresh pair on fresh ports (no waiting for the old ones)
   ORIG=$((ORIG + 2)); TERM_PORT=$((TERM_PORT + 2))
-  "$agent" proxy --mode terminate --listen 127.0.0.1:$TERM_PORT --connect 127.0.0.1:$1 --threads 1 \
-    --cert "$pki/server.pem" --key "$pki/server.key" --ca "$pki/ca.pem" \
-    --expect-identity spiffe://cluster.local/ns/shop/sa/client --min-tls 1.3 >"$work/t.log" 2>&1 &
-  term=$!; pids+=("$term")
-  "$agent" proxy --mode originate --listen 127.0.0.1:$ORIG --connect 127.0.0.1:$TERM_PORT --threads 1 \
-    --cert "$pki/client.pem" --key "$pki/client.key" --ca "$pki/ca.pem" \
-    --expect-identity spiffe://cluster.local/ns/shop/sa/server --min-tls 1.3 >"$work/o.log" 2>&1 &
-  orig=$!; pids+=("$orig")
-  wait_port $TERM_PORT && wait_port $ORIG || { echo "the proxy pair did not start: $(tail -2 "$work/t.log" "$work/o.log")" >&2; return 1; }
+  start_proxy_pair "$1" "$ORIG" "$TERM_PORT" --threads 1 --min-tls 1.3
+  orig=$PAIR_ORIG term=$PAIR_TERM
 }
-stop_pair() { kill "$orig" "$term"; wait "$orig" "$term" 2>/dev/null || true; }
 
 report() {  # report TITLE
   echo "### $1"
@@ -72,7 +63,7 @@ perf record -q -g -o "$work/perf.data" -p "$orig,$term" -- sleep "$secs" 2>/dev/
 wait $load || true
 gbps=$(python3 -c "import json; print(round(json.load(open('$work/iperf.json'))['end']['sum_received']['bits_per_second'] / 1e9, 2))")
 report "Bulk: one iperf3 stream through the pair ($gbps Gbit/s)"
-stop_pair
+stop_proxy_pair
 
 start_pair $APP_ECHO
 "$connbench" rate --to 127.0.0.1:$ORIG --seconds $((secs + 2)) --concurrency 32 >"$work/rate.out" 2>&1 &
@@ -81,4 +72,4 @@ sleep 1
 perf record -q -g -o "$work/perf.data" -p "$orig,$term" -- sleep "$secs" 2>/dev/null
 wait $load || true
 report "Connection churn: full TLS 1.3 handshakes with client certificates ($(grep -o 'rate=[0-9]*' "$work/rate.out" | head -1 | cut -d= -f2) conn/s)"
-stop_pair
+stop_proxy_pair

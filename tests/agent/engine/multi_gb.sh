@@ -19,18 +19,14 @@ trap cleanup EXIT
 
 bash "$HERE/make_test_pki.sh" "$work/pki" >/dev/null
 pki="$work/pki"
+agent="$BIN/meshlock-agent"
+source "$HERE/proxy_pair.sh"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 app=$(free_port) term=$(free_port) orig=$(free_port)
 
 "$BIN/meshlock-testpeer" serve --bind 127.0.0.1 --port "$app" --idle-timeout 120 >"$work/app.log" 2>&1 & pids+=($!)
-"$BIN/meshlock-agent" proxy --mode terminate --listen "127.0.0.1:$term" --connect "127.0.0.1:$app" \
-  --cert "$pki/server.pem" --key "$pki/server.key" --ca "$pki/ca.pem" \
-  --expect-identity spiffe://cluster.local/ns/shop/sa/client >"$work/term.log" 2>&1 & pids+=($!)
-"$BIN/meshlock-agent" proxy --mode originate --listen "127.0.0.1:$orig" --connect "127.0.0.1:$term" \
-  --cert "$pki/client.pem" --key "$pki/client.key" --ca "$pki/ca.pem" \
-  --expect-identity spiffe://cluster.local/ns/shop/sa/server >"$work/orig.log" 2>&1 & pids+=($!)
-wait_port "$app"; wait_port "$term"; wait_port "$orig"
+proxy_wait_port "$app"
+start_proxy_pair "$app" "$orig" "$term"
 
 start=$(date +%s)
 senders=()
@@ -51,6 +47,6 @@ total_gib=$(( BYTES * 2 * 2 / 1073741824 ))
 if [ "$status" = 0 ]; then
   echo "ok: 2 streams x $BYTES bytes each way (${total_gib} GiB through the pair) arrived intact and in order in ${elapsed}s"
 else
-  echo "--- originate"; tail -5 "$work/orig.log"; echo "--- terminate"; tail -5 "$work/term.log"
+  echo "--- originate"; tail -5 "$work/originate.log"; echo "--- terminate"; tail -5 "$work/terminate.log"
 fi
 exit $status
