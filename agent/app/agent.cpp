@@ -98,28 +98,6 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
 }
 
 
-// Istio's workload labels of one end of a connection (source or destination).
-void labelWorkload(const config::Pod& pod, bool source, admin::IstioTcpLabels& l) {
-  const config::WorkloadMeta w = config::workloadOf(pod);
-  auto [workload, ns, service, revision, app, version] =
-      source ? std::tie(l.source_workload, l.source_workload_namespace, l.source_canonical_service,
-                        l.source_canonical_revision, l.source_app, l.source_version)
-             : std::tie(l.destination_workload, l.destination_workload_namespace, l.destination_canonical_service,
-                        l.destination_canonical_revision, l.destination_app, l.destination_version);
-  workload = w.name;
-  ns = pod.ns();
-  service = w.canonical_service;
-  revision = w.canonical_revision;
-  if (!w.app.empty()) app = w.app;
-  if (!w.version.empty()) version = w.version;
-}
-
-void labelService(const policy::PolicyIndex& policy, const config::Service& svc, admin::IstioTcpLabels& labels) {
-  labels.destination_service = policy.fqdn(svc);
-  labels.destination_service_name = svc.name();
-  labels.destination_service_namespace = svc.ns();
-}
-
 // The workload behind an outbound destination: the pod itself, or the one
 // workload every backend of the service belongs to.
 const config::Pod* destinationPod(const policy::OutboundDecision& decision) {
@@ -144,11 +122,7 @@ PlannedConnection Agent::Parts::planReport(const config::Pod& pod, const identit
   planned.pod = pod.ns() + "/" + pod.name();
   planned.local_principal = pod_id.uri();
   planned.labels.reporter = outbound ? "source" : "destination";
-  if (outbound) {
-    labelWorkload(pod, true, planned.labels);
-  } else {
-    labelWorkload(pod, false, planned.labels);
-  }
+  labelWorkload(pod, outbound, settings.cluster_id, planned.labels);
   return planned;
 }
 
@@ -173,8 +147,8 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
     planned.policy = decision.client_tls == policy::ClientTls::kNone ? "DISABLE" : std::string(toString(decision.client_tls));
     planned.decided_by = decision.client_decided_by.text();
     planned.mesh_mtls = decision.client_tls == policy::ClientTls::kIstioMutual;
-    if (decision.service != nullptr) labelService(*policy, *decision.service, planned.labels);
-    if (const config::Pod* to = destinationPod(decision)) labelWorkload(*to, false, planned.labels);
+    if (decision.service != nullptr) labelService(policy->fqdn(*decision.service), *decision.service, settings.cluster_id, planned.labels);
+    if (const config::Pod* to = destinationPod(decision)) labelWorkload(*to, false, settings.cluster_id, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   switch (decision.client_tls) {
@@ -246,8 +220,9 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
     planned.port = served_pod->hasContainerPort(accepted.local.port()) ? accepted.local.port() : 0;
     planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
     if (const config::Service* svc = policy->serviceForPodPort(*served_pod, accepted.local.port()))
-      labelService(*policy, *svc, planned.labels);
-    if (const config::Pod* source = policy->podByIp(accepted.peer.ip())) labelWorkload(*source, true, planned.labels);
+      labelService(policy->fqdn(*svc), *svc, settings.cluster_id, planned.labels);
+    if (const config::Pod* source = policy->podByIp(accepted.peer.ip()))
+      labelWorkload(*source, true, settings.cluster_id, planned.labels);
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   if (plan.mode != engine::InboundMode::Disable) {

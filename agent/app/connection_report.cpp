@@ -1,6 +1,7 @@
 #include "app/connection_report.h"
 
 #include <array>
+#include <tuple>
 
 #include "identity/peer_verifier.h"
 
@@ -24,6 +25,31 @@ std::string_view carriage(const PlannedConnection& planned, const engine::Connec
 }
 
 }  // namespace
+
+void labelWorkload(const config::Pod& pod, bool source, std::string_view cluster_id, admin::IstioTcpLabels& l) {
+  const config::WorkloadMeta w = config::workloadOf(pod);
+  auto [workload, ns, service, revision, app, version, cluster] =
+      source ? std::tie(l.source_workload, l.source_workload_namespace, l.source_canonical_service,
+                        l.source_canonical_revision, l.source_app, l.source_version, l.source_cluster)
+             : std::tie(l.destination_workload, l.destination_workload_namespace, l.destination_canonical_service,
+                        l.destination_canonical_revision, l.destination_app, l.destination_version,
+                        l.destination_cluster);
+  cluster = cluster_id;
+  workload = w.name;
+  ns = pod.ns();
+  service = w.canonical_service;
+  revision = w.canonical_revision;
+  if (!w.app.empty()) app = w.app;
+  if (!w.version.empty()) version = w.version;
+}
+
+void labelService(std::string fqdn, const config::Service& svc, std::string_view cluster_id,
+                  admin::IstioTcpLabels& labels) {
+  labels.destination_service = std::move(fqdn);
+  labels.destination_service_name = svc.name();
+  labels.destination_service_namespace = svc.ns();
+  labels.destination_cluster = cluster_id;
+}
 
 std::string handshakeFailureLabel(engine::ConnectionEnd end, std::string_view reason) {
   if (end == engine::ConnectionEnd::HandshakeTimeout) return "timeout";

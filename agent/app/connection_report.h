@@ -11,6 +11,8 @@
 #include "admin/meshlock_metrics.h"
 #include "app/access_log.h"
 #include "app/refusal_log.h"
+#include "config/types.h"
+#include "config/workload.h"
 #include "engine/engine.h"
 
 namespace meshlock::app {
@@ -64,6 +66,16 @@ class ConnectionReport final : public engine::ConnectionObserver {
   uint64_t pending_to_downstream_ = 0;
   bool handshake_success_pending_ = false;
 };
+
+// Istio's workload labels of one end of a connection (`source` or the
+// destination) that is a pod of this cluster's state: its cluster is ours, as
+// the mesh is one cluster. An end that is not in the state keeps "unknown",
+// as ztunnel reports a peer it has no workload for.
+void labelWorkload(const config::Pod& pod, bool source, std::string_view cluster_id, admin::IstioTcpLabels& labels);
+// The destination service's labels (`fqdn` as the policy resolves the name);
+// a service of the state is in our cluster whichever backend answers.
+void labelService(std::string fqdn, const config::Service& svc, std::string_view cluster_id,
+                  admin::IstioTcpLabels& labels);
 
 // A bounded label for why a handshake failed, from the engine's reason text:
 // the identity part's VerifyError names ("unknown_ca", "san_mismatch", ...),

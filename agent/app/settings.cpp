@@ -71,6 +71,7 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     };
     Status status;
     if (key == "node") status = text(settings.node_name);
+    else if (key == "clusterId") status = text(settings.cluster_id);
     else if (key == "manifestsDir") status = path(settings.manifests_dir);
     else if (key == "cgroupRoot") status = path(settings.cgroup_root);
     else if (key == "bpfPinDir") status = path(settings.bpf_pin_dir);
@@ -135,6 +136,9 @@ Result<AgentSettings> loadSettingsFile(const std::filesystem::path& file, AgentS
 Status validateSettings(const AgentSettings& settings) {
   if (settings.node_name.empty()) return fail("node: required (the Kubernetes node this agent serves)");
   if (settings.manifests_dir.empty()) return fail("manifestsDir: required (the directory of cluster manifests)");
+  if (settings.cluster_id.empty()) return fail("clusterId: must not be empty (istiod's default is \"Kubernetes\")");
+  if (settings.cluster_id == "unknown")
+    return fail("clusterId: \"unknown\" is Istio's value for a cluster it does not know; Kiali discards such telemetry");
   if (settings.threads > 1024) return fail("threads: at most 1024");
   if (settings.cert_lifetime.count() < 10) return fail("certLifetimeSeconds: at least 10");
   return {};

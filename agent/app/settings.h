@@ -17,6 +17,10 @@ enum class LogFormat { Text, Json };
 
 struct AgentSettings {
   std::string node_name;                                 // pods with this spec.nodeName are ours
+  // The mesh's cluster name, as istiod's CLUSTER_ID (default "Kubernetes"): the
+  // source_cluster / destination_cluster of Istio's metrics. Kiali discards
+  // series whose cluster is "unknown".
+  std::string cluster_id = "Kubernetes";
   std::filesystem::path manifests_dir;                   // cluster state, watched with inotify
   std::filesystem::path cgroup_root;                     // empty: find the cgroup v2 mount
   std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/meshlock";

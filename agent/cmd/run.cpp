@@ -20,6 +20,7 @@ namespace {
 struct RunFlags {
   std::string config;
   std::string node;
+  std::string cluster_id;
   std::string manifests;
   std::string cgroup_root;
   std::string bpf_pin_dir;
@@ -118,6 +119,7 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     if (!flag.empty()) field = flag;
   };
   set(flags.node, settings.node_name);
+  set(flags.cluster_id, settings.cluster_id);
   set(flags.manifests, settings.manifests_dir);
   set(flags.cgroup_root, settings.cgroup_root);
   set(flags.bpf_pin_dir, settings.bpf_pin_dir);
@@ -191,6 +193,7 @@ const CommandRegistrar kRun({
           auto flags = std::make_shared<RunFlags>();
           sub.add_option("--config", flags->config, "settings file (YAML)");
           sub.add_option("--node", flags->node, "the Kubernetes node this agent serves");
+          sub.add_option("--cluster-id", flags->cluster_id, "the mesh's cluster name in telemetry (default Kubernetes, as istiod's)");
           sub.add_option("--manifests", flags->manifests, "directory of cluster manifests (watched)");
           sub.add_option("--cgroup-root", flags->cgroup_root, "cgroup v2 root holding kubepods (default: the cgroup2 mount)");
           sub.add_option("--bpf-pin-dir", flags->bpf_pin_dir, "where BPF programs and maps are pinned");

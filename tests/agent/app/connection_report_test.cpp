@@ -183,6 +183,57 @@ TEST(RefusalLog, KeepsTheLastOnesAndCountsThemAll) {
   EXPECT_EQ(log.total(), 5u);
 }
 
+// A Deployment's pod: <deployment>-<pod-template-hash>-<suffix>.
+config::Pod podOf(std::string ns, std::string deployment, config::Labels labels) {
+  config::Pod pod;
+  pod.meta.ref = {.kind = "Pod", .ns = std::move(ns), .name = deployment + "-7d9f6b-x1y2z"};
+  labels["pod-template-hash"] = "7d9f6b";
+  pod.meta.labels = std::move(labels);
+  pod.meta.owner = config::OwnerRef{.kind = "ReplicaSet", .name = deployment + "-7d9f6b"};
+  return pod;
+}
+
+// Both ends of a connection between pods of the state carry our cluster id:
+// Kiali keeps only series whose clusters are known (kiali/kiali
+// graph/telemetry/istio/util/util.go, IsBadSourceTelemetry and
+// IsBadDestTelemetry, case 2).
+TEST(IstioLabels, PodsOfTheStateAreInOurCluster) {
+  admin::IstioTcpLabels labels;
+  labelWorkload(podOf("shop", "client", {{"app", "client"}}), true, "Kubernetes", labels);
+  labelWorkload(podOf("shop", "web", {{"app", "web"}, {"version", "v2"}}), false, "Kubernetes", labels);
+  EXPECT_EQ(labels.source_cluster, "Kubernetes");
+  EXPECT_EQ(labels.source_workload_namespace, "shop");
+  EXPECT_EQ(labels.source_app, "client");
+  EXPECT_EQ(labels.destination_cluster, "Kubernetes");
+  EXPECT_EQ(labels.destination_workload, "web");
+  EXPECT_EQ(labels.destination_canonical_service, "web");
+  EXPECT_EQ(labels.destination_canonical_revision, "v2");
+}
+
+// A peer that is not a pod of the state (outside the mesh's registry) keeps
+// Istio's "unknown" on every one of its labels, its cluster too.
+TEST(IstioLabels, AnEndOutsideTheStateStaysUnknown) {
+  admin::IstioTcpLabels labels;
+  labelWorkload(podOf("shop", "web", {{"app", "web"}}), false, "east", labels);
+  EXPECT_EQ(labels.destination_cluster, "east");
+  EXPECT_EQ(labels.source_cluster, admin::kUnknown);
+  EXPECT_EQ(labels.source_workload, admin::kUnknown);
+  EXPECT_EQ(labels.source_workload_namespace, admin::kUnknown);
+}
+
+// A service of the state is in our cluster whichever of its backends answers.
+TEST(IstioLabels, AServiceOfTheStateIsInOurCluster) {
+  config::Service svc;
+  svc.meta.ref = {.kind = "Service", .ns = "shop", .name = "web"};
+  admin::IstioTcpLabels labels;
+  labelService("web.shop.svc.cluster.local", svc, "Kubernetes", labels);
+  EXPECT_EQ(labels.destination_service, "web.shop.svc.cluster.local");
+  EXPECT_EQ(labels.destination_service_name, "web");
+  EXPECT_EQ(labels.destination_service_namespace, "shop");
+  EXPECT_EQ(labels.destination_cluster, "Kubernetes");
+  EXPECT_EQ(labels.destination_workload, admin::kUnknown);
+}
+
 TEST(HandshakeFailureLabel, IsOneOfAFewStableNames) {
   using engine::ConnectionEnd;
   EXPECT_EQ(handshakeFailureLabel(ConnectionEnd::HandshakeTimeout, ""), "timeout");

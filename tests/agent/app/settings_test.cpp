@@ -14,11 +14,13 @@ TEST(AgentSettings, EmptyFileKeepsDefaults) {
   EXPECT_EQ(settings->admin_address, "127.0.0.1:15000");
   EXPECT_EQ(settings->io, IoBackend::Auto);
   EXPECT_EQ(settings->cert_lifetime, std::chrono::hours(24));
+  EXPECT_EQ(settings->cluster_id, "Kubernetes");  // istiod's CLUSTER_ID default
 }
 
 TEST(AgentSettings, ReadsEveryKey) {
   auto settings = parseSettings(R"(
 node: node-a
+clusterId: east
 manifestsDir: /run/m
 cgroupRoot: /cg
 bpfPinDir: /sys/fs/bpf/x
@@ -36,6 +38,7 @@ drainDeadlineSeconds: 5
 )", "agent.yaml");
   ASSERT_TRUE(settings) << settings.error().describe();
   EXPECT_EQ(settings->node_name, "node-a");
+  EXPECT_EQ(settings->cluster_id, "east");
   EXPECT_EQ(settings->manifests_dir, "/run/m");
   EXPECT_EQ(settings->threads, 2u);
   EXPECT_EQ(settings->io, IoBackend::Epoll);
@@ -75,6 +78,21 @@ TEST(AgentSettings, ValidationNamesMissingFields) {
   status = validateSettings(settings);
   ASSERT_FALSE(status);
   EXPECT_NE(status.error().message.find("manifestsDir: required"), std::string::npos);
+}
+
+// Kiali's graph drops series whose cluster is "unknown" (kiali/kiali
+// graph/telemetry/istio/util/util.go, IsBadSourceTelemetry case 2): a cluster
+// id that would make every edge vanish is refused with the reason.
+TEST(AgentSettings, ClusterIdMustBeKnown) {
+  AgentSettings settings;
+  settings.node_name = "n";
+  settings.manifests_dir = "/m";
+  settings.cluster_id = "unknown";
+  auto status = validateSettings(settings);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message.find("Kiali discards"), std::string::npos) << status.error().message;
+  settings.cluster_id = "";
+  EXPECT_FALSE(validateSettings(settings));
 }
 
 TEST(AgentSettings, MissingFileNamesThePath) {
