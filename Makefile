@@ -22,7 +22,7 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
   openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
   prometheus graphviz
 
-.PHONY: all deps build test test-unit test-e2e test-asan demo bench clean
+.PHONY: all deps build test test-unit test-e2e test-asan fuzz demo bench clean
 
 all: build
 
@@ -45,8 +45,11 @@ build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Every test, unit and end-to-end (the end-to-end ones need root).
+# Then each libFuzzer target for a few seconds (tests/fuzz; a tree of its own).
+FUZZ_SMOKE_SECONDS ?= 3
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit
@@ -58,6 +61,16 @@ test-e2e: build
 test-asan: deps
 	$(MAKE) build test BUILD=build-asan CMAKE_ARGS=-DMESHLOCK_ASAN=ON
 
+# libFuzzer on every parser of outside input (tests/fuzz), in its own tree:
+# FUZZ_SECONDS per target (default 60). `make test` runs each for a few
+# seconds; crashers go to tests/fuzz/regressions/, replayed by the unit tests.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Release -DMESHLOCK_FUZZ=ON $(CMAKE_ARGS) >/dev/null
+	cmake --build $(FUZZ_BUILD) --target fuzz_all -j $(JOBS)
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 demo: build
 	bash tests/demo/demo.sh $(BUILD)
 
@@ -68,4 +81,4 @@ bench: build
 	bash tests/bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
