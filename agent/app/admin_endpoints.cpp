@@ -414,6 +414,7 @@ Status Agent::Parts::startAdmin() {
 
   admin::ServerOptions admin_options;
   admin_options.listen.push_back(admin::Endpoint::unixSocket(settings.admin_socket.string()));
+  admin_options.unix_replace_live = settings.admin_socket_take_over;
   if (!settings.admin_address.empty()) {
     auto endpoint = tcpEndpoint(settings.admin_address);
     if (!endpoint) return std::unexpected(endpoint.error().context("adminAddress"));

@@ -34,6 +34,7 @@ struct RunFlags {
   std::string log_level;
   std::string access_log;
   std::string mount_bpffs;
+  std::string admin_socket_take_over;
   unsigned threads = 0;
   unsigned cert_lifetime = 0;
   unsigned drain_deadline = 0;
@@ -143,6 +144,11 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     if (!on) return std::unexpected(on.error());
     settings.access_log = *on;
   }
+  if (!flags.admin_socket_take_over.empty()) {
+    auto on = app::parseSwitch("--admin-socket-take-over", flags.admin_socket_take_over);
+    if (!on) return std::unexpected(on.error());
+    settings.admin_socket_take_over = *on;
+  }
   if (!flags.mount_bpffs.empty()) {
     auto on = app::parseSwitch("--mount-bpffs", flags.mount_bpffs);
     if (!on) return std::unexpected(on.error());
@@ -208,6 +214,9 @@ const CommandRegistrar kRun({
           sub.add_option("--state-dir", flags->state_dir, "agent state (generated CA)");
           sub.add_option("--ca-dir", flags->ca_dir, "Istio plug-in CA directory (cacerts)");
           sub.add_option("--admin-socket", flags->admin_socket, "admin API Unix socket");
+          sub.add_option("--admin-socket-take-over", flags->admin_socket_take_over,
+                         "on or off: replace the admin socket even if another agent still serves it "
+                         "(a rolling update with surge; default off)");
           sub.add_option("--admin-address", flags->admin_address, "admin API address");
           sub.add_option("--metrics-address", flags->metrics_address, "metrics and readiness address");
           sub.add_option("--threads", flags->threads, "engine threads (0: one per core)");

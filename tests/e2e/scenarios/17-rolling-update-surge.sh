@@ -45,6 +45,8 @@ log "agents run with the DaemonSet's capabilities only: $CAPS"
 
 # start_pod_agent NODE GEN: an agent for NODE in a netns of its own, as a
 # DaemonSet pod without hostNetwork; returns once /healthz/ready answers 200.
+# Both generations share the node's admin socket path, as the DaemonSet's
+# pods share /run/meshlock: the new one takes it over (adminSocketTakeOver).
 declare -A POD_AGENT_PID=() POD_AGENT_NS=()
 probe() { ip netns exec "${POD_AGENT_NS[$1]}" curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:15020/healthz/$2" 2>/dev/null || true; }
 start_pod_agent() {
@@ -59,7 +61,7 @@ start_pod_agent() {
   nsenter --net="/run/netns/$ns" setpriv --no-new-privs --inh-caps=-all --bounding-set="-all,$CAPS" \
     "$AGENT" run --node "$node" --manifests "$(manifests_dir)" \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
-    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$key.sock" --admin-address 127.0.0.1:15000 \
+    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
     --metrics-address 0.0.0.0:15020 --drain-deadline "$DRAIN_DEADLINE" >>"$WORK/agent-$key.log" 2>&1 &
   POD_AGENT_PID[$key]=$!
   AGENT_PIDS+=($!)
@@ -81,13 +83,15 @@ serve shop/web 8080
 expect_ok shop/client 10.244.1.10:8080
 [ "$(probe node-a-g1 live)" = 200 ] || fail "node-a: /healthz/live does not answer 200"
 
-# held NAME: shop/client -> web:8080, one line echoed every 0.2 s for 40
-# rounds (about 10 s: within the drain deadline), each echo's time in
-# $WORK/NAME.rounds; HELD_PID is its pid. One per node update, opened just
-# before the new agent starts, so the old agents carry it to its end.
+# held NAME: shop/client -> web:8080, one line echoed every 0.2 s until
+# $WORK/NAME.stop appears (at most 300 rounds), each echo's time in
+# $WORK/NAME.rounds; HELD_PID is its pid. One per node update, opened before
+# the new agent starts (so through the old one) and ended while the old one
+# drains: the old agent must carry it to its end.
 held() {
   in_pod shop/client bash -c "exec 3<>/dev/tcp/10.244.1.10/8080 || exit 1
-    for i in \$(seq 40); do
+    for i in \$(seq 300); do
+      [ -e $WORK/$1.stop ] && exit 0
       echo round-\$i >&3; read -t 3 line <&3 || exit 2; [ \"\$line\" = round-\$i ] || exit 3
       echo \$((\$(date +%s%N) / 1000000)) >>$WORK/$1.rounds; sleep 0.2
     done" 2>/dev/null &
@@ -118,6 +122,9 @@ for node in node-a node-b; do
   start_pod_agent "$node" g2
   log "$node: new agent ready $(( $(now_ms) - start )) ms after it started"
   kill -0 "$old" 2>/dev/null || fail "$node: the old agent is gone before the new one was ready"
+  up=$(agent_status "$node" 's["uptime_seconds"]')
+  python3 -c "import sys; sys.exit(float('$up') >= float('$(( ($(now_ms) - start) / 1000 + 1 ))'))" ||
+    fail "$node: the admin socket still answers from the old agent (up $up s) after the new one is ready"
   ! grep -q "draining:" "$WORK/agent-$node-g1.log" || fail "$node: the old agent drained before the new one was ready"
   grep -q "capture taken over at" "$WORK/agent-$node-g2.log" || fail "$node: the new agent did not take the pinned links over"
   pod=shop/web port=15006
@@ -126,7 +133,13 @@ for node in node-a node-b; do
   [ "$n" = 2 ] || fail "$node: $n listeners on $pod port $port while both agents run, want 2"
   sleep 1  # both agents serve side by side
   log "$node: SIGTERM to the old agent"
+  sigterm=$(now_ms)
   kill -TERM "$old"
+  sleep 2
+  kill -0 "$old" 2>/dev/null || fail "$node: the old agent exited with the held connection still open"
+  after=$(awk -v t="$sigterm" '$1 > t' "$WORK/held-$node.rounds" | wc -l)
+  [ "$after" -ge 5 ] || fail "$node: the held connection carried only $after rounds in the 2 s after SIGTERM"
+  touch "$WORK/held-$node.stop"  # it ends cleanly; then the old agent has nothing left
   for _ in $(seq 250); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$old" 2>/dev/null; then
     fail "$node: old agent $old still running $DRAIN_DEADLINE s after SIGTERM"
@@ -152,14 +165,13 @@ log "new connections during the update: $ok ok, $failed failed"
 for node in node-a node-b; do
   rc=0; wait "${HELD_OF[$node]}" || rc=$?
   rounds=$(wc -l <"$WORK/held-$node.rounds")
-  log "connection held across the $node update: $rounds of 40 rounds echoed (exit $rc)"
-  [ "$rc" = 0 ] && [ "$rounds" = 40 ] || fail "the connection held across the $node update broke (exit $rc, $rounds rounds)"
+  log "connection held across the $node update: $rounds rounds echoed, ended cleanly (exit $rc)"
+  [ "$rc" = 0 ] || fail "the connection held across the $node update broke (exit $rc, after $rounds rounds)"
 done
 
 # The new agents serve mTLS: their handshakes moved, their /status is theirs.
 for node in node-a node-b; do
-  hs=$("$CTL" status --admin "unix:$WORK/admin-$node-g2.sock" -o json |
-    python3 -c "import json,sys; print(json.load(sys.stdin)['handshakes']['success'])")
+  hs=$(agent_status "$node" 's["handshakes"]["success"]')
   [ "$hs" -ge 1 ] || fail "$node: the new agent completed no mTLS handshake"
 done
 send shop/client 10.244.1.10:8080 || fail "shop/client -> web after the update"
