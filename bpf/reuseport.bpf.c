@@ -8,8 +8,10 @@
  * (which a container cannot write: /proc/sys is read-only there) or if the
  * group runs a program of attach type BPF_SK_REUSEPORT_SELECT_OR_MIGRATE
  * (net/core/sock_reuseport.c reuseport_migrate_sock). This is that program:
- * it selects nothing, so both new connections and migrated ones fall back
- * to the kernel's own hash over the listening sockets of the group. */
+ * it selects nothing, so new outbound connections (15001) and migrated ones
+ * fall back to the kernel's own hash over the listening sockets of the
+ * group. (Inbound, sk_lookup assigns the listener of its map with
+ * BPF_SK_LOOKUP_F_NO_REUSEPORT: no selection there.) */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
