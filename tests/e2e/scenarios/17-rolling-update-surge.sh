@@ -76,7 +76,7 @@ start_pod_agent() {
 
 make_ca "$WORK/ca"
 "$MESHSIM" up "$HERE/cluster.yaml" --name "$RUN" >"$WORK/up.log" || { cat "$WORK/up.log"; die "meshsim up failed"; }
-mapfile -t NODES < <(status_json | python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
+mapfile -t NODES < <(status_json | /usr/bin/python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
 for node in "${NODES[@]}"; do start_pod_agent "$node" g1; done
 log "cluster $RUN up: nodes ${NODES[*]}, one agent each in its own netns"
 serve shop/web 8080
@@ -123,7 +123,7 @@ for node in node-a node-b; do
   log "$node: new agent ready $(( $(now_ms) - start )) ms after it started"
   kill -0 "$old" 2>/dev/null || fail "$node: the old agent is gone before the new one was ready"
   up=$(agent_status "$node" 's["uptime_seconds"]')
-  python3 -c "import sys; sys.exit(float('$up') >= float('$(( ($(now_ms) - start) / 1000 + 1 ))'))" ||
+  /usr/bin/python3 -c "import sys; sys.exit(float('$up') >= float('$(( ($(now_ms) - start) / 1000 + 1 ))'))" ||
     fail "$node: the admin socket still answers from the old agent (up $up s) after the new one is ready"
   ! grep -q "draining:" "$WORK/agent-$node-g1.log" || fail "$node: the old agent drained before the new one was ready"
   grep -q "capture taken over at" "$WORK/agent-$node-g2.log" || fail "$node: the new agent did not take the pinned links over"
