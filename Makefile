@@ -20,7 +20,12 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev \
   iproute2 nftables procps psmisc util-linux python3 \
   openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
-  prometheus graphviz
+  prometheus graphviz python3-yaml python3-kubernetes
+# Tools the deploy manifest tests need, installed from Debian only where the
+# command is missing (a machine may already have them from elsewhere, and
+# Debian's packages would conflict with those): kubectl renders the
+# kustomizations, npm installs the pinned schema validator (tests/deploy).
+DEB_COMMANDS := kubectl:kubernetes-client node:nodejs npm:npm
 
 .PHONY: all deps build test test-unit test-e2e test-asan fuzz demo bench clean
 
@@ -30,7 +35,7 @@ all: build
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	  done); \
+	  done; for c in $(DEB_COMMANDS); do command -v $${c%%:*} >/dev/null || echo $${c#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
 	  echo "make deps: installing" $$missing; \

@@ -68,7 +68,12 @@ static __always_inline enum ml_counter steer(struct bpf_sk_lookup *ctx, const st
 		}
 		return ML_CTR_LOOKUP_NO_LISTENER_PASSED;
 	}
-	err = bpf_sk_assign(ctx, listener, 0);
+	/* NO_REUSEPORT: the listener in the map, not any socket of its
+	 * reuseport group. During a rolling update both agents listen on
+	 * 15006 (SO_REUSEPORT); new connections go to the agent that put its
+	 * listener here last, and no other root process of the pod that
+	 * joined the group can take a connection STRICT would refuse. */
+	err = bpf_sk_assign(ctx, listener, BPF_SK_LOOKUP_F_NO_REUSEPORT);
 	bpf_sk_release(listener);
 	if (err != 0) {
 		if (pod->flags & ML_POD_INBOUND_FAIL_CLOSED)

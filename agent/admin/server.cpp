@@ -73,7 +73,7 @@ Result<Listener> listenTcp(const Endpoint& endpoint) {
   return Listener{std::move(fd), std::move(bound), 0};
 }
 
-Result<Listener> listenUnix(const Endpoint& endpoint, mode_t mode) {
+Result<Listener> listenUnix(const Endpoint& endpoint, mode_t mode, bool replace_live) {
   const std::string what = "admin listen " + endpoint.describe();
   namespace fs = std::filesystem;
   const fs::path path(endpoint.path);
@@ -86,7 +86,7 @@ Result<Listener> listenUnix(const Endpoint& endpoint, mode_t mode) {
   struct stat existing {};
   if (::lstat(endpoint.path.c_str(), &existing) == 0) {
     if (!S_ISSOCK(existing.st_mode)) return fail(what + ": path exists and is not a socket");
-    if (connectTo(endpoint, std::chrono::milliseconds(200))) {
+    if (!replace_live && connectTo(endpoint, std::chrono::milliseconds(200))) {
       return fail(what + ": another server is listening on it");
     }
   }
@@ -338,7 +338,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(ServerOptions options, Rou
   auto impl = std::make_unique<Impl>();
   impl->router = std::move(router);
   for (const Endpoint& endpoint : options.listen) {
-    auto listener = endpoint.kind == Endpoint::Kind::kUnix ? listenUnix(endpoint, options.unix_socket_mode)
+    auto listener = endpoint.kind == Endpoint::Kind::kUnix ? listenUnix(endpoint, options.unix_socket_mode, options.unix_replace_live)
                                                            : listenTcp(endpoint);
     if (!listener) {
       for (const Listener& done : impl->listeners) {

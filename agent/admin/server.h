@@ -28,6 +28,11 @@ struct ServerOptions {
   // Unix peers whose uid is neither 0 nor the server's are refused even if the
   // file mode let them in (SO_PEERCRED).
   bool unix_require_owner = true;
+  // A live server on the Unix socket path is replaced too (atomically, by
+  // rename): a rolling update's new agent takes the path over while the old
+  // one still serves the connections it has; the old one's stop() then
+  // leaves the new file alone (it unlinks only its own inode).
+  bool unix_replace_live = false;
 };
 
 class HttpServer {

@@ -154,14 +154,17 @@ Status Agent::Parts::startAdmin() {
   });
 
   auto ready_handler = [this](const admin::Request&) {
-    const bool is_ready = ready.load();
+    const bool is_ready = ready.load() && all_pods_served.load();
     json body = {{"ready", is_ready},
                  {"checks", json::array({{{"name", "config"}, {"ready", true},
                                           {"detail", "manifests from " + settings.manifests_dir.string()}},
                                          {{"name", "capture"}, {"ready", datapath.has_value()},
                                           {"detail", "pinned in " + settings.bpf_pin_dir.string()}},
-                                         {{"name", "serving"}, {"ready", is_ready},
-                                          {"detail", is_ready ? "accepting connections" : "starting or draining"}}})}};
+                                         {{"name", "pods"}, {"ready", all_pods_served.load()},
+                                          {"detail", all_pods_served.load() ? "every enrolled pod of the node served"
+                                                                            : "a pod could not be served yet (retried)"}},
+                                         {{"name", "serving"}, {"ready", ready.load()},
+                                          {"detail", ready.load() ? "accepting connections" : "starting or draining"}}})}};
     return jsonResponse(is_ready ? 200 : 503, body);
   };
 
@@ -411,6 +414,7 @@ Status Agent::Parts::startAdmin() {
 
   admin::ServerOptions admin_options;
   admin_options.listen.push_back(admin::Endpoint::unixSocket(settings.admin_socket.string()));
+  admin_options.unix_replace_live = settings.admin_socket_take_over;
   if (!settings.admin_address.empty()) {
     auto endpoint = tcpEndpoint(settings.admin_address);
     if (!endpoint) return std::unexpected(endpoint.error().context("adminAddress"));
@@ -428,6 +432,14 @@ Status Agent::Parts::startAdmin() {
     admin::Router metrics_router;
     metrics_router.handle("/metrics", admin::metricsHandler(registry));
     metrics_router.handle("/healthz/ready", ready_handler);
+    // Liveness, unlike readiness, stays 200 while starting or draining: only a
+    // main loop that stopped turning (10 s) makes the kubelet restart us.
+    metrics_router.handle("/healthz/live", [this](const admin::Request&) {
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch()).count();
+      const std::int64_t age = now - loop_beat_ms.load();
+      return jsonResponse(age < 10'000 ? 200 : 503, json{{"live", age < 10'000}, {"loop_ms_ago", age}});
+    });
     admin::ServerOptions metrics_options;
     metrics_options.listen.push_back(*endpoint);
     auto server = admin::HttpServer::start(metrics_options, std::move(metrics_router));

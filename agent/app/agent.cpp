@@ -371,6 +371,7 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
     }
   }
   // E.g. a previous agent process still holding the pod's ports while it drains.
+  all_pods_served = !serve_failed;
   if (serve_failed) {
     serve_retry_at = std::chrono::steady_clock::now() + serve_retry_delay;
     serve_retry_delay = std::min(serve_retry_delay * 2, std::chrono::seconds(30));
@@ -471,6 +472,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   if (!pods_root) return std::unexpected(pods_root.error().context("pods cgroup"));
   capture::DatapathConfig capture_config;
   capture_config.pin_dir = settings.bpf_pin_dir;
+  capture_config.mount_bpffs = settings.mount_bpffs;
   capture_config.pods_cgroup_root = *pods_root;
   capture_config.outbound_port = kOutboundPort;
   capture_config.inbound_port = kInboundPort;
@@ -502,6 +504,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
 
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
+  parts->beat();
   parts->ready = true;
   return std::unique_ptr<Agent>(new Agent(std::move(parts)));
 }
@@ -510,6 +513,7 @@ int Agent::run(std::stop_token stop) {
   Parts& parts = *parts_;
   spdlog::info("ready: node {}, {} pods served", parts.settings.node_name, parts.served.size());
   while (!stop.stop_requested()) {
+    parts.beat();
     if (auto update = parts.watcher->poll(std::chrono::milliseconds(200))) {
       parts.applyUpdate(*update);
     } else if (parts.serve_retry_at && std::chrono::steady_clock::now() >= *parts.serve_retry_at) {
@@ -538,8 +542,10 @@ int Agent::run(std::stop_token stop) {
   spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
-  while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline)
+  while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline) {
+    parts.beat();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   spdlog::info("drained: {} connections still open at exit", parts.engine->counters().active);
   return 0;
 }

@@ -43,6 +43,11 @@ struct Agent::Parts {
   std::filesystem::path cgroup_root;
   std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
   std::atomic<bool> ready{false};
+  // False while a wanted pod could not be served: not ready then, so a
+  // rolling update does not stop the old agent before this one serves all.
+  std::atomic<bool> all_pods_served{false};
+  // Steady-clock ms of the main loop's last turn (liveness, /healthz/live).
+  std::atomic<std::int64_t> loop_beat_ms{0};
   kmodfree::ProbeReport kernel;  // the start-up probe, as /status shows it
   std::unique_ptr<config::ManifestWatcher> watcher;
   std::unique_ptr<identity::IdentityManager> identities;
@@ -66,6 +71,10 @@ struct Agent::Parts {
   std::unique_ptr<admin::HttpServer> admin_server;
   std::unique_ptr<admin::HttpServer> metrics_server;
 
+  void beat() {
+    loop_beat_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
   PolicyRef currentPolicy() const {
     std::lock_guard lock(policy_mutex);
     return policy;

@@ -105,6 +105,18 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
       auto on = parseSwitch(key, *got);
       if (!on) return where(on.error());
       settings.access_log = *on;
+    } else if (key == "adminSocketTakeOver") {
+      auto got = scalar(value, key);
+      if (!got) return where(got.error());
+      auto on = parseSwitch(key, *got);
+      if (!on) return where(on.error());
+      settings.admin_socket_take_over = *on;
+    } else if (key == "mountBpffs") {
+      auto got = scalar(value, key);
+      if (!got) return where(got.error());
+      auto on = parseSwitch(key, *got);
+      if (!on) return where(on.error());
+      settings.mount_bpffs = *on;
     } else if (key == "logFormat") {
       auto got = scalar(value, key);
       if (!got) return where(got.error());

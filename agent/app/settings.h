@@ -24,9 +24,11 @@ struct AgentSettings {
   std::filesystem::path manifests_dir;                   // cluster state, watched with inotify
   std::filesystem::path cgroup_root;                     // empty: find the cgroup v2 mount
   std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/meshlock";
+  bool mount_bpffs = true;                               // off: bpf_pin_dir must already be on a bpffs
   std::filesystem::path state_dir = "/var/lib/meshlock";
   std::filesystem::path ca_dir = "/etc/cacerts";         // Istio plug-in CA layout, if present
   std::filesystem::path admin_socket = "/run/meshlock/admin.sock";
+  bool admin_socket_take_over = false;                   // replace a live agent's socket (rolling update)
   std::string admin_address = "127.0.0.1:15000";
   std::string metrics_address = "0.0.0.0:15020";
   unsigned threads = 0;                                  // 0: one per core

@@ -51,4 +51,20 @@ Status ensureBpffs(const fs::path& pin_dir) {
   return {};
 }
 
+Status requireBpffs(const fs::path& pin_dir) {
+  if (!pin_dir.is_absolute()) return fail("pin dir " + pin_dir.string() + " is not absolute");
+  const fs::path existing = nearestExisting(pin_dir);
+  if (!isOnBpffs(existing))
+    return fail("BPF pin dir " + pin_dir.string() + " is not on a bpffs (" + existing.string() +
+                " is not one) and mounting one is off (mountBpffs: false): mount a bpffs on the host, e.g. "
+                "`mount -t bpf bpffs /sys/fs/bpf` (the DaemonSet's mount-bpffs init container does), and "
+                "give the agent container that mount with mountPropagation HostToContainer, so the pins "
+                "outlive the agent pod");
+  std::error_code ec;
+  fs::create_directories(pin_dir, ec);
+  if (ec) return fail("create " + pin_dir.string() + ": " + ec.message());
+  if (!isOnBpffs(pin_dir)) return fail(pin_dir.string() + " is not on a bpffs");
+  return {};
+}
+
 }  // namespace meshlock::capture

@@ -18,6 +18,7 @@
 #include "capture/bpffs.h"
 #include "capture/netns.h"
 #include "capture_connect.skel.h"
+#include "capture_reuseport.skel.h"
 #include "capture_sk_lookup.skel.h"
 #include "capture_sockops.skel.h"
 
@@ -35,6 +36,9 @@ struct SockopsSkelDeleter {
 };
 struct SkLookupSkelDeleter {
   void operator()(capture_sk_lookup* s) const { capture_sk_lookup__destroy(s); }
+};
+struct ReuseportSkelDeleter {
+  void operator()(capture_reuseport* s) const { capture_reuseport__destroy(s); }
 };
 
 std::string libbpfError(int err) {
@@ -111,6 +115,7 @@ struct Datapath::State {
   std::unique_ptr<capture_connect, ConnectSkelDeleter> connect;
   std::unique_ptr<capture_sockops, SockopsSkelDeleter> sockops;
   std::unique_ptr<capture_sk_lookup, SkLookupSkelDeleter> sk_lookup;
+  std::unique_ptr<capture_reuseport, ReuseportSkelDeleter> reuseport;
   bool reused_links = false;
   int pod_cgroups_fd = -1, pod_addrs_fd = -1, ports_fd = -1, listeners_fd = -1, orig_dst_fd = -1,
       counters_fd = -1;  // owned by the connect skeleton
@@ -138,7 +143,8 @@ Result<Datapath> Datapath::install(const DatapathConfig& config) {
     return fail("at most " + std::to_string(ML_MAX_AGENT_PORTS) + " agent ports");
   if (config.pods_cgroup_root.empty()) return fail("no pods cgroup root given");
 
-  if (auto ok = ensureBpffs(config.pin_dir); !ok) return std::unexpected(ok.error());
+  if (auto ok = config.mount_bpffs ? ensureBpffs(config.pin_dir) : requireBpffs(config.pin_dir); !ok)
+    return std::unexpected(ok.error());
   std::error_code ec;
   for (const fs::path& dir : {state->mapsDir(), state->linksDir(), state->podsDir()}) {
     fs::create_directories(dir, ec);
@@ -173,6 +179,8 @@ Result<Datapath> Datapath::install(const DatapathConfig& config) {
     return fail("load sockops program: " + libbpfError(err));
   if (int err = capture_sk_lookup__load(state->sk_lookup.get()); err != 0)
     return fail("load sk_lookup program: " + libbpfError(err));
+  state->reuseport.reset(capture_reuseport__open_and_load());
+  if (!state->reuseport) return failErrno("load sk_reuseport program");
 
   auto& maps = state->connect->maps;
   state->pod_cgroups_fd = bpf_map__fd(maps.ml_pod_cgroups);
@@ -308,8 +316,8 @@ ml_pod podValue(std::uint64_t cgid, const PodSpec& pod) {
 
 // A listener on loopback, or an invalid fd when the netns has no such
 // loopback address (IPv6 disabled).
-Result<UniqueFd> optionalListener(int netns_fd, const SocketAddress& addr) {
-  auto fd = openListenerInNetns(netns_fd, addr);
+Result<UniqueFd> optionalListener(int netns_fd, const SocketAddress& addr, int reuseport_prog_fd) {
+  auto fd = openListenerInNetns(netns_fd, addr, 1024, reuseport_prog_fd);
   if (!fd && (fd.error().sys_errno == EADDRNOTAVAIL || fd.error().sys_errno == EAFNOSUPPORT))
     return UniqueFd();
   return fd;
@@ -369,13 +377,16 @@ Result<PodListeners> Datapath::enrollPod(const PodSpec& pod) {
   const SocketAddress in4{IpAddress::v4(0x7f000001), s.config.inbound_port};
   SocketAddress out6{*IpAddress::parse("::1"), s.config.outbound_port};
   SocketAddress in6{*IpAddress::parse("::1"), s.config.inbound_port};
-  auto o4 = openListenerInNetns(out.netns.get(), out4);
+  // SO_REUSEPORT: the previous agent process may still listen here (a
+  // rolling update with surge); connections it leaves queued move to these.
+  const int reuseport = bpf_program__fd(s.reuseport->progs.ml_reuseport);
+  auto o4 = openListenerInNetns(out.netns.get(), out4, 1024, reuseport);
   if (!o4) return std::unexpected(o4.error().context(who + ": outbound listener"));
-  auto i4 = openListenerInNetns(out.netns.get(), in4);
+  auto i4 = openListenerInNetns(out.netns.get(), in4, 1024, reuseport);
   if (!i4) return std::unexpected(i4.error().context(who + ": inbound listener"));
-  auto o6 = optionalListener(out.netns.get(), out6);
+  auto o6 = optionalListener(out.netns.get(), out6, reuseport);
   if (!o6) return std::unexpected(o6.error().context(who + ": outbound IPv6 listener"));
-  auto i6 = optionalListener(out.netns.get(), in6);
+  auto i6 = optionalListener(out.netns.get(), in6, reuseport);
   if (!i6) return std::unexpected(i6.error().context(who + ": inbound IPv6 listener"));
   out.outbound_v4 = std::move(*o4);
   out.inbound_v4 = std::move(*i4);

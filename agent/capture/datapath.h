@@ -23,6 +23,9 @@ namespace meshlock::capture {
 
 struct DatapathConfig {
   std::filesystem::path pin_dir = "/sys/fs/bpf/meshlock";
+  // Mount a bpffs where pin_dir has none (a host or meshsim run). Off in a
+  // container: a bpffs it mounted would die with it, and the pins with it.
+  bool mount_bpffs = true;
   // The kubepods cgroup (v2) where the connect and sockops programs attach.
   std::filesystem::path pods_cgroup_root;
   std::uint16_t outbound_port = 15001;

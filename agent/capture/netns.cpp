@@ -25,13 +25,18 @@ Result<UniqueFd> openNetnsOfPid(pid_t pid) {
   return openNetns(std::filesystem::path("/proc") / std::to_string(pid) / "ns" / "net");
 }
 
-Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address, int backlog) {
+Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address, int backlog,
+                                     int reuseport_prog_fd) {
   return runInNetns<UniqueFd>(netns_fd, [&]() -> Result<UniqueFd> {
     UniqueFd fd(::socket(address.ip.family(), SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!fd) return failErrno("socket");
     int one = 1;
     if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
       return failErrno("setsockopt(SO_REUSEADDR)");
+    // Both agents of a rolling update run as root: the kernel groups
+    // SO_REUSEPORT sockets of one owner only (inet_csk_bind_conflict).
+    if (reuseport_prog_fd >= 0 && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      return failErrno("setsockopt(SO_REUSEPORT)");
     if (address.ip.family() == AF_INET6 &&
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
       return failErrno("setsockopt(IPV6_V6ONLY)");
@@ -40,6 +45,12 @@ Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address,
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
       return failErrno("bind " + address.toString());
     if (::listen(fd.get(), backlog) != 0) return failErrno("listen " + address.toString());
+    // After listen(): the group exists, and the program replaces whatever a
+    // previous agent attached to it.
+    if (reuseport_prog_fd >= 0 &&
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &reuseport_prog_fd,
+                     sizeof(reuseport_prog_fd)) != 0)
+      return failErrno("setsockopt(SO_ATTACH_REUSEPORT_EBPF) on " + address.toString());
     return fd;
   });
 }

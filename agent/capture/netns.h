@@ -38,9 +38,12 @@ template <typename T>
 }
 
 // A TCP listener bound to `address` inside the netns (SO_REUSEADDR,
-// IPV6_V6ONLY for IPv6, close-on-exec, blocking).
+// IPV6_V6ONLY for IPv6, close-on-exec, blocking). With a reuseport program
+// (>= 0) it also sets SO_REUSEPORT, so another agent process can listen on
+// the same address at once (a rolling update), and attaches the program to
+// the port's reuseport group once listening (see bpf/reuseport.bpf.c).
 [[nodiscard]] Result<UniqueFd> openListenerInNetns(int netns_fd, const SocketAddress& address,
-                                                   int backlog = 1024);
+                                                   int backlog = 1024, int reuseport_prog_fd = -1);
 // A TCP socket connected to `address` from inside the netns (used by the
 // agent for upstream connections, and by tests).
 [[nodiscard]] Result<UniqueFd> connectInNetns(int netns_fd, const SocketAddress& address);

@@ -33,6 +33,8 @@ struct RunFlags {
   std::string log_format;
   std::string log_level;
   std::string access_log;
+  std::string mount_bpffs;
+  std::string admin_socket_take_over;
   unsigned threads = 0;
   unsigned cert_lifetime = 0;
   unsigned drain_deadline = 0;
@@ -142,6 +144,16 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     if (!on) return std::unexpected(on.error());
     settings.access_log = *on;
   }
+  if (!flags.admin_socket_take_over.empty()) {
+    auto on = app::parseSwitch("--admin-socket-take-over", flags.admin_socket_take_over);
+    if (!on) return std::unexpected(on.error());
+    settings.admin_socket_take_over = *on;
+  }
+  if (!flags.mount_bpffs.empty()) {
+    auto on = app::parseSwitch("--mount-bpffs", flags.mount_bpffs);
+    if (!on) return std::unexpected(on.error());
+    settings.mount_bpffs = *on;
+  }
   if (!flags.log_format.empty()) {
     auto format = app::parseLogFormat(flags.log_format);
     if (!format) return std::unexpected(format.error());
@@ -197,9 +209,14 @@ const CommandRegistrar kRun({
           sub.add_option("--manifests", flags->manifests, "directory of cluster manifests (watched)");
           sub.add_option("--cgroup-root", flags->cgroup_root, "cgroup v2 root holding kubepods (default: the cgroup2 mount)");
           sub.add_option("--bpf-pin-dir", flags->bpf_pin_dir, "where BPF programs and maps are pinned");
+          sub.add_option("--mount-bpffs", flags->mount_bpffs,
+                         "on or off: mount a bpffs for the pin dir if it has none (default on; off in a container)");
           sub.add_option("--state-dir", flags->state_dir, "agent state (generated CA)");
           sub.add_option("--ca-dir", flags->ca_dir, "Istio plug-in CA directory (cacerts)");
           sub.add_option("--admin-socket", flags->admin_socket, "admin API Unix socket");
+          sub.add_option("--admin-socket-take-over", flags->admin_socket_take_over,
+                         "on or off: replace the admin socket even if another agent still serves it "
+                         "(a rolling update with surge; default off)");
           sub.add_option("--admin-address", flags->admin_address, "admin API address");
           sub.add_option("--metrics-address", flags->metrics_address, "metrics and readiness address");
           sub.add_option("--threads", flags->threads, "engine threads (0: one per core)");

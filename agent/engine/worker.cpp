@@ -147,7 +147,9 @@ void Worker::arm(ListenerEntry& entry) {
 void Worker::onAccept(ListenerEntry& entry, const IoCompletion& completion) {
   if (completion.result >= 0) {
     UniqueFd fd(completion.result);
-    if (!entry.removed && !stopping_.load()) acceptConnection(entry.state, std::move(fd));
+    // Accepted by the kernel before the listener went (a drain, a withdrawn
+    // pod): the client already connected, so serve it rather than reset it.
+    if (!stopping_.load()) acceptConnection(entry.state, std::move(fd));
   } else if (completion.result != -ECANCELED && completion.more) {
     // EMFILE and the like: stop accepting until the next tick rather than spin.
     spdlog::warn("engine: accept on {}: {}", entry.state->spec.name, std::strerror(-completion.result));

@@ -325,6 +325,28 @@ TEST_F(UnixSocketTest, StaleSocketIsReplacedLiveOneIsNot) {
   EXPECT_EQ(response->status, 200);
 }
 
+// A rolling update's new agent takes a live socket path over: new clients
+// reach it, and the old server's stop() leaves the new socket file in place.
+TEST_F(UnixSocketTest, TakeOverReplacesALiveSocketAndTheOldStopLeavesIt) {
+  ServerOptions options;
+  options.listen = {Endpoint::unixSocket(path_)};
+  auto old_server = HttpServer::start(options, testRouter());
+  ASSERT_TRUE(old_server) << old_server.error().describe();
+  options.unix_replace_live = true;
+  Router new_router;
+  new_router.handle("/healthz", [](const Request&) { return Response::text(200, "new\n"); });
+  auto new_server = HttpServer::start(options, std::move(new_router));
+  ASSERT_TRUE(new_server) << new_server.error().describe();
+  auto response = AdminClient(Endpoint::unixSocket(path_)).request(Method::kGet, "/healthz");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "new\n");
+  (*old_server)->stop();
+  ASSERT_TRUE(std::filesystem::exists(path_));
+  response = AdminClient(Endpoint::unixSocket(path_)).request(Method::kGet, "/healthz");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "new\n");
+}
+
 // In a child that has become `nobody`: connect to the socket, report errno.
 int connectAsNobody(const std::string& path, std::string* answer_status) {
   int pipe_fds[2];

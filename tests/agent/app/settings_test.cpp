@@ -109,13 +109,27 @@ namespace {
 
 // The settings shipped in the DaemonSet's ConfigMap must load as they are.
 TEST(AgentSettings, DaemonSetConfigMapLoads) {
-  YAML::Node map = YAML::LoadFile(std::string(MESHLOCK_SOURCE_DIR) + "/deploy/daemonset/configmap.yaml");
+  YAML::Node map = YAML::LoadFile(std::string(MESHLOCK_SOURCE_DIR) + "/deploy/daemonset/base/configmap.yaml");
   const std::string text = map["data"]["agent.yaml"].as<std::string>();
   auto settings = parseSettings(text, "configmap.yaml");
   ASSERT_TRUE(settings) << settings.error().describe();
   settings->node_name = "node-a";  // from the downward API at run time
   EXPECT_TRUE(validateSettings(*settings));
   EXPECT_EQ(settings->log_format, LogFormat::Json);
+  // In a container the agent must not mount a bpffs of its own.
+  EXPECT_FALSE(settings->mount_bpffs);
+}
+
+TEST(AgentSettings, MountBpffsIsASwitch) {
+  auto off = parseSettings("mountBpffs: off\n", "t");
+  ASSERT_TRUE(off) << off.error().describe();
+  EXPECT_FALSE(off->mount_bpffs);
+  auto defaulted = parseSettings("logLevel: info\n", "t");
+  ASSERT_TRUE(defaulted) << defaulted.error().describe();
+  EXPECT_TRUE(defaulted->mount_bpffs);
+  auto bad = parseSettings("mountBpffs: sometimes\n", "t");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().describe().find("mountBpffs"), std::string::npos) << bad.error().describe();
 }
 
 }  // namespace

@@ -75,7 +75,7 @@ make_ca() {
 }
 
 status_json() { "$MESHSIM" status --name "$RUN" -o json; }
-node_field() { status_json | python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['nodes'] if x['name']=='$1'][0]; print(n['$2'])"; }
+node_field() { status_json | /usr/bin/python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['nodes'] if x['name']=='$1'][0]; print(n['$2'])"; }
 
 start_agent() {
   local node=$1; shift
