@@ -115,7 +115,9 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
   auto drain_deadline = now_;
   for (;;) {
     auto wake_at = std::min(next_tick_, next_resume_);
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - now_);
+    // Rounded up: rounded down, the last fraction of a millisecond before a
+    // deadline would be spent in zero-timeout waits.
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake_at - now_);
     if (Status s = io_->runOnce(std::max(wait, std::chrono::milliseconds(0))); !s) {
       spdlog::error("engine: worker {}: {}", index_, s.error().describe());
     }

@@ -943,7 +943,7 @@ int freeFdsBelow(rlim_t limit) {
   std::set<int> open;
   DIR* dir = opendir("/proc/self/fd");
   while (dirent* e = readdir(dir)) {
-    if (e->d_name[0] != '.') open.insert(std::atoi(e->d_name));
+    if (e->d_name[0] != '.' && std::atoi(e->d_name) != dirfd(dir)) open.insert(std::atoi(e->d_name));
   }
   closedir(dir);
   int free = 0;
@@ -956,12 +956,25 @@ TEST_P(RelayTest, AcceptBacksOffOnEmfileWithoutSpinningAndRecovers) {
   config.threads = 1;
   config.handshake_timeout = 10s;
   restartEngine(config);
-  TestServer app(echo);
-  uint16_t inbound = addInbound(app.port());
+  auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+  ASSERT_TRUE(listening);
+  uint16_t inbound = testing::localPort(listening->get());
+  ListenerSpec spec;
+  spec.name = "test inbound";
+  spec.pod_key = "shop/server";
+  SslContextRef server_ctx = context(true, "server");
+  spec.decider = InboundDecider([server_ctx](const AcceptedSocket&) -> Result<InboundPlan> {
+    InboundPlan plan;
+    plan.app = *SocketAddress::parse("127.0.0.1:1");
+    plan.tls.context = server_ctx;
+    return plan;
+  });
   constexpr int kClients = 6;
   std::vector<UniqueFd> clients;
   for (int i = 0; i < kClients; ++i) clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   // Room for three accepted sockets: the rest wait in the backlog with EMFILE.
+  // The listener is added after the limit is lowered: io_uring reads the
+  // limit when the accept is submitted.
   rlimit saved{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
   rlim_t limit = 0;
@@ -969,6 +982,10 @@ TEST_P(RelayTest, AcceptBacksOffOnEmfileWithoutSpinningAndRecovers) {
   rlimit lowered = saved;
   lowered.rlim_cur = limit;
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  if (!engine_->addListener(std::move(*listening), std::move(spec))) {
+    setrlimit(RLIMIT_NOFILE, &saved);
+    FAIL() << "addListener";
+  }
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_port = htons(inbound);
