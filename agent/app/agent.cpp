@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -489,6 +490,19 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   engine_config.io = io == IoBackend::Epoll     ? engine::IoBackendKind::Epoll
                      : io == IoBackend::IoUring ? engine::IoBackendKind::Uring
                                                 : engine::IoBackendKind::Auto;
+  {
+    rlimit limit{};
+    const uint64_t fd_limit = getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 1024;
+    const ConnectionCaps caps = connectionCapsFor(settings, fd_limit);
+    engine_config.max_connections = caps.max_connections;
+    engine_config.max_connections_per_pod = caps.max_connections_per_pod;
+    engine_config.max_pending_handshakes = caps.max_pending_handshakes;
+    engine_config.max_pending_handshakes_per_source = caps.max_pending_handshakes_per_source;
+    spdlog::log(caps.clamped ? spdlog::level::warn : spdlog::level::info,
+                "connection caps for {} open files: {} connections, {} per pod, {} pending handshakes, {} per source{}",
+                fd_limit, caps.max_connections, caps.max_connections_per_pod, caps.max_pending_handshakes,
+                caps.max_pending_handshakes_per_source, caps.clamped ? " (configured caps lowered to fit)" : "");
+  }
   auto engine = engine::Engine::start(engine_config);
   if (!engine) return std::unexpected(engine.error().context("engine"));
   parts->engine = std::move(*engine);
