@@ -156,6 +156,7 @@ Status Agent::Parts::startAdmin() {
     }
     exportCapture(*datapath, *metrics);
     if (reports && reports->access_log) metrics->access_log_dropped.labels({}).mirror(reports->access_log->droppedLines());
+    if (reports) metrics->access_log_suppressed.labels({}).mirror(reports->refusal_lines->suppressedTotal());
   });
 
   auto ready_handler = [this](const admin::Request&) {

@@ -514,7 +514,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   parts->reports = std::make_shared<ReportSinks>(ReportSinks{
       .istio = admin::IstioTcpMetrics(parts->registry),
       .meshlock = *parts->metrics,
-      .access_log = settings.access_log ? std::make_unique<AccessLog>(settings.log_format) : nullptr});
+      .access_log = settings.access_log ? std::make_unique<AccessLog>(settings.log_format) : nullptr,
+      .refusals = std::make_shared<RefusalLog>(),
+      .refusal_lines = std::make_shared<AccessLogLimiter>(settings.access_log_refusals_per_second)});
 
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
@@ -533,6 +535,7 @@ int Agent::run(std::stop_token stop) {
     } else if (parts.serve_retry_at && std::chrono::steady_clock::now() >= *parts.serve_retry_at) {
       parts.reconcile(parts.currentPolicy());
     }
+    parts.reports->flushSuppressed();
     identity::TickReport report = parts.identities->tick(identity::systemNow());
     for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
     if (!report.renewed.empty()) parts.metrics->certificate_rotations.labels({"success"}).inc(report.renewed.size());
