@@ -278,6 +278,7 @@ int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double se
   std::deque<Clock::time_point> reopen_at;  // slots waiting to be reopened, in time order
   uint64_t opened = 0, peer_closed = 0, connect_errors = 0;
   size_t max_open = 0, connecting = 0;
+  int last_error = 0;
   std::vector<epoll_event> events(1024);
   auto start = Clock::now();
   auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -333,7 +334,9 @@ int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double se
         socklen_t length = sizeof error;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
         if (error != 0) {
-          drop(fd, false);
+          // A reset before the connect was seen to complete: the peer accepted and refused it.
+          drop(fd, error == ECONNRESET);
+          if (error != ECONNRESET) last_error = error;
           continue;
         }
         if (write(fd, kPartialClientHello, sizeof kPartialClientHello - 1) < 0) {
@@ -355,8 +358,8 @@ int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double se
                    connect_errors);
     }
   }
-  std::printf("flood opened=%lu peer_closed=%lu connect_errors=%lu max_open=%zu open_at_end=%zu\n", opened,
-              peer_closed, connect_errors, max_open, open.size());
+  std::printf("flood opened=%lu peer_closed=%lu connect_errors=%lu max_open=%zu open_at_end=%zu last_error=\"%s\"\n",
+              opened, peer_closed, connect_errors, max_open, open.size(), last_error ? std::strerror(last_error) : "");
   for (auto& [fd, step] : open) close(fd);
   return 0;
 }
