@@ -14,6 +14,7 @@
 //                                              SIGINT/SIGTERM or S seconds
 //   flood --to IP:PORT --count N --seconds S    keeps up to N connections open for S s, each
 //        [--concurrency C] [--reopen-ms D]      sending the first bytes of a TLS ClientHello
+//        [--max-rate R]                         (R new connections a second at most)
 //                                              and nothing more (a handshake never finished);
 //                                              one the peer closes is reopened after D ms.
 //                                              Prints "flood opened=… peer_closed=…
@@ -271,7 +272,8 @@ int hold(const sockaddr_in& to, unsigned count, unsigned concurrency, double sec
 // bytes, a ClientHello announcing 508, TLS 1.2 legacy version; the rest never comes.
 constexpr char kPartialClientHello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
 
-int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds, unsigned reopen_ms) {
+int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds, unsigned reopen_ms,
+          double max_rate) {
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   enum class Step { Connecting, Holding };
   std::unordered_map<int, Step> open;  // fd → step; fds are closed by hand below
@@ -294,7 +296,8 @@ int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double se
   while (!g_stop && Clock::now() < end) {
     auto now = Clock::now();
     // New slots first, then slots whose delay is over; at most C connecting at once.
-    while (connecting < concurrency) {
+    const double allowed = max_rate > 0 ? std::chrono::duration<double>(now - start).count() * max_rate : 1e18;
+    while (connecting < concurrency && static_cast<double>(opened) < allowed) {
       bool slot = false;
       if (never_opened > 0) {
         --never_opened;
@@ -395,6 +398,8 @@ int main(int argc, char** argv) {
   flood_cmd->add_option("--concurrency", concurrency, "connecting at once (default 32)");
   flood_cmd->add_option("--seconds", seconds)->check(CLI::Range(0.1, 3600.0));
   flood_cmd->add_option("--reopen-ms", reopen_ms, "reopen a connection the peer closed after this long (default 100)");
+  double max_rate = 0;
+  flood_cmd->add_option("--max-rate", max_rate, "new connections per second at most (default 0: no limit)");
   CLI11_PARSE(app, argc, argv);
 
   raiseFileLimit();
@@ -411,6 +416,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*rate_cmd) return rate(*to, seconds, std::max(1u, concurrency));
-  if (*flood_cmd) return flood(*to, count, std::max(1u, concurrency), seconds, reopen_ms);
+  if (*flood_cmd) return flood(*to, count, std::max(1u, concurrency), seconds, reopen_ms, max_rate);
   return hold(*to, count, std::max(1u, concurrency), seconds, open_timeout);
 }
