@@ -25,7 +25,9 @@ FLOOD_CONCURRENCY=${FLOOD_CONCURRENCY:-128}
 # than the agent): the default opens 24,000 in the first 12 s and keeps retrying.
 FLOOD_RATE=${FLOOD_RATE:-1000}
 
-cluster_up "$HERE/cluster.yaml"
+# FLOOD_AGENT_FLAGS: extra agent flags, e.g. the caps raised to see the flood without them.
+# shellcheck disable=SC2086
+cluster_up "$HERE/cluster.yaml" ${FLOOD_AGENT_FLAGS:-}
 apply "$HERE/manifests/shop-strict.yaml"
 AGENT_A=${AGENT_PID_OF[node-a]}
 caps=$(grep -m1 "connection caps for" "$WORK/agent-node-a.log") || die "node-a's agent did not log its connection caps"
