@@ -36,6 +36,7 @@ class Connection final : public IoHandler {
   size_t worker_slot = 0;  // index in the worker's connection list
   // Among the worker's pre-handshake connections (see Worker::admitPending).
   bool pending = false;
+  bool counted_per_source = false;  // inbound: against its source's cap as well
   SourceBudgets::Key source;
   Connection* pending_prev = nullptr;
   Connection* pending_next = nullptr;

@@ -38,7 +38,7 @@ struct EngineConfig {
   // At the engine-wide cap the accepting worker sheds its oldest such
   // connection; a source over its own cap has the new connection refused.
   uint32_t max_pending_handshakes = 4'096;             // per engine
-  uint32_t max_pending_handshakes_per_source = 256;    // per peer IP address
+  uint32_t max_pending_handshakes_per_source = 256;    // per peer IP address, inbound listeners
 };
 
 // The accepted socket a decider is asked about; fd stays owned by the engine.

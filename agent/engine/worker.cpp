@@ -262,7 +262,10 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   accepted.fd = fd.get();
   if (auto peer = SocketAddress::peerOf(fd.get())) accepted.peer = *peer;
   const SourceBudgets::Key source = SourceBudgets::keyOf(accepted.peer);
-  if (!admitPending(source)) {
+  // Outbound, the source is the served pod's own app: a connection pool
+  // warming up may open hundreds at once, and the pod cap bounds it.
+  const bool per_source = std::holds_alternative<InboundDecider>(listener->spec.decider);
+  if (!admitPending(source, per_source)) {
     budget.active.fetch_sub(1, std::memory_order_relaxed);
     shared_->active.fetch_sub(1, std::memory_order_relaxed);
     setResetOnClose(fd.get());  // no TIME_WAIT left behind for a refusal
@@ -276,6 +279,7 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   connection->worker_slot = connections_.size();
   connections_.push_back(connection);
   connection->pending = true;
+  connection->counted_per_source = per_source;
   connection->source = source;
   connection->pending_prev = pending_tail_;
   if (pending_tail_ != nullptr) pending_tail_->pending_next = connection;
@@ -304,9 +308,9 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   }
 }
 
-bool Worker::admitPending(const SourceBudgets::Key& source) {
+bool Worker::admitPending(const SourceBudgets::Key& source, bool per_source) {
   const EngineConfig& config = shared_->config;
-  if (!shared_->sources.tryAcquire(source, config.max_pending_handshakes_per_source)) {
+  if (per_source && !shared_->sources.tryAcquire(source, config.max_pending_handshakes_per_source)) {
     bump(counters.refused_pending_source);
     return false;
   }
@@ -319,7 +323,7 @@ bool Worker::admitPending(const SourceBudgets::Key& source) {
     return true;
   }
   shared_->pending.fetch_sub(1, std::memory_order_relaxed);
-  shared_->sources.release(source);
+  if (per_source) shared_->sources.release(source);
   bump(counters.refused_pending_node);
   return false;
 }
@@ -333,7 +337,7 @@ void Worker::leavePending(Connection* connection) {
   else pending_tail_ = connection->pending_prev;
   connection->pending_prev = connection->pending_next = nullptr;
   shared_->pending.fetch_sub(1, std::memory_order_relaxed);
-  shared_->sources.release(connection->source);
+  if (connection->counted_per_source) shared_->sources.release(connection->source);
   drop(counters.pending);
 }
 

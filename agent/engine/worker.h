@@ -149,7 +149,8 @@ class Worker {
   void acceptConnection(const std::shared_ptr<ListenerState>& listener, UniqueFd fd);
   // Whether a new connection from `source` may start its handshake; may shed
   // this worker's oldest pre-handshake connection to make room.
-  bool admitPending(const SourceBudgets::Key& source);
+  // Inbound connections count against their source's cap too (per_source).
+  bool admitPending(const SourceBudgets::Key& source, bool per_source);
   void backOffAccepting(ListenerEntry& entry, int error);
   void resumeAccepting();
   void arm(ListenerEntry& entry);

@@ -899,6 +899,19 @@ TEST_P(RelayTest, PendingCapPerSourceRefusesTheFloodAndServesOtherSources) {
   EXPECT_TRUE(waitFor([&] { return engine_->counters().pending == 4; }));
   EXPECT_FALSE(closedByPeer(again.get(), 100ms));
   EXPECT_EQ(engine_->counters().refused_pending_source, 1u);
+  // Outbound, the source is the served pod's own app (a pool may open many
+  // at once): six handshakes in flight to a server that never answers, none refused.
+  TestServer silent([](UniqueFd fd) {
+    char c;
+    while (::recv(fd.get(), &c, 1, 0) > 0) {
+    }
+  });
+  uint16_t to_silent = addOutbound(silent.port());
+  std::vector<UniqueFd> burst;
+  for (int i = 0; i < 6; ++i) burst.push_back(connectFrom("127.0.0.1", to_silent));
+  EXPECT_TRUE(waitFor([&] { return engine_->counters().pending == 4 + 6u; }));
+  EXPECT_EQ(engine_->counters().refused_pending_source, 1u);
+  engine_.reset();  // ends them, so the silent server's threads end too
 }
 
 TEST_P(RelayTest, PendingCapPerEngineShedsTheOldestForANewConnection) {
