@@ -41,6 +41,13 @@ MeshlockMetrics::MeshlockMetrics(MetricsRegistry& registry)
                                                   "Connections refused, by reason", {"reason"})),
       engine_plaintext_relayed(registry.counter("meshlock_engine_plaintext_relayed_total",
                                                 "Connections relayed as plaintext (PERMISSIVE, DISABLE)")),
+      connections_shed(registry.counter("meshlock_connections_shed_total",
+                                        "Connections refused or ended before their handshake to bound pending ones, by reason",
+                                        {"reason"})),
+      engine_pending_connections(registry.gauge("meshlock_engine_pending_connections",
+                                                "Connections not yet relaying (first bytes, connect, handshake) now")),
+      engine_accept_errors(registry.counter("meshlock_engine_accept_errors_total",
+                                            "accept() failures (EMFILE, ENFILE, ENOMEM), each pausing that listener")),
       engine_handshakes(registry.counter("meshlock_engine_handshakes_total",
                                          "TLS handshakes by result", {"result"})),
       engine_handshakes_resumed(registry.counter("meshlock_engine_handshakes_resumed_total",
@@ -70,6 +77,8 @@ MeshlockMetrics::MeshlockMetrics(MetricsRegistry& registry)
       pods_served(registry.gauge("meshlock_pods_served", "Enrolled pods this agent serves")),
       access_log_dropped(registry.counter("meshlock_access_log_dropped_total",
                                           "Access-log lines dropped because the writer fell 8,192 lines behind")),
+      access_log_suppressed(registry.counter("meshlock_access_log_suppressed_total",
+                                             "Access-log lines of pre-handshake refusals left out by the rate limit")),
       build_info(registry.gauge("meshlock_build_info", "meshlock build, always 1", {"version"})) {}
 
 }  // namespace meshlock::admin

@@ -47,6 +47,15 @@ struct MeshlockMetrics {
   // reason: limit (max connections), decider (no plan: policy or setup error), plaintext_strict
   CounterFamily& engine_connections_refused;   // meshlock_engine_connections_refused_total{reason}
   CounterFamily& engine_plaintext_relayed;     // meshlock_engine_plaintext_relayed_total
+  // Connections ended or refused before their handshake to bound the
+  // pre-handshake ones (engine::EngineConfig::max_pending_handshakes*).
+  // reason: source_cap (a new one from a source at its cap, refused),
+  // oldest_shed (the oldest pending one, ended at the engine-wide cap),
+  // node_cap (the cap reached and the accepting worker had none to shed).
+  CounterFamily& connections_shed;             // meshlock_connections_shed_total{reason}
+  GaugeFamily& engine_pending_connections;     // meshlock_engine_pending_connections: not yet relaying
+  // accept() failures (EMFILE, ENFILE, ENOMEM): each pauses that listener, 10 ms doubling to 1 s.
+  CounterFamily& engine_accept_errors;         // meshlock_engine_accept_errors_total
   // result: success (completed and verified), failure (including peer verification), timeout
   CounterFamily& engine_handshakes;            // meshlock_engine_handshakes_total{result}
   CounterFamily& engine_handshakes_resumed;    // meshlock_engine_handshakes_resumed_total
@@ -69,6 +78,9 @@ struct MeshlockMetrics {
   CounterFamily& config_reloads;       // meshlock_config_reloads_total{result}
   GaugeFamily& pods_served;            // meshlock_pods_served
   CounterFamily& access_log_dropped;   // meshlock_access_log_dropped_total: lines the writer fell behind on
+  // Access-log lines of connections refused before their handshake, left
+  // out by the per pod and reason rate limit (a "suppressed" line says how many).
+  CounterFamily& access_log_suppressed;  // meshlock_access_log_suppressed_total
   GaugeFamily& build_info;             // meshlock_build_info{version} 1
 };
 

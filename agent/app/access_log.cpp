@@ -85,6 +85,23 @@ void AccessLog::write(const AccessRecord& record) const {
   logger_->info(format_ == LogFormat::Json ? formatJson(record) : formatText(record));
 }
 
+void AccessLog::writeSuppressed(std::string_view pod, std::string_view end, uint64_t lines,
+                                std::chrono::milliseconds window) const {
+  if (format_ == LogFormat::Json) {
+    nlohmann::json j = {{"time", utcNow()}, {"type", "access_suppressed"}, {"pod", pod},
+                        {"end", end},       {"lines", lines},               {"window_ms", window.count()}};
+    logger_->info(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    return;
+  }
+  std::string out;
+  field(out, "type", "suppressed");
+  field(out, "pod", pod);
+  field(out, "end", end);
+  field(out, "lines", std::to_string(lines));
+  field(out, "window_ms", std::to_string(window.count()));
+  logger_->info(out);
+}
+
 std::string AccessLog::formatText(const AccessRecord& r) {
   std::string out;
   out.reserve(512);

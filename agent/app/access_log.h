@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -55,6 +56,10 @@ class AccessLog {
   AccessLog(LogFormat format, std::shared_ptr<spdlog::logger> logger);
 
   void write(const AccessRecord& record) const;
+  // Lines the refusal rate limit left out (AccessLogLimiter): one line,
+  // "type=suppressed pod=… end=… lines=N window_ms=…" (JSON: "type":"access_suppressed").
+  void writeSuppressed(std::string_view pod, std::string_view end, uint64_t lines,
+                       std::chrono::milliseconds window) const;
   [[nodiscard]] static std::string formatText(const AccessRecord& record);
   [[nodiscard]] static std::string formatJson(const AccessRecord& record);
   // The JSON line's object; `time` is given (the admin API's records keep theirs).

@@ -72,7 +72,7 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
 #define MESHLOCK_COUNT_ONE(name) +1
   constexpr int kEngineCounters = 0 MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNT_ONE);
 #undef MESHLOCK_COUNT_ONE
-  static_assert(kEngineCounters == 20,
+  static_assert(kEngineCounters == 25,
                 "engine::EngineCounters changed: export the new counter here and in MeshlockMetrics");
   m.engine_connections_accepted.labels({}).mirror(c.accepted);
   m.engine_connections_closed.labels({}).mirror(c.closed);
@@ -80,6 +80,11 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
   m.engine_connections_refused.labels({"decider"}).mirror(c.refused_decider);
   m.engine_connections_refused.labels({"plaintext_strict"}).mirror(c.refused_plaintext);
   m.engine_plaintext_relayed.labels({}).mirror(c.plaintext_relayed);
+  m.connections_shed.labels({"source_cap"}).mirror(c.refused_pending_source);
+  m.connections_shed.labels({"oldest_shed"}).mirror(c.shed_pending);
+  m.connections_shed.labels({"node_cap"}).mirror(c.refused_pending_node);
+  m.engine_pending_connections.labels({}).set(static_cast<double>(c.pending));
+  m.engine_accept_errors.labels({}).mirror(c.accept_errors);
   m.engine_handshakes.labels({"success"}).mirror(c.handshakes);
   m.engine_handshakes.labels({"failure"}).mirror(c.handshake_failures);
   m.engine_handshakes.labels({"timeout"}).mirror(c.handshake_timeouts);
@@ -151,6 +156,7 @@ Status Agent::Parts::startAdmin() {
     }
     exportCapture(*datapath, *metrics);
     if (reports && reports->access_log) metrics->access_log_dropped.labels({}).mirror(reports->access_log->droppedLines());
+    if (reports) metrics->access_log_suppressed.labels({}).mirror(reports->refusal_lines->suppressedTotal());
   });
 
   auto ready_handler = [this](const admin::Request&) {

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -489,6 +490,19 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   engine_config.io = io == IoBackend::Epoll     ? engine::IoBackendKind::Epoll
                      : io == IoBackend::IoUring ? engine::IoBackendKind::Uring
                                                 : engine::IoBackendKind::Auto;
+  {
+    rlimit limit{};
+    const uint64_t fd_limit = getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 1024;
+    const ConnectionCaps caps = connectionCapsFor(settings, fd_limit);
+    engine_config.max_connections = caps.max_connections;
+    engine_config.max_connections_per_pod = caps.max_connections_per_pod;
+    engine_config.max_pending_handshakes = caps.max_pending_handshakes;
+    engine_config.max_pending_handshakes_per_source = caps.max_pending_handshakes_per_source;
+    spdlog::log(caps.clamped ? spdlog::level::warn : spdlog::level::info,
+                "connection caps for {} open files: {} connections, {} per pod, {} pending handshakes, {} per source{}",
+                fd_limit, caps.max_connections, caps.max_connections_per_pod, caps.max_pending_handshakes,
+                caps.max_pending_handshakes_per_source, caps.clamped ? " (configured caps lowered to fit)" : "");
+  }
   auto engine = engine::Engine::start(engine_config);
   if (!engine) return std::unexpected(engine.error().context("engine"));
   parts->engine = std::move(*engine);
@@ -500,7 +514,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   parts->reports = std::make_shared<ReportSinks>(ReportSinks{
       .istio = admin::IstioTcpMetrics(parts->registry),
       .meshlock = *parts->metrics,
-      .access_log = settings.access_log ? std::make_unique<AccessLog>(settings.log_format) : nullptr});
+      .access_log = settings.access_log ? std::make_unique<AccessLog>(settings.log_format) : nullptr,
+      .refusals = std::make_shared<RefusalLog>(),
+      .refusal_lines = std::make_shared<AccessLogLimiter>(settings.access_log_refusals_per_second)});
 
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
@@ -519,6 +535,7 @@ int Agent::run(std::stop_token stop) {
     } else if (parts.serve_retry_at && std::chrono::steady_clock::now() >= *parts.serve_retry_at) {
       parts.reconcile(parts.currentPolicy());
     }
+    parts.reports->flushSuppressed();
     identity::TickReport report = parts.identities->tick(identity::systemNow());
     for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
     if (!report.renewed.empty()) parts.metrics->certificate_rotations.labels({"success"}).inc(report.renewed.size());

@@ -198,14 +198,30 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   record.duration = snapshot.age;
   record.end = engine::toString(end);
   record.reason = std::string(reason);
-  if (sinks_->access_log) sinks_->access_log->write(record);
+  if (sinks_->access_log) {
+    if (established_) sinks_->access_log->write(record);
+    else sinks_->writeRefusal(record);
+  }
   if (refused) sinks_->refusals->record(std::move(record));
+}
+
+void ReportSinks::writeRefusal(const AccessRecord& record) const {
+  std::vector<AccessLogLimiter::Suppressed> before;
+  const bool write = refusal_lines->admit(record.pod, record.end, AccessLogLimiter::Clock::now(), before);
+  for (const auto& s : before) access_log->writeSuppressed(s.pod, s.end, s.lines, s.over);
+  if (write) access_log->write(record);
+}
+
+void ReportSinks::flushSuppressed() const {
+  if (!access_log) return;
+  for (const auto& s : refusal_lines->flush(AccessLogLimiter::Clock::now()))
+    access_log->writeSuppressed(s.pod, s.end, s.lines, s.over);
 }
 
 void ReportSinks::setupFailed(AccessRecord record) const {
   record.security = "none";
   record.end = "setup_failed";
-  if (access_log) access_log->write(record);
+  if (access_log) writeRefusal(record);
   refusals->record(std::move(record));
 }
 

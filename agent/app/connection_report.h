@@ -10,6 +10,7 @@
 #include "admin/istio_metrics.h"
 #include "admin/meshlock_metrics.h"
 #include "app/access_log.h"
+#include "app/access_log_limiter.h"
 #include "app/refusal_log.h"
 #include "config/types.h"
 #include "config/workload.h"
@@ -23,6 +24,13 @@ struct ReportSinks {
   admin::MeshlockMetrics& meshlock;
   std::unique_ptr<AccessLog> access_log;  // empty: access log off
   std::shared_ptr<RefusalLog> refusals = std::make_shared<RefusalLog>();
+  // Access-log lines of connections that never got established, per pod and end.
+  std::shared_ptr<AccessLogLimiter> refusal_lines = std::make_shared<AccessLogLimiter>(10);
+
+  // Writes a never-established connection's line if the limit allows.
+  void writeRefusal(const AccessRecord& record) const;
+  // Writes the "suppressed" summaries whose second is over (the agent's loop, about once a second).
+  void flushSuppressed() const;
 
   // A connection that ended before it was planned (the agent could not set it
   // up): logged and kept among the refusals like any other.

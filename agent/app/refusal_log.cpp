@@ -10,6 +10,7 @@ bool RefusalLog::isRefusal(engine::ConnectionEnd end) {
     case ConnectionEnd::HandshakeTimeout:
     case ConnectionEnd::ConnectFailed:
     case ConnectionEnd::ConnectTimeout:
+    case ConnectionEnd::Shed:
       return true;
     case ConnectionEnd::Completed:
     case ConnectionEnd::Reset:

@@ -3,6 +3,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -93,6 +94,17 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
       auto n = unsignedValue(value, key);
       if (!n) return where(n.error());
       settings.drain_deadline = std::chrono::seconds(*n);
+    } else if (key == "maxConnections" || key == "maxConnectionsPerPod" || key == "maxPendingHandshakes" ||
+               key == "maxPendingHandshakesPerSource" || key == "accessLogRefusalsPerSecond") {
+      auto n = unsignedValue(value, key);
+      if (!n) return where(n.error());
+      if (*n > 100'000'000) return where(Error{key + ": at most 100000000"});
+      uint32_t& field = key == "maxConnections"         ? settings.max_connections
+                        : key == "maxConnectionsPerPod" ? settings.max_connections_per_pod
+                        : key == "maxPendingHandshakes" ? settings.max_pending_handshakes
+                        : key == "maxPendingHandshakesPerSource" ? settings.max_pending_handshakes_per_source
+                                                                 : settings.access_log_refusals_per_second;
+      field = static_cast<uint32_t>(*n);
     } else if (key == "io") {
       auto got = scalar(value, key);
       if (!got) return where(got.error());
@@ -143,6 +155,24 @@ Result<AgentSettings> loadSettingsFile(const std::filesystem::path& file, AgentS
   std::stringstream text;
   text << in.rdbuf();
   return parseSettings(text.str(), file.string(), std::move(base));
+}
+
+ConnectionCaps connectionCapsFor(const AgentSettings& settings, uint64_t fd_limit) {
+  ConnectionCaps caps;
+  caps.fd_limit = fd_limit;
+  const uint64_t usable = fd_limit > 2 * kReservedFds ? fd_limit - kReservedFds : fd_limit / 2;
+  const auto fit = [&](uint32_t configured, uint64_t ceiling, uint64_t otherwise) {
+    const uint64_t chosen = configured == 0 ? std::min(otherwise, ceiling) : configured;
+    if (chosen > ceiling) caps.clamped = true;
+    return static_cast<uint32_t>(std::max<uint64_t>(1, std::min(chosen, ceiling)));
+  };
+  caps.max_connections = fit(settings.max_connections, usable / 2, usable / 2);
+  caps.max_connections_per_pod = fit(settings.max_connections_per_pod, caps.max_connections, caps.max_connections);
+  caps.max_pending_handshakes =
+      fit(settings.max_pending_handshakes, caps.max_connections, std::min<uint64_t>(4096, caps.max_connections / 4));
+  caps.max_pending_handshakes_per_source =
+      fit(settings.max_pending_handshakes_per_source, caps.max_pending_handshakes, 256);
+  return caps;
 }
 
 Status validateSettings(const AgentSettings& settings) {

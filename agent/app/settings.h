@@ -38,7 +38,32 @@ struct AgentSettings {
   bool access_log = true;                                // one line per connection when it ends
   std::chrono::seconds cert_lifetime{24 * 3600};
   std::chrono::seconds drain_deadline{20};
+  // Connection caps; 0: sized from RLIMIT_NOFILE at start (connectionCapsFor).
+  uint32_t max_connections = 0;                    // engine connections (each up to two fds)
+  uint32_t max_connections_per_pod = 0;
+  uint32_t max_pending_handshakes = 0;             // not yet relaying, on the whole node
+  uint32_t max_pending_handshakes_per_source = 0;  // of those, from one peer IP address
+  // Access-log lines of connections refused before their handshake, per pod
+  // and reason; the rest are counted and summed up in a "suppressed" line.
+  uint32_t access_log_refusals_per_second = 10;
 };
+
+// The caps the engine gets, from the settings and the open-file limit.
+struct ConnectionCaps {
+  uint32_t max_connections = 0;
+  uint32_t max_connections_per_pod = 0;
+  uint32_t max_pending_handshakes = 0;
+  uint32_t max_pending_handshakes_per_source = 0;
+  uint64_t fd_limit = 0;    // RLIMIT_NOFILE's soft limit they were sized for
+  bool clamped = false;     // a configured cap was lowered to fit the fd limit
+};
+// Fds not counted for connections: listeners (four per served pod), netns
+// handles, BPF objects, rings, admin sockets.
+inline constexpr uint64_t kReservedFds = 1024;
+// Each connection may hold two fds (accepted and upstream): the default is
+// every fd but the reserve; pending handshakes default to a quarter of that
+// (at most 4,096) and 256 per source (at most the pending cap).
+[[nodiscard]] ConnectionCaps connectionCapsFor(const AgentSettings& settings, uint64_t fd_limit);
 
 // Reads the YAML settings file; unknown keys are an error naming the key, so a
 // typo never silently falls back to a default.

@@ -37,6 +37,8 @@ struct ProxyOptions {
   unsigned idle_timeout_s = 3600;
   unsigned buffer_kib = 256;
   unsigned max_connections = 100'000;
+  unsigned max_pending = engine::EngineConfig{}.max_pending_handshakes;
+  unsigned max_pending_per_source = engine::EngineConfig{}.max_pending_handshakes_per_source;
   unsigned stats_interval_s = 0;
   bool resume = false;
 };
@@ -121,6 +123,8 @@ int runProxy(const ProxyOptions& o) {
   config.buffer_bound = static_cast<size_t>(o.buffer_kib) * 1024;
   config.max_connections = o.max_connections;
   config.max_connections_per_pod = o.max_connections;
+  config.max_pending_handshakes = o.max_pending;
+  config.max_pending_handshakes_per_source = o.max_pending_per_source;
 
   raiseFileLimit();
   // Signals are taken synchronously below; every thread inherits the mask.
@@ -225,6 +229,10 @@ const CommandRegistrar kProxy{Command{
       sub.add_option("--idle-timeout-s", o->idle_timeout_s, "idle connections are closed after this (0: never)");
       sub.add_option("--buffer-kib", o->buffer_kib, "per connection, per direction buffer bound");
       sub.add_option("--max-connections", o->max_connections, "refuse new connections beyond this");
+      sub.add_option("--max-pending-handshakes", o->max_pending,
+                     "connections before relaying at most; the oldest is shed for a new one");
+      sub.add_option("--max-pending-handshakes-per-source", o->max_pending_per_source,
+                     "of those, from one source IP; more are refused");
       sub.add_option("--stats-interval-s", o->stats_interval_s, "print counters to stderr this often");
       sub.add_flag("--resume", o->resume,
                    "originate: offer the newest session ticket from the terminating side (TLS resumption)");

@@ -1,6 +1,7 @@
 // `meshlock-agent run`: the node agent. Settings come from --config, then
 // flags; SIGTERM or SIGINT drains and exits.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -38,7 +39,32 @@ struct RunFlags {
   unsigned threads = 0;
   unsigned cert_lifetime = 0;
   unsigned drain_deadline = 0;
+  unsigned max_connections = 0;
+  unsigned max_pending_handshakes = 0;
+  unsigned max_pending_handshakes_per_source = 0;
 };
+
+// Every connection holds fds: the soft RLIMIT_NOFILE (often 1,024, or the
+// container runtime's default) goes up to the hard one, which only the
+// runtime can raise. The engine's caps are sized from the result.
+void raiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("open files limit: getrlimit: {}", std::strerror(errno));
+    return;
+  }
+  if (limit.rlim_cur == limit.rlim_max) {
+    spdlog::info("open files limit: {} (already the hard limit)", limit.rlim_cur);
+    return;
+  }
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("open files limit: raising {} to {}: {}", before, limit.rlim_max, std::strerror(errno));
+    return;
+  }
+  spdlog::info("open files limit: raised from {} to {} (the hard limit)", before, limit.rlim_max);
+}
 
 // The length of the well-formed UTF-8 sequence at the start of `s`, or 0.
 size_t utf8SequenceLength(std::string_view s) {
@@ -134,6 +160,10 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
   if (flags.threads) settings.threads = flags.threads;
   if (flags.cert_lifetime) settings.cert_lifetime = std::chrono::seconds(flags.cert_lifetime);
   if (flags.drain_deadline) settings.drain_deadline = std::chrono::seconds(flags.drain_deadline);
+  if (flags.max_connections) settings.max_connections = flags.max_connections;
+  if (flags.max_pending_handshakes) settings.max_pending_handshakes = flags.max_pending_handshakes;
+  if (flags.max_pending_handshakes_per_source)
+    settings.max_pending_handshakes_per_source = flags.max_pending_handshakes_per_source;
   if (!flags.io.empty()) {
     auto io = app::parseIoBackend(flags.io);
     if (!io) return std::unexpected(io.error());
@@ -170,6 +200,7 @@ int runAgent(const RunFlags& flags) {
     return 2;
   }
   setUpLogging(*settings);
+  raiseOpenFileLimit();
 
   // Signals are taken synchronously by one thread, which asks the agent to stop.
   sigset_t signals;
@@ -226,6 +257,12 @@ const CommandRegistrar kRun({
           sub.add_option("--access-log", flags->access_log, "on or off: a line per connection when it ends (default on)");
           sub.add_option("--cert-lifetime", flags->cert_lifetime, "workload certificate lifetime, seconds");
           sub.add_option("--drain-deadline", flags->drain_deadline, "seconds to let connections finish on shutdown");
+          sub.add_option("--max-connections", flags->max_connections,
+                         "engine connections at most (default: sized from the open-files limit)");
+          sub.add_option("--max-pending-handshakes", flags->max_pending_handshakes,
+                         "connections before their handshake at most, on the node; the oldest is shed (default: sized)");
+          sub.add_option("--max-pending-handshakes-per-source", flags->max_pending_handshakes_per_source,
+                         "of those, from one source IP; more are refused (default 256)");
           return [flags] { return runAgent(*flags); };
         },
 });

@@ -85,6 +85,8 @@ void Connection::refuse() { close(CloseHow::Graceful, ConnectionEnd::Completed);
 
 void Connection::terminate() { close(CloseHow::Graceful, ConnectionEnd::Shutdown); }
 
+void Connection::shed() { close(CloseHow::Reset, ConnectionEnd::Shed, "pending handshake cap reached: oldest shed"); }
+
 void Connection::submitRecv(int side) {
   Side& s = sides_[side];
   s.recv_armed = true;
@@ -286,6 +288,7 @@ void Connection::handshakeStep(int side) {
 
 void Connection::startRelay() {
   phase_ = Phase::Relaying;
+  worker_.leavePending(this);
   setup_.reset();  // contexts, hooks and the socket factory: an idle connection keeps none
   if (observer_) observer_->established(snapshot(worker_.now()));
   for (int side : {kDown, kUp}) {
@@ -431,6 +434,7 @@ void Connection::close(CloseHow how, ConnectionEnd end, std::string reason) {
   end_reason_ = std::move(reason);
   closing_ = true;
   phase_ = Phase::Closing;
+  worker_.leavePending(this);
   for (int side : {kDown, kUp}) {
     Side& s = sides_[side];
     if (!s.fd) continue;

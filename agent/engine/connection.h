@@ -34,6 +34,14 @@ class Connection final : public IoHandler {
   [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
 
   size_t worker_slot = 0;  // index in the worker's connection list
+  // Among the worker's pre-handshake connections (see Worker::admitPending).
+  bool pending = false;
+  bool counted_per_source = false;  // inbound: against its source's cap as well
+  SourceBudgets::Key source;
+  Connection* pending_prev = nullptr;
+  Connection* pending_next = nullptr;
+  // The engine-wide pending cap needs room: end it, the oldest still in its handshake.
+  void shed();
 
  private:
   enum class Phase { Detecting, Connecting, Handshaking, Relaying, Closing };

@@ -35,6 +35,7 @@ const char* toString(ConnectionEnd end) {
     case ConnectionEnd::IdleTimeout: return "idle_timeout";
     case ConnectionEnd::TlsError: return "tls_error";
     case ConnectionEnd::Shutdown: return "shutdown";
+    case ConnectionEnd::Shed: return "shed";
   }
   return "?";
 }

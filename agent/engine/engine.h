@@ -33,6 +33,12 @@ struct EngineConfig {
   std::chrono::milliseconds idle_timeout{3'600'000};   // 0: none
   uint32_t max_connections = 100'000;                  // per engine (agent)
   uint32_t max_connections_per_pod = 20'000;           // per listener pod_key
+  // Connections not yet relaying (detecting the first bytes, connecting,
+  // handshaking): a flood of partial ClientHellos must not take every fd.
+  // At the engine-wide cap the accepting worker sheds its oldest such
+  // connection; a source over its own cap has the new connection refused.
+  uint32_t max_pending_handshakes = 4'096;             // per engine
+  uint32_t max_pending_handshakes_per_source = 256;    // per peer IP address, inbound listeners
 };
 
 // The accepted socket a decider is asked about; fd stays owned by the engine.
@@ -76,6 +82,7 @@ enum class ConnectionEnd {
   IdleTimeout,
   TlsError,          // a record-layer error after the handshake
   Shutdown,          // the engine stopped with the connection open
+  Shed,              // still in the handshake when the engine-wide pending cap made room for a newer one
 };
 const char* toString(ConnectionEnd end);
 
@@ -134,6 +141,11 @@ using ListenerId = uint64_t;
   X(accepted)           /* connections accepted on any listener */                   \
   X(active)             /* open right now (gauge) */                                 \
   X(refused_limit)      /* max connections (agent or pod) reached */                 \
+  X(refused_pending_source) /* the source had max_pending_handshakes_per_source */   \
+  X(refused_pending_node) /* pending cap reached and this worker had none to shed */ \
+  X(shed_pending)       /* oldest pre-handshake connection shed at the pending cap */ \
+  X(pending)            /* not yet relaying right now (gauge) */                     \
+  X(accept_errors)      /* accept failed (EMFILE, ENFILE, ENOMEM...): backed off */  \
   X(refused_decider)    /* the decider returned an error */                          \
   X(refused_plaintext)  /* STRICT inbound that was not TLS */                        \
   X(plaintext_relayed)  /* PERMISSIVE/DISABLE inbound plaintext, DISABLE outbound */ \

@@ -86,6 +86,13 @@ class EpollBackend final : public IoBackend {
 
   void cancel(int fd) override {
     Slot& s = slot(fd);
+    if (s.accept != nullptr && s.registered) {
+      // A listener stays readable while connections wait: level-triggered,
+      // it would wake this loop at once, over and over, until re-armed
+      // (an accept back-off after EMFILE would spin).
+      epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      s.registered = false;
+    }
     for (IoRequest** pending : {&s.accept, &s.recv, &s.send, &s.connect}) {
       if (*pending != nullptr) cancelled_.push_back(std::exchange(*pending, nullptr));
     }

@@ -3,12 +3,48 @@
 #include "engine/worker.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "engine/connection.h"
 
 namespace meshlock::engine {
+namespace {
+
+void setResetOnClose(int fd) {
+  linger lg{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+}  // namespace
+
+SourceBudgets::Key SourceBudgets::keyOf(const SocketAddress& peer) {
+  // FNV-1a over the address (IPv4-mapped IPv6 as IPv4, the port left out),
+  // two 12-bit indexes from the one 64-bit hash.
+  const IpAddress ip = peer.ip();
+  uint64_t h = 0xcbf29ce484222325ull ^ static_cast<uint64_t>(ip.family());
+  for (uint8_t b : ip.bytes()) {
+    h ^= b;
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 29;
+  return Key{static_cast<uint16_t>(h % kCounters), static_cast<uint16_t>((h >> 32) % kCounters)};
+}
+
+bool SourceBudgets::tryAcquire(Key key, uint32_t cap) {
+  uint32_t a = rows_[0][key.first].fetch_add(1, std::memory_order_relaxed);
+  uint32_t b = rows_[1][key.second].fetch_add(1, std::memory_order_relaxed);
+  if (std::min(a, b) < cap) return true;
+  release(key);
+  return false;
+}
+
+void SourceBudgets::release(Key key) {
+  rows_[0][key.first].fetch_sub(1, std::memory_order_relaxed);
+  rows_[1][key.second].fetch_sub(1, std::memory_order_relaxed);
+}
 
 Worker::Worker(std::shared_ptr<EngineShared> shared, unsigned index) : shared_(std::move(shared)), index_(index) {
   const EngineConfig& c = shared_->config;
@@ -78,13 +114,17 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
   bool draining = false;
   auto drain_deadline = now_;
   for (;;) {
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick_ - now_);
+    auto wake_at = std::min(next_tick_, next_resume_);
+    // Rounded up: rounded down, the last fraction of a millisecond before a
+    // deadline would be spent in zero-timeout waits.
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake_at - now_);
     if (Status s = io_->runOnce(std::max(wait, std::chrono::milliseconds(0))); !s) {
       spdlog::error("engine: worker {}: {}", index_, s.error().describe());
     }
     now_ = std::chrono::steady_clock::now();
     bump(loop.iterations);
     drainPosts();
+    if (now_ >= next_resume_) resumeAccepting();
     if (now_ >= next_tick_) {
       tick();
       next_tick_ = now_ + tick_interval_;
@@ -147,14 +187,16 @@ void Worker::arm(ListenerEntry& entry) {
 void Worker::onAccept(ListenerEntry& entry, const IoCompletion& completion) {
   if (completion.result >= 0) {
     UniqueFd fd(completion.result);
+    // A second without errors since the last pause: the next pause starts short again.
+    if (entry.backoff.count() > 0 && now_ - entry.resume_at >= std::chrono::seconds(1)) entry.backoff = {};
     // Accepted by the kernel before the listener went (a drain, a withdrawn
     // pod): the client already connected, so serve it rather than reset it.
     if (!stopping_.load()) acceptConnection(entry.state, std::move(fd));
-  } else if (completion.result != -ECANCELED && completion.more) {
-    // EMFILE and the like: stop accepting until the next tick rather than spin.
-    spdlog::warn("engine: accept on {}: {}", entry.state->spec.name, std::strerror(-completion.result));
-    entry.rearm_on_tick = true;
-    io_->cancel(entry.state->fd.get());
+  } else if (completion.result != -ECANCELED) {
+    // EMFILE, ENFILE, ENOMEM...: io_uring's multishot accept has ended; the
+    // epoll back end would find the listener readable again at once.
+    backOffAccepting(entry, -completion.result);
+    if (completion.more) io_->cancel(entry.state->fd.get());
   }
   if (completion.more) return;
   entry.armed = false;
@@ -163,11 +205,42 @@ void Worker::onAccept(ListenerEntry& entry, const IoCompletion& completion) {
     listeners_.erase(entry.state->id);  // `entry` is gone after this
     return;
   }
-  if (completion.result == -ECANCELED || completion.result < 0) {
+  if (entry.backing_off) return;  // resumeAccepting re-arms it
+  if (completion.result < 0) {
     entry.rearm_on_tick = true;
     return;
   }
   arm(entry);  // the multishot accept ended by itself (the kernel may end it): re-arm
+}
+
+void Worker::backOffAccepting(ListenerEntry& entry, int error) {
+  using std::chrono::milliseconds;
+  bump(counters.accept_errors);
+  entry.backoff = entry.backoff.count() == 0 ? milliseconds(10) : std::min(entry.backoff * 2, milliseconds(1000));
+  entry.backing_off = true;
+  entry.resume_at = now_ + entry.backoff;
+  next_resume_ = std::min(next_resume_, entry.resume_at);
+  // One line a second per worker, whatever the number of listeners; the counter has every error.
+  ++accept_errors_unlogged_;
+  if (now_ - accept_error_logged_at_ >= std::chrono::seconds(1)) {
+    spdlog::warn("engine: worker {}: accept on {}: {}; not accepting on it for {} ms ({} accept errors since the last such line)",
+                 index_, entry.state->spec.name, std::strerror(error), entry.backoff.count(), accept_errors_unlogged_);
+    accept_error_logged_at_ = now_;
+    accept_errors_unlogged_ = 0;
+  }
+}
+
+void Worker::resumeAccepting() {
+  next_resume_ = std::chrono::steady_clock::time_point::max();
+  for (auto& [id, entry] : listeners_) {
+    if (!entry->backing_off) continue;
+    if (now_ < entry->resume_at) {
+      next_resume_ = std::min(next_resume_, entry->resume_at);
+      continue;
+    }
+    entry->backing_off = false;
+    if (!entry->armed && !entry->removed) arm(*entry);
+  }
 }
 
 void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, UniqueFd fd) {
@@ -185,16 +258,34 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
     bump(counters.refused_limit);
     return;
   }
-  bump(counters.active);
   AcceptedSocket accepted;
   accepted.fd = fd.get();
   if (auto peer = SocketAddress::peerOf(fd.get())) accepted.peer = *peer;
+  const SourceBudgets::Key source = SourceBudgets::keyOf(accepted.peer);
+  // Outbound, the source is the served pod's own app: a connection pool
+  // warming up may open hundreds at once, and the pod cap bounds it.
+  const bool per_source = std::holds_alternative<InboundDecider>(listener->spec.decider);
+  if (!admitPending(source, per_source)) {
+    budget.active.fetch_sub(1, std::memory_order_relaxed);
+    shared_->active.fetch_sub(1, std::memory_order_relaxed);
+    setResetOnClose(fd.get());  // no TIME_WAIT left behind for a refusal
+    return;
+  }
+  bump(counters.active);
   if (auto local = SocketAddress::localOf(fd.get())) accepted.local = *local;
   accepted.pod_key = &listener->spec.pod_key;
 
   auto* connection = new Connection(*this, std::move(fd), accepted.peer, listener->labels);
   connection->worker_slot = connections_.size();
   connections_.push_back(connection);
+  connection->pending = true;
+  connection->counted_per_source = per_source;
+  connection->source = source;
+  connection->pending_prev = pending_tail_;
+  if (pending_tail_ != nullptr) pending_tail_->pending_next = connection;
+  else pending_head_ = connection;
+  pending_tail_ = connection;
+  bump(counters.pending);
 
   if (auto* outbound = std::get_if<OutboundDecider>(&listener->spec.decider)) {
     Result<OutboundPlan> plan = (*outbound)(accepted);
@@ -217,7 +308,41 @@ void Worker::acceptConnection(const std::shared_ptr<ListenerState>& listener, Un
   }
 }
 
+bool Worker::admitPending(const SourceBudgets::Key& source, bool per_source) {
+  const EngineConfig& config = shared_->config;
+  if (per_source && !shared_->sources.tryAcquire(source, config.max_pending_handshakes_per_source)) {
+    bump(counters.refused_pending_source);
+    return false;
+  }
+  if (shared_->pending.fetch_add(1, std::memory_order_relaxed) < config.max_pending_handshakes) return true;
+  // Full: the oldest pending connection of this worker makes room (workers
+  // shed their own; the engine-wide count is one atomic).
+  if (pending_head_ != nullptr) {
+    bump(counters.shed_pending);
+    pending_head_->shed();  // leaves the list and gives back its count now
+    return true;
+  }
+  shared_->pending.fetch_sub(1, std::memory_order_relaxed);
+  if (per_source) shared_->sources.release(source);
+  bump(counters.refused_pending_node);
+  return false;
+}
+
+void Worker::leavePending(Connection* connection) {
+  if (!connection->pending) return;
+  connection->pending = false;
+  if (connection->pending_prev != nullptr) connection->pending_prev->pending_next = connection->pending_next;
+  else pending_head_ = connection->pending_next;
+  if (connection->pending_next != nullptr) connection->pending_next->pending_prev = connection->pending_prev;
+  else pending_tail_ = connection->pending_prev;
+  connection->pending_prev = connection->pending_next = nullptr;
+  shared_->pending.fetch_sub(1, std::memory_order_relaxed);
+  if (connection->counted_per_source) shared_->sources.release(connection->source);
+  drop(counters.pending);
+}
+
 void Worker::release(Connection* connection) {
+  leavePending(connection);
   size_t slot = connection->worker_slot;
   MESHLOCK_CHECK(slot < connections_.size() && connections_[slot] == connection);
   connections_[slot] = connections_.back();

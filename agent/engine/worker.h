@@ -3,6 +3,7 @@
 // workers except the read-only listener state and the limit counters.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -40,9 +41,35 @@ struct ListenerState {
   std::shared_ptr<const ListenerLabels> labels;
 };
 
+// Pre-handshake connections per source address, lock-free and of fixed
+// size whatever the number of sources: a count-min sketch (two rows of
+// counters, each address hashed into one counter per row). The smaller of
+// its two counters bounds an address's count from above, so a source is
+// never allowed more than the cap; an innocent address is limited too only
+// if both its counters collide with busy sources (about 1 in 16 million per
+// busy source).
+class SourceBudgets {
+ public:
+  static constexpr size_t kCounters = 4096;
+  // The source's two counter indexes.
+  struct Key {
+    uint16_t first = 0;
+    uint16_t second = 0;
+  };
+  [[nodiscard]] static Key keyOf(const SocketAddress& peer);
+  // Counts one more for `key` unless it already has `cap`.
+  [[nodiscard]] bool tryAcquire(Key key, uint32_t cap);
+  void release(Key key);
+
+ private:
+  std::array<std::atomic<uint32_t>, kCounters> rows_[2]{};
+};
+
 struct EngineShared {
   EngineConfig config;
   std::atomic<int64_t> active{0};
+  std::atomic<int64_t> pending{0};  // connections admitted and not yet relaying
+  SourceBudgets sources;
   std::mutex pods_mutex;
   std::map<std::string, std::weak_ptr<PodBudget>> pods;
 };
@@ -91,6 +118,8 @@ class Worker {
 
   // A connection is done: unlink it now, free it after this loop iteration.
   void release(Connection* connection);
+  // It relays or ends: its place among the pre-handshake connections is free.
+  void leavePending(Connection* connection);
   // Whether a refusal of `peer` may be logged now: once per peer address per
   // interval, so a client that retries cannot flood the log (counters still
   // count every refusal).
@@ -104,6 +133,11 @@ class Worker {
     bool armed = false;
     bool removed = false;
     bool rearm_on_tick = false;
+    // After an accept error (EMFILE, ENFILE, ENOMEM): not re-armed before
+    // resume_at; the pause doubles while errors repeat, up to a second.
+    bool backing_off = false;
+    std::chrono::steady_clock::time_point resume_at;
+    std::chrono::milliseconds backoff{0};
     void onIoComplete(IoRequest&, const IoCompletion& completion) override {
       bump(worker->loop.completions);
       worker->onAccept(*this, completion);
@@ -113,6 +147,12 @@ class Worker {
   void run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* started);
   void onAccept(ListenerEntry& entry, const IoCompletion& completion);
   void acceptConnection(const std::shared_ptr<ListenerState>& listener, UniqueFd fd);
+  // Whether a new connection from `source` may start its handshake; may shed
+  // this worker's oldest pre-handshake connection to make room.
+  // Inbound connections count against their source's cap too (per_source).
+  bool admitPending(const SourceBudgets::Key& source, bool per_source);
+  void backOffAccepting(ListenerEntry& entry, int error);
+  void resumeAccepting();
   void arm(ListenerEntry& entry);
   void tick();
   void drainPosts();
@@ -127,6 +167,12 @@ class Worker {
   std::map<ListenerId, std::unique_ptr<ListenerEntry>> listeners_;
   std::vector<Connection*> connections_;
   std::vector<Connection*> graveyard_;
+  // Pre-handshake connections, oldest first (intrusive: Connection::pending_prev/next).
+  Connection* pending_head_ = nullptr;
+  Connection* pending_tail_ = nullptr;
+  std::chrono::steady_clock::time_point next_resume_ = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point accept_error_logged_at_;
+  uint64_t accept_errors_unlogged_ = 0;
   std::chrono::steady_clock::time_point now_;
   std::chrono::milliseconds tick_interval_{100};
   std::chrono::steady_clock::time_point next_tick_;

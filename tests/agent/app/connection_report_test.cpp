@@ -173,6 +173,64 @@ TEST_F(ConnectionReportTest, RefusalsAreKeptNewestFirstAndCompletedOnesAreNot) {
   EXPECT_THAT(metrics(), testing::ContainsRegex("istio_tcp_connections_opened_total\\{[^}]*response_flags=\"UF\"[^}]*\\} 1"));
 }
 
+TEST_F(ConnectionReportTest, AFloodOfRefusalsWritesAFewLinesAndOneSuppressedLineButCountsEveryOne) {
+  auto shared = sinks(LogFormat::Text);
+  PlannedConnection planned = outboundToWeb();
+  planned.outbound = false;
+  planned.policy = "STRICT";
+  for (int i = 0; i < 50; ++i) {
+    ConnectionReport junk(shared, planned);
+    junk.closed(snapshot(false, 4, 0), engine::ConnectionEnd::HandshakeTimeout, "handshake not finished");
+  }
+  for (int i = 0; i < 3; ++i) {  // another reason has its own budget
+    ConnectionReport shed(shared, planned);
+    shed.closed(snapshot(false, 4, 0), engine::ConnectionEnd::Shed, "pending handshake cap reached");
+  }
+  ConnectionReport ok(shared, planned);  // an established connection is never limited
+  ok.established(snapshot(true, 0, 0));
+  ok.closed(snapshot(true, 1, 1), engine::ConnectionEnd::Completed, "");
+  auto count = [&](const std::string& needle) {
+    const std::string text = log_.str();
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("end=handshake_timeout"), 10u);  // 10 a second per pod and reason
+  EXPECT_EQ(count("end=shed"), 3u);
+  EXPECT_EQ(count("end=completed"), 1u);
+  EXPECT_EQ(shared->refusal_lines->suppressedTotal(), 40u);
+  EXPECT_EQ(shared->refusals->total(), 53u);  // meshlockctl refused sees them all
+  EXPECT_THAT(metrics(), HasSubstr("meshlock_tls_handshakes_total{direction=\"inbound\",result=\"failure\",reason=\"timeout\"} 50"));
+  // Once the second is over, one line sums up what was left out.
+  std::vector<AccessLogLimiter::Suppressed> summaries =
+      shared->refusal_lines->flush(AccessLogLimiter::Clock::now() + std::chrono::seconds(2));
+  ASSERT_EQ(summaries.size(), 1u);
+  EXPECT_EQ(summaries[0].pod, "shop/client-7d9f-abcde");
+  EXPECT_EQ(summaries[0].end, "handshake_timeout");
+  EXPECT_EQ(summaries[0].lines, 40u);
+  shared->access_log->writeSuppressed(summaries[0].pod, summaries[0].end, summaries[0].lines, summaries[0].over);
+  EXPECT_THAT(log_.str(), HasSubstr(" type=suppressed pod=shop/client-7d9f-abcde end=handshake_timeout lines=40 window_ms=1000"));
+}
+
+TEST(AccessLogLimiter, EachSecondHasItsBudgetAndTheSummaryComesBeforeTheNextLine) {
+  AccessLogLimiter limiter(2);
+  const auto t0 = AccessLogLimiter::Clock::now();
+  std::vector<AccessLogLimiter::Suppressed> before;
+  EXPECT_TRUE(limiter.admit("shop/web", "shed", t0, before));
+  EXPECT_TRUE(limiter.admit("shop/web", "shed", t0, before));
+  EXPECT_FALSE(limiter.admit("shop/web", "shed", t0 + std::chrono::milliseconds(500), before));
+  EXPECT_TRUE(limiter.admit("shop/db", "shed", t0, before));  // another pod
+  EXPECT_TRUE(before.empty());
+  EXPECT_TRUE(limiter.flush(t0 + std::chrono::milliseconds(900)).empty());  // the second is not over
+  EXPECT_TRUE(limiter.admit("shop/web", "shed", t0 + std::chrono::milliseconds(1100), before));
+  ASSERT_EQ(before.size(), 1u);
+  EXPECT_EQ(before[0].lines, 1u);
+  EXPECT_EQ(limiter.suppressedTotal(), 1u);
+  // Keys quiet for ten seconds are forgotten: memory follows the pods.
+  EXPECT_TRUE(limiter.flush(t0 + std::chrono::seconds(30)).empty());
+  EXPECT_TRUE(limiter.admit("shop/web", "shed", t0 + std::chrono::seconds(31), before));
+}
+
 TEST(RefusalLog, KeepsTheLastOnesAndCountsThemAll) {
   RefusalLog log(3);
   for (int i = 0; i < 5; ++i) log.record(AccessRecord{.pod = "p" + std::to_string(i)});

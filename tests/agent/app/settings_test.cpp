@@ -35,6 +35,11 @@ logFormat: json
 logLevel: debug
 certLifetimeSeconds: 60
 drainDeadlineSeconds: 5
+maxConnections: 5000
+maxConnectionsPerPod: 1000
+maxPendingHandshakes: 600
+maxPendingHandshakesPerSource: 50
+accessLogRefusalsPerSecond: 3
 )", "agent.yaml");
   ASSERT_TRUE(settings) << settings.error().describe();
   EXPECT_EQ(settings->node_name, "node-a");
@@ -45,7 +50,45 @@ drainDeadlineSeconds: 5
   EXPECT_EQ(settings->log_format, LogFormat::Json);
   EXPECT_EQ(settings->cert_lifetime, std::chrono::seconds(60));
   EXPECT_EQ(settings->drain_deadline, std::chrono::seconds(5));
+  EXPECT_EQ(settings->max_connections, 5000u);
+  EXPECT_EQ(settings->max_connections_per_pod, 1000u);
+  EXPECT_EQ(settings->max_pending_handshakes, 600u);
+  EXPECT_EQ(settings->max_pending_handshakes_per_source, 50u);
+  EXPECT_EQ(settings->access_log_refusals_per_second, 3u);
   EXPECT_TRUE(validateSettings(*settings));
+}
+
+TEST(ConnectionCaps, DefaultsAreSizedFromTheOpenFileLimit) {
+  // This machine's (and a containerd pod's) hard limit: 20,000 minus the
+  // reserve, two fds per connection.
+  ConnectionCaps caps = connectionCapsFor(AgentSettings{}, 20'000);
+  EXPECT_EQ(caps.max_connections, (20'000u - kReservedFds) / 2);
+  EXPECT_EQ(caps.max_connections_per_pod, caps.max_connections);
+  EXPECT_EQ(caps.max_pending_handshakes, caps.max_connections / 4);
+  EXPECT_EQ(caps.max_pending_handshakes_per_source, 256u);
+  EXPECT_FALSE(caps.clamped);
+  // Pending handshakes hold at most two fds each: far below the limit.
+  EXPECT_LT(2 * caps.max_pending_handshakes, 20'000u / 4);
+  ConnectionCaps big = connectionCapsFor(AgentSettings{}, 1'048'576);
+  EXPECT_EQ(big.max_pending_handshakes, 4096u);
+  ConnectionCaps tiny = connectionCapsFor(AgentSettings{}, 1024);
+  EXPECT_EQ(tiny.max_connections, 256u);
+  EXPECT_EQ(tiny.max_pending_handshakes, 64u);
+  EXPECT_EQ(tiny.max_pending_handshakes_per_source, 64u);
+}
+
+TEST(ConnectionCaps, ConfiguredCapsAreKeptOrLoweredToFit) {
+  AgentSettings settings;
+  settings.max_pending_handshakes = 1000;
+  settings.max_pending_handshakes_per_source = 20;
+  ConnectionCaps caps = connectionCapsFor(settings, 20'000);
+  EXPECT_EQ(caps.max_pending_handshakes, 1000u);
+  EXPECT_EQ(caps.max_pending_handshakes_per_source, 20u);
+  EXPECT_FALSE(caps.clamped);
+  settings.max_connections = 100'000;  // more than 20,000 fds can hold
+  caps = connectionCapsFor(settings, 20'000);
+  EXPECT_EQ(caps.max_connections, (20'000u - kReservedFds) / 2);
+  EXPECT_TRUE(caps.clamped);
 }
 
 TEST(AgentSettings, UnknownKeyIsNamed) {

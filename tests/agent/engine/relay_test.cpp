@@ -1,9 +1,13 @@
 // The relay over loopback, end to end through an originate → terminate pair
 // in one engine: app client → outbound listener → TLS → inbound listener → app
 // server. Every test runs with the io_uring and the epoll back end.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/resource.h>
+
+#include <set>
 
 #include <atomic>
 #include <chrono>
@@ -175,7 +179,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
 
   // The originating side: plaintext in, mTLS to the inbound port.
   uint16_t addOutbound(uint16_t inbound_port, const std::string& client_leaf = "client",
-                       std::string expected_peer = testing::kServerId) {
+                       std::string expected_peer = testing::kServerId, SocketFactory make_socket = {}) {
     SslContextRef client_ctx = context(false, client_leaf);
     auto events = events_;
     ListenerSpec spec;
@@ -185,6 +189,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
       OutboundPlan plan;
       plan.destination = *SocketAddress::parse("127.0.0.1:" + std::to_string(inbound_port));
       plan.tls = TlsClientSetup{client_ctx, "server.shop", expectSpiffeIds({expected_peer}), {}, {}};
+      plan.make_socket = make_socket;
       plan.observer = std::make_unique<RecordingObserver>(events, "out");
       return plan;
     });
@@ -203,9 +208,66 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
     return false;
   }
 
+  // Replaces the fixture's engine with one of `config` (the back end kept).
+  void restartEngine(EngineConfig config) {
+    config.io = GetParam();
+    engine_.reset();
+    auto engine = Engine::start(config);
+    ASSERT_TRUE(engine.has_value()) << engine.error().describe();
+    engine_ = std::move(*engine);
+  }
+
+  bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (condition()) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+  }
+
   std::unique_ptr<Engine> engine_;
   std::shared_ptr<ObservedEvents> events_ = std::make_shared<ObservedEvents>();
 };
+
+// A TCP connection to 127.0.0.1:port from `source` (any 127/8 address is
+// local), so one test can play several sources.
+UniqueFd connectFrom(const char* source, uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  inet_pton(AF_INET, source, &from.sin_addr);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) return UniqueFd();
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) return UniqueFd();
+  return fd;
+}
+
+// The upstream sockets of an outbound plan, from `source`.
+SocketFactory socketsFrom(const char* source) {
+  return [source](const SocketAddress& to) -> Result<UniqueFd> {
+    UniqueFd fd(::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    inet_pton(AF_INET, source, &from.sin_addr);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) return failErrno("bind");
+    return fd;
+  };
+}
+
+// The start of a TLS handshake record and no more: the flood's connections.
+constexpr char kPartialHello[] = "\x16\x03\x01\x02\x00\x01\x00\x01";
+
+// Whether the engine closed or reset `fd` within `wait`.
+bool closedByPeer(int fd, std::chrono::milliseconds wait = 0ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(wait.count())) <= 0) return false;
+  char c;
+  return ::recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+}
 
 // Sends `total` pattern bytes and checks the echo byte for byte.
 void checkedEcho(uint16_t port, uint64_t seed, size_t total, std::atomic<bool>& ok) {
@@ -797,6 +859,170 @@ TEST_P(RelayTest, RemovedListenerStopsAcceptingAndOpenConnectionsContinue) {
   writeAll(open.get(), "after!", 6);
   ASSERT_EQ(::recv(open.get(), buf, 6, MSG_WAITALL), 6);
   EXPECT_EQ(std::string(buf, 6), "after!");
+}
+
+TEST_P(RelayTest, PendingCapPerSourceRefusesTheFloodAndServesOtherSources) {
+  EngineConfig config;
+  config.threads = 2;
+  config.handshake_timeout = 5s;
+  config.max_pending_handshakes_per_source = 4;
+  restartEngine(config);
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 4; ++i) {
+    flood.push_back(connectFrom("127.0.0.1", inbound));
+    ASSERT_TRUE(flood.back());
+    writeAll(flood.back().get(), kPartialHello, sizeof kPartialHello - 1);
+  }
+  ASSERT_TRUE(waitFor([&] { return engine_->counters().pending == 4; }));
+  UniqueFd fifth = connectFrom("127.0.0.1", inbound);
+  ASSERT_TRUE(fifth);
+  EXPECT_TRUE(closedByPeer(fifth.get(), 2000ms));  // refused at once, not after the handshake timeout
+  EXPECT_EQ(engine_->counters().refused_pending_source, 1u);
+  for (const UniqueFd& fd : flood) EXPECT_FALSE(closedByPeer(fd.get())) << "a held connection was ended";
+  // Another source (the outbound hop's client and its upstream) is served meanwhile.
+  uint16_t outbound = addOutbound(inbound, "client", testing::kServerId, socketsFrom("127.0.0.2"));
+  UniqueFd legit = connectFrom("127.0.0.3", outbound);
+  ASSERT_TRUE(legit);
+  ASSERT_TRUE(writeAll(legit.get(), "hello", 5));
+  char buf[5];
+  testing::setRecvTimeout(legit.get(), 3000);
+  ASSERT_EQ(::recv(legit.get(), buf, 5, MSG_WAITALL), 5);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+  EXPECT_EQ(engine_->counters().handshakes, 2u);
+  // A flood connection that ends frees its source's place.
+  flood.pop_back();
+  ASSERT_TRUE(waitFor([&] { return engine_->counters().pending == 3 + 0u; }));
+  UniqueFd again = connectFrom("127.0.0.1", inbound);
+  writeAll(again.get(), kPartialHello, sizeof kPartialHello - 1);
+  EXPECT_TRUE(waitFor([&] { return engine_->counters().pending == 4; }));
+  EXPECT_FALSE(closedByPeer(again.get(), 100ms));
+  EXPECT_EQ(engine_->counters().refused_pending_source, 1u);
+  // Outbound, the source is the served pod's own app (a pool may open many
+  // at once): six handshakes in flight to a server that never answers, none refused.
+  TestServer silent([](UniqueFd fd) {
+    char c;
+    while (::recv(fd.get(), &c, 1, 0) > 0) {
+    }
+  });
+  uint16_t to_silent = addOutbound(silent.port());
+  std::vector<UniqueFd> burst;
+  for (int i = 0; i < 6; ++i) burst.push_back(connectFrom("127.0.0.1", to_silent));
+  EXPECT_TRUE(waitFor([&] { return engine_->counters().pending == 4 + 6u; }));
+  EXPECT_EQ(engine_->counters().refused_pending_source, 1u);
+  engine_.reset();  // ends them, so the silent server's threads end too
+}
+
+TEST_P(RelayTest, PendingCapPerEngineShedsTheOldestForANewConnection) {
+  EngineConfig config;
+  config.threads = 1;  // one worker: "oldest" is exact
+  config.handshake_timeout = 5s;
+  config.max_pending_handshakes = 3;
+  restartEngine(config);
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port());
+  std::vector<UniqueFd> junk;
+  const char* sources[] = {"127.0.0.11", "127.0.0.12", "127.0.0.13"};
+  for (int i = 0; i < 3; ++i) {
+    junk.push_back(connectFrom(sources[i], inbound));
+    ASSERT_TRUE(junk.back());
+    writeAll(junk.back().get(), kPartialHello, sizeof kPartialHello - 1);
+    ASSERT_TRUE(waitFor([&] { return engine_->counters().pending == static_cast<uint64_t>(i + 1); }));
+  }
+  UniqueFd fourth = connectFrom("127.0.0.14", inbound);
+  ASSERT_TRUE(fourth);
+  EXPECT_TRUE(closedByPeer(junk[0].get(), 2000ms)) << "the oldest was not shed";
+  EXPECT_FALSE(closedByPeer(junk[1].get(), 100ms));
+  EXPECT_FALSE(closedByPeer(junk[2].get()));
+  EXPECT_FALSE(closedByPeer(fourth.get()));
+  EXPECT_EQ(engine_->counters().shed_pending, 1u);
+  EXPECT_EQ(engine_->counters().pending, 3u);
+  // A legitimate client gets through the full cap: its two hops shed the two oldest.
+  uint16_t outbound = addOutbound(inbound, "client", testing::kServerId, socketsFrom("127.0.0.2"));
+  std::atomic<bool> ok{true};
+  checkedEcho(outbound, 5, 20000, ok);
+  EXPECT_TRUE(ok.load());
+  EXPECT_TRUE(closedByPeer(junk[1].get(), 1000ms));
+  EXPECT_TRUE(closedByPeer(junk[2].get(), 1000ms));
+  EXPECT_EQ(engine_->counters().shed_pending, 3u);
+  std::vector<ObservedEvents::Closed> in = events_->closedOn("in");
+  ASSERT_GE(in.size(), 1u);
+  EXPECT_EQ(in[0].end, ConnectionEnd::Shed);
+}
+
+// The fds free below RLIMIT_NOFILE's soft limit `limit`, given what is open now.
+int freeFdsBelow(rlim_t limit) {
+  std::set<int> open;
+  DIR* dir = opendir("/proc/self/fd");
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] != '.' && std::atoi(e->d_name) != dirfd(dir)) open.insert(std::atoi(e->d_name));
+  }
+  closedir(dir);
+  int free = 0;
+  for (rlim_t fd = 0; fd < limit; ++fd) free += open.count(static_cast<int>(fd)) ? 0 : 1;
+  return free;
+}
+
+TEST_P(RelayTest, AcceptBacksOffOnEmfileWithoutSpinningAndRecovers) {
+  EngineConfig config;
+  config.threads = 1;
+  config.handshake_timeout = 10s;
+  restartEngine(config);
+  auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+  ASSERT_TRUE(listening);
+  uint16_t inbound = testing::localPort(listening->get());
+  ListenerSpec spec;
+  spec.name = "test inbound";
+  spec.pod_key = "shop/server";
+  SslContextRef server_ctx = context(true, "server");
+  spec.decider = InboundDecider([server_ctx](const AcceptedSocket&) -> Result<InboundPlan> {
+    InboundPlan plan;
+    plan.app = *SocketAddress::parse("127.0.0.1:1");
+    plan.tls.context = server_ctx;
+    return plan;
+  });
+  constexpr int kClients = 6;
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < kClients; ++i) clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Room for three accepted sockets: the rest wait in the backlog with EMFILE.
+  // The listener is added after the limit is lowered: io_uring reads the
+  // limit when the accept is submitted.
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlim_t limit = 0;
+  while (freeFdsBelow(limit) < 3) ++limit;
+  rlimit lowered = saved;
+  lowered.rlim_cur = limit;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  if (!engine_->addListener(std::move(*listening), std::move(spec))) {
+    setrlimit(RLIMIT_NOFILE, &saved);
+    FAIL() << "addListener";
+  }
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(inbound);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (UniqueFd& c : clients) {
+    ASSERT_EQ(::connect(c.get(), reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    writeAll(c.get(), kPartialHello, sizeof kPartialHello - 1);
+  }
+  bool errors_seen = waitFor([&] { return engine_->counters().accept_errors >= 2; }, 3s);
+  uint64_t accepted_low = engine_->counters().accepted;
+  uint64_t loops_before = engine_->workerFigures()[0].loop_iterations;
+  std::this_thread::sleep_for(500ms);
+  uint64_t loops = engine_->workerFigures()[0].loop_iterations - loops_before;
+  uint64_t errors = engine_->counters().accept_errors;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);  // before any assertion can fail
+  EXPECT_TRUE(errors_seen);
+  EXPECT_EQ(accepted_low, 3u);
+  // Back-off of 10 ms doubling: a handful of retries in half a second, not a spin.
+  EXPECT_LT(loops, 100u) << "the event loop spun while accept failed";
+  EXPECT_LT(errors, 20u);
+  // With fds again, the waiting connections are accepted (the pause is at most 1 s).
+  EXPECT_TRUE(waitFor([&] { return engine_->counters().accepted == kClients; }, 3s))
+      << engine_->counters().accepted << " accepted";
+  EXPECT_EQ(engine_->counters().pending, static_cast<uint64_t>(kClients));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RelayTest, ::testing::Values(IoBackendKind::Uring, IoBackendKind::Epoll),

@@ -12,6 +12,13 @@
 //        [--open-timeout T]                     "held=N errors=E" once all are open (or after
 //                                              T s, or 2N attempts), then waits for
 //                                              SIGINT/SIGTERM or S seconds
+//   flood --to IP:PORT --count N --seconds S    keeps up to N connections open for S s, each
+//        [--concurrency C] [--reopen-ms D]      sending the first bytes of a TLS ClientHello
+//        [--max-rate R]                         (R new connections a second at most)
+//                                              and nothing more (a handshake never finished);
+//                                              one the peer closes is reopened after D ms.
+//                                              Prints "flood opened=… peer_closed=…
+//                                              connect_errors=… max_open=… open_at_end=…"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -29,6 +36,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -260,6 +268,105 @@ int hold(const sockaddr_in& to, unsigned count, unsigned concurrency, double sec
   return held == count ? 0 : 1;
 }
 
+// The first 11 bytes of a ClientHello: a handshake record announcing 512
+// bytes, a ClientHello announcing 508, TLS 1.2 legacy version; the rest never comes.
+constexpr char kPartialClientHello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+int flood(const sockaddr_in& to, unsigned count, unsigned concurrency, double seconds, unsigned reopen_ms,
+          double max_rate) {
+  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
+  enum class Step { Connecting, Holding };
+  std::unordered_map<int, Step> open;  // fd → step; fds are closed by hand below
+  std::deque<Clock::time_point> reopen_at;  // slots waiting to be reopened, in time order
+  uint64_t opened = 0, peer_closed = 0, connect_errors = 0;
+  size_t max_open = 0, connecting = 0;
+  int last_error = 0;
+  std::vector<epoll_event> events(1024);
+  auto start = Clock::now();
+  auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  auto next_report = start + std::chrono::seconds(5);
+  auto drop = [&](int fd, bool by_peer) {
+    if (open[fd] == Step::Connecting) --connecting;
+    open.erase(fd);
+    close(fd);
+    (by_peer ? peer_closed : connect_errors) += 1;
+    reopen_at.push_back(Clock::now() + std::chrono::milliseconds(reopen_ms));
+  };
+  unsigned never_opened = count;
+  while (!g_stop && Clock::now() < end) {
+    auto now = Clock::now();
+    // New slots first, then slots whose delay is over; at most C connecting at once.
+    const double allowed = max_rate > 0 ? std::chrono::duration<double>(now - start).count() * max_rate : 1e18;
+    while (connecting < concurrency && static_cast<double>(opened) < allowed) {
+      bool slot = false;
+      if (never_opened > 0) {
+        --never_opened;
+        slot = true;
+      } else if (!reopen_at.empty() && reopen_at.front() <= now) {
+        reopen_at.pop_front();
+        slot = true;
+      }
+      if (!slot) break;
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        ++connect_errors;
+        reopen_at.push_back(now + std::chrono::milliseconds(reopen_ms));
+        break;
+      }
+      if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        ++connect_errors;
+        reopen_at.push_back(now + std::chrono::milliseconds(reopen_ms));
+        continue;
+      }
+      epoll_event e{EPOLLOUT | EPOLLRDHUP, {.fd = fd}};
+      epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &e);
+      open.emplace(fd, Step::Connecting);
+      ++connecting;
+      ++opened;
+    }
+    max_open = std::max(max_open, open.size());
+    int n = epoll_wait(epoll.get(), events.data(), static_cast<int>(events.size()), 20);
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      auto found = open.find(fd);
+      if (found == open.end()) continue;
+      uint32_t ready = events[i].events;
+      if (found->second == Step::Connecting) {
+        int error = 0;
+        socklen_t length = sizeof error;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        if (error != 0) {
+          // A reset before the connect was seen to complete: the peer accepted and refused it.
+          drop(fd, error == ECONNRESET);
+          if (error != ECONNRESET) last_error = error;
+          continue;
+        }
+        if (write(fd, kPartialClientHello, sizeof kPartialClientHello - 1) < 0) {
+          drop(fd, true);
+          continue;
+        }
+        found->second = Step::Holding;
+        --connecting;
+        epoll_event e{EPOLLRDHUP, {.fd = fd}};  // only its end is of interest now
+        epoll_ctl(epoll.get(), EPOLL_CTL_MOD, fd, &e);
+        continue;
+      }
+      if (ready & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) drop(fd, true);
+    }
+    if (Clock::now() >= next_report) {
+      next_report += std::chrono::seconds(5);
+      std::fprintf(stderr, "flood: %.0f s: open=%zu opened=%lu peer_closed=%lu connect_errors=%lu\n",
+                   std::chrono::duration<double>(Clock::now() - start).count(), open.size(), opened, peer_closed,
+                   connect_errors);
+    }
+  }
+  std::printf("flood opened=%lu peer_closed=%lu connect_errors=%lu max_open=%zu open_at_end=%zu last_error=\"%s\"\n",
+              opened, peer_closed, connect_errors, max_open, open.size(), last_error ? std::strerror(last_error) : "");
+  for (auto& [fd, step] : open) close(fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,6 +391,15 @@ int main(int argc, char** argv) {
       ->default_val(1e9);
   double open_timeout = 300;
   hold_cmd->add_option("--open-timeout", open_timeout, "give up opening after this many seconds (default 300)");
+  auto* flood_cmd = app.add_subcommand("flood", "hold N connections that never finish a TLS handshake");
+  unsigned reopen_ms = 100;
+  flood_cmd->add_option("--to", to_text)->required();
+  flood_cmd->add_option("--count", count)->check(CLI::Range(1u, 200'000u));
+  flood_cmd->add_option("--concurrency", concurrency, "connecting at once (default 32)");
+  flood_cmd->add_option("--seconds", seconds)->check(CLI::Range(0.1, 3600.0));
+  flood_cmd->add_option("--reopen-ms", reopen_ms, "reopen a connection the peer closed after this long (default 100)");
+  double max_rate = 0;
+  flood_cmd->add_option("--max-rate", max_rate, "new connections per second at most (default 0: no limit)");
   CLI11_PARSE(app, argc, argv);
 
   raiseFileLimit();
@@ -300,5 +416,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*rate_cmd) return rate(*to, seconds, std::max(1u, concurrency));
+  if (*flood_cmd) return flood(*to, count, std::max(1u, concurrency), seconds, reopen_ms, max_rate);
   return hold(*to, count, std::max(1u, concurrency), seconds, open_timeout);
 }
