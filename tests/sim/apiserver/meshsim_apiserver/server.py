@@ -701,7 +701,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return bytes([(num << 3) | 2, len(payload)]) + payload
             info = field(1, b"Kubernetes") + field(2, SERVER_VERSION["gitVersion"].encode())
             doc = field(1, b"2.0") + field(2, info)
-            return self._send_raw(200, doc, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+            return self._send_raw(200, doc, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
         self._send_json(200, {"swagger": "2.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
                               "paths": {}, "definitions": {}})
 
