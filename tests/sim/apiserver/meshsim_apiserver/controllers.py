@@ -348,7 +348,7 @@ class KubeProxy(Follower):
 
     def __init__(self, store, meshsim, run):
         super().__init__(store, 0.05)
-        self.meshsim, self.run = meshsim, run
+        self.meshsim, self.run_name = meshsim, run
         self.last_view = None
 
     def relevant(self, ev):
@@ -391,7 +391,7 @@ class KubeProxy(Follower):
         text = json.dumps(view, sort_keys=True)
         if text == self.last_view:
             return
-        proc = subprocess.run([self.meshsim, "sync-api", "--name", self.run], input=text.encode(),
+        proc = subprocess.run([self.meshsim, "sync-api", "--name", self.run_name], input=text.encode(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(f"meshsim sync-api failed ({proc.returncode}): {proc.stdout.decode(errors='replace')}")
