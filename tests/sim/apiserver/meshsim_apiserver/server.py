@@ -32,6 +32,11 @@ SERVER_VERSION = {
 END = object()  # queued to watchers of a resource whose CRD went away
 
 
+def parse_bool(value):
+    """Go's strconv.ParseBool, which the API server's query decoding uses."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
 def now_rfc3339():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -278,9 +283,20 @@ class Api:
             spec.setdefault("dnsPolicy", "ClusterFirst")
             spec.setdefault("serviceAccountName", "default")
             spec.setdefault("serviceAccount", spec["serviceAccountName"])
+            images = {}
             for c in spec.get("containers") or []:
+                images[c.get("name")] = c.get("image", "")
                 for p in c.get("ports") or []:
                     p.setdefault("protocol", "TCP")
+            # What the kubelet always reports for a container (clients such as the
+            # Python client's V1ContainerStatus require image, imageID, restartCount).
+            for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+                cs.setdefault("image", images.get(cs.get("name"), ""))
+                cs.setdefault("imageID", "")
+                cs.setdefault("restartCount", 0)
+                if cs.get("ready"):
+                    cs.setdefault("started", True)
+                    cs.setdefault("state", {"running": {"startedAt": obj["metadata"]["creationTimestamp"]}})
         elif r.kind == "CustomResourceDefinition":
             spec = obj.get("spec") or {}
             names = dict(spec.get("names") or {})
@@ -736,7 +752,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _resource(self, method, path, query, user):
         api = self.api
         r, version, namespace, name, sub, watch = self._parse_resource_path(path)
-        watch = watch or query.get("watch") in ("true", "1")
+        watch = watch or parse_bool(query.get("watch"))
         dry_run = "dryRun" in query and query["dryRun"] == "All"
         if method == "GET":
             verb = "watch" if watch else ("get" if name else "list")
@@ -804,8 +820,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", str(e))
         ns = namespace if r.namespaced else None
         rv_text = query.get("resourceVersion") or ""
-        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        send_initial = query.get("sendInitialEvents") in ("true", "1")
+        bookmarks = parse_bool(query.get("allowWatchBookmarks"))
+        send_initial = parse_bool(query.get("sendInitialEvents"))
         timeout = float(query.get("timeoutSeconds") or 0) or 1800.0
         close_after = api.settings.watch_close_after
         if close_after:
@@ -857,6 +873,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             if gone is not None:
                 send({"type": "ERROR", "object": gone_status(str(gone))})
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
                 return
             api.watch_count += 1
             for o in initial:
