@@ -297,12 +297,22 @@ def load_seed(api, cfg, log):
             print(f"meshsim apiserver: seed: {name}: {getattr(e, 'message', e)}; skipped", file=log, flush=True)
 
 
+def alive(pid):
+    """True until the process has exited (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def running_pid(kube):
     try:
         with open(os.path.join(kube, "apiserver.json")) as f:
             pid = json.load(f)["pid"]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"main.py" in f.read() and True:
+            cmdline = f.read().split(b"\0")
+            if any(a.endswith(b"main.py") for a in cmdline) and b"serve" in cmdline:
                 return pid
     except (OSError, ValueError, KeyError):
         pass
@@ -357,7 +367,7 @@ def cmd_stop(a):
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if not os.path.exists(f"/proc/{pid}") or running_pid(kube) != pid:
+        if not alive(pid):
             print(f"meshsim apiserver: stopped (pid {pid})")
             return 0
         time.sleep(0.05)
