@@ -219,10 +219,7 @@ def cmd_serve(a):
                                         int(body.get("policies", 0)), int(body.get("namespaces", 10)))
         finally:
             endpoints.suspended -= 1
-        with store.batch():
-            for svc in store.list("/services")[1]:
-                if store.flag("/services", svc, "synthetic"):
-                    endpoints.sync_service(svc)
+        endpoints.sync_all(only=lambda svc: store.flag("/services", svc, "synthetic"))
         store.checkpoint()
         out["resourceVersion"] = str(store.rv)
         return out

@@ -14,7 +14,6 @@ import uuid
 
 import yaml
 
-from .selectors import LabelSelector
 from .server import now_rfc3339
 
 SYSTEM = {"system": True}
@@ -30,6 +29,12 @@ def _meta(obj):
 def _owner(svc):
     return [{"apiVersion": "v1", "kind": "Service", "name": _meta(svc)["name"], "uid": _meta(svc).get("uid", ""),
              "controller": True, "blockOwnerDeletion": True}]
+
+
+def selects(selector, labels):
+    """A Service's selector (a plain map: every key equal) against labels."""
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def pod_ready(pod):
@@ -67,7 +72,7 @@ class EndpointControllers:
             labels = [(_meta(o).get("labels") or {}) for o in (ev.obj, ev.prev) if o]
             for svc in self.store.list(GR_SVC, ns)[1]:
                 sel = (svc.get("spec") or {}).get("selector")
-                if sel and any(LabelSelector.from_map(sel).matches(l) for l in labels):
+                if sel and any(selects(sel, l) for l in labels):
                     self.sync_service(svc)
         elif ev.gr == GR_SVC:
             if ev.type == "DELETED":
@@ -79,9 +84,22 @@ class EndpointControllers:
             if svc and not (svc.get("spec") or {}).get("selector"):
                 self.sync_service(svc)
 
-    def sync_all(self):
-        for svc in self.store.list(GR_SVC)[1]:
-            self.sync_service(svc)
+    def sync_all(self, only=None):
+        """Every Service (or those `only` accepts), listing each namespace's pods once."""
+        by_label = {}  # ns -> (key, value) -> pods carrying that label
+        with self.store.batch():
+            for svc in self.store.list(GR_SVC)[1]:
+                if only and not only(svc):
+                    continue
+                ns = _meta(svc).get("namespace")
+                if ns not in by_label:
+                    index = by_label[ns] = {}
+                    for p in self.store.list(GR_PODS, ns)[1]:
+                        for kv in (_meta(p).get("labels") or {}).items():
+                            index.setdefault(kv, []).append(p)
+                selector = (svc.get("spec") or {}).get("selector") or {}
+                lists = [by_label[ns].get(kv, []) for kv in selector.items()]
+                self.sync_service(svc, min(lists, key=len) if lists else None)
 
     def _put(self, gr, obj):
         """Creates or updates a controller-owned object unless it is already so."""
@@ -106,15 +124,15 @@ class EndpointControllers:
         digest = hashlib.sha256(_meta(svc).get("uid", _meta(svc)["name"]).encode()).hexdigest()
         return f"{_meta(svc)['name'][:57]}-{digest[:5]}"
 
-    def sync_service(self, svc):
+    def sync_service(self, svc, namespace_pods=None):
         spec = svc.get("spec") or {}
         ns, name = _meta(svc).get("namespace"), _meta(svc)["name"]
         selector = spec.get("selector")
         if not selector:
             return self._mirror_endpoints(svc)
-        sel = LabelSelector.from_map(selector)
-        pods = [p for p in self.store.list(GR_PODS, ns)[1]
-                if sel.matches(_meta(p).get("labels")) and (p.get("status") or {}).get("podIP")
+        candidates = namespace_pods if namespace_pods is not None else self.store.list(GR_PODS, ns)[1]
+        pods = [p for p in candidates
+                if selects(selector, _meta(p).get("labels")) and (p.get("status") or {}).get("podIP")
                 and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         ports = spec.get("ports") or []
         # Endpoints (pkg/controller/endpoint): one subset per distinct port set.

@@ -158,7 +158,7 @@ def convert(resource, obj, version):
     """The stored object as `version` of its kind. Custom resources only change apiVersion
     (the CRD `None` conversion strategy), except ServiceMeshControlPlane v1 <-> v2."""
     have = obj.get("apiVersion", "").split("/")[-1]
-    if have == version:
+    if have == version or not have:
         return obj
     out = copy.deepcopy(obj)
     out["apiVersion"] = resource.api_version(version)

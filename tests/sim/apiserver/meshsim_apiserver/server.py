@@ -5,6 +5,7 @@ delete,watch}.go, discovery/) and the etcd3 storage (storage/etcd3/store.go: lis
 pagination with continue tokens, 410 Expired for compacted versions) and the watch
 cache (storage/cacher: selector-filtered events, bookmarks)."""
 import base64
+import bisect
 import datetime
 import http.server
 import json
@@ -77,7 +78,7 @@ def encode_continue(rv, after):
 def decode_continue(token):
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
-        return int(data["rv"]), data["start"]
+        return int(data["rv"]), list(data["start"])
     except Exception:
         raise ApiError(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion")
 
@@ -118,6 +119,7 @@ class Api:
         store.listeners.append(self._on_event)
         self.ctl_handlers = {}
         self.watch_count = 0
+        self.json_cache = {}
         self.last_latency = 0.0
 
     # --- resource registry --------------------------------------------------------
@@ -511,19 +513,25 @@ class Api:
             self.store.write(r.gr, "DELETED", deleted, prev=old)
 
     def list(self, r, namespace, query, version):
+        """(resourceVersion, stored objects, continue token, remainingItemCount).
+        A paginated list serves every page from the snapshot of its first page
+        (etcd reads each page at the first page's revision)."""
         try:
             labels = LabelSelector.parse(query.get("labelSelector"))
             fields = FieldSelector.parse(query.get("fieldSelector"), r.fields)
         except SelectorError as e:
             raise ApiError(400, "BadRequest", str(e))
         ns = namespace if r.namespaced else None
-        limit = int(query.get("limit") or 0)
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid limit: {query.get('limit')}")
         token = query.get("continue")
-        start = None
+        begin = 0
         if token:
             list_rv, start = decode_continue(token)
-            objs = self.snapshots.get((r.gr, ns, list_rv))
-            if objs is None:
+            snap = self.snapshots.get((r.gr, ns, list_rv))
+            if snap is None:
                 if list_rv < self.store.compacted_rv:
                     raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent "
                                    "list result. You can start a new list without the continue parameter, or use the "
@@ -531,27 +539,48 @@ class Api:
                                    "with the provided token results in an inconsistent list - objects that were created, "
                                    "modified, or deleted between the time the first chunk was returned and now may show up "
                                    "in the list.")
-                objs = self.store.list(r.gr, ns)[1]
+                snap = self._snapshot(self.store.list(r.gr, ns)[1])
+            objs, keys = snap
+            begin = bisect.bisect_right(keys, tuple(start))
         else:
             list_rv, objs = self.store.list(r.gr, ns)
-        items = [o for o in objs if labels.matches((o.get("metadata") or {}).get("labels"))
-                 and fields.matches(o, r.field_defaults)]
-        if start is not None:
-            items = [o for o in items if self._key(o) > start]
+            keys = None
+        selective = not (labels.empty() and fields.empty())
+        items, i = [], begin
+        while i < len(objs) and (not limit or len(items) < limit):
+            o = objs[i]
+            if not selective or (labels.matches((o.get("metadata") or {}).get("labels"))
+                                 and fields.matches(o, r.field_defaults)):
+                items.append(o)
+            i += 1
+        more = i < len(objs) and (not selective or any(
+            labels.matches((o.get("metadata") or {}).get("labels")) and fields.matches(o, r.field_defaults)
+            for o in objs[i:]))
         next_token, remaining = None, None
-        if limit and len(items) > limit:
-            if not token:
-                self._remember_snapshot((r.gr, ns, list_rv), objs)
-            next_token = encode_continue(list_rv, self._key(items[limit - 1]))
-            if labels.empty() and fields.empty():
-                remaining = len(items) - limit
-            items = items[:limit]
-        return list_rv, [self._versioned(r, o, version) for o in items], next_token, remaining
+        if limit and more:
+            if keys is None:
+                self._remember_snapshot((r.gr, ns, list_rv), self._snapshot(objs))
+            m = items[-1]["metadata"]
+            next_token = encode_continue(list_rv, [m.get("namespace") or "", m["name"]])
+            if not selective:
+                remaining = len(objs) - i
+        return list_rv, items, next_token, remaining
 
     @staticmethod
-    def _key(o):
-        m = o["metadata"]
-        return f"{m.get('namespace') or ''}/{m['name']}"
+    def _snapshot(objs):
+        return objs, [((o["metadata"].get("namespace") or ""), o["metadata"]["name"]) for o in objs]
+
+    def encode(self, r, obj, version):
+        """An object's JSON at a version, cached by resourceVersion (stored objects never change)."""
+        m = obj["metadata"]
+        key = (r.gr, m.get("namespace") or "", m["name"], m.get("resourceVersion"), version)
+        text = self.json_cache.get(key)
+        if text is None:
+            text = json.dumps(self._versioned(r, obj, version), separators=(",", ":"))
+            if len(self.json_cache) > 100000:
+                self.json_cache.clear()
+            self.json_cache[key] = text
+        return text
 
     def _remember_snapshot(self, key, objs):
         with self.store.lock:
@@ -778,14 +807,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 time.sleep(api.settings.list_delay)
             rv, items, token, remaining = api.list(r, namespace, query, version)
             if as_table:
+                items = [api._versioned(r, o, version) for o in items]
                 return self._send_json(200, res.table(r, items, version, include, rv=rv, continue_token=token))
             meta = {"resourceVersion": str(rv)}
             if token:
                 meta["continue"] = token
             if remaining is not None:
                 meta["remainingItemCount"] = remaining
-            return self._send_json(200, {"kind": r.list_kind(), "apiVersion": r.api_version(version),
-                                         "metadata": meta, "items": items})
+            head = json.dumps({"kind": r.list_kind(), "apiVersion": r.api_version(version), "metadata": meta},
+                              separators=(",", ":"))[:-1]
+            body = (head + ',"items":[' + ",".join(api.encode(r, o, version) for o in items) + "]}").encode()
+            return self._send_raw(200, body, "application/json")
         if verb == "create":
             if name:
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")

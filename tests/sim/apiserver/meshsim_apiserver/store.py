@@ -54,9 +54,14 @@ def key_of(obj):
 
 
 class Store:
+    # Events kept for watch resume (etcd keeps about 5 minutes); a snapshot keeps
+    # the newest SNAPSHOT_HISTORY of them, so a restart keeps resumes working.
+    SNAPSHOT_HISTORY = 5000
+
     def __init__(self, data_dir=None, history_size=20000):
         self.lock = threading.RLock()
         self.objects = collections.defaultdict(dict)  # gr -> (ns, name) -> obj
+        self.by_namespace = collections.defaultdict(lambda: collections.defaultdict(dict))  # gr -> ns -> key -> obj
         self.flags = {}  # (gr, ns, name) -> {"system": bool, "synthetic": bool}
         self.rv = 0
         self.compacted_rv = 0  # watches from an RV below this get 410
@@ -86,6 +91,7 @@ class Store:
             self.compacted_rv = snap.get("compacted", 0)
             for gr, obj, flags in snap["objects"]:
                 self.objects[gr][key_of(obj)] = obj
+                self.by_namespace[gr][key_of(obj)[0]][key_of(obj)] = obj
                 if flags:
                     self.flags[(gr,) + key_of(obj)] = flags
             for e in snap.get("history", []):
@@ -121,11 +127,14 @@ class Store:
                 "compacted": self.compacted_rv,
                 "objects": [[gr, obj, self.flags.get((gr,) + k)] for gr, objs in self.objects.items()
                             for k, obj in objs.items()],
-                "history": [e.to_json() for e in self.history],
+                "history": [e.to_json() for e in list(self.history)[-self.SNAPSHOT_HISTORY:]],
             }
+            if len(self.history) > self.SNAPSHOT_HISTORY:
+                # The older events are not in the snapshot: resumes before them get 410.
+                snap["compacted"] = max(self.compacted_rv, self.history[-self.SNAPSHOT_HISTORY - 1].rv)
             tmp = self._snapshot_path() + ".tmp"
             with open(tmp, "w") as f:
-                json.dump(snap, f, separators=(",", ":"))
+                f.write(json.dumps(snap, separators=(",", ":")))  # json.dump would use the slow Python encoder
             os.replace(tmp, self._snapshot_path())
             if self._journal:
                 self._journal.close()
@@ -155,7 +164,7 @@ class Store:
             if namespace is None:
                 items = sorted(objs.items())
             else:
-                items = sorted((k, v) for k, v in objs.items() if k[0] == namespace)
+                items = sorted(self.by_namespace.get(gr, {}).get(namespace, {}).items())
             return self.rv, [v for _, v in items]
 
     def flag(self, gr, obj, name):
@@ -169,9 +178,11 @@ class Store:
         k = key_of(ev.obj)
         if ev.type == "DELETED":
             self.objects[ev.gr].pop(k, None)
+            self.by_namespace[ev.gr][k[0]].pop(k, None)
             self.flags.pop((ev.gr,) + k, None)
         else:
             self.objects[ev.gr][k] = ev.obj
+            self.by_namespace[ev.gr][k[0]][k] = ev.obj
             if flags:
                 self.flags[(ev.gr,) + k] = flags
 
