@@ -921,7 +921,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if now >= deadline:
                     break
                 if bookmarks and now >= next_bookmark:
-                    bookmark(max(last_rv, api.store.rv if w.queue.empty() else last_rv))
+                    # Under the store lock: writes queue their event before releasing it, so an
+                    # empty queue means this watcher has seen everything up to store.rv.
+                    with api.store.lock:
+                        rv = api.store.rv if w.queue.empty() else last_rv
+                    bookmark(max(last_rv, rv))
                     next_bookmark = now + api.settings.bookmark_interval
                 wait = min(deadline, next_bookmark if bookmarks else deadline, now + 0.5) - now
                 try:
