@@ -111,6 +111,11 @@ int syncApi(const std::string& name) {
     if (it == spec.namespaces.end()) spec.namespaces.push_back({ns, labelsOf(labels)});
     else it->labels = labelsOf(labels);
   }
+  // A namespace deleted through the API leaves the spec unless a spec pod still uses it.
+  std::erase_if(spec.namespaces, [&](const NamespaceSpec& n) {
+    return !view["namespaces"].contains(n.name) &&
+           std::none_of(spec.pods.begin(), spec.pods.end(), [&](const PodSpec& p) { return p.ns == n.name; });
+  });
   for (auto& pod : spec.pods) {
     std::string key = pod.ns + "/" + pod.name;
     if (view["pods"].contains(key)) pod.labels = labelsOf(view["pods"][key]);
