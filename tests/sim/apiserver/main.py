@@ -21,7 +21,6 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import yaml  # noqa: E402
 
 AGENT_USER = "system:serviceaccount:meshlock-system:meshlock-agent"
 FABRIC_IP, FABRIC_PORT = "172.18.0.1", 6443
@@ -64,6 +63,7 @@ def make_pki(pki, run):
 
 
 def kubeconfig(run, server, ca_pem, user, token):
+    import yaml
     return yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": f"meshsim-{run}", "cluster": {
@@ -270,6 +270,7 @@ def cmd_serve(a):
 
 def load_seed(api, cfg, log):
     """A fresh store: the mesh CRDs, then the run's objects (`meshsim manifests`)."""
+    import yaml
     docs = []
     for path in (cfg.get("crdFile"), cfg.get("seedFile")):
         if path and os.path.exists(path):
