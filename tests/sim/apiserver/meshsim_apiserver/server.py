@@ -624,7 +624,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _drain(self):
+        if self._body_read:
+            return
+        n = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or n > 64 << 20:
+            self.close_connection = True
+        elif n:
+            self.rfile.read(n)
+
     def _body(self):
+        self._body_read = True
         n = int(self.headers.get("Content-Length") or 0)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = b""
@@ -668,6 +678,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, method):
         started = time.monotonic()
+        self._body_read = False
         try:
             url = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
@@ -681,8 +692,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             self._resource(method, path, query, user)
         except ApiError as e:
-            if method == "POST" and e.code != 201 and self.headers.get("Content-Length"):
-                pass
+            self._drain()  # a refused request's body must not be read as the next request
             self._send_json(e.code, e.status())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
