@@ -191,6 +191,20 @@ class ServerTest(unittest.TestCase):
         self.assertIn('cannot delete resource "pods"', body["message"])
         self.assertEqual(self.call("GET", "/api/v1/namespaces/shop/secrets", token=self.agent)[0], 403)
 
+    def test_keep_alive_after_a_refused_body(self):
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", self.cfg["hostPort"], context=self.ctx, timeout=10)
+        body = json.dumps({"metadata": {"name": "x"}})
+        conn.request("POST", "/api/v1/namespaces/shop/configmaps", body,
+                     {"Authorization": f"Bearer {self.agent}", "Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        self.assertEqual(r.status, 403)
+        conn.request("GET", "/version", headers={"Authorization": f"Bearer {self.agent}"})
+        r = conn.getresponse()
+        self.assertEqual((r.status, json.load(r)["major"]), (200, "1"))
+        conn.close()
+
     def test_discovery(self):
         code, groups = self.call("GET", "/apis")
         names = {g["name"]: g for g in groups["groups"]}
