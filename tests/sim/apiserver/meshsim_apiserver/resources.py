@@ -3,6 +3,7 @@ resources that appear and disappear with their CustomResourceDefinition.
 Also discovery documents, server-side printing (Table) and version conversion."""
 import copy
 import datetime
+import time
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -206,16 +207,30 @@ def human_duration(seconds):
     return f"{d // 365}y"
 
 
+_EPOCHS = {}
+
+
+def _epoch(ts):
+    """RFC 3339 seconds → Unix time, cached (a list of 10,000 pods has few distinct stamps)."""
+    t = _EPOCHS.get(ts)
+    if t is None:
+        t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+        if len(_EPOCHS) > 100000:
+            _EPOCHS.clear()
+        _EPOCHS[ts] = t
+    return t
+
+
 def age(obj, now=None):
     ts = _get(obj, "metadata", "creationTimestamp")
     if not ts:
         return "<unknown>"
     try:
-        t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        t = _epoch(ts)
     except ValueError:
         return "<unknown>"
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return human_duration((now - t).total_seconds())
+    now = now if now is not None else time.time()
+    return human_duration(now - t)
 
 
 def _col(name, type_="string", fmt="", desc="", priority=0):
