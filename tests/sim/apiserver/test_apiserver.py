@@ -82,6 +82,30 @@ class PatchTest(unittest.TestCase):
             patches.json_patch({"a": 1}, [{"op": "remove", "path": "/b"}])
 
 
+class TableTest(unittest.TestCase):
+    """Server-side printing: k8s.io/apimachinery/pkg/util/duration.HumanDuration and
+    the pod columns of pkg/printers/internalversion/printers.go."""
+
+    def test_human_duration(self):
+        from meshsim_apiserver.resources import human_duration
+        cases = {5: "5s", 119: "119s", 150: "2m30s", 600: "10m", 185 * 60: "3h5m", 30 * 3600: "30h",
+                 3 * 86400: "3d", 3 * 86400 + 5 * 3600: "3d5h", 400 * 86400: "400d"}
+        for seconds, text in cases.items():
+            self.assertEqual(human_duration(seconds), text, seconds)
+
+    def test_pod_columns(self):
+        from meshsim_apiserver import resources as res
+        pods = next(r for r in res.BUILTINS if r.kind == "Pod")
+        pod = {"metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
+               "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+               "status": {"phase": "Running", "podIP": "10.0.0.1",
+                          "containerStatuses": [{"ready": True, "restartCount": 2}, {"ready": False}]}}
+        t = res.table(pods, [pod], "v1", "None")
+        self.assertEqual([c["name"] for c in t["columnDefinitions"]][:5], ["Name", "Ready", "Status", "Restarts", "Age"])
+        self.assertEqual(t["rows"][0]["cells"][:4], ["web", "1/2", "Running", 2])
+        self.assertNotIn("object", t["rows"][0])
+
+
 class StoreTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="msim-store-")
