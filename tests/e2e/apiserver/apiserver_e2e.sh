@@ -28,6 +28,8 @@ URL=$("$MSIM" status -o json | /usr/bin/python3 -c 'import json,sys; print(json.
 ADMIN_TOKEN=$(/usr/bin/python3 -c 'import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))["users"][0]["user"]["token"])' "$KC")
 api_curl() { curl -sS --max-time "${CURL_TIME:-10}" --cacert "$KUBE/pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
 
+[ "$(msim_kubectl get ns shop -o name 2>&1)" = namespace/shop ] && ok "msim_kubectl" || fail "msim_kubectl"
+
 n=0
 for K in "${KUBECTLS[@]}"; do
   n=$((n + 1))
