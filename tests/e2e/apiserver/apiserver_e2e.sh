@@ -115,7 +115,7 @@ KD delete service -n shop web2 >/dev/null
 for i in $(seq 50); do msim_send shop/client 10.96.10.20:81 10 >/dev/null 2>&1 || break; sleep 0.1; done
 msim_send shop/client 10.96.10.20:81 10 >/dev/null 2>&1 && fail "deleted Service still answers" || ok "deleted Service gone from the rules"
 
-# The agent's token from a node netns: RBAC from deploy/daemonset/rbac.yaml.
+# The agent's token from a node netns: RBAC from deploy/daemonset/base/rbac.yaml.
 KA() { nsenter --net="$NODE_NETNS" "$KUBECTL_DEBIAN" --kubeconfig "$AGENT_KC" --cache-dir "$TMP/cache-agent" "$@"; }
 out=$(KA get pods -A 2>&1) && grep -q web <<<"$out" && ok "agent lists pods from the node netns" || fail "agent list: $out"
 out=$(KA delete pod -n shop web 2>&1) && fail "agent could delete a pod"

@@ -28,7 +28,7 @@ from meshsim_apiserver import patch as patches  # noqa: E402
 from meshsim_apiserver.selectors import FieldSelector, LabelSelector, SelectorError  # noqa: E402
 from meshsim_apiserver.store import Gone, Store  # noqa: E402
 
-RBAC = os.path.join(HERE, "..", "..", "..", "deploy", "daemonset", "rbac.yaml")
+RBAC = os.path.join(HERE, "..", "..", "..", "deploy", "daemonset", "base", "rbac.yaml")
 
 
 class SelectorTest(unittest.TestCase):

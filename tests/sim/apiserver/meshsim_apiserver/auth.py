@@ -4,7 +4,7 @@ Tokens come from a static token file in kube-apiserver's --token-auth-file forma
 (`token,user,uid,"group1,group2"`), reread when it changes so a test can rotate a
 token. Users in system:masters may do anything (as in a real cluster); others get
 the rules of the ClusterRoles bound to them in an RBAC manifest file
-(deploy/daemonset/rbac.yaml), evaluated like
+(deploy/daemonset/base/rbac.yaml), evaluated like
 plugin/pkg/auth/authorizer/rbac/rbac.go (RuleAllows: apiGroups, resources incl.
 "res/subresource", resourceNames, verbs; "*" wildcards)."""
 import csv
