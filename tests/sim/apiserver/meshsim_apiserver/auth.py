@@ -63,7 +63,11 @@ class Rbac:
     def __init__(self, paths):
         self.roles, self.bindings = {}, []
         for path in paths:
-            with open(path) as f:
+            try:
+                f = open(path)
+            except OSError as e:
+                raise SystemExit(f"meshsim apiserver: RBAC file {path}: {e.strerror}")
+            with f:
                 for doc in yaml.safe_load_all(f):
                     if not isinstance(doc, dict):
                         continue

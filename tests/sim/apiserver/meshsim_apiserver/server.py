@@ -30,6 +30,7 @@ SERVER_VERSION = {
     "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.21", "compiler": "gc",
     "platform": "linux/amd64",
 }
+NAMESPACE_FINALIZE_SECONDS = 1.0  # a Terminating namespace's contents go after this
 END = object()  # queued to watchers of a resource whose CRD went away
 
 
@@ -492,12 +493,25 @@ class Api:
             if dry_run:
                 return self._versioned(r, old, version)
             self.delete_object(r, old)
-        return self._versioned(r, old, version)
+            current = self.store.get(r.gr, namespace if r.namespaced else "", name)  # a Terminating namespace
+        return self._versioned(r, current or old, version)
 
     def delete_object(self, r, old):
         """Deletes at once (no graceful deletion: there is no kubelet to wait for);
         a namespace or a CRD takes its contents with it, as their controllers do."""
         with self.store.lock:
+            if r.kind == "Namespace" and not old["metadata"].get("deletionTimestamp"):
+                # Graceful, as the namespace controller does it: Terminating first (its
+                # objects can still be deleted, nothing new can be created), then its
+                # contents and the namespace itself go a moment later.
+                terminating = dict(old, metadata=dict(old["metadata"], deletionTimestamp=now_rfc3339()),
+                                   status={"phase": "Terminating"})
+                flags = self.store.flags.get((r.gr, "", old["metadata"]["name"]))
+                self.store.write(r.gr, "MODIFIED", terminating, prev=old, flags=flags)
+                timer = threading.Timer(NAMESPACE_FINALIZE_SECONDS, self._finalize_namespace, (r, old["metadata"]["name"]))
+                timer.daemon = True
+                timer.start()
+                return
             if r.kind == "Namespace":
                 ns = old["metadata"]["name"]
                 for gr, objs in list(self.store.objects.items()):
@@ -511,6 +525,12 @@ class Api:
                     self.store.write(gr, "DELETED", obj, prev=obj, stamp=False)
             deleted = dict(old)
             self.store.write(r.gr, "DELETED", deleted, prev=old)
+
+    def _finalize_namespace(self, r, name):
+        with self.store.lock:
+            ns = self.store.get(r.gr, "", name)
+            if ns is not None and ns["metadata"].get("deletionTimestamp"):
+                self.delete_object(r, ns)
 
     def list(self, r, namespace, query, version):
         """(resourceVersion, stored objects, continue token, remainingItemCount).
