@@ -27,7 +27,7 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
 # kustomizations, npm installs the pinned schema validator (tests/deploy).
 DEB_COMMANDS := kubectl:kubernetes-client node:nodejs npm:npm
 
-.PHONY: all deps build test test-unit test-e2e test-asan fuzz demo bench clean
+.PHONY: all deps kubectl-debian build test test-unit test-e2e test-asan fuzz demo bench clean
 
 all: build
 
@@ -41,6 +41,26 @@ deps:
 	  echo "make deps: installing" $$missing; \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Debian's kubectl (kubernetes-client, 1.20) for meshsim's API server tests. When
+# another package owns /usr/bin/kubectl (google-cloud-sdk's), the two conflict:
+# then the .deb is unpacked into $(BUILD)/tools/kubernetes-client instead, where
+# meshsim and the tests find it (override with KUBECTL=...).
+KUBECTL_DEBIAN := $(BUILD)/tools/kubernetes-client/usr/bin/kubectl
+deps: kubectl-debian
+kubectl-debian:
+	@if dpkg-query -W -f='$${Status}' kubernetes-client 2>/dev/null | grep -q 'install ok installed'; then \
+	  mkdir -p $(dir $(KUBECTL_DEBIAN)) && ln -sf /usr/bin/kubectl $(KUBECTL_DEBIAN); \
+	elif [ -x $(KUBECTL_DEBIAN) ]; then :; \
+	elif ! dpkg -S /usr/bin/kubectl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install kubernetes-client" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null && \
+	  mkdir -p $(dir $(KUBECTL_DEBIAN)) && ln -sf /usr/bin/kubectl $(KUBECTL_DEBIAN); \
+	else \
+	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download kubernetes-client >/dev/null 2>&1) && \
+	  mkdir -p $(BUILD)/tools/kubernetes-client && dpkg-deb -x $$tmp/kubernetes-client_*.deb $(BUILD)/tools/kubernetes-client && \
+	  rm -rf $$tmp && echo "make deps: Debian's kubectl unpacked into $(BUILD)/tools/kubernetes-client"; \
 	fi
 
 $(BUILD)/CMakeCache.txt:

@@ -158,7 +158,10 @@ Status buildRun(Layout& layout) {
     if (auto out = runTool({"ip", "netns", "add", name}); !out) return std::unexpected(out.error());
   }
 
-  std::string fabric = fmt::format("link set lo up\nlink add {0} type bridge\nlink set {0} up\n", kFabricBridge);
+  // br0 holds 172.18.0.1 (the first fabric address; nodes start at .2): the run's
+  // API server listens there for agents in node netns.
+  std::string fabric = fmt::format("link set lo up\nlink add {0} type bridge\naddr add {1}/{2} dev {0}\nlink set {0} up\n",
+                                   kFabricBridge, kApiServerFabricIp, kFabricCidr.prefix);
   if (auto st = ipBatch(layout.fabricNetns, fabric); !st) return st;
 
   for (const auto& node : layout.nodes) {

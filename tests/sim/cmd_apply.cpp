@@ -1,9 +1,9 @@
-// meshsim apply FILE / meshsim delete FILE: adds, replaces or removes extra
-// manifests (mesh resources) of a run live. An object is identified by its
-// API group, kind, namespace and name, as the API server does.
+// meshsim apply FILE / meshsim delete FILE: adds, replaces or removes objects
+// (mesh resources) of a run live, through the run's API server.
 #include <iostream>
 #include <sstream>
 
+#include "apiserver.h"
 #include "cli.h"
 #include "cluster.h"
 #include "common/command.h"
@@ -13,19 +13,30 @@
 namespace meshsim {
 namespace {
 
-std::string identity(const YAML::Node& m) {
-  std::string apiVersion = m["apiVersion"].Scalar();
-  size_t slash = apiVersion.find('/');
-  std::string group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
-  std::string ns = m["metadata"]["namespace"] ? m["metadata"]["namespace"].Scalar() : "";
-  return group + "|" + m["kind"].Scalar() + "|" + ns + "|" + m["metadata"]["name"].Scalar();
-}
-
 std::string describe(const YAML::Node& m) {
   std::string ns = m["metadata"]["namespace"] ? m["metadata"]["namespace"].Scalar() + "/" : "";
   return m["kind"].Scalar() + "/" + ns + m["metadata"]["name"].Scalar();
 }
 
+// kubectl's "<resource>.<group>/<name> created|configured|unchanged" lines, one per
+// document in order, in meshsim's own words ("Kind/ns/name created|configured").
+void printApplied(const std::vector<YAML::Node>& docs, const std::string& out) {
+  std::vector<std::string> lines;
+  std::stringstream ss(out);
+  for (std::string line; std::getline(ss, line);)
+    if (!line.empty()) lines.push_back(line);
+  if (lines.size() != docs.size()) {
+    std::printf("%s", out.c_str());
+    return;
+  }
+  for (size_t i = 0; i < docs.size(); ++i) {
+    std::string verb = lines[i].substr(lines[i].rfind(' ') + 1);
+    std::printf("%s %s\n", describe(docs[i]).c_str(), verb == "created" ? "created" : "configured");
+  }
+}
+
+// Through the run's API server (kubectl with the admin kubeconfig), then waits
+// until the manifest mirror and the service rules show the change, as before.
 int change(const std::string& name, const std::string& file, bool remove, bool ignoreNotFound) {
   if (!requireRoot()) return kExitFailed;
   meshlock::Result<std::string> text;
@@ -41,35 +52,31 @@ int change(const std::string& name, const std::string& file, bool remove, bool i
   if (!docs) return report(docs.error(), kExitUsage);
   auto run = resolveRun(name);
   if (!run) return report(run.error(), kExitUsage);
-  auto lock = lockRun(*run);
-  if (!lock) return report(lock.error(), kExitFailed);
-  auto state = loadState(*run);
-  if (!state) return report(state.error(), kExitFailed);
-  auto& manifests = state->layout.spec.manifests;
   int rc = kExitOk;
-  for (const auto& doc : *docs) {
-    auto it = std::find_if(manifests.begin(), manifests.end(),
-                           [&](const YAML::Node& m) { return identity(m) == identity(doc); });
-    if (remove) {
-      if (it == manifests.end()) {
-        if (!ignoreNotFound) {
+  if (remove) {
+    for (const auto& doc : *docs) {
+      YAML::Emitter one;
+      one << doc;
+      std::vector<std::string> args{"delete", "-f", "-", "--wait=false"};
+      if (ignoreNotFound) args.push_back("--ignore-not-found");
+      auto out = kubectl(*run, args, one.c_str());
+      if (!out) {
+        std::string why = out.error().describe();
+        if (why.find("NotFound") != std::string::npos || why.find("not found") != std::string::npos)
           std::fprintf(stderr, "meshsim: %s not found\n", describe(doc).c_str());
-          rc = kExitFailed;
-        }
-        continue;
+        else
+          report(out.error(), kExitFailed);
+        rc = kExitFailed;
+      } else if (!out->empty()) {
+        std::printf("%s deleted\n", describe(doc).c_str());
       }
-      manifests.erase(it);
-      std::printf("%s deleted\n", describe(doc).c_str());
-    } else if (it != manifests.end()) {
-      *it = YAML::Clone(doc);
-      std::printf("%s configured\n", describe(doc).c_str());
-    } else {
-      manifests.push_back(YAML::Clone(doc));
-      std::printf("%s created\n", describe(doc).c_str());
     }
+  } else {
+    auto out = kubectl(*run, {"apply", "-f", "-"}, *text);
+    if (!out) return report(out.error(), kExitFailed);
+    printApplied(*docs, *out);
   }
-  if (auto st = saveState(state->layout, state->phase); !st) return report(st.error(), kExitFailed);
-  if (auto st = publishManifests(state->layout); !st) return report(st.error(), kExitFailed);
+  if (auto st = flushApiServer(*run); !st) return report(st.error(), kExitFailed);
   return rc;
 }
 

@@ -1,5 +1,6 @@
 // meshsim down [--name RUN | --all]: removes everything a run made. --all
 // also finds runs whose state file is gone or damaged, by their name prefix.
+#include "apiserver.h"
 #include "cli.h"
 #include "cluster.h"
 #include "common/command.h"
@@ -10,6 +11,8 @@ namespace meshsim {
 namespace {
 
 int downOne(const std::string& run) {
+  // Before the run lock: the server's service-rule updates take it.
+  if (auto st = stopApiServer(run); !st) report(st.error(), kExitFailed);
   std::optional<RunState> state;
   if (pathExists(stateFile(run))) {
     auto lock = lockRun(run);

@@ -1,7 +1,8 @@
 // meshsim label [--name RUN] namespace NS KEY=VALUE|KEY- ...
 // meshsim label [--name RUN] pod NS/POD KEY=VALUE|KEY- ...
-// Changes labels live: the manifest files are rewritten atomically (agents
-// watching them see the change) and service backends are recomputed.
+// Changes labels live through the run's API server (kubectl label); the server's
+// mirror rewrites the manifest files and its service-rule follower the nft rules.
+#include "apiserver.h"
 #include "cli.h"
 #include "cluster.h"
 #include "common/command.h"
@@ -32,31 +33,32 @@ int label(const std::string& name, const std::string& kind, const std::string& t
   if (!requireRoot()) return kExitFailed;
   auto run = resolveRun(name);
   if (!run) return report(run.error(), kExitUsage);
-  auto lock = lockRun(*run);
-  if (!lock) return report(lock.error(), kExitFailed);
   auto state = loadState(*run);
   if (!state) return report(state.error(), kExitFailed);
-  Spec& spec = state->layout.spec;
-  Labels* labels = nullptr;
+  std::vector<std::string> args{"label", "--overwrite"};
   std::string what;
+  Labels scratch;  // the changes are checked here first, with meshsim's messages
   if (kind == "namespace" || kind == "ns") {
-    for (auto& ns : spec.namespaces)
-      if (ns.name == target) labels = &ns.labels;
     what = "namespace/" + target;
+    args.insert(args.end(), {"namespace", target});
   } else if (kind == "pod") {
     auto pod = findPodRef(state->layout, target);
     if (!pod) return report(pod.error(), kExitUsage);
-    for (auto& p : spec.pods)
-      if (p.ns == (*pod)->ns && p.name == (*pod)->name) labels = &p.labels;
     what = "pod/" + (*pod)->key();
+    args.insert(args.end(), {"pod", "-n", (*pod)->ns, (*pod)->name});
   } else {
     return report({fmt::format("label: \"{}\" is not namespace or pod", kind)}, kExitUsage);
   }
-  if (!labels) return report({fmt::format("run {}: no {}", *run, what)}, kExitUsage);
-  if (auto st = applyChanges(*labels, changes); !st) return report(st.error().context(what), kExitUsage);
-  if (auto st = saveState(state->layout, state->phase); !st) return report(st.error(), kExitFailed);
-  if (auto st = publishManifests(state->layout); !st) return report(st.error(), kExitFailed);
-  if (auto st = publishServices(state->layout); !st) return report(st.error(), kExitFailed);
+  if (auto st = applyChanges(scratch, changes); !st) return report(st.error().context(what), kExitUsage);
+  args.insert(args.end(), changes.begin(), changes.end());
+  auto out = kubectl(*run, args);
+  if (!out) {
+    std::string why = out.error().describe();
+    if (why.find("NotFound") != std::string::npos) return report({fmt::format("run {}: no {}", *run, what)}, kExitUsage);
+    return report(out.error(), kExitFailed);
+  }
+  // Back to the old contract: when label returns, the manifests and nft rules show it.
+  if (auto st = flushApiServer(*run); !st) return report(st.error(), kExitFailed);
   std::printf("%s labeled\n", what.c_str());
   return kExitOk;
 }

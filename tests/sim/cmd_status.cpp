@@ -1,5 +1,6 @@
 // meshsim status [--name RUN | --all] [-o text|json]: what a run built, with
 // the netns and cgroup paths the agent needs (schema in docs/meshsim.md).
+#include "apiserver.h"
 #include "cli.h"
 #include "common/command.h"
 #include "system.h"
@@ -45,7 +46,11 @@ int status(const std::string& name, bool all, const std::string& output) {
   }
   if (output == "json") {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& s : states) out.push_back(statusJson(s.layout, s.phase));
+    for (const auto& s : states) {
+      auto j = statusJson(s.layout, s.phase);
+      j["apiServer"] = apiServerStatus(s.layout.run);
+      out.push_back(std::move(j));
+    }
     std::printf("%s\n", (all ? out : out[0]).dump(2).c_str());
     return kExitOk;
   }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <random>
 
+#include "apiserver.h"
 #include "cli.h"
 #include "cluster.h"
 #include "common/command.h"
@@ -66,9 +67,14 @@ int up(const std::string& specPath, std::string run) {
     return kExitFailed;
   }
   if (auto st = saveState(layout, kPhaseReady); !st) return report(st.error(), kExitFailed);
-  std::printf("run: %s\nnodes: %zu, pods: %zu, services: %zu\nmanifests: %s\nstate: %s\n", run.c_str(),
+  if (auto st = startApiServer(layout); !st) {
+    std::fprintf(stderr, "meshsim: up failed, rolling back run %s: %s\n", run.c_str(), st.error().describe().c_str());
+    if (auto down = teardownRun(run, &layout); !down) report(down.error(), kExitFailed);
+    return kExitFailed;
+  }
+  std::printf("run: %s\nnodes: %zu, pods: %zu, services: %zu\nmanifests: %s\nstate: %s\nkubeconfig: %s\n", run.c_str(),
               layout.nodes.size(), layout.pods.size(), layout.spec.services.size(), layout.manifestDir().c_str(),
-              stateFile(run).c_str());
+              stateFile(run).c_str(), adminKubeconfig(run).c_str());
   return kExitOk;
 }
 

@@ -18,6 +18,7 @@ inline constexpr std::string_view kFabricBridge = "br0";   // in the fabric netn
 inline constexpr std::string_view kPodInterface = "eth0";  // pod netns side of the pod veth
 inline constexpr std::string_view kNetnsDir = "/run/netns";
 inline constexpr std::string_view kStateRoot = "/run/meshsim";
+inline constexpr std::string_view kApiServerFabricIp = "172.18.0.1";  // on br0; port 6443
 
 struct NodeLayout {
   std::string name;

@@ -77,3 +77,11 @@ msim_send() {
   shift 3
   "$MSIM" exec "$from" -- "$MSIM_PEER" send --to "$to" --bytes "$bytes" --timeout 5 "$@"
 }
+
+# msim_kubectl ARGS…: kubectl against the run's API server as admin (Debian's
+# kubectl, or $KUBECTL), with the run's own discovery cache.
+msim_kubectl() {
+  local kube="/run/meshsim/${MSIM_RUN:-$MESHSIM_NAME}/kube"
+  "${KUBECTL:-$MSIM_BIN/../tools/kubernetes-client/usr/bin/kubectl}" --kubeconfig "$kube/admin.kubeconfig" \
+    --cache-dir "$kube/kubectl-cache" "$@"
+}
