@@ -266,6 +266,7 @@ struct ClusterState {
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;
+  bool operator==(const ClusterState&) const = default;
 };
 
 }  // namespace meshlock::config
