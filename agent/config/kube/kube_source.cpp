@@ -206,7 +206,7 @@ struct KubeSource::Shared {
     k.last_event = Clock::now();
     k.fresh_at = *k.last_event;
     if (!rv.empty()) k.status.resource_version = rv;
-    if (type == "BOOKMARK") return;
+    if (type == "BOOKMARK" || type == "ERROR") return;
     bool changed_any = false;
     if (type == "DELETED") {
       changed_any = k.objects.erase(item.key) > 0;
@@ -325,7 +325,7 @@ struct Reflector {
     std::string cont;
     std::string rv;
     int restarts = 0;
-    do {
+    for (;;) {
       if (sh->stopping) return Outcome::kStopped;
       std::string target = path + "?limit=" + std::to_string(sh->options.page_limit) + selectorQuery();
       if (!cont.empty()) target += "&continue=" + urlEncode(cont);
@@ -354,7 +354,8 @@ struct Reflector {
       }
       rv = stringAt(body, "metadata", "resourceVersion");
       cont = stringAt(body, "metadata", "continue");
-    } while (!cont.empty());
+      if (cont.empty()) break;
+    }
     if (spec.group.empty() || !spec.custom) sh->setVersion(index, spec.group.empty() ? version : spec.group + "/" + version);
     sh->replace(index, std::move(items), rv, relist);
     resource_version = rv;
