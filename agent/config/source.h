@@ -50,6 +50,9 @@ struct SourceStatus {
 class ClusterSource {
  public:
   virtual ~ClusterSource() = default;
+  // The first full state (generation 1), waiting up to `wait` for it;
+  // nullopt if the source is not synced by then (poll() brings it later).
+  [[nodiscard]] virtual std::optional<ClusterUpdate> initial(std::chrono::milliseconds wait) = 0;
   // Waits up to `timeout` for a change; returns it once applied (never an
   // update that changes nothing, never one before the first full sync).
   [[nodiscard]] virtual std::optional<ClusterUpdate> poll(std::chrono::milliseconds timeout) = 0;
@@ -61,7 +64,9 @@ class ManifestSource final : public ClusterSource {
  public:
   [[nodiscard]] static Result<std::unique_ptr<ManifestSource>> start(std::filesystem::path root);
   // The directory's contents at start-up (generation 1); poll() returns later changes.
-  [[nodiscard]] const ClusterUpdate& initial() const { return watcher_->current(); }
+  [[nodiscard]] std::optional<ClusterUpdate> initial(std::chrono::milliseconds) override {
+    return watcher_->current();
+  }
   [[nodiscard]] std::optional<ClusterUpdate> poll(std::chrono::milliseconds timeout) override;
   [[nodiscard]] SourceStatus status() const override;
 

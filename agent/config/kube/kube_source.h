@@ -63,6 +63,7 @@ class KubeSource final : public ClusterSource {
   KubeSource(const KubeSource&) = delete;
   KubeSource& operator=(const KubeSource&) = delete;
 
+  [[nodiscard]] std::optional<ClusterUpdate> initial(std::chrono::milliseconds wait) override { return poll(wait); }
   [[nodiscard]] std::optional<ClusterUpdate> poll(std::chrono::milliseconds timeout) override;
   [[nodiscard]] SourceStatus status() const override;
 
