@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(watch_seconds);
   while (std::chrono::steady_clock::now() < end) {
     if (auto u = (*source)->poll(std::chrono::milliseconds(200))) {
-      const double at = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // Wall-clock seconds, to line up with the time a change was made elsewhere.
+      const double at = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
       std::printf("%.3f generation %lu: %zu pods, %zu peer authentications, %zu errors\n", at,
                   static_cast<unsigned long>(u->generation), u->state.pods.size(), u->state.peer_authentications.size(),
                   u->errors.size());
