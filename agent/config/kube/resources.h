@@ -1,6 +1,6 @@
 // The kinds the agent lists and watches, one table entry each: adding a kind
 // (AuthorizationPolicy, ServiceEntry) is adding an entry here, a decoder in
-// config/manifest.cpp and a line in deploy/daemonset/rbac.yaml.
+// config/manifest.cpp and a line in deploy/daemonset/base/rbac.yaml.
 #pragma once
 
 #include <string>
