@@ -11,6 +11,9 @@ endif()
 find_package(GTest REQUIRED)
 pkg_check_modules(LIBBPF REQUIRED IMPORTED_TARGET libbpf)
 pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET liburing)
+# HTTP for the Kubernetes API: neon over GnuTLS, so no OpenSSL beside BoringSSL
+# (libcurl-gnutls pulls libcrypto.so.3 through libssh2; docs/kubernetes.md).
+pkg_check_modules(NEON REQUIRED IMPORTED_TARGET neon)
 
 # BoringSSL (Android's build in Debian). It must be the only TLS library in a
 # binary: OpenSSL exports the same symbols, so never link libssl.so.3 or

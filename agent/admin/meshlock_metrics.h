@@ -77,6 +77,15 @@ struct MeshlockMetrics {
   // Policy/config: the last reload's outcome, warnings.
   CounterFamily& config_reloads;       // meshlock_config_reloads_total{result}
   GaugeFamily& pods_served;            // meshlock_pods_served
+
+  // The cluster source (manifests or the Kubernetes API), mirrored at scrape.
+  GaugeFamily& config_source_connected;        // meshlock_config_source_connected: 1 while every watch is open
+  GaugeFamily& config_source_synced;           // meshlock_config_source_synced: 1 once every kind was listed
+  GaugeFamily& config_source_last_sync_age;    // meshlock_config_source_last_sync_age_seconds: data staleness
+  CounterFamily& config_source_watch_events;   // meshlock_config_source_watch_events_total{kind,type}
+  CounterFamily& config_source_relists;        // meshlock_config_source_relists_total{kind}
+  CounterFamily& config_source_reconnects;     // meshlock_config_source_reconnects_total{kind}
+  CounterFamily& config_source_errors;         // meshlock_config_source_errors_total{kind}
   CounterFamily& access_log_dropped;   // meshlock_access_log_dropped_total: lines the writer fell behind on
   // Access-log lines of connections refused before their handshake, left
   // out by the per pod and reason rate limit (a "suppressed" line says how many).

@@ -11,6 +11,7 @@
 
 #include "admin/standard_handlers.h"
 #include "app/agent_parts.h"
+#include "app/source_status.h"
 #include "app/config_dump.h"
 #include "capture/bpf_abi.h"
 #include "identity/trust_bundle.h"
@@ -155,15 +156,17 @@ Status Agent::Parts::startAdmin() {
       metrics->engine_buffer_bytes.labels({worker}).set(static_cast<double>(w.buffered_bytes));
     }
     exportCapture(*datapath, *metrics);
+    exportSourceStatus(source->status(), *metrics);
     if (reports && reports->access_log) metrics->access_log_dropped.labels({}).mirror(reports->access_log->droppedLines());
     if (reports) metrics->access_log_suppressed.labels({}).mirror(reports->refusal_lines->suppressedTotal());
   });
 
   auto ready_handler = [this](const admin::Request&) {
     const bool is_ready = ready.load() && all_pods_served.load();
+    const config::SourceStatus source_status = source->status();
     json body = {{"ready", is_ready},
-                 {"checks", json::array({{{"name", "config"}, {"ready", true},
-                                          {"detail", "manifests from " + settings.manifests_dir.string()}},
+                 {"checks", json::array({{{"name", "config"}, {"ready", source_status.synced},
+                                          {"detail", source_status.summary()}},
                                          {{"name", "capture"}, {"ready", datapath.has_value()},
                                           {"detail", "pinned in " + settings.bpf_pin_dir.string()}},
                                          {{"name", "pods"}, {"ready", all_pods_served.load()},
@@ -215,6 +218,7 @@ Status Agent::Parts::startAdmin() {
         {"handshakes", {{"success", c.handshakes}, {"failure", c.handshake_failures + c.handshake_timeouts}}},
         {"plaintext_refused", c.refused_plaintext},
         {"certificates", certs_json},
+        {"source", sourceStatusJson(source->status())},
         {"kernel", {{"release", probe.kernel_release}, {"hard_requirements_met", probe.hardRequirementsMet()},
                     {"summary", kmodfree::summaryLine(probe)}, {"features", features}}},
     };

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -24,7 +25,7 @@
 #include "capture/netns.h"
 #include "config/workload.h"
 #include "capture/pod_discovery.h"
-#include "config/watcher.h"
+#include "config/kube/choose_source.h"
 #include "engine/engine.h"
 #include "identity/destination_tls.h"
 #include "identity/identity_manager.h"
@@ -443,12 +444,28 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
     parts->cgroup_root = *mount;
   }
 
-  auto watcher = config::ManifestWatcher::start(settings.manifests_dir);
-  if (!watcher) return std::unexpected(watcher.error().context("manifests " + settings.manifests_dir.string()));
-  parts->watcher = std::move(*watcher);
-  for (const config::ManifestError& error : parts->watcher->current().errors)
-    spdlog::error("manifest error: {}", error.describe());
-  PolicyRef policy = policy::PolicyIndex::build(parts->watcher->current().state);
+  const char* service_host = std::getenv("KUBERNETES_SERVICE_HOST");
+  const char* service_port = std::getenv("KUBERNETES_SERVICE_PORT");
+  auto source = config::kube::openClusterSource({.manifests_dir = settings.manifests_dir,
+                                                 .kubeconfig = settings.kubeconfig,
+                                                 .service_account_dir = settings.service_account_dir,
+                                                 .service_host = service_host ? service_host : "",
+                                                 .service_port = service_port ? service_port : "",
+                                                 .node_name = settings.node_name});
+  if (!source) return std::unexpected(source.error().context("cluster source"));
+  parts->source = std::move(*source);
+  // Unready until every kind was listed once: never serve a STRICT namespace
+  // as PERMISSIVE because its PeerAuthentications are not known yet.
+  std::optional<config::ClusterUpdate> initial = parts->source->initial(settings.initial_sync_wait);
+  config::ClusterState initial_state;
+  if (initial) {
+    for (const config::ManifestError& error : initial->errors) spdlog::error("manifest error: {}", error.describe());
+    initial_state = std::move(initial->state);
+  } else {
+    spdlog::warn("cluster source not synced after {}s, starting unready: {}", settings.initial_sync_wait.count(),
+                 parts->source->status().summary());
+  }
+  PolicyRef policy = policy::PolicyIndex::build(initial_state);
   parts->policy = policy;
 
   auto trust_domain = identity::TrustDomain::parse(policy->mesh().trust_domain);
@@ -521,17 +538,22 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
   parts->beat();
-  parts->ready = true;
+  parts->ready = initial.has_value();
   return std::unique_ptr<Agent>(new Agent(std::move(parts)));
 }
 
 int Agent::run(std::stop_token stop) {
   Parts& parts = *parts_;
-  spdlog::info("ready: node {}, {} pods served", parts.settings.node_name, parts.served.size());
+  if (parts.ready) spdlog::info("ready: node {}, {} pods served", parts.settings.node_name, parts.served.size());
   while (!stop.stop_requested()) {
     parts.beat();
-    if (auto update = parts.watcher->poll(std::chrono::milliseconds(200))) {
+    if (auto update = parts.source->poll(std::chrono::milliseconds(200))) {
       parts.applyUpdate(*update);
+      if (!parts.ready) {
+        parts.ready = true;  // the first full state is applied
+        spdlog::info("ready: node {}, {} pods served ({})", parts.settings.node_name, parts.served.size(),
+                     parts.source->status().summary());
+      }
     } else if (parts.serve_retry_at && std::chrono::steady_clock::now() >= *parts.serve_retry_at) {
       parts.reconcile(parts.currentPolicy());
     }

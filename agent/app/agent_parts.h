@@ -17,7 +17,7 @@
 #include "app/agent.h"
 #include "app/connection_report.h"
 #include "capture/datapath.h"
-#include "config/watcher.h"
+#include "config/source.h"
 #include "engine/engine.h"
 #include "identity/destination_tls.h"
 #include "identity/identity_manager.h"
@@ -49,7 +49,7 @@ struct Agent::Parts {
   // Steady-clock ms of the main loop's last turn (liveness, /healthz/live).
   std::atomic<std::int64_t> loop_beat_ms{0};
   kmodfree::ProbeReport kernel;  // the start-up probe, as /status shows it
-  std::unique_ptr<config::ManifestWatcher> watcher;
+  std::unique_ptr<config::ClusterSource> source;  // manifests or the Kubernetes API
   std::unique_ptr<identity::IdentityManager> identities;
   std::unique_ptr<identity::DestinationTlsContexts> destination_tls;
   std::optional<capture::Datapath> datapath;

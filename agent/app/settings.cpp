@@ -74,6 +74,8 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     if (key == "node") status = text(settings.node_name);
     else if (key == "clusterId") status = text(settings.cluster_id);
     else if (key == "manifestsDir") status = path(settings.manifests_dir);
+    else if (key == "kubeconfig") status = path(settings.kubeconfig);
+    else if (key == "serviceAccountDir") status = path(settings.service_account_dir);
     else if (key == "cgroupRoot") status = path(settings.cgroup_root);
     else if (key == "bpfPinDir") status = path(settings.bpf_pin_dir);
     else if (key == "stateDir") status = path(settings.state_dir);
@@ -177,7 +179,7 @@ ConnectionCaps connectionCapsFor(const AgentSettings& settings, uint64_t fd_limi
 
 Status validateSettings(const AgentSettings& settings) {
   if (settings.node_name.empty()) return fail("node: required (the Kubernetes node this agent serves)");
-  if (settings.manifests_dir.empty()) return fail("manifestsDir: required (the directory of cluster manifests)");
+  // The cluster source (manifestsDir, kubeconfig or in-cluster) is chosen, and its absence named, at start.
   if (settings.cluster_id.empty()) return fail("clusterId: must not be empty (istiod's default is \"Kubernetes\")");
   if (settings.cluster_id == "unknown")
     return fail("clusterId: \"unknown\" is Istio's value for a cluster it does not know; Kiali discards such telemetry");

@@ -21,7 +21,10 @@ struct AgentSettings {
   // source_cluster / destination_cluster of Istio's metrics. Kiali discards
   // series whose cluster is "unknown".
   std::string cluster_id = "Kubernetes";
-  std::filesystem::path manifests_dir;                   // cluster state, watched with inotify
+  std::filesystem::path manifests_dir;                   // cluster state, watched with inotify (wins if set)
+  std::filesystem::path kubeconfig;                      // else: the Kubernetes API from this kubeconfig
+  std::filesystem::path service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";  // else: in-cluster
+  std::chrono::seconds initial_sync_wait{10};            // start-up waits this long for the first full state
   std::filesystem::path cgroup_root;                     // empty: find the cgroup v2 mount
   std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/meshlock";
   bool mount_bpffs = true;                               // off: bpf_pin_dir must already be on a bpffs

@@ -30,6 +30,7 @@ int runStatus(const LiveOptions& options) {
 
   Table table({"", ""});
   table.addRow({"pods served:", number(s, "pods_served")});
+  if (s.contains("source") && s["source"].is_object()) table.addRow({"cluster source:", field(s["source"], "summary")});
   if (s.contains("connections")) {
     const auto& c = s["connections"];
     table.addRow({"connections:", number(c, "active") + " active (" + number(c, "active_mtls") + " " +

@@ -23,6 +23,8 @@ struct RunFlags {
   std::string node;
   std::string cluster_id;
   std::string manifests;
+  std::string kubeconfig;
+  std::string service_account_dir;
   std::string cgroup_root;
   std::string bpf_pin_dir;
   std::string state_dir;
@@ -149,6 +151,8 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
   set(flags.node, settings.node_name);
   set(flags.cluster_id, settings.cluster_id);
   set(flags.manifests, settings.manifests_dir);
+  set(flags.kubeconfig, settings.kubeconfig);
+  set(flags.service_account_dir, settings.service_account_dir);
   set(flags.cgroup_root, settings.cgroup_root);
   set(flags.bpf_pin_dir, settings.bpf_pin_dir);
   set(flags.state_dir, settings.state_dir);
@@ -237,7 +241,10 @@ const CommandRegistrar kRun({
           sub.add_option("--config", flags->config, "settings file (YAML)");
           sub.add_option("--node", flags->node, "the Kubernetes node this agent serves");
           sub.add_option("--cluster-id", flags->cluster_id, "the mesh's cluster name in telemetry (default Kubernetes, as istiod's)");
-          sub.add_option("--manifests", flags->manifests, "directory of cluster manifests (watched)");
+          sub.add_option("--manifests", flags->manifests, "directory of cluster manifests (watched); wins over the API");
+          sub.add_option("--kubeconfig", flags->kubeconfig, "read the cluster from the Kubernetes API of this kubeconfig");
+          sub.add_option("--service-account-dir", flags->service_account_dir,
+                         "in-cluster service account (token, ca.crt, namespace), used when KUBERNETES_SERVICE_HOST is set");
           sub.add_option("--cgroup-root", flags->cgroup_root, "cgroup v2 root holding kubepods (default: the cgroup2 mount)");
           sub.add_option("--bpf-pin-dir", flags->bpf_pin_dir, "where BPF programs and maps are pinned");
           sub.add_option("--mount-bpffs", flags->mount_bpffs,

@@ -3,6 +3,7 @@
 #include "config/manifest.h"
 
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -34,56 +35,133 @@ std::string indexed(std::string_view path, std::size_t i) {
   throw FieldError{std::move(field), std::move(message)};
 }
 
-std::string_view typeName(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Null: return "null";
-    default: return "nothing";
+// The two trees one decoder reads: yaml-cpp nodes (manifest files) and
+// nlohmann::json values (the Kubernetes API). Both say the same things in
+// the same words, so an object decodes (and fails) alike from either source.
+class YamlTree {
+ public:
+  YamlTree() : node_(YAML::NodeType::Undefined) {}
+  explicit YamlTree(YAML::Node node) : node_(std::move(node)) {}
+  [[nodiscard]] bool defined() const { return node_.IsDefined(); }
+  [[nodiscard]] bool null() const { return node_.IsNull(); }
+  [[nodiscard]] bool isMap() const { return node_.IsMap(); }
+  [[nodiscard]] bool isList() const { return node_.IsSequence(); }
+  [[nodiscard]] bool isScalar() const { return node_.IsScalar(); }
+  [[nodiscard]] std::string scalar() const { return node_.Scalar(); }
+  [[nodiscard]] YamlTree child(std::string_view key) const { return YamlTree(node_[std::string(key)]); }
+  [[nodiscard]] std::size_t size() const { return node_.size(); }
+  [[nodiscard]] YamlTree item(std::size_t i) const { return YamlTree(node_[i]); }
+  // nullopt when a key is not a scalar.
+  [[nodiscard]] std::optional<std::vector<std::pair<std::string, YamlTree>>> entries() const {
+    std::vector<std::pair<std::string, YamlTree>> out;
+    for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) return std::nullopt;
+      out.emplace_back(kv.first.Scalar(), YamlTree(kv.second));
+    }
+    return out;
   }
-}
+  [[nodiscard]] std::string_view typeName() const {
+    switch (node_.Type()) {
+      case YAML::NodeType::Map: return "a map";
+      case YAML::NodeType::Sequence: return "a list";
+      case YAML::NodeType::Scalar: return "a scalar";
+      case YAML::NodeType::Null: return "null";
+      default: return "nothing";
+    }
+  }
+
+ private:
+  YAML::Node node_;
+};
+
+// A JSON value by pointer (nullptr: absent); the document outlives the decode.
+// Numbers and booleans read as the text YAML would have given.
+class JsonTree {
+ public:
+  JsonTree() = default;
+  explicit JsonTree(const nlohmann::json* value) : value_(value) {}
+  [[nodiscard]] bool defined() const { return value_ != nullptr; }
+  [[nodiscard]] bool null() const { return value_ != nullptr && value_->is_null(); }
+  [[nodiscard]] bool isMap() const { return value_ != nullptr && value_->is_object(); }
+  [[nodiscard]] bool isList() const { return value_ != nullptr && value_->is_array(); }
+  [[nodiscard]] bool isScalar() const { return value_ != nullptr && value_->is_primitive() && !value_->is_null(); }
+  [[nodiscard]] std::string scalar() const {
+    if (value_->is_string()) return value_->get_ref<const std::string&>();
+    if (value_->is_boolean()) return value_->get<bool>() ? "true" : "false";
+    if (value_->is_number_integer()) return std::to_string(value_->get<int64_t>());
+    if (value_->is_number_unsigned()) return std::to_string(value_->get<uint64_t>());
+    return value_->dump();
+  }
+  [[nodiscard]] JsonTree child(std::string_view key) const {
+    auto it = value_->find(key);
+    return JsonTree(it == value_->end() ? nullptr : &*it);
+  }
+  [[nodiscard]] std::size_t size() const { return value_->size(); }
+  [[nodiscard]] JsonTree item(std::size_t i) const { return JsonTree(&(*value_)[i]); }
+  [[nodiscard]] std::optional<std::vector<std::pair<std::string, JsonTree>>> entries() const {
+    std::vector<std::pair<std::string, JsonTree>> out;
+    out.reserve(value_->size());
+    for (auto it = value_->begin(); it != value_->end(); ++it) out.emplace_back(it.key(), JsonTree(&it.value()));
+    return out;
+  }
+  [[nodiscard]] std::string_view typeName() const {
+    if (value_ == nullptr) return "nothing";
+    if (value_->is_object()) return "a map";
+    if (value_->is_array()) return "a list";
+    if (value_->is_null()) return "null";
+    return "a scalar";
+  }
+
+ private:
+  const nlohmann::json* value_ = nullptr;
+};
 
 // A node and the path that led to it, for error messages.
+template <typename Tree>
 class At {
  public:
-  At(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
+  At(Tree node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
 
-  [[nodiscard]] bool present() const { return node_.IsDefined() && !node_.IsNull(); }
+  [[nodiscard]] bool present() const { return node_.defined() && !node_.null(); }
+  [[nodiscard]] bool defined() const { return node_.defined(); }
+  [[nodiscard]] bool isMap() const { return node_.isMap(); }
+  [[nodiscard]] std::string_view typeName() const { return node_.typeName(); }
   [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] const YAML::Node& node() const { return node_; }
 
   // The child `key` of a map (absent if this is absent).
   [[nodiscard]] At operator[](std::string_view key) const {
-    if (!present()) return At(YAML::Node(YAML::NodeType::Undefined), join(path_, key));
-    if (!node_.IsMap()) failAt(path_, "expected a map, found " + std::string(typeName(node_)));
-    return At(node_[std::string(key)], join(path_, key));
+    if (!present()) return At(Tree(), join(path_, key));
+    if (!node_.isMap()) failAt(path_, "expected a map, found " + std::string(typeName()));
+    return At(node_.child(key), join(path_, key));
   }
 
   [[nodiscard]] std::vector<At> list() const {
     std::vector<At> out;
     if (!present()) return out;
-    if (!node_.IsSequence()) failAt(path_, "expected a list, found " + std::string(typeName(node_)));
-    for (std::size_t i = 0; i < node_.size(); ++i) out.emplace_back(node_[i], indexed(path_, i));
+    if (!node_.isList()) failAt(path_, "expected a list, found " + std::string(typeName()));
+    const std::size_t n = node_.size();
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) out.emplace_back(node_.item(i), indexed(path_, i));
     return out;
   }
 
   [[nodiscard]] std::vector<std::pair<std::string, At>> entries() const {
     std::vector<std::pair<std::string, At>> out;
     if (!present()) return out;
-    if (!node_.IsMap()) failAt(path_, "expected a map, found " + std::string(typeName(node_)));
-    for (const auto& kv : node_) {
-      if (!kv.first.IsScalar()) failAt(path_, "map key is not a scalar");
-      std::string key = kv.first.Scalar();
-      out.emplace_back(key, At(kv.second, join(path_, key)));
+    if (!node_.isMap()) failAt(path_, "expected a map, found " + std::string(typeName()));
+    auto kvs = node_.entries();
+    if (!kvs) failAt(path_, "map key is not a scalar");
+    for (auto& [key, value] : *kvs) {
+      std::string child_path = join(path_, key);
+      out.emplace_back(std::move(key), At(std::move(value), std::move(child_path)));
     }
     return out;
   }
 
   [[nodiscard]] std::optional<std::string> optString() const {
     if (!present()) return std::nullopt;
-    if (!node_.IsScalar()) failAt(path_, "expected a string, found " + std::string(typeName(node_)));
-    return node_.Scalar();
+    if (!node_.isScalar()) failAt(path_, "expected a string, found " + std::string(typeName()));
+    return node_.scalar();
   }
   [[nodiscard]] std::string string(std::string fallback = {}) const {
     return optString().value_or(std::move(fallback));
@@ -141,11 +219,12 @@ class At {
   }
 
  private:
-  YAML::Node node_;
+  Tree node_;
   std::string path_;
 };
 
-PeerMode peerModeAt(const At& at) {
+template <typename N>
+PeerMode peerModeAt(const At<N>& at) {
   std::string text = at.string();
   if (text.empty()) return PeerMode::kUnset;
   auto mode = parsePeerMode(text);
@@ -153,14 +232,16 @@ PeerMode peerModeAt(const At& at) {
   return *mode;
 }
 
-TlsVersion tlsVersionAt(const At& at) {
+template <typename N>
+TlsVersion tlsVersionAt(const At<N>& at) {
   std::string text = at.string();
   auto v = parseTlsVersion(text);
   if (!v) failAt(at.path(), "unknown TLS version \"" + text + "\" (want TLS_AUTO, TLSV1_2 or TLSV1_3)");
   return *v;
 }
 
-ClientTlsSettings tlsAt(const At& at) {
+template <typename N>
+ClientTlsSettings tlsAt(const At<N>& at) {
   ClientTlsSettings tls;
   std::string mode = at["mode"].string("DISABLE");
   auto parsed = parseTlsMode(mode);
@@ -178,7 +259,8 @@ ClientTlsSettings tlsAt(const At& at) {
   return tls;
 }
 
-ObjectMeta metaAt(const At& doc, std::string kind, std::string api_version, bool namespaced,
+template <typename N>
+ObjectMeta metaAt(const At<N>& doc, std::string kind, std::string api_version, bool namespaced,
                   const SourceLocation& where) {
   ObjectMeta meta;
   At md = doc["metadata"];
@@ -191,7 +273,7 @@ ObjectMeta metaAt(const At& doc, std::string kind, std::string api_version, bool
   meta.uid = md["uid"].string();
   meta.labels = md["labels"].labels();
   meta.creation_timestamp = md["creationTimestamp"].string();
-  for (const At& owner : md["ownerReferences"].list()) {
+  for (const At<N>& owner : md["ownerReferences"].list()) {
     const bool controller = owner["controller"].optBool().value_or(false);
     if (meta.owner && !controller) continue;
     meta.owner = OwnerRef{owner["kind"].string(), owner["name"].string()};
@@ -201,7 +283,8 @@ ObjectMeta metaAt(const At& doc, std::string kind, std::string api_version, bool
   return meta;
 }
 
-void parsePod(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parsePod(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   Pod pod;
   pod.meta = std::move(meta);
   pod.uid = PodUid(pod.meta.uid.empty() ? pod.meta.ref.ns + "/" + pod.meta.ref.name : pod.meta.uid);
@@ -212,10 +295,10 @@ void parsePod(const At& doc, ObjectMeta meta, ClusterState& out) {
   pod.node_name = spec["nodeName"].string();
   pod.host_network = spec["hostNetwork"].optBool().value_or(false);
   for (const char* list : {"containers", "initContainers"}) {
-    for (const At& c : spec[list].list()) {
+    for (const At<N>& c : spec[list].list()) {
       // Init containers only count when they are sidecars (restartPolicy: Always).
       if (std::string_view(list) == "initContainers" && c["restartPolicy"].string() != "Always") continue;
-      for (const At& p : c["ports"].list()) {
+      for (const At<N>& p : c["ports"].list()) {
         ContainerPort port;
         auto number = p["containerPort"].optPort();
         if (!number) failAt(p["containerPort"].path(), "required field is missing");
@@ -228,7 +311,7 @@ void parsePod(const At& doc, ObjectMeta meta, ClusterState& out) {
   }
   At status = doc["status"];
   pod.ip = status["podIP"].optIp();
-  for (const At& entry : status["podIPs"].list()) {
+  for (const At<N>& entry : status["podIPs"].list()) {
     if (auto ip = entry["ip"].optIp()) pod.ips.push_back(*ip);
   }
   if (pod.ip && std::find(pod.ips.begin(), pod.ips.end(), *pod.ip) == pod.ips.end()) {
@@ -240,14 +323,15 @@ void parsePod(const At& doc, ObjectMeta meta, ClusterState& out) {
   out.pods.push_back(std::move(pod));
 }
 
-void parseService(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parseService(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   Service svc;
   svc.meta = std::move(meta);
   At spec = doc["spec"];
   svc.type = spec["type"].string("ClusterIP");
   svc.external_name = spec["externalName"].string();
   svc.cluster_ip = spec["clusterIP"].optIp();
-  for (const At& ip : spec["clusterIPs"].list()) {
+  for (const At<N>& ip : spec["clusterIPs"].list()) {
     if (auto parsed = ip.optIp()) svc.cluster_ips.push_back(*parsed);
   }
   if (svc.cluster_ip && std::find(svc.cluster_ips.begin(), svc.cluster_ips.end(), *svc.cluster_ip) ==
@@ -259,7 +343,7 @@ void parseService(const At& doc, ObjectMeta meta, ClusterState& out) {
     Labels selector = spec["selector"].labels();
     if (!selector.empty()) svc.selector = std::move(selector);
   }
-  for (const At& p : spec["ports"].list()) {
+  for (const At<N>& p : spec["ports"].list()) {
     ServicePort port;
     auto number = p["port"].optPort();
     if (!number) failAt(p["port"].path(), "required field is missing");
@@ -283,7 +367,8 @@ void parseService(const At& doc, ObjectMeta meta, ClusterState& out) {
   out.services.push_back(std::move(svc));
 }
 
-EndpointAddress endpointAddressAt(const At& addr, std::string_view ip_field) {
+template <typename N>
+EndpointAddress endpointAddressAt(const At<N>& addr, std::string_view ip_field) {
   EndpointAddress a;
   auto ip = addr[ip_field].optIp();
   if (!ip) failAt(addr[ip_field].path(), "required field is missing");
@@ -293,15 +378,16 @@ EndpointAddress endpointAddressAt(const At& addr, std::string_view ip_field) {
   return a;
 }
 
-void parseEndpoints(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parseEndpoints(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   ServiceEndpoints eps;
   eps.meta = std::move(meta);
   eps.service = eps.meta.ref.name;
-  for (const At& subset : doc["subsets"].list()) {
+  for (const At<N>& subset : doc["subsets"].list()) {
     for (const char* list : {"addresses", "notReadyAddresses"}) {
-      for (const At& addr : subset[list].list()) eps.addresses.push_back(endpointAddressAt(addr, "ip"));
+      for (const At<N>& addr : subset[list].list()) eps.addresses.push_back(endpointAddressAt(addr, "ip"));
     }
-    for (const At& p : subset["ports"].list()) {
+    for (const At<N>& p : subset["ports"].list()) {
       auto port = p["port"].optPort();
       if (!port) failAt(p["port"].path(), "required field is missing");
       eps.ports.push_back({p["name"].string(), *port});
@@ -310,7 +396,8 @@ void parseEndpoints(const At& doc, ObjectMeta meta, ClusterState& out) {
   out.endpoints.push_back(std::move(eps));
 }
 
-void parseEndpointSlice(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parseEndpointSlice(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   ServiceEndpoints eps;
   eps.meta = std::move(meta);
   auto it = eps.meta.labels.find("kubernetes.io/service-name");
@@ -318,22 +405,23 @@ void parseEndpointSlice(const At& doc, ObjectMeta meta, ClusterState& out) {
     failAt("metadata.labels", "EndpointSlice without the kubernetes.io/service-name label");
   }
   eps.service = it->second;
-  for (const At& ep : doc["endpoints"].list()) {
+  for (const At<N>& ep : doc["endpoints"].list()) {
     At ref = ep["targetRef"];
     std::string pod = ref.present() && ref["kind"].string() == "Pod" ? ref["name"].string() : "";
-    for (const At& addr : ep["addresses"].list()) {
+    for (const At<N>& addr : ep["addresses"].list()) {
       auto ip = addr.optIp();
       if (ip) eps.addresses.push_back({*ip, pod});
     }
   }
-  for (const At& p : doc["ports"].list()) {
+  for (const At<N>& p : doc["ports"].list()) {
     auto port = p["port"].optPort();
     if (port) eps.ports.push_back({p["name"].string(), *port});
   }
   out.endpoints.push_back(std::move(eps));
 }
 
-void parsePeerAuthentication(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parsePeerAuthentication(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   PeerAuthentication pa;
   pa.meta = std::move(meta);
   At spec = doc["spec"];
@@ -355,17 +443,17 @@ void parsePeerAuthentication(const At& doc, ObjectMeta meta, ClusterState& out) 
 // ServiceMeshPolicy, MeshPolicy: `peers: [{mtls: {}}]` is STRICT,
 // `mtls: {mode: PERMISSIVE}` PERMISSIVE; no mtls peer at all means mTLS is not
 // used (DISABLE), as in Istio 1.x.
-void parseLegacyPolicy(const At& doc, ObjectMeta meta, bool mesh_wide, ClusterState& out) {
+template <typename N>
+void parseLegacyPolicy(const At<N>& doc, ObjectMeta meta, bool mesh_wide, ClusterState& out) {
   PeerAuthentication pa;
   pa.meta = std::move(meta);
   pa.mesh_wide_kind = mesh_wide;
   At spec = doc["spec"];
   pa.mode = PeerMode::kDisable;
-  for (const At& peer : spec["peers"].list()) {
-    if (!peer.node().IsMap()) failAt(peer.path(), "expected a map, found " + std::string(typeName(peer.node())));
-    YAML::Node mtls = peer.node()["mtls"];
-    if (!mtls.IsDefined()) continue;
-    At at(mtls, join(peer.path(), "mtls"));
+  for (const At<N>& peer : spec["peers"].list()) {
+    if (!peer.isMap()) failAt(peer.path(), "expected a map, found " + std::string(peer.typeName()));
+    At at = peer["mtls"];
+    if (!at.defined()) continue;
     std::string mode = at["mode"].string("STRICT");
     if (mode == "STRICT") {
       pa.mode = PeerMode::kStrict;
@@ -376,10 +464,10 @@ void parseLegacyPolicy(const At& doc, ObjectMeta meta, bool mesh_wide, ClusterSt
     }
     break;
   }
-  for (const At& target : spec["targets"].list()) {
+  for (const At<N>& target : spec["targets"].list()) {
     LegacyPolicyTarget t;
     t.service = target["name"].required();
-    for (const At& port : target["ports"].list()) {
+    for (const At<N>& port : target["ports"].list()) {
       if (auto number = port["number"].optPort()) {
         t.port_numbers.push_back(*number);
       } else if (auto name = port["name"].optString(); name && !name->empty()) {
@@ -393,7 +481,8 @@ void parseLegacyPolicy(const At& doc, ObjectMeta meta, bool mesh_wide, ClusterSt
   out.peer_authentications.push_back(std::move(pa));
 }
 
-void parseDestinationRule(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parseDestinationRule(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   DestinationRule dr;
   dr.meta = std::move(meta);
   At spec = doc["spec"];
@@ -405,7 +494,7 @@ void parseDestinationRule(const At& doc, ObjectMeta meta, ClusterState& out) {
   }
   At policy = spec["trafficPolicy"];
   if (policy["tls"].present()) dr.tls = tlsAt(policy["tls"]);
-  for (const At& setting : policy["portLevelSettings"].list()) {
+  for (const At<N>& setting : policy["portLevelSettings"].list()) {
     PortTlsSettings pls;
     auto port = setting["port"]["number"].optPort();
     if (!port) failAt(setting["port"]["number"].path(), "required field is missing");
@@ -416,7 +505,8 @@ void parseDestinationRule(const At& doc, ObjectMeta meta, ClusterState& out) {
   out.destination_rules.push_back(std::move(dr));
 }
 
-void meshConfigAt(const At& mc, MeshConfigValues& values) {
+template <typename N>
+void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   values.enable_auto_mtls = mc["enableAutoMtls"].optBool();
   if (auto td = mc["trustDomain"].optString(); td && !td->empty()) values.trust_domain = td;
   if (auto root = mc["rootNamespace"].optString(); root && !root->empty()) values.root_namespace = root;
@@ -424,7 +514,8 @@ void meshConfigAt(const At& mc, MeshConfigValues& values) {
   if (version.present()) values.min_protocol_version = tlsVersionAt(version);
 }
 
-void parseIstio(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+void parseIstio(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   ControlPlane cp;
   cp.meta = std::move(meta);
   cp.kind = ControlPlaneKind::kIstio;
@@ -434,7 +525,8 @@ void parseIstio(const At& doc, ObjectMeta meta, ClusterState& out) {
   out.control_planes.push_back(std::move(cp));
 }
 
-void parseSmcp(const At& doc, ObjectMeta meta, bool v2, ClusterState& out) {
+template <typename N>
+void parseSmcp(const At<N>& doc, ObjectMeta meta, bool v2, ClusterState& out) {
   ControlPlane cp;
   cp.meta = std::move(meta);
   cp.control_namespace = cp.meta.ref.ns;
@@ -456,7 +548,8 @@ void parseSmcp(const At& doc, ObjectMeta meta, bool v2, ClusterState& out) {
 }
 
 // The `istio` ConfigMap: `data.mesh` is itself a YAML MeshConfig.
-bool parseMeshConfigMap(const At& doc, ObjectMeta meta, ClusterState& out) {
+template <typename N>
+bool parseMeshConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   if (meta.ref.name != "istio") return false;
   At mesh = doc["data"]["mesh"];
   ControlPlane cp;
@@ -470,7 +563,7 @@ bool parseMeshConfigMap(const At& doc, ObjectMeta meta, ClusterState& out) {
     } catch (const YAML::Exception& e) {
       failAt(mesh.path(), "invalid YAML: " + e.msg + " at line " + std::to_string(e.mark.line + 1));
     }
-    meshConfigAt(At(inner, mesh.path()), cp.mesh);
+    meshConfigAt(At<YamlTree>(YamlTree(inner), mesh.path()), cp.mesh);
   }
   out.control_planes.push_back(std::move(cp));
   return true;
@@ -480,12 +573,17 @@ struct DocContext {
   std::string_view origin;
   int document;
   ParsedManifests& out;
+  // What the items of an API list leave out (they carry no apiVersion/kind).
+  std::string_view default_api_version = {};
+  std::string_view default_kind = {};
 };
 
-void parseObject(const At& doc, DocContext& ctx);
+template <typename N>
+void parseObject(const At<N>& doc, DocContext& ctx);
 
 // One object (a document, or an item of a List). Errors stop at this boundary.
-void parseObjectGuarded(const At& doc, DocContext& ctx) {
+template <typename N>
+void parseObjectGuarded(const At<N>& doc, DocContext& ctx) {
   try {
     parseObject(doc, ctx);
   } catch (const FieldError& e) {
@@ -497,16 +595,20 @@ void parseObjectGuarded(const At& doc, DocContext& ctx) {
   }
 }
 
-void parseObject(const At& doc, DocContext& ctx) {
-  if (!doc.node().IsMap()) failAt(doc.path(), "expected a Kubernetes object (a map), found " + std::string(typeName(doc.node())));
-  std::string api = doc["apiVersion"].required();
-  std::string kind = doc["kind"].required();
+template <typename N>
+void parseObject(const At<N>& doc, DocContext& ctx) {
+  if (!doc.isMap()) failAt(doc.path(), "expected a Kubernetes object (a map), found " + std::string(doc.typeName()));
+  std::string api = doc["apiVersion"].present() || ctx.default_api_version.empty()
+                        ? doc["apiVersion"].required()
+                        : std::string(ctx.default_api_version);
+  std::string kind = doc["kind"].present() || ctx.default_kind.empty() ? doc["kind"].required()
+                                                                       : std::string(ctx.default_kind);
   SourceLocation where{std::string(ctx.origin), ctx.document};
   std::string group = api.substr(0, api.find('/'));
   if (api.find('/') == std::string::npos) group.clear();  // core "v1"
 
   if (kind.ends_with("List") && doc["items"].present()) {
-    for (const At& item : doc["items"].list()) parseObjectGuarded(item, ctx);
+    for (const At<N>& item : doc["items"].list()) parseObjectGuarded(item, ctx);
     return;
   }
   ClusterState& out = ctx.out.state;
@@ -626,8 +728,16 @@ ParsedManifests parseManifests(std::string_view text, std::string_view origin) {
       continue;
     }
     if (!node.IsDefined() || node.IsNull()) continue;
-    parseObjectGuarded(At(node, ""), ctx);
+    parseObjectGuarded(At<YamlTree>(YamlTree(node), ""), ctx);
   }
+  return out;
+}
+
+ParsedManifests decodeApiObject(const nlohmann::json& object, std::string_view origin,
+                                std::string_view api_version, std::string_view kind) {
+  ParsedManifests out;
+  DocContext ctx{origin, -1, out, api_version, kind};
+  parseObjectGuarded(At<JsonTree>(JsonTree(&object), ""), ctx);
   return out;
 }
 

@@ -3,6 +3,7 @@
 // a ManifestError naming origin, document and field, and the rest still loads.
 //
 //   parseManifests(text, origin)      one text (fuzz entry point)
+//   decodeApiObject(json, origin)     one object from the Kubernetes API
 //   loadManifestDirectory(dir)        every *.yaml/*.yml/*.json below dir
 //   ManifestSet                       per-file results that keep each file's
 //                                     last good contents (used by the watcher)
@@ -13,6 +14,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "common/error.h"
 #include "config/types.h"
@@ -35,6 +38,13 @@ struct ParsedManifests {
 
 // Parses one text holding one or more documents. `origin` names it in errors.
 [[nodiscard]] ParsedManifests parseManifests(std::string_view text, std::string_view origin);
+
+// One object as the Kubernetes API returns it (JSON), decoded by the same code
+// as a manifest document, with the same errors (document -1: errors name
+// `origin` and the field). `api_version`/`kind` stand in when the object has
+// none (the items of a list response).
+[[nodiscard]] ParsedManifests decodeApiObject(const nlohmann::json& object, std::string_view origin,
+                                              std::string_view api_version = {}, std::string_view kind = {});
 
 // True for the files a manifest directory is made of (*.yaml, *.yml, *.json,
 // not hidden).

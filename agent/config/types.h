@@ -53,6 +53,7 @@ struct SourceLocation {
   std::string origin;
   int document = 0;
   [[nodiscard]] std::string describe() const;  // "dir/a.yaml: document 2" (1-based for humans)
+  bool operator==(const SourceLocation&) const = default;
 };
 
 // kind/namespace/name: how decisions name the resource that made them.
@@ -68,6 +69,7 @@ struct ObjectRef {
 struct OwnerRef {
   std::string kind;  // ReplicaSet, StatefulSet, DaemonSet, Job, ...
   std::string name;
+  bool operator==(const OwnerRef&) const = default;
 };
 
 struct ObjectMeta {
@@ -78,6 +80,7 @@ struct ObjectMeta {
   std::string creation_timestamp;  // RFC 3339 as written; empty sorts first (oldest), as in Istio
   std::optional<OwnerRef> owner;
   SourceLocation source;
+  bool operator==(const ObjectMeta&) const = default;
 };
 
 // Istio's order among policies at the same level: oldest first, then name, then namespace.
@@ -90,12 +93,14 @@ inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  //
 
 struct Namespace {
   ObjectMeta meta;
+  bool operator==(const Namespace&) const = default;
 };
 
 struct ContainerPort {
   std::string name;  // may be empty
   uint16_t port = 0;
   std::string protocol = "TCP";
+  bool operator==(const ContainerPort&) const = default;
 };
 
 struct Pod {
@@ -113,12 +118,14 @@ struct Pod {
   [[nodiscard]] const Labels& labels() const { return meta.labels; }
   [[nodiscard]] std::optional<uint16_t> containerPortNamed(std::string_view name) const;
   [[nodiscard]] bool hasContainerPort(uint16_t port) const;
+  bool operator==(const Pod&) const = default;  // an API relist publishes only what changed
 };
 
 // A Service's targetPort: a number, or the name of a container port.
 struct TargetPort {
   uint16_t number = 0;  // when name is empty
   std::string name;
+  bool operator==(const TargetPort&) const = default;
 };
 
 struct ServicePort {
@@ -126,6 +133,7 @@ struct ServicePort {
   uint16_t port = 0;
   TargetPort target;
   std::string protocol = "TCP";
+  bool operator==(const ServicePort&) const = default;
 };
 
 struct Service {
@@ -138,22 +146,26 @@ struct Service {
   std::string external_name;
   [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
   [[nodiscard]] const std::string& name() const { return meta.ref.name; }
+  bool operator==(const Service&) const = default;
 };
 
 // One Endpoints object or EndpointSlice, reduced to what policy needs.
 struct EndpointAddress {
   IpAddress ip;
   std::string pod_name;  // targetRef of kind Pod, if any
+  bool operator==(const EndpointAddress&) const = default;
 };
 struct EndpointPort {
   std::string name;
   uint16_t port = 0;
+  bool operator==(const EndpointPort&) const = default;
 };
 struct ServiceEndpoints {
   ObjectMeta meta;
   std::string service;  // Endpoints: its name; EndpointSlice: kubernetes.io/service-name
   std::vector<EndpointAddress> addresses;
   std::vector<EndpointPort> ports;
+  bool operator==(const ServiceEndpoints&) const = default;
 };
 
 // ---- Istio / Maistra ------------------------------------------------------------
@@ -175,6 +187,7 @@ struct LegacyPolicyTarget {
   std::string service;
   std::vector<uint16_t> port_numbers;
   std::vector<std::string> port_names;
+  bool operator==(const LegacyPolicyTarget&) const = default;
 };
 
 // PeerAuthentication, or a Maistra/Istio 1.x authentication Policy,
@@ -187,6 +200,7 @@ struct PeerAuthentication {
   std::vector<LegacyPolicyTarget> maistra_targets;  // legacy Policy `targets`
   bool mesh_wide_kind = false;               // MeshPolicy / ServiceMeshPolicy
   [[nodiscard]] bool hasSelector() const { return selector && !selector->empty(); }
+  bool operator==(const PeerAuthentication&) const = default;
 };
 
 struct ClientTlsSettings {
@@ -198,11 +212,13 @@ struct ClientTlsSettings {
   std::string private_key;
   std::string credential_name;
   bool insecure_skip_verify = false;
+  bool operator==(const ClientTlsSettings&) const = default;
 };
 
 struct PortTlsSettings {
   uint16_t port = 0;  // service port
   std::optional<ClientTlsSettings> tls;
+  bool operator==(const PortTlsSettings&) const = default;
 };
 
 struct DestinationRule {
@@ -213,6 +229,7 @@ struct DestinationRule {
   std::optional<ClientTlsSettings> tls;     // trafficPolicy.tls
   std::vector<PortTlsSettings> port_level;  // trafficPolicy.portLevelSettings
   bool synthetic = false;  // made by meshlock for a ServiceMeshControlPlane's mesh-wide mTLS
+  bool operator==(const DestinationRule&) const = default;
 };
 
 // The mesh-wide settings one resource contributes. Unset fields say nothing.
@@ -221,6 +238,7 @@ struct MeshConfigValues {
   std::optional<std::string> trust_domain;
   std::optional<std::string> root_namespace;
   std::optional<TlsVersion> min_protocol_version;
+  bool operator==(const MeshConfigValues&) const = default;
 };
 
 enum class ControlPlaneKind : uint8_t { kIstio, kSmcpV1, kSmcpV2, kMeshConfigMap };
@@ -233,6 +251,7 @@ struct ControlPlane {
   std::string control_namespace;  // Istio: spec.namespace (default istio-system); others: metadata.namespace
   MeshConfigValues mesh;
   bool mesh_mtls = false;  // SMCP: mesh-wide STRICT + ISTIO_MUTUAL for *.local
+  bool operator==(const ControlPlane&) const = default;
 };
 
 // Everything read from a manifest source. Plain vectors in input order.
@@ -247,6 +266,7 @@ struct ClusterState {
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;
+  bool operator==(const ClusterState&) const = default;
 };
 
 }  // namespace meshlock::config

@@ -118,9 +118,18 @@ TEST(AgentSettings, ValidationNamesMissingFields) {
   ASSERT_FALSE(status);
   EXPECT_NE(status.error().message.find("node: required"), std::string::npos);
   settings.node_name = "n";
+  settings.threads = 5000;
   status = validateSettings(settings);
   ASSERT_FALSE(status);
-  EXPECT_NE(status.error().message.find("manifestsDir: required"), std::string::npos);
+  EXPECT_NE(status.error().message.find("threads: at most 1024"), std::string::npos);
+}
+
+TEST(AgentSettings, KubernetesSourceSettings) {
+  auto settings = parseSettings("node: n\nkubeconfig: /etc/kube/config\nserviceAccountDir: /sa\n", "a.yaml");
+  ASSERT_TRUE(settings) << settings.error().describe();
+  EXPECT_EQ(settings->kubeconfig, "/etc/kube/config");
+  EXPECT_EQ(settings->service_account_dir, "/sa");
+  EXPECT_TRUE(validateSettings(*settings));  // no manifestsDir needed: the source is chosen at start
 }
 
 // Kiali's graph drops series whose cluster is "unknown" (kiali/kiali
