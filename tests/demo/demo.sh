@@ -15,10 +15,21 @@ if [ "$keep" = 1 ]; then trap - EXIT; fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Two simulated nodes, a meshlock agent on each (run $RUN)"
+say "Two simulated nodes, a meshlock agent on each reading meshsim's Kubernetes API (run $RUN)"
 cluster_up "$here/spec.yaml"
 "$MESHSIM" status --name "$RUN"
-grep -h "serving pod\|ready:" "$WORK"/agent-*.log | sed 's/^/  agent: /'
+grep -h "ready:" "$WORK"/agent-*.log | sed 's/^/  agent: /'
+# What a user types: kubectl with the run's admin kubeconfig.
+export KUBECONFIG
+KUBECONFIG=$("$MESHSIM" kubeconfig --name "$RUN")
+kc() { printf '   $ kubectl %s\n' "$*"; "$KUBECTL" "$@" | sed 's/^/   /'; }
+kc get pods -A -o wide
+
+say "Enrol namespace shop: one label"
+kc label namespace shop meshlock.io/mtls=enabled
+"$MESHSIM" apiserver flush --name "$RUN" >/dev/null
+for _ in $(seq 50); do [ "$(grep -c "serving pod" "$WORK"/agent-*.log | awk -F: '{s+=$2} END {print s}')" -ge 2 ] && break; sleep 0.1; done
+grep -h "serving pod" "$WORK"/agent-*.log | sed 's/^/  agent: /'
 
 say "Servers: shop/web on :8080 (enrolled namespace), legacy/db on :5432 (not enrolled)"
 serve shop/web 8080
@@ -44,7 +55,9 @@ flow legacy/client web.shop.svc.cluster.local:80
 flow shop/client db.legacy.svc.cluster.local:5432
 
 say "Apply seed 003's namespace STRICT PeerAuthentication to shop (live, no restart)"
-apply "$here/strict.yaml"
+kc apply -f "$here/strict.yaml"
+"$MESHSIM" apiserver flush --name "$RUN" >/dev/null
+sleep 1.2
 flow shop/client web.shop.svc.cluster.local:80
 flow legacy/client web.shop.svc.cluster.local:80
 
@@ -66,6 +79,7 @@ say "The kernel this runs on"
 if [ "$keep" = 1 ]; then
   say "Kept running. Explore, then clean up:"
   echo "  $MESHSIM status --name $RUN"
+  echo "  KUBECONFIG=$KUBECONFIG $KUBECTL get peerauthentications -A"
   echo "  $MESHSIM exec --name $RUN shop/client -- $PEER send --to web.shop.svc.cluster.local:80 --bytes 1000"
   echo "  $CTL explain --manifests $(manifests_dir) shop/web"
   echo "  $CTL connections --watch --admin unix:$WORK/admin-node-a.sock"

@@ -77,23 +77,35 @@ make_ca() {
 status_json() { "$MESHSIM" status --name "$RUN" -o json; }
 node_field() { status_json | /usr/bin/python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['nodes'] if x['name']=='$1'][0]; print(n['$2'])"; }
 
+# How agents read the cluster: meshsim's Kubernetes API with the agent's own
+# service-account token and RBAC (the default, as in a real cluster), or the
+# manifest directory meshsim mirrors (E2E_SOURCE=manifests, the offline mode).
+agent_source() {
+  if [ "${E2E_SOURCE:-api}" = manifests ]; then
+    echo "--manifests /run/meshsim/$RUN/manifests"
+  else
+    echo "--kubeconfig $("$MESHSIM" kubeconfig --agent --name "$RUN")"
+  fi
+}
+
 start_agent() {
   local node=$1; shift
-  local netns cgroup_root ready_before
+  local netns cgroup_root ready_before src
   netns=$(node_field "$node" netnsPath)
+  src=$(agent_source)
   cgroup_root=$(node_field "$node" cgroupRoot)
   # A restarted agent appends to the same log: wait for one more ready line.
   ready_before=$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null || true)
   # nsenter switches only the network namespace: `ip netns exec` would also
   # remount /sys and hide bpffs and the cgroup2 mount.
-  nsenter --net="$netns" "$AGENT" run --node "$node" --manifests "/run/meshsim/$RUN/manifests" \
+  nsenter --net="$netns" "$AGENT" run --node "$node" $src \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
     --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" "$@" \
     >>"$WORK/agent-$node.log" 2>&1 &
   AGENT_PIDS+=($!)
   AGENT_PID_OF[$node]=$!
   for _ in $(seq 100); do
-    [ "$(grep -c "ready: node $node" "$WORK/agent-$node.log")" -gt "${ready_before:-0}" ] && return 0
+    [ "$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null)" -gt "${ready_before:-0}" ] 2>/dev/null && return 0
     kill -0 "${AGENT_PIDS[-1]}" 2>/dev/null || { cat "$WORK/agent-$node.log"; die "agent on $node exited"; }
     sleep 0.1
   done
@@ -145,7 +157,16 @@ expect_refused() { if send "$1" "$2"; then fail "$1 -> $2: expected refused, got
 
 agent_log() { cat "$WORK/agent-$1.log"; }
 manifests_dir() { echo "/run/meshsim/$RUN/manifests"; }
-apply() { "$MESHSIM" apply --name "$RUN" "$1" >/dev/null; sleep 1.2; }
+# kubectl as the cluster admin, against the run's API server.
+KUBECTL=${KUBECTL:-$BIN/../tools/kubernetes-client/usr/bin/kubectl}
+kubectl_admin() { "$KUBECTL" --kubeconfig "$("$MESHSIM" kubeconfig --name "$RUN")" "$@"; }
+# apply FILE: `kubectl apply -f` as a user would, then meshsim's data plane
+# (its kube-proxy rules) catches up and the agents get their second to react.
+apply() {
+  kubectl_admin apply -f "$1" >/dev/null || die "kubectl apply -f $1 failed"
+  "$MESHSIM" apiserver flush --name "$RUN" >/dev/null
+  sleep 1.2
+}
 
 # capture_counter NODE NAME: one BPF capture counter of NODE's agent, read
 # from its pins (also while the agent is down).

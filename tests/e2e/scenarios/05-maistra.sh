@@ -24,7 +24,7 @@ log "SMCP v1 global mTLS: mesh-wide STRICT and ISTIO_MUTUAL for *.local"
 expect_refused legacy/client web.shop.svc.cluster.local:80
 expect_ok shop/client web.shop.svc.cluster.local:80
 expect_refused shop/client db.legacy.svc.cluster.local:5432
-"$MESHSIM" delete --name "$RUN" "$WORK/smcp.yaml" >/dev/null; sleep 1.2
+kubectl_admin delete -f "$WORK/smcp.yaml" >/dev/null; "$MESHSIM" apiserver flush --name "$RUN" >/dev/null; sleep 1.2
 
 cat >"$WORK/policy.yaml" <<'YAML'
 apiVersion: authentication.maistra.io/v1

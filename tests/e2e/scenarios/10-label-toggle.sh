@@ -36,7 +36,7 @@ log "not enrolled: legacy/client is not served"
 held before; before_pid=$HELD_PID
 
 log "enroll namespace legacy"
-"$MESHSIM" label --name "$RUN" namespace legacy meshlock.io/mtls=enabled >/dev/null
+kubectl_admin label namespace legacy meshlock.io/mtls=enabled >/dev/null
 for _ in $(seq 30); do [ "$(served_on_b)" = 2 ] && break; sleep 0.1; done
 [ "$(served_on_b)" = 2 ] || fail "node-b did not start serving legacy/client"
 held during; during_pid=$HELD_PID
@@ -45,7 +45,7 @@ n=$(mtls_from_legacy)
 release before "$before_pid"
 
 log "remove the label"
-"$MESHSIM" label --name "$RUN" namespace legacy meshlock.io/mtls- >/dev/null
+kubectl_admin label namespace legacy meshlock.io/mtls- >/dev/null
 for _ in $(seq 30); do [ "$(served_on_b)" = 1 ] && break; sleep 0.1; done
 [ "$(served_on_b)" = 1 ] || fail "node-b still serves legacy/client"
 release during "$during_pid"

@@ -20,7 +20,7 @@ for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1
 [ "$running" -gt 0 ] || fail "the transfers ended before the policy change: the test proves nothing"
 log "$running transfers in flight when STRICT is applied"
 
-"$MESHSIM" apply --name "$RUN" "$HERE/manifests/shop-strict.yaml" >/dev/null
+kubectl_admin apply -f "$HERE/manifests/shop-strict.yaml" >/dev/null
 applied=$(date +%s%N)
 refused_after=""
 for _ in $(seq 40); do

@@ -74,7 +74,7 @@ body=$(in_pod legacy/client curl -s --max-time 5 http://10.244.2.30:7070/marker.
 held before; before_pid=$HELD_PID
 
 log "remove the opt-out label live"
-"$MESHSIM" label --name "$RUN" pod shop/batch meshlock.io/mtls- >/dev/null
+kubectl_admin label pod -n shop batch meshlock.io/mtls- >/dev/null
 for _ in $(seq 30); do [ "$(served_on_b)" = 2 ] && break; sleep 0.1; done
 [ "$(served_on_b)" = 2 ] || fail "node-b did not start serving shop/batch"
 

@@ -59,7 +59,7 @@ start_pod_agent() {
   cgroup_root=$(node_field "$node" cgroupRoot)
   # nsenter, not ip netns exec (which remounts /sys and hides bpffs).
   nsenter --net="/run/netns/$ns" setpriv --no-new-privs --inh-caps=-all --bounding-set="-all,$CAPS" \
-    "$AGENT" run --node "$node" --manifests "$(manifests_dir)" \
+    "$AGENT" run --node "$node" $(agent_source) \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
     --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
     --metrics-address 0.0.0.0:15020 --drain-deadline "$DRAIN_DEADLINE" >>"$WORK/agent-$key.log" 2>&1 &
