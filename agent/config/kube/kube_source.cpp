@@ -487,7 +487,10 @@ struct Reflector {
       }
       Outcome o = watch();
       if (o == Outcome::kStopped) break;
-      if (o == Outcome::kOk) continue;  // ended by the server: watch again from the last resourceVersion
+      if (o == Outcome::kOk) {  // ended by the server: watch again from the last resourceVersion
+        sh->reconnecting(index);
+        continue;
+      }
       if (o == Outcome::kGone || o == Outcome::kAbsent) {
         spdlog::info("kubernetes {}: {}: listing again", spec.name, error);
         need_list = true;

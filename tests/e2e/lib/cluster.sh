@@ -46,6 +46,7 @@ cluster_cleanup() {
   if [ "$rc" != 0 ] || [ "$failures" != 0 ]; then
     for f in "$WORK"/agent-*.log; do [ -e "$f" ] && { echo "---- $f (last 40 lines)"; tail -40 "$f"; }; done
   fi
+  [ -n "${E2E_KEEP_WORK:-}" ] && cp -r "$WORK" "$E2E_KEEP_WORK" 2>/dev/null
   rm -rf "$WORK"
   [ "$failures" = 0 ] || { log "$failures failure(s)"; exit 1; }
   exit "$rc"

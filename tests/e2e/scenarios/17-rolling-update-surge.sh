@@ -58,8 +58,10 @@ start_pod_agent() {
   POD_AGENT_NS[$key]=$ns
   cgroup_root=$(node_field "$node" cgroupRoot)
   # nsenter, not ip netns exec (which remounts /sys and hides bpffs).
+  # These agent pods' own netns have no route to meshsim's API server
+  # (172.18.0.1 on the fabric): they read the manifests meshsim mirrors.
   nsenter --net="/run/netns/$ns" setpriv --no-new-privs --inh-caps=-all --bounding-set="-all,$CAPS" \
-    "$AGENT" run --node "$node" $(agent_source) \
+    "$AGENT" run --node "$node" --manifests "$(manifests_dir)" \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
     --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
     --metrics-address 0.0.0.0:15020 --drain-deadline "$DRAIN_DEADLINE" >>"$WORK/agent-$key.log" 2>&1 &

@@ -885,10 +885,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         bookmarks = parse_bool(query.get("allowWatchBookmarks"))
         send_initial = parse_bool(query.get("sendInitialEvents"))
         timeout = float(query.get("timeoutSeconds") or 0) or 1800.0
-        close_after = api.settings.watch_close_after
-        if close_after:
-            timeout = min(timeout, close_after)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         initial = []
         gone = None
         with api.store.lock:
@@ -948,6 +946,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             next_bookmark = time.monotonic() + api.settings.bookmark_interval
             while not api.shutting_down.is_set():
                 now = time.monotonic()
+                # watchCloseAfterSeconds applies to open watches too, from
+                # the moment it is set: a test sets it and sees it at once.
+                if api.settings.watch_close_after:
+                    deadline = min(deadline, started + api.settings.watch_close_after)
                 if now >= deadline:
                     break
                 if bookmarks and now >= next_bookmark:
