@@ -8,11 +8,12 @@
 
 namespace meshlock::admin {
 
-void Router::handle(std::string path, Handler handler, std::initializer_list<Method> methods) {
+void Router::handle(std::string path, Handler handler, std::initializer_list<Method> methods,
+                    ChangeAccess changes) {
   MESHLOCK_CHECK(!path.empty() && path.front() == '/');
   MESHLOCK_CHECK(handler != nullptr);
   MESHLOCK_CHECK(methods.size() > 0);
-  const bool inserted = routes_.emplace(std::move(path), Route{methods, std::move(handler)}).second;
+  const bool inserted = routes_.emplace(std::move(path), Route{methods, std::move(handler), changes}).second;
   MESHLOCK_CHECK(inserted);
 }
 
@@ -50,6 +51,12 @@ Response Router::dispatch(const Request& request) const {
     }
     response.headers.emplace_back("Allow", allow);
     return response;
+  }
+  // Any local user reaches the TCP admin port; only root and the agent's own
+  // user reach the Unix socket (SO_PEERCRED): changes go over the socket.
+  if (route.changes == ChangeAccess::kUnixSocket && request.method != Method::kGet && !request.from_unix_socket) {
+    return Response::error(403, std::string(methodName(request.method)) + " " + request.path +
+                                    " changes the agent: only over the admin Unix socket, not TCP");
   }
   try {
     return route.handler(request);

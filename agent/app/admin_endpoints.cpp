@@ -420,7 +420,8 @@ Status Agent::Parts::startAdmin() {
   });
 
   router.handle("/metrics", admin::metricsHandler(registry));
-  router.handle("/logging", admin::loggingHandler(), {admin::Method::kGet, admin::Method::kPost, admin::Method::kPut});
+  router.handle("/logging", admin::loggingHandler(), {admin::Method::kGet, admin::Method::kPost, admin::Method::kPut},
+                admin::ChangeAccess::kUnixSocket);
 
   admin::ServerOptions admin_options;
   admin_options.listen.push_back(admin::Endpoint::unixSocket(settings.admin_socket.string()));

@@ -40,6 +40,8 @@ Router testRouter() {
         return Response::text(200, body);
       },
       {Method::kGet, Method::kPost, Method::kPut});
+  router.handle("/level", [](const Request&) { return Response::text(200, "changed\n"); },
+                {Method::kGet, Method::kPost, Method::kPut}, ChangeAccess::kUnixSocket);
   router.handle("/throws", [](const Request&) -> Response { throw std::runtime_error("boom"); });
   router.handle("/slow", [](const Request&) {
     std::this_thread::sleep_for(200ms);
@@ -120,11 +122,28 @@ TEST(AdminServer, AnswersUnknownPathsAndMethods) {
   EXPECT_EQ(wrong->header("allow"), "GET");
   auto index = client.getJson("/");
   ASSERT_TRUE(index) << index.error().describe();
-  EXPECT_EQ((*index)["paths"].size(), 4u);
+  EXPECT_EQ((*index)["paths"].size(), 5u);
   auto error = client.getJson("/nope");
   ASSERT_FALSE(error);
   EXPECT_NE(error.error().message.find("404"), std::string::npos);
   EXPECT_NE(error.error().message.find("no such endpoint"), std::string::npos);
+}
+
+// docs/admin.md: any local user reaches the TCP port, so a route that changes
+// the agent takes POST/PUT only over the Unix socket; reading stays open.
+TEST(AdminServer, ChangesOverTcpAre403) {
+  auto server = startTcp();
+  ASSERT_TRUE(server);
+  AdminClient client(server->endpoints()[0]);
+  for (Method method : {Method::kPost, Method::kPut}) {
+    auto refused = client.request(method, "/level?level=off");
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 403);
+    EXPECT_NE(refused->body.find("only over the admin Unix socket"), std::string::npos) << refused->body;
+  }
+  auto read = client.request(Method::kGet, "/level");
+  ASSERT_TRUE(read);
+  EXPECT_EQ(read->status, 200);
 }
 
 TEST(AdminServer, HandlerExceptionIs500) {
@@ -295,6 +314,10 @@ TEST_F(UnixSocketTest, SocketIsMode0600AndServes) {
   auto response = AdminClient(*endpoint).request(Method::kGet, "/healthz");
   ASSERT_TRUE(response) << response.error().describe();
   EXPECT_EQ(response->status, 200);
+  // A change that TCP refuses (ChangesOverTcpAre403) is taken over the socket.
+  auto change = AdminClient(*endpoint).request(Method::kPost, "/level?level=off");
+  ASSERT_TRUE(change) << change.error().describe();
+  EXPECT_EQ(change->status, 200);
   response = AdminClient(*endpoint).request(Method::kGet, "/echo");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->body, "GET /echo body= unix");  // handlers can tell the socket from TCP

@@ -66,4 +66,12 @@ log "metrics parse with promtool"
 ip netns exec "$(node_field node-a netns)" curl -s http://127.0.0.1:15020/metrics >"$WORK/metrics.txt" || fail "metrics endpoint"
 promtool check metrics <"$WORK/metrics.txt" || fail "promtool rejected the metrics"
 grep -q '^meshlock_pods_served 1' "$WORK/metrics.txt" || fail "meshlock_pods_served missing: $(grep pods_served "$WORK/metrics.txt")"
+log "a state change over TCP is refused (403), also for any local user; over the Unix socket it is taken"
+answer=$(ip netns exec "$(node_field node-a netns)" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+  curl -s -w '\n%{http_code}' -X POST 'http://127.0.0.1:15000/logging?level=off' || true)
+[ "${answer##*$'\n'}" = 403 ] || fail "POST /logging over TCP as nobody: $answer, want 403"
+level=$(ip netns exec "$(node_field node-a netns)" curl -s http://127.0.0.1:15000/logging)
+[[ "$level" == *'"level":"info"'* ]] || fail "the level changed after a refused POST: $level"
+curl -s --unix-socket "$WORK/admin-node-a.sock" -X POST 'http://localhost/logging?level=debug' | grep -q '"level":"debug"' ||
+  fail "POST /logging over the Unix socket was not taken"
 log "done"
