@@ -119,8 +119,10 @@ strict_refuses || fail "STRICT not enforced while the API server is away"
 while [ $(( $(date +%s) - stopped )) -lt 20 ]; do sleep 1; done
 stale=$(source_field "s['staleness_seconds']")
 python3 -c "import sys; sys.exit(0 if float('$stale') >= 15 else 1)" || fail "staleness $stale s after 20 s away"
-ip netns exec "$(node_field node-a netns)" curl -s http://127.0.0.1:15020/metrics | grep -q meshlock_config_source_last_sync_age_seconds ||
-  fail "no staleness metric"
+# (into a variable first: grep -q would end the pipe early, and pipefail fail it)
+metrics=$(ip netns exec "$(node_field node-a netns)" curl -s http://127.0.0.1:15020/metrics || true)
+grep -q '^meshlock_config_source_last_sync_age_seconds [1-9]' <<<"$metrics" ||
+  fail "no staleness metric: $(grep meshlock_config_source_last_sync <<<"$metrics")"
 "$MESHSIM" apiserver start --name "$RUN" >/dev/null
 kubectl_admin apply -f "$WORK/mixed.yaml" >/dev/null  # shop back to PERMISSIVE
 wait_for 30 plaintext_passes || fail "a change right after the API server's return was not picked up in 30 s"
