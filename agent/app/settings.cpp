@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
+#include <type_traits>
 #include <sstream>
 
 namespace meshlock::app {
@@ -70,6 +72,32 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
       out = *got;
       return {};
     };
+    // A scalar through one of the parse* functions below.
+    auto parsed = [&](auto& out, auto parse) -> Status {
+      auto got = scalar(value, key);
+      if (!got) return std::unexpected(got.error());
+      auto result = parse(*got);
+      if (!result) return std::unexpected(result.error());
+      out = *result;
+      return {};
+    };
+    auto toggle = [&](bool& out) {
+      return parsed(out, [&](std::string_view got) { return parseSwitch(key, got); });
+    };
+    auto number = [&](auto& out, unsigned long max) -> Status {
+      auto n = unsignedValue(value, key);
+      if (!n) return std::unexpected(n.error());
+      if (*n > max) return fail(key + ": at most " + std::to_string(max));
+      out = static_cast<std::remove_reference_t<decltype(out)>>(*n);
+      return {};
+    };
+    auto seconds = [&](std::chrono::seconds& out) {
+      unsigned long n = 0;
+      Status got = number(n, std::numeric_limits<unsigned long>::max());
+      if (got) out = std::chrono::seconds(n);
+      return got;
+    };
+    constexpr unsigned long kMaxCount = 100'000'000;
     Status status;
     if (key == "node") status = text(settings.node_name);
     else if (key == "clusterId") status = text(settings.cluster_id);
@@ -84,62 +112,20 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     else if (key == "adminAddress") status = text(settings.admin_address);
     else if (key == "metricsAddress") status = text(settings.metrics_address);
     else if (key == "logLevel") status = text(settings.log_level);
-    else if (key == "threads") {
-      auto n = unsignedValue(value, key);
-      if (!n) return where(n.error());
-      settings.threads = static_cast<unsigned>(*n);
-    } else if (key == "certLifetimeSeconds") {
-      auto n = unsignedValue(value, key);
-      if (!n) return where(n.error());
-      settings.cert_lifetime = std::chrono::seconds(*n);
-    } else if (key == "drainDeadlineSeconds") {
-      auto n = unsignedValue(value, key);
-      if (!n) return where(n.error());
-      settings.drain_deadline = std::chrono::seconds(*n);
-    } else if (key == "maxConnections" || key == "maxConnectionsPerPod" || key == "maxPendingHandshakes" ||
-               key == "maxPendingHandshakesPerSource" || key == "accessLogRefusalsPerSecond") {
-      auto n = unsignedValue(value, key);
-      if (!n) return where(n.error());
-      if (*n > 100'000'000) return where(Error{key + ": at most 100000000"});
-      uint32_t& field = key == "maxConnections"         ? settings.max_connections
-                        : key == "maxConnectionsPerPod" ? settings.max_connections_per_pod
-                        : key == "maxPendingHandshakes" ? settings.max_pending_handshakes
-                        : key == "maxPendingHandshakesPerSource" ? settings.max_pending_handshakes_per_source
-                                                                 : settings.access_log_refusals_per_second;
-      field = static_cast<uint32_t>(*n);
-    } else if (key == "io") {
-      auto got = scalar(value, key);
-      if (!got) return where(got.error());
-      auto io = parseIoBackend(*got);
-      if (!io) return where(io.error());
-      settings.io = *io;
-    } else if (key == "accessLog") {
-      auto got = scalar(value, key);
-      if (!got) return where(got.error());
-      auto on = parseSwitch(key, *got);
-      if (!on) return where(on.error());
-      settings.access_log = *on;
-    } else if (key == "adminSocketTakeOver") {
-      auto got = scalar(value, key);
-      if (!got) return where(got.error());
-      auto on = parseSwitch(key, *got);
-      if (!on) return where(on.error());
-      settings.admin_socket_take_over = *on;
-    } else if (key == "mountBpffs") {
-      auto got = scalar(value, key);
-      if (!got) return where(got.error());
-      auto on = parseSwitch(key, *got);
-      if (!on) return where(on.error());
-      settings.mount_bpffs = *on;
-    } else if (key == "logFormat") {
-      auto got = scalar(value, key);
-      if (!got) return where(got.error());
-      auto format = parseLogFormat(*got);
-      if (!format) return where(format.error());
-      settings.log_format = *format;
-    } else {
-      return fail(std::string(origin) + ": unknown setting \"" + key + "\"");
-    }
+    else if (key == "threads") status = number(settings.threads, std::numeric_limits<unsigned>::max());
+    else if (key == "certLifetimeSeconds") status = seconds(settings.cert_lifetime);
+    else if (key == "drainDeadlineSeconds") status = seconds(settings.drain_deadline);
+    else if (key == "maxConnections") status = number(settings.max_connections, kMaxCount);
+    else if (key == "maxConnectionsPerPod") status = number(settings.max_connections_per_pod, kMaxCount);
+    else if (key == "maxPendingHandshakes") status = number(settings.max_pending_handshakes, kMaxCount);
+    else if (key == "maxPendingHandshakesPerSource") status = number(settings.max_pending_handshakes_per_source, kMaxCount);
+    else if (key == "accessLogRefusalsPerSecond") status = number(settings.access_log_refusals_per_second, kMaxCount);
+    else if (key == "io") status = parsed(settings.io, parseIoBackend);
+    else if (key == "logFormat") status = parsed(settings.log_format, parseLogFormat);
+    else if (key == "accessLog") status = toggle(settings.access_log);
+    else if (key == "adminSocketTakeOver") status = toggle(settings.admin_socket_take_over);
+    else if (key == "mountBpffs") status = toggle(settings.mount_bpffs);
+    else return fail(std::string(origin) + ": unknown setting \"" + key + "\"");
     if (!status) return where(status.error());
   }
   return settings;

@@ -79,6 +79,22 @@ def is_bad_dest(cluster, cluster_ok, svc_ns, svc, svc_name, wl):  # util.IsBadDe
     return None
 
 
+def edge_hops(m, src_cluster, dst_cluster):
+    """The graph edges one series adds: source -> destination, or source ->
+    injected service node -> destination (addTraffic and the security
+    appender inject the same way)."""
+    src, _ = node_id(src_cluster, m["source_workload_namespace"], "", m["source_workload_namespace"],
+                     m["source_workload"], m["source_canonical_service"], m["source_canonical_revision"])
+    dst, dst_type = node_id(dst_cluster, m["destination_service_namespace"], m["destination_service_name"],
+                            m["destination_workload_namespace"], m["destination_workload"],
+                            m["destination_canonical_service"], m["destination_canonical_revision"])
+    svc_name = m["destination_service_name"]
+    if is_ok(svc_name) and svc_name != PASSTHROUGH and dst_type != "service":
+        svc, _ = node_id(dst_cluster, m["destination_service_namespace"], svc_name, "", "", "", "")
+        return [(src, svc), (svc, dst)]
+    return [(src, dst)]
+
+
 class Prometheus:
     def __init__(self, url):
         self.url = url.rstrip("/")
@@ -155,21 +171,11 @@ def build(prom, ns, duration, scope=None):
             if reason:
                 skip(reason)
                 continue
-            src, _ = node_id(src_cluster, m["source_workload_namespace"], "", m["source_workload_namespace"],
-                             m["source_workload"], m["source_canonical_service"], m["source_canonical_revision"])
-            dst, dst_type = node_id(dst_cluster, m["destination_service_namespace"], m["destination_service_name"],
-                                    m["destination_workload_namespace"], m["destination_workload"],
-                                    m["destination_canonical_service"], m["destination_canonical_revision"])
-            ts_hash = (metric, src, dst, m["response_flags"], m["destination_service"])
+            hops = edge_hops(m, src_cluster, dst_cluster)
+            ts_hash = (metric, hops[0][0], hops[-1][1], m["response_flags"], m["destination_service"])
             if ts_hash in applied:
                 continue
             applied.add(ts_hash)
-            svc_name = m["destination_service_name"]
-            if is_ok(svc_name) and svc_name != PASSTHROUGH and dst_type != "service":
-                svc, _ = node_id(dst_cluster, m["destination_service_namespace"], svc_name, "", "", "", "")
-                hops = [(src, svc), (svc, dst)]
-            else:
-                hops = [(src, dst)]
             for hop in hops:
                 edges[hop] = edges.get(hop, 0.0) + val
 
@@ -184,17 +190,7 @@ def build(prom, ns, duration, scope=None):
             val = float(sample["value"][1])
             src_cluster = m.get("source_cluster", UNKNOWN)
             dst_cluster = m.get("destination_cluster", UNKNOWN)
-            src, _ = node_id(src_cluster, m["source_workload_namespace"], "", m["source_workload_namespace"],
-                             m["source_workload"], m["source_canonical_service"], m["source_canonical_revision"])
-            dst, dst_type = node_id(dst_cluster, m["destination_service_namespace"], m["destination_service_name"],
-                                    m["destination_workload_namespace"], m["destination_workload"],
-                                    m["destination_canonical_service"], m["destination_canonical_revision"])
-            svc_name = m["destination_service_name"]
-            if is_ok(svc_name) and svc_name != PASSTHROUGH and dst_type != "service":
-                svc, _ = node_id(dst_cluster, m["destination_service_namespace"], svc_name, "", "", "", "")
-                hops = [(src, svc), (svc, dst)]
-            else:
-                hops = [(src, dst)]
+            hops = edge_hops(m, src_cluster, dst_cluster)
             for hop in hops:
                 rates = policy.setdefault(hop, {})
                 rates[csp] = rates.get(csp, 0.0) + val

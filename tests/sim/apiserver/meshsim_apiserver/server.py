@@ -43,6 +43,15 @@ def now_rfc3339():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+
+def selectors(r, query):
+    """The request's label and field selectors, or 400 naming what is wrong."""
+    try:
+        return (LabelSelector.parse(query.get("labelSelector")),
+                FieldSelector.parse(query.get("fieldSelector"), r.fields))
+    except SelectorError as e:
+        raise ApiError(400, "BadRequest", str(e))
+
 class ApiError(Exception):
     def __init__(self, code, reason, message, details=None):
         super().__init__(message)
@@ -536,11 +545,7 @@ class Api:
         """(resourceVersion, stored objects, continue token, remainingItemCount).
         A paginated list serves every page from the snapshot of its first page
         (etcd reads each page at the first page's revision)."""
-        try:
-            labels = LabelSelector.parse(query.get("labelSelector"))
-            fields = FieldSelector.parse(query.get("fieldSelector"), r.fields)
-        except SelectorError as e:
-            raise ApiError(400, "BadRequest", str(e))
+        labels, fields = selectors(r, query)
         ns = namespace if r.namespaced else None
         try:
             limit = int(query.get("limit") or 0)
@@ -875,11 +880,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- watch --------------------------------------------------------------------
     def _watch(self, r, version, namespace, query, as_table, include):
         api = self.api
-        try:
-            labels = LabelSelector.parse(query.get("labelSelector"))
-            fields = FieldSelector.parse(query.get("fieldSelector"), r.fields)
-        except SelectorError as e:
-            raise ApiError(400, "BadRequest", str(e))
+        labels, fields = selectors(r, query)
         ns = namespace if r.namespaced else None
         rv_text = query.get("resourceVersion") or ""
         bookmarks = parse_bool(query.get("allowWatchBookmarks"))
