@@ -14,7 +14,7 @@ export CCACHE_NOHASHDIR ?= 1
 endif
 
 DEB_PACKAGES := build-essential cmake pkg-config git \
-  clang llvm libbpf-dev bpftool linux-perf \
+  clang llvm libclang-rt-14-dev libbpf-dev bpftool linux-perf \
   liburing-dev android-libboringssl-dev libspdlog-dev libfmt-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libneon27-gnutls-dev \

@@ -108,6 +108,7 @@ in_pod shop/client bash -c "exec 3<>/dev/tcp/10.96.10.10/80 || exit 1
   for i in \$(seq 600); do [ -e $WORK/held.go ] && break; sleep 0.1; done
   echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" >"$WORK/held.log" 2>&1 &
 held=$!
+BG_PIDS+=($held)
 for _ in $(seq 50); do [ -e "$WORK/held.open" ] && break; sleep 0.1; done
 [ -e "$WORK/held.open" ] || fail "the held connection did not open"
 "$MESHSIM" apiserver stop --name "$RUN" >/dev/null
