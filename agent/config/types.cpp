@@ -104,14 +104,13 @@ std::optional<TlsVersion> parseTlsVersion(std::string_view text) {
 }
 
 void ClusterState::append(const ClusterState& other) {
-  auto add = [](auto& to, const auto& from) { to.insert(to.end(), from.begin(), from.end()); };
-  add(namespaces, other.namespaces);
-  add(pods, other.pods);
-  add(services, other.services);
-  add(endpoints, other.endpoints);
-  add(peer_authentications, other.peer_authentications);
-  add(destination_rules, other.destination_rules);
-  add(control_planes, other.control_planes);
+  namespaces.append(other.namespaces);
+  pods.append(other.pods);
+  services.append(other.services);
+  endpoints.append(other.endpoints);
+  peer_authentications.append(other.peer_authentications);
+  destination_rules.append(other.destination_rules);
+  control_planes.append(other.control_planes);
 }
 
 std::size_t ClusterState::objectCount() const {

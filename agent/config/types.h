@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/ip_address.h"
+#include "config/shared_list.h"
 
 namespace meshlock::config {
 
@@ -254,15 +255,17 @@ struct ControlPlane {
   bool operator==(const ControlPlane&) const = default;
 };
 
-// Everything read from a manifest source. Plain vectors in input order.
+// Everything read from a source, in input order. Objects are shared and
+// immutable (SharedList): copying a state, as every update does, copies
+// pointers.
 struct ClusterState {
-  std::vector<Namespace> namespaces;
-  std::vector<Pod> pods;
-  std::vector<Service> services;
-  std::vector<ServiceEndpoints> endpoints;
-  std::vector<PeerAuthentication> peer_authentications;
-  std::vector<DestinationRule> destination_rules;
-  std::vector<ControlPlane> control_planes;
+  SharedList<Namespace> namespaces;
+  SharedList<Pod> pods;
+  SharedList<Service> services;
+  SharedList<ServiceEndpoints> endpoints;
+  SharedList<PeerAuthentication> peer_authentications;
+  SharedList<DestinationRule> destination_rules;
+  SharedList<ControlPlane> control_planes;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

@@ -443,6 +443,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     e.identity.push_back(config::spiffeIdFor(ix.mesh_.trust_domain, pod.ns(), pod.service_account).str());
     std::size_t idx = ix.pods_.size();
     ix.pods_.push_back(std::move(e));
+    ix.pod_by_address_.emplace(&pod, idx);
     ix.pod_by_uid_.emplace(pod.uid, idx);
     for (const auto& ip : pod.ips) {
       if (!pod.terminated || !ix.pod_by_ip_.contains(ip)) ix.pod_by_ip_[ip] = idx;
@@ -512,6 +513,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       }
     }
     se.identities.assign(identities.begin(), identities.end());
+    ix.service_by_address_.emplace(&svc, sidx);
     ix.service_by_host_.emplace(se.fqdn, sidx);
     for (const auto& ip : svc.cluster_ips) ix.service_by_ip_.emplace(ip, sidx);
     ix.services_.push_back(std::move(se));
@@ -581,19 +583,19 @@ std::vector<const Pod*> PolicyIndex::podsOnNode(std::string_view node) const {
   return out;
 }
 
-// Pods are stored in state_.pods order, so a pointer maps back to its entry.
-static std::size_t podIndex(const ClusterState& st, const Pod& pod) {
-  auto i = static_cast<std::size_t>(&pod - st.pods.data());
-  MESHLOCK_CHECK(i < st.pods.size());
-  return i;
+// The entry of a pod of this index (its objects are shared, not contiguous).
+std::size_t PolicyIndex::podIndex(const Pod& pod) const {
+  auto it = pod_by_address_.find(&pod);
+  MESHLOCK_CHECK(it != pod_by_address_.end());
+  return it->second;
 }
 
-bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(state_, pod)].served; }
+bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(pod)].served; }
 
-Reason PolicyIndex::servedReason(const Pod& pod) const { return pods_[podIndex(state_, pod)].served_reason; }
+Reason PolicyIndex::servedReason(const Pod& pod) const { return pods_[podIndex(pod)].served_reason; }
 
 SpiffeId PolicyIndex::identityOf(const Pod& pod) const {
-  return SpiffeId(pods_[podIndex(state_, pod)].identity.front());
+  return SpiffeId(pods_[podIndex(pod)].identity.front());
 }
 
 InboundDecision PolicyIndex::inbound(const PodUid& uid, uint16_t port) const {
@@ -607,7 +609,7 @@ InboundDecision PolicyIndex::inbound(const PodUid& uid, uint16_t port) const {
 }
 
 InboundDecision PolicyIndex::inbound(const Pod& pod, uint16_t port) const {
-  const PodEntry& e = pods_[podIndex(state_, pod)];
+  const PodEntry& e = pods_[podIndex(pod)];
   InboundDecision d;
   if (!e.served) {
     d.mode = ServerMode::kNone;
@@ -684,7 +686,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
   d.service_port = service_port;
   d.backends = backends;
   d.host = host;
-  const PodEntry& src = pods_[podIndex(state_, source)];
+  const PodEntry& src = pods_[podIndex(source)];
 
   // Client side.
   const config::ClientTlsSettings* tls = nullptr;
@@ -773,7 +775,7 @@ OutboundDecision PolicyIndex::outboundToService(const Pod& source, std::size_t s
 }
 
 OutboundDecision PolicyIndex::outboundToPod(const Pod& source, const Pod& dst, uint16_t port) const {
-  const PodEntry& de = pods_[podIndex(state_, dst)];
+  const PodEntry& de = pods_[podIndex(dst)];
   // The service this pod serves on that port names it for DestinationRules.
   const Service* svc = nullptr;
   uint16_t service_port = 0;
@@ -860,9 +862,9 @@ const Service* PolicyIndex::serviceForPodPort(const Pod& pod, uint16_t port) con
 }
 
 std::span<const Backend> PolicyIndex::backendsOf(const Service& svc, uint16_t service_port) const {
-  auto i = static_cast<std::size_t>(&svc - state_.services.data());
-  MESHLOCK_CHECK(i < services_.size());
-  const ServiceEntry& se = services_[i];
+  auto it = service_by_address_.find(&svc);
+  MESHLOCK_CHECK(it != service_by_address_.end());
+  const ServiceEntry& se = services_[it->second];
   for (std::size_t p = 0; p < svc.ports.size(); ++p) {
     if (svc.ports[p].port == service_port) return se.backends[p];
   }

@@ -226,10 +226,14 @@ class PolicyIndex {
   [[nodiscard]] OutboundDecision outboundToService(const config::Pod& source, std::size_t service,
                                                    uint16_t port) const;
 
+  [[nodiscard]] std::size_t podIndex(const config::Pod& pod) const;
+
   config::ClusterState state_;
   MeshSettings mesh_;
   std::vector<PodEntry> pods_;
   std::vector<ServiceEntry> services_;
+  std::unordered_map<const config::Pod*, std::size_t> pod_by_address_;  // entries follow state_.pods
+  std::unordered_map<const config::Service*, std::size_t> service_by_address_;
   std::unordered_map<PodUid, std::size_t> pod_by_uid_;
   std::unordered_map<IpAddress, std::size_t> pod_by_ip_;
   StringMap<std::size_t> pod_by_name_;  // "ns/name"

@@ -49,8 +49,8 @@ const char* const kObjects[] = {
 };
 
 template <typename T>
-void clearSources(std::vector<T>& objects) {
-  for (T& object : objects) object.meta.source = {};
+void clearSources(SharedList<T>& objects) {
+  for (std::size_t i = 0; i < objects.size(); ++i) objects.edit(i).meta.source = {};
 }
 
 void clearSources(ClusterState& s) {

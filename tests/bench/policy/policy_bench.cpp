@@ -136,6 +136,16 @@ void BM_BuildIndex(benchmark::State& state) {
 }
 BENCHMARK(BM_BuildIndex)->Unit(benchmark::kMillisecond);
 
+// What every published update costs before the index: the source hands the
+// agent a ClusterState (shared immutable objects: pointers are copied).
+void BM_CopyState(benchmark::State& state) {
+  for (auto _ : state) {
+    config::ClusterState copy = cluster();
+    benchmark::DoNotOptimize(copy);
+  }
+}
+BENCHMARK(BM_CopyState)->Unit(benchmark::kMicrosecond);
+
 void BM_NodeDecisions(benchmark::State& state) {
   auto ix = PolicyIndex::build(cluster());
   std::size_t n = 0;
