@@ -3,6 +3,7 @@
 // pilot/pkg/security/authn (ComposePeerAuthentication) for inbound,
 // pilot/pkg/model/push_context.go (destinationRule) for outbound lookup.
 #include "policy/policy.h"
+#include "policy/selector_index.h"
 
 #include <algorithm>
 #include <set>
@@ -257,6 +258,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   PolicyIndex& ix = *index;
   ix.state_ = std::move(input);
   ClusterState& st = ix.state_;
+  const SelectorIndex selectors(st.pods);  // positions in st.pods = entries in pods_
 
   // Mesh settings. The Istio resource names the control plane namespace; an
   // SMCP's own namespace stands in for it; meshConfig.rootNamespace overrides.
@@ -369,11 +371,9 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
           std::optional<uint16_t> container = sp.target.name.empty() ? std::optional<uint16_t>(sp.target.number)
                                                                      : std::nullopt;
           if (!container) {
-            for (const Pod& pod : st.pods) {
-              if (pod.ns() == svc->ns() && config::selectorMatches(*svc->selector, pod.labels())) {
-                if ((container = pod.containerPortNamed(sp.target.name))) break;
-              }
-            }
+            selectors.forEachMatch(svc->ns(), *svc->selector, [&](std::size_t i) {
+              if (!container) container = st.pods[i].containerPortNamed(sp.target.name);
+            });
           }
           if (container) wl->port_level[*container] = pa.mode.value_or(PeerMode::kUnset);
         }
@@ -405,8 +405,22 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
                      [](const auto* a, const auto* b) { return olderThan(a->meta, b->meta); });
   }
 
+  // The oldest matching workload policy of each pod (the lists are sorted oldest first).
+  std::vector<const PeerAuthentication*> workload_policy(st.pods.size(), nullptr);
+  for (const auto& [name, entry] : ix.namespaces_) {
+    for (const PeerAuthentication* pa : entry->workload_policies) {
+      selectors.forEachMatch(name, *pa->selector, [&](std::size_t i) {
+        if (!workload_policy[i]) workload_policy[i] = pa;
+      });
+    }
+  }
+
   // Pods.
   ix.pods_.reserve(st.pods.size());
+  ix.pod_by_address_.reserve(st.pods.size());
+  ix.pod_by_uid_.reserve(st.pods.size());
+  ix.pod_by_ip_.reserve(st.pods.size());
+  ix.pod_by_name_.reserve(st.pods.size());
   for (const Pod& pod : st.pods) {
     PodEntry e;
     e.pod = &pod;
@@ -428,8 +442,8 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     };
     apply(mesh_policy);
     apply(ns.namespace_policy);
-    for (const PeerAuthentication* pa : ns.workload_policies) {
-      if (!config::selectorMatches(*pa->selector, pod.labels())) continue;
+    std::size_t idx = ix.pods_.size();
+    if (const PeerAuthentication* pa = workload_policy[idx]) {  // the oldest matching workload policy wins
       apply(pa);
       for (const auto& [port, mode] : pa->port_level) {
         if (mode == PeerMode::kUnset) {
@@ -438,10 +452,8 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
           e.port_modes.push_back({port, toServerMode(mode), byResource(pa->meta, port)});
         }
       }
-      break;  // the oldest matching workload policy wins
     }
     e.identity.push_back(config::spiffeIdFor(ix.mesh_.trust_domain, pod.ns(), pod.service_account).str());
-    std::size_t idx = ix.pods_.size();
     ix.pods_.push_back(std::move(e));
     ix.pod_by_address_.emplace(&pod, idx);
     ix.pod_by_uid_.emplace(pod.uid, idx);
@@ -452,14 +464,13 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   }
 
   // Services and their backends.
-  std::unordered_map<std::string, std::vector<std::size_t>> pods_by_ns;
-  for (std::size_t i = 0; i < ix.pods_.size(); ++i) {
-    if (!ix.pods_[i].pod->terminated) pods_by_ns[ix.pods_[i].pod->ns()].push_back(i);
-  }
   std::unordered_map<std::string, std::vector<const config::ServiceEndpoints*>> endpoints_by_service;
   for (const auto& eps : st.endpoints) endpoints_by_service[eps.meta.ref.ns + "/" + eps.service].push_back(&eps);
 
   ix.services_.reserve(st.services.size());
+  ix.service_by_address_.reserve(st.services.size());
+  ix.service_by_host_.reserve(st.services.size());
+  ix.service_by_ip_.reserve(st.services.size());
   for (const Service& svc : st.services) {
     ServiceEntry se;
     se.svc = &svc;
@@ -468,9 +479,9 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     std::set<std::string> identities;
     std::size_t sidx = ix.services_.size();
     if (svc.selector) {
-      for (std::size_t pi : pods_by_ns[svc.ns()]) {
+      selectors.forEachMatch(svc.ns(), *svc.selector, [&](std::size_t pi) {
         PodEntry& pe = ix.pods_[pi];
-        if (!config::selectorMatches(*svc.selector, pe.pod->labels())) continue;
+        if (pe.pod->terminated) return;  // no longer an endpoint
         bool any = false;
         for (std::size_t p = 0; p < svc.ports.size(); ++p) {
           const auto& target = svc.ports[p].target;
@@ -482,7 +493,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
           any = true;
         }
         if (any || svc.ports.empty()) identities.insert(pe.identity.front());
-      }
+      });
     } else {
       for (const auto* eps : endpoints_by_service[svc.ns() + "/" + svc.name()]) {
         for (std::size_t p = 0; p < svc.ports.size(); ++p) {

@@ -42,7 +42,8 @@ class Backoff {
 struct KubeSourceOptions {
   std::string node_name;
   std::vector<ResourceKind> kinds = agentResourceKinds();
-  std::chrono::milliseconds coalesce{100};  // watch events closer than this are one update
+  std::chrono::milliseconds coalesce{100};      // an update waits for this much quiet after an event
+  std::chrono::milliseconds coalesce_max{500};  // but is published at most this long after the first
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{30'000};
   std::chrono::milliseconds absent_retry{30'000};  // look again for a missing CRD
@@ -50,7 +51,7 @@ struct KubeSourceOptions {
   // so the watches of many agents do not all reconnect together (client-go: 5-10 min).
   std::chrono::seconds watch_timeout_min{300};
   std::chrono::seconds watch_timeout_max{600};
-  unsigned page_limit = 500;
+  unsigned page_limit = 500;  // for lists the server pages (relists; the first list at resourceVersion=0 is one answer)
   std::string origin;  // for status: how the endpoint was found
 };
 

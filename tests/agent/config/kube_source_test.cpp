@@ -180,6 +180,43 @@ TEST_F(KubeSourceTest, WatchEventsAreAppliedCoalescedAndBookmarksPublishNothing)
   EXPECT_FALSE(next(300ms));
 }
 
+// A steady trickle of events is debounced: published when the events pause
+// (coalesce) or at the latest coalesce_max after the first, never once per
+// event; the last event is always in an update.
+TEST_F(KubeSourceTest, ASteadyTrickleOfEventsIsDebouncedUpToTheMaximum) {
+  KubeSourceOptions o = options();
+  o.coalesce = 60ms;
+  o.coalesce_max = 250ms;
+  start(o);
+  ASSERT_TRUE(next());
+  int updates = 0;
+  std::thread events([&] {
+    for (int i = 0; i < 40; ++i) {  // every 25 ms for 1 s: never a 60 ms pause
+      json web = pod("shop", "web", "node-a", "10.0.0.1");
+      web["metadata"]["labels"]["rev"] = std::to_string(i);
+      api->put(kPods, web);
+      std::this_thread::sleep_for(25ms);
+    }
+  });
+  std::string last;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto u = source->poll(50ms)) {
+      ++updates;
+      for (const Pod& p : u->state.pods) {
+        if (p.name() == "web") last = p.labels().at("rev");
+      }
+      if (last == "39") break;  // the last event
+    }
+  }
+  events.join();
+  EXPECT_EQ(last, "39");
+  // 1 s of events in updates at most 250 ms apart: about 4, far from 40
+  // (a loaded machine may split one more).
+  EXPECT_GE(updates, 3);
+  EXPECT_LE(updates, 8);
+}
+
 TEST_F(KubeSourceTest, GoneRelistsAndPublishesOnlyADifference) {
   start();
   ASSERT_TRUE(next());

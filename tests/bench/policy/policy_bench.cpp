@@ -102,6 +102,53 @@ config::ClusterState makeCluster() {
   return st;
 }
 
+// Issue 12's benchmark cluster, as meshsim's synthetic one (controllers.py
+// synthetic_cluster): 10,000 pods in 10 enrolled namespaces on another node,
+// 1,000 services (one app each, 10 pods), 1,000 workload PeerAuthentications.
+config::ClusterState makeLargeCluster() {
+  config::ClusterState st;
+  constexpr int kNs = 10, kPods = 10'000, kServices = 1'000;
+  for (int n = 0; n < kNs; ++n) {
+    config::Namespace ns{meta("Namespace", "", "synth-" + std::to_string(n))};
+    ns.meta.labels["meshlock.io/mtls"] = "enabled";
+    st.namespaces.push_back(ns);
+  }
+  for (int i = 0; i < kPods; ++i) {
+    config::Pod pod;
+    const std::string app = "app-" + std::to_string((i / kNs) % kServices);
+    pod.meta = meta("Pod", "synth-" + std::to_string(i % kNs), "pod-" + std::to_string(i));
+    pod.meta.labels = {{"app", app}};
+    pod.uid = config::PodUid("uid-" + std::to_string(i));
+    pod.service_account = app;
+    pod.node_name = "synthetic-node";
+    pod.ip = config::IpAddress::v4(0x0a800001u + static_cast<uint32_t>(i));
+    pod.ips = {*pod.ip};
+    pod.ports = {{"", 8080, "TCP"}};
+    st.pods.push_back(std::move(pod));
+  }
+  for (int i = 0; i < kServices; ++i) {
+    config::Service svc;
+    svc.meta = meta("Service", "synth-" + std::to_string(i % kNs), "svc-" + std::to_string(i));
+    svc.cluster_ip = config::IpAddress::v4(0x0a608000u + static_cast<uint32_t>(i));
+    svc.cluster_ips = {*svc.cluster_ip};
+    svc.selector = config::Labels{{"app", "app-" + std::to_string(i)}};
+    svc.ports = {{"http", 80, {8080, ""}, "TCP"}};
+    st.services.push_back(std::move(svc));
+    config::PeerAuthentication pa;
+    pa.meta = meta("PeerAuthentication", "synth-" + std::to_string(i % kNs), "policy-" + std::to_string(i), i);
+    pa.selector = config::Labels{{"app", "app-" + std::to_string(i)}};
+    pa.mode = i % 2 ? config::PeerMode::kStrict : config::PeerMode::kPermissive;
+    st.peer_authentications.push_back(std::move(pa));
+  }
+  return st;
+}
+
+void BM_BuildLargeIndex(benchmark::State& state) {
+  static const config::ClusterState large = makeLargeCluster();
+  for (auto _ : state) benchmark::DoNotOptimize(PolicyIndex::build(large));
+}
+BENCHMARK(BM_BuildLargeIndex)->Unit(benchmark::kMillisecond);
+
 const config::ClusterState& cluster() {
   static const config::ClusterState state = makeCluster();
   return state;

@@ -552,6 +552,12 @@ class Api:
         except ValueError:
             raise ApiError(400, "BadRequest", f"invalid limit: {query.get('limit')}")
         token = query.get("continue")
+        if query.get("resourceVersion") == "0" and not token:
+            # Served from the watch cache, which does not paginate: the limit is
+            # ignored (kube-apiserver up to 1.32, staging/src/k8s.io/apiserver/
+            # pkg/storage/cacher: a list with resourceVersion=0 is not delegated
+            # to etcd, and the cache answers it whole). client-go's first list.
+            limit = 0
         begin = 0
         if token:
             list_rv, start = decode_continue(token)
