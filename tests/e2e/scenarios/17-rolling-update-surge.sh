@@ -48,6 +48,29 @@ log "agents run with the DaemonSet's capabilities only: $CAPS"
 # Both generations share the node's admin socket path, as the DaemonSet's
 # pods share /run/meshlock: the new one takes it over (adminSocketTakeOver).
 declare -A POD_AGENT_PID=() POD_AGENT_NS=()
+# pod_network NODE NETNS: the agent pod's network, as a pod's without
+# hostNetwork: a veth to its node, the default route through it, and the
+# node masquerading what leaves for the fabric, so the agent reaches the
+# API server (172.18.0.1:6443) with its own token as the others do.
+POD_LINKS=0
+pod_network() {
+  local node_ns base
+  node_ns=$(basename "$(node_field "$1" netnsPath)")
+  base=$((POD_LINKS * 4)); POD_LINKS=$((POD_LINKS + 1))
+  ip -n "$node_ns" link add "mlpod$POD_LINKS" type veth peer name eth0 netns "$2" || die "veth for $2"
+  ip -n "$node_ns" addr add "169.254.77.$((base + 1))/30" dev "mlpod$POD_LINKS"
+  ip -n "$node_ns" link set "mlpod$POD_LINKS" up
+  ip -n "$2" addr add "169.254.77.$((base + 2))/30" dev eth0
+  ip -n "$2" link set eth0 up
+  ip -n "$2" route add default via "169.254.77.$((base + 1))"
+  ip netns exec "$node_ns" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$node_ns" nft list table ip mlpod >/dev/null 2>&1 ||
+    ip netns exec "$node_ns" nft -f - <<'NFT' || die "masquerade in $node_ns"
+table ip mlpod {
+  chain post { type nat hook postrouting priority 100; ip saddr 169.254.77.0/24 masquerade; }
+}
+NFT
+}
 probe() { ip netns exec "${POD_AGENT_NS[$1]}" curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:15020/healthz/$2" 2>/dev/null || true; }
 start_pod_agent() {
   local node=$1 gen=$2 key="$1-$2" ns cgroup_root
@@ -55,13 +78,14 @@ start_pod_agent() {
   ip netns add "$ns" || die "ip netns add $ns"
   AGENT_NETNS+=("$ns")
   ip -n "$ns" link set lo up
+  pod_network "$node" "$ns"
   POD_AGENT_NS[$key]=$ns
   cgroup_root=$(node_field "$node" cgroupRoot)
+  src=$(agent_source)
   # nsenter, not ip netns exec (which remounts /sys and hides bpffs).
-  # These agent pods' own netns have no route to meshsim's API server
-  # (172.18.0.1 on the fabric): they read the manifests meshsim mirrors.
+  # shellcheck disable=SC2086
   nsenter --net="/run/netns/$ns" setpriv --no-new-privs --inh-caps=-all --bounding-set="-all,$CAPS" \
-    "$AGENT" run --node "$node" --manifests "$(manifests_dir)" \
+    "$AGENT" run --node "$node" $src \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
     --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
     --metrics-address 0.0.0.0:15020 --drain-deadline "$DRAIN_DEADLINE" >>"$WORK/agent-$key.log" 2>&1 &
@@ -81,6 +105,12 @@ make_ca "$WORK/ca"
 mapfile -t NODES < <(status_json | /usr/bin/python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
 for node in "${NODES[@]}"; do start_pod_agent "$node" g1; done
 log "cluster $RUN up: nodes ${NODES[*]}, one agent each in its own netns"
+if [ "${E2E_SOURCE:-api}" = api ]; then
+  for node in "${NODES[@]}"; do
+    src=$(agent_status "$node" 's["source"]["kind"] + " " + str(s["source"]["synced"])')
+    [ "$src" = "kubernetes True" ] || fail "$node: the agent pod does not read the API through its pod network: $src"
+  done
+fi
 serve shop/web 8080
 expect_ok shop/client 10.244.1.10:8080
 [ "$(probe node-a-g1 live)" = 200 ] || fail "node-a: /healthz/live does not answer 200"
