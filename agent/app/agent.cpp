@@ -451,7 +451,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
                                                  .service_account_dir = settings.service_account_dir,
                                                  .service_host = service_host ? service_host : "",
                                                  .service_port = service_port ? service_port : "",
-                                                 .node_name = settings.node_name});
+                                                 .node_name = settings.node_name,
+                                                 .limits = {.max_bytes = settings.max_source_bytes,
+                                                            .max_objects = settings.max_source_objects}});
   if (!source) return std::unexpected(source.error().context("cluster source"));
   parts->source = std::move(*source);
   // Unready until every kind was listed once: never serve a STRICT namespace

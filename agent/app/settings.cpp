@@ -120,6 +120,8 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     else if (key == "maxPendingHandshakes") status = number(settings.max_pending_handshakes, kMaxCount);
     else if (key == "maxPendingHandshakesPerSource") status = number(settings.max_pending_handshakes_per_source, kMaxCount);
     else if (key == "accessLogRefusalsPerSecond") status = number(settings.access_log_refusals_per_second, kMaxCount);
+    else if (key == "maxSourceBytes") status = number(settings.max_source_bytes, 1ull << 40);
+    else if (key == "maxSourceObjects") status = number(settings.max_source_objects, kMaxCount);
     else if (key == "io") status = parsed(settings.io, parseIoBackend);
     else if (key == "logFormat") status = parsed(settings.log_format, parseLogFormat);
     else if (key == "accessLog") status = toggle(settings.access_log);
@@ -171,6 +173,8 @@ Status validateSettings(const AgentSettings& settings) {
     return fail("clusterId: \"unknown\" is Istio's value for a cluster it does not know; Kiali discards such telemetry");
   if (settings.threads > 1024) return fail("threads: at most 1024");
   if (settings.cert_lifetime.count() < 10) return fail("certLifetimeSeconds: at least 10");
+  if (settings.max_source_bytes == 0) return fail("maxSourceBytes: at least 1");
+  if (settings.max_source_objects == 0) return fail("maxSourceObjects: at least 1");
   return {};
 }
 

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "config/manifest.h"
 
 namespace meshlock::app {
 
@@ -49,6 +50,10 @@ struct AgentSettings {
   // Access-log lines of connections refused before their handshake, per pod
   // and reason; the rest are counted and summed up in a "suppressed" line.
   uint32_t access_log_refusals_per_second = 10;
+  // What the cluster source may hold (config::SourceLimits): manifest bytes
+  // read, and objects in effect from either source.
+  uint64_t max_source_bytes = config::SourceLimits{}.max_bytes;
+  uint64_t max_source_objects = config::SourceLimits{}.max_objects;
 };
 
 // The caps the engine gets, from the settings and the open-file limit.

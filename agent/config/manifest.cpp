@@ -799,8 +799,32 @@ void ManifestSet::reloadFile(const std::filesystem::path& file) {
     files_.erase(file);
     return;
   }
+  uint64_t other_bytes = 0, other_objects = 0;
+  for (const auto& [path, other] : files_) {
+    if (path == file) continue;
+    other_bytes += other.bytes;
+    other_objects += other.last_good.objectCount();
+  }
   FileState& fs = files_[file];
+  // Over a limit: not taken, and what is in effect for the file stays.
+  auto refuse = [&](std::string message) {
+    fs.current = ParsedManifests{};
+    fs.current.errors.push_back({file.string(), -1, "", std::move(message)});
+    fs.keeping_last_good = fs.ever_good;
+  };
+  const uint64_t size = std::filesystem::file_size(file, ec);
+  if (!ec && other_bytes + size > limits_.max_bytes) {
+    return refuse(fmt::format("{} bytes, with the other manifests {}, over the source's limit of {} bytes "
+                              "(setting maxSourceBytes): not read",
+                              size, other_bytes + size, limits_.max_bytes));
+  }
   fs.current = readManifestFile(file);
+  if (const uint64_t objects = fs.current.state.objectCount(); other_objects + objects > limits_.max_objects) {
+    return refuse(fmt::format("{} objects, with the other manifests {}, over the source's limit of {} objects "
+                              "(setting maxSourceObjects): not taken",
+                              objects, other_objects + objects, limits_.max_objects));
+  }
+  if (fs.current.errors.empty() || !fs.ever_good) fs.bytes = ec ? 0 : size;
   if (fs.current.errors.empty()) {
     fs.last_good = fs.current.state;
     fs.ever_good = true;

@@ -58,19 +58,32 @@ struct ParsedManifests {
 
 // The contents of a manifest directory, file by file. A file that fails to
 // parse keeps its last good contents (if it ever had any) until it is fixed.
+// What one source may hold (settings maxSourceBytes, maxSourceObjects): a
+// cluster state is held in memory whole, about 3 KiB per object
+// (docs/kubernetes.md), so a runaway input must not take the node's memory.
+struct SourceLimits {
+  uint64_t max_bytes = 64ull << 20;  // manifest files read, all together
+  uint64_t max_objects = 100'000;    // objects in effect
+};
+
 class ManifestSet {
  public:
   struct FileState {
     ParsedManifests current;       // the latest read, with its errors
     ClusterState last_good;        // what is in effect for this file
+    uint64_t bytes = 0;            // size of the contents in effect
     bool ever_good = false;
     bool keeping_last_good = false;  // current read had errors and an older good state is used
   };
 
+  explicit ManifestSet(SourceLimits limits = {}) : limits_(limits) {}
+
   // Rereads every manifest file below `root`; files that vanished are dropped.
   // Fails only if `root` itself cannot be listed.
   [[nodiscard]] Status reload(const std::filesystem::path& root);
-  // Reads (or forgets, if it no longer exists) one file.
+  // Reads (or forgets, if it no longer exists) one file. A file that would
+  // take the set over its limits is not taken (an error says which limit);
+  // its last good contents stay in effect.
   void reloadFile(const std::filesystem::path& file);
 
   // The union of every file's state in effect.
@@ -80,6 +93,7 @@ class ManifestSet {
   [[nodiscard]] const std::map<std::filesystem::path, FileState>& files() const { return files_; }
 
  private:
+  SourceLimits limits_;
   std::map<std::filesystem::path, FileState> files_;
 };
 

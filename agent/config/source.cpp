@@ -12,7 +12,8 @@ std::string SourceStatus::summary() const {
     std::string problems;
     for (const SourceKindStatus& k : kinds) {
       if (k.listed) ++listed;
-      if (k.state == "forbidden" || k.state == "unauthorized" || k.state == "failing" || k.state == "waiting") {
+      if (k.state == "forbidden" || k.state == "unauthorized" || k.state == "failing" || k.state == "waiting" ||
+          k.state == "capped") {
         problems += (problems.empty() ? "" : ", ") + k.name + " " + k.state;
       }
     }
@@ -22,8 +23,8 @@ std::string SourceStatus::summary() const {
   return s;
 }
 
-Result<std::unique_ptr<ManifestSource>> ManifestSource::start(std::filesystem::path root) {
-  auto watcher = ManifestWatcher::start(root);
+Result<std::unique_ptr<ManifestSource>> ManifestSource::start(std::filesystem::path root, SourceLimits limits) {
+  auto watcher = ManifestWatcher::start(root, ManifestWatcher::Options{.limits = limits});
   if (!watcher) return std::unexpected(watcher.error());
   return std::unique_ptr<ManifestSource>(new ManifestSource(std::move(root), std::move(*watcher)));
 }

@@ -22,7 +22,7 @@ using ClusterUpdate = ManifestUpdate;
 struct SourceKindStatus {
   std::string name;         // "pods.local", "peerauthentications", ...
   std::string api_version;  // the group/version listed ("security.istio.io/v1"); empty until discovered
-  std::string state;        // waiting | listed | absent | reconnecting | forbidden | unauthorized | failing
+  std::string state;        // waiting | listed | absent | reconnecting | forbidden | unauthorized | capped | failing
   bool listed = false;      // its first list was applied (absent counts: listed and empty)
   bool connected = false;   // its watch is open (absent kinds count as connected)
   std::string resource_version;
@@ -62,7 +62,8 @@ class ClusterSource {
 // The manifest directory, watched with inotify; synced from the start.
 class ManifestSource final : public ClusterSource {
  public:
-  [[nodiscard]] static Result<std::unique_ptr<ManifestSource>> start(std::filesystem::path root);
+  [[nodiscard]] static Result<std::unique_ptr<ManifestSource>> start(std::filesystem::path root,
+                                                                      SourceLimits limits = {});
   // The directory's contents at start-up (generation 1); poll() returns later changes.
   [[nodiscard]] std::optional<ClusterUpdate> initial(std::chrono::milliseconds) override {
     return watcher_->current();

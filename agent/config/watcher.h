@@ -34,6 +34,7 @@ class ManifestWatcher {
  public:
   struct Options {
     std::chrono::milliseconds debounce{100};  // quiet time after the last event before a reload
+    SourceLimits limits;                      // what the directory may hold
   };
 
   // Loads `root` once and starts watching it. Fails if it cannot be read or watched.
@@ -57,7 +58,7 @@ class ManifestWatcher {
 
  private:
   ManifestWatcher(std::filesystem::path root, Options options, UniqueFd inotify)
-      : root_(std::move(root)), options_(options), inotify_(std::move(inotify)) {}
+      : root_(std::move(root)), options_(options), inotify_(std::move(inotify)), files_(options.limits) {}
   Status watchTree();
   bool drainEvents();  // true if any event was read
   void apply();

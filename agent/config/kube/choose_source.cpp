@@ -9,7 +9,7 @@ namespace meshlock::config::kube {
 
 Result<std::unique_ptr<ClusterSource>> openClusterSource(const SourceChoice& choice) {
   if (!choice.manifests_dir.empty()) {
-    auto source = ManifestSource::start(choice.manifests_dir);
+    auto source = ManifestSource::start(choice.manifests_dir, choice.limits);
     if (!source) return std::unexpected(source.error().context("manifests " + choice.manifests_dir.string()));
     return std::unique_ptr<ClusterSource>(std::move(*source));
   }
@@ -29,6 +29,7 @@ Result<std::unique_ptr<ClusterSource>> openClusterSource(const SourceChoice& cho
   if (!transports) return std::unexpected(transports.error());
   KubeSourceOptions options;
   options.node_name = choice.node_name;
+  options.max_objects = choice.limits.max_objects;
   options.origin = endpoint->origin;
   spdlog::info("cluster state from the Kubernetes API at {} ({})", endpoint->server, endpoint->origin);
   auto token = std::make_shared<BearerToken>(*endpoint);

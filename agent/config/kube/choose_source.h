@@ -20,6 +20,7 @@ struct SourceChoice {
   std::string service_host;  // KUBERNETES_SERVICE_HOST
   std::string service_port;  // KUBERNETES_SERVICE_PORT
   std::string node_name;
+  SourceLimits limits;  // settings maxSourceBytes, maxSourceObjects
 };
 
 [[nodiscard]] Result<std::unique_ptr<ClusterSource>> openClusterSource(const SourceChoice& choice);

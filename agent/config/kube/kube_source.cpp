@@ -41,7 +41,8 @@ constexpr std::size_t kMaxEventSize = 64u << 20;
 
 // One object of a list or watch event, decoded (or not) for the store.
 struct DecodedItem {
-  std::string key;  // metadata.uid, or ns/name
+  std::string key;     // metadata.uid, or ns/name
+  std::string origin;  // "api Pod/shop/web", for errors
   std::optional<ClusterState> state;
   std::optional<ManifestError> error;
 };
@@ -64,8 +65,8 @@ DecodedItem decodeItem(const json& object, const ResourceKind& kind, const std::
   DecodedItem item;
   item.key = keyOf(object);
   std::string ns = stringAt(object, "metadata", "namespace");
-  std::string origin = "api " + kind.kind + "/" + (ns.empty() ? "" : ns + "/") + stringAt(object, "metadata", "name");
-  ParsedManifests parsed = decodeApiObject(object, origin, api_version, kind.kind);
+  item.origin = "api " + kind.kind + "/" + (ns.empty() ? "" : ns + "/") + stringAt(object, "metadata", "name");
+  ParsedManifests parsed = decodeApiObject(object, item.origin, api_version, kind.kind);
   if (!parsed.errors.empty()) {
     item.error = std::move(parsed.errors.front());
   } else {
@@ -88,6 +89,7 @@ struct KindStore {
   ResourceKind spec;
   std::map<std::string, ClusterState> objects;
   std::map<std::string, ManifestError> bad;  // latest version did not decode; its last good one (if any) stays
+  std::map<std::string, ClusterState> waiting;  // new objects over the source's limit, taken when room frees
   SourceKindStatus status;
   std::optional<Clock::time_point> last_event;
   Clock::time_point fresh_at = Clock::now();
@@ -142,6 +144,7 @@ struct KubeSource::Shared {
     if (k.status.state != "absent") spdlog::info("kubernetes {}: {} (empty until it appears)", k.spec.name, why);
     k.objects.clear();
     k.bad.clear();
+    k.waiting.clear();
     k.status.listed = true;
     k.status.connected = true;
     k.status.state = "absent";
@@ -166,14 +169,44 @@ struct KubeSource::Shared {
     k.status.last_error = item.error->describe();
   }
 
-  // A complete list: apply the difference to what is stored.
-  void replace(std::size_t i, std::vector<DecodedItem> items, const std::string& rv, bool relist) {
+  // Room under the limit again: objects that waited for it are taken, oldest key first.
+  void admitWaiting() {
+    for (KindStore& k : kinds) {
+      while (!k.waiting.empty() && objectCount() < options.max_objects) {
+        auto w = k.waiting.begin();
+        k.bad.erase(w->first);
+        k.objects[w->first] = std::move(w->second);
+        k.waiting.erase(w);
+        k.status.objects = k.objects.size();
+      }
+    }
+  }
+
+  std::size_t objectCount() const {
+    std::size_t n = 0;
+    for (const KindStore& k : kinds) n += k.objects.size();
+    return n;
+  }
+
+  // A complete list: apply the difference to what is stored. A list that
+  // would take the source over its object limit is not taken (what the kind
+  // held stays; a kind never listed keeps the source unsynced): false, with
+  // the reason in `error`.
+  bool replace(std::size_t i, std::vector<DecodedItem> items, const std::string& rv, bool relist, std::string& error) {
     std::lock_guard lock(mutex);
     KindStore& k = kinds[i];
+    if (const std::size_t total = objectCount() - k.objects.size() + items.size(); total > options.max_objects) {
+      error = fmt::format("{} objects listed, {} with the other kinds, over the source's limit of {} objects "
+                          "(setting maxSourceObjects): not taken, {}",
+                          items.size(), total, options.max_objects,
+                          k.status.listed ? "its last good state kept" : "the source stays unsynced");
+      return false;
+    }
     bool changed_any = !k.status.listed;
     std::map<std::string, ClusterState> next;
     std::map<std::string, ManifestError> bad_before = std::move(k.bad);
     k.bad.clear();
+    k.waiting.clear();  // the list is the whole kind
     for (DecodedItem& item : items) {
       auto old = k.objects.find(item.key);
       if (item.error) {
@@ -197,6 +230,7 @@ struct KubeSource::Shared {
     if (relist) ++k.status.relists;
     k.fresh_at = Clock::now();
     if (changed_any) bump();
+    return true;
   }
 
   void event(std::size_t i, const std::string& type, DecodedItem item, const std::string& rv) {
@@ -211,10 +245,23 @@ struct KubeSource::Shared {
     if (type == "DELETED") {
       changed_any = k.objects.erase(item.key) > 0;
       changed_any = k.bad.erase(item.key) > 0 || changed_any;
+      k.waiting.erase(item.key);
+      if (changed_any) admitWaiting();
     } else if (item.error) {
       noteBad(k, item);
       changed_any = true;  // the update's errors name it
     } else {
+      if (!k.objects.contains(item.key) && objectCount() >= options.max_objects) {
+        item.error = ManifestError{item.origin, -1, "",
+                                   fmt::format("not taken: the source holds its limit of {} objects (setting "
+                                               "maxSourceObjects); taken when others go",
+                                               options.max_objects)};
+        noteBad(k, item);
+        k.waiting[item.key] = std::move(*item.state);
+        bump();  // the update's errors name it
+        return;
+      }
+      k.waiting.erase(item.key);
       changed_any = k.bad.erase(item.key) > 0;
       auto [it, inserted] = k.objects.try_emplace(item.key);
       if (inserted || !(it->second == *item.state)) {
@@ -244,7 +291,7 @@ struct KubeSource::Shared {
 
 namespace {
 
-enum class Outcome { kOk, kGone, kAbsent, kForbidden, kUnauthorized, kFailed, kStopped };
+enum class Outcome { kOk, kGone, kAbsent, kForbidden, kUnauthorized, kCapped, kFailed, kStopped };
 
 struct Reflector {
   std::shared_ptr<KubeSource::Shared> sh;
@@ -366,7 +413,7 @@ struct Reflector {
       if (cont.empty()) break;
     }
     if (spec.group.empty() || !spec.custom) sh->setVersion(index, spec.group.empty() ? version : spec.group + "/" + version);
-    sh->replace(index, std::move(items), rv, relist);
+    if (!sh->replace(index, std::move(items), rv, relist, error)) return Outcome::kCapped;
     resource_version = rv;
     return Outcome::kOk;
   }
@@ -456,6 +503,7 @@ struct Reflector {
     switch (o) {
       case Outcome::kForbidden: sh->failed(index, "forbidden", error); break;
       case Outcome::kUnauthorized: sh->failed(index, "unauthorized", error); break;
+      case Outcome::kCapped: sh->failed(index, "capped", error); break;
       default: sh->failed(index, "failing", error); break;
     }
   }

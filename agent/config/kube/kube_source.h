@@ -51,6 +51,7 @@ struct KubeSourceOptions {
   // so the watches of many agents do not all reconnect together (client-go: 5-10 min).
   std::chrono::seconds watch_timeout_min{300};
   std::chrono::seconds watch_timeout_max{600};
+  std::size_t max_objects = SourceLimits{}.max_objects;  // setting maxSourceObjects
   unsigned page_limit = 500;  // for lists the server pages (relists; the first list at resourceVersion=0 is one answer)
   std::string origin;  // for status: how the endpoint was found
 };

@@ -40,6 +40,8 @@ maxConnectionsPerPod: 1000
 maxPendingHandshakes: 600
 maxPendingHandshakesPerSource: 50
 accessLogRefusalsPerSecond: 3
+maxSourceBytes: 1048576
+maxSourceObjects: 20000
 )", "agent.yaml");
   ASSERT_TRUE(settings) << settings.error().describe();
   EXPECT_EQ(settings->node_name, "node-a");
@@ -55,6 +57,8 @@ accessLogRefusalsPerSecond: 3
   EXPECT_EQ(settings->max_pending_handshakes, 600u);
   EXPECT_EQ(settings->max_pending_handshakes_per_source, 50u);
   EXPECT_EQ(settings->access_log_refusals_per_second, 3u);
+  EXPECT_EQ(settings->max_source_bytes, 1048576u);
+  EXPECT_EQ(settings->max_source_objects, 20000u);
   EXPECT_TRUE(validateSettings(*settings));
 }
 

@@ -77,6 +77,49 @@ TEST_F(Watcher, ABadWriteKeepsTheLastGoodStateAndSaysSo) {
   EXPECT_THAT(update->errors[1].describe(), testing::HasSubstr("keeping the last good contents"));
 }
 
+// Issue 20: a manifest source over its byte or object limit is refused with
+// an error that names the file and the setting; what was in effect stays.
+TEST_F(Watcher, AFileOverTheByteLimitIsNotReadAndTheLastGoodStateStays) {
+  write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n");
+  auto w = ManifestWatcher::start(dir_, {.limits = {.max_bytes = 400, .max_objects = 100}});
+  ASSERT_TRUE(w);
+  EXPECT_EQ(names((*w)->current().state), (std::vector<std::string>{"one"}));
+  std::string big = "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n";
+  while (big.size() < 500) big += "# padding that takes the file over the limit\n";
+  write("a.yaml", big);
+  auto [update, took] = waitForUpdate(**w, 2000ms);
+  ASSERT_TRUE(update);
+  EXPECT_EQ(names(update->state), (std::vector<std::string>{"one"}));
+  ASSERT_EQ(update->errors.size(), 2u);
+  EXPECT_THAT(update->errors[0].describe(),
+              testing::HasSubstr("a.yaml: " + std::to_string(big.size()) +
+                                 " bytes, with the other manifests " + std::to_string(big.size()) +
+                                 ", over the source's limit of 400 bytes (setting maxSourceBytes): not read"));
+  EXPECT_THAT(update->errors[1].describe(), testing::HasSubstr("keeping the last good contents"));
+  // Under the limit again: taken.
+  write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: two}\n");
+  auto [back, took2] = waitForUpdate(**w, 2000ms);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(names(back->state), (std::vector<std::string>{"two"}));
+  EXPECT_TRUE(back->errors.empty());
+}
+
+TEST_F(Watcher, ObjectsOverTheLimitAreNotTakenAndOtherFilesStay) {
+  write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n---\n"
+                  "apiVersion: v1\nkind: Namespace\nmetadata: {name: two}\n");
+  auto w = ManifestWatcher::start(dir_, {.limits = {.max_bytes = 1 << 20, .max_objects = 3}});
+  ASSERT_TRUE(w);
+  write("b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: three}\n---\n"
+                  "apiVersion: v1\nkind: Namespace\nmetadata: {name: four}\n");
+  auto [update, took] = waitForUpdate(**w, 2000ms);
+  ASSERT_TRUE(update);
+  EXPECT_EQ(names(update->state), (std::vector<std::string>{"one", "two"}));
+  ASSERT_EQ(update->errors.size(), 1u);  // b.yaml was never good: nothing of it is kept
+  EXPECT_THAT(update->errors[0].describe(),
+              testing::HasSubstr("b.yaml: 2 objects, with the other manifests 4, over the source's limit of 3 "
+                                 "objects (setting maxSourceObjects): not taken"));
+}
+
 TEST_F(Watcher, NewSubdirectoriesAreWatched) {
   auto w = ManifestWatcher::start(dir_);
   ASSERT_TRUE(w);
