@@ -336,6 +336,21 @@ Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
   return {};
 }
 
+void Agent::Parts::holdClosed(const PolicyRef& policy, const config::Pod& pod) {
+  if (held_closed.contains(pod.uid)) return;
+  auto spec = capturePodSpec(policy, pod, cgroup_root);
+  if (!spec || !spec->inbound_fail_closed) return;  // not STRICT: left alone until it is served
+  // Registered without listeners (they close here): connect()s to and from it are refused.
+  if (auto listeners = datapath->enrollPod(*spec); !listeners) {
+    spdlog::warn("pod {}/{}: holding it closed while its certificate is pending: {}", pod.ns(), pod.name(),
+                 listeners.error().describe());
+    return;
+  }
+  held_closed.insert(pod.uid);
+  spdlog::info("pod {}/{} waits for its certificate: held closed (STRICT), its connections are refused", pod.ns(),
+               pod.name());
+}
+
 void Agent::Parts::withdrawPod(const config::PodUid& uid) {
   auto it = served.find(uid);
   if (it == served.end()) return;
@@ -383,6 +398,8 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       wanted_ids.insert(*id);
   }
   const std::set<identity::SpiffeId> waiting = identities->want(wanted_ids);
+  // Held pods that left are withdrawn below with other stale registrations.
+  std::erase_if(held_closed, [&](const config::PodUid& uid) { return !wanted.contains(uid) || served.contains(uid); });
 
   bool serve_failed = false;
   std::size_t pods_waiting = 0;
@@ -393,6 +410,7 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod->ns(), pod->service_account);
       if (id && waiting.contains(*id)) {
         ++pods_waiting;
+        holdClosed(policy, *pod);
         continue;
       }
     }
