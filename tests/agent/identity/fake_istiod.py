@@ -9,7 +9,7 @@ the SAN comes from the caller's identity, or from the ImpersonatedIdentity
 metadata; the answer is leaf first, root last.
 
 Usage: fake_istiod.py --dir D --pb2 DIR --mode MODE [--port P] [--listen-delay S]
-       [--slow S] [--token-file F]
+       [--slow S] [--token-file F] [--bind ADDRESS]
 Writes D/root-cert.pem at once, then (after --listen-delay) D/port when
 listening. Each request is appended to D/requests.jsonl (metadata, CSR SANs).
 Modes: ok, intermediate, unauthenticated, permission_denied, slow,
@@ -34,6 +34,7 @@ args.add_argument("--dir", required=True)
 args.add_argument("--pb2", required=True, help="directory holding identity/proto/ca_pb2.py")
 args.add_argument("--mode", default="ok")
 args.add_argument("--port", type=int, default=0)
+args.add_argument("--bind", default="127.0.0.1", help="address to listen on (also an IP SAN of its certificate)")
 args.add_argument("--listen-delay", type=float, default=0)
 args.add_argument("--slow", type=float, default=3)
 args.add_argument("--token-file", default="")
@@ -97,7 +98,7 @@ if opts.mode == "intermediate":
 serving_key = ec.generate_private_key(ec.SECP256R1())
 import ipaddress  # noqa: E402
 serving_cert = leaf(serving_key.public_key(), root_cert, root_key,
-                    [x509.DNSName("istiod.istio-system.svc"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                    [x509.DNSName("istiod.istio-system.svc"), x509.IPAddress(ipaddress.ip_address(opts.bind))],
                     86400, server=True)
 
 tmp = os.path.join(opts.dir, "root-cert.pem.tmp")
@@ -158,7 +159,7 @@ credentials = grpc.ssl_server_credentials([(
     serving_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()),
     pem(serving_cert).encode())])
-port = server.add_secure_port(f"127.0.0.1:{opts.port}", credentials)
+port = server.add_secure_port(f"{opts.bind}:{opts.port}", credentials)
 server.start()
 with open(os.path.join(opts.dir, "port.tmp"), "w") as f:
     f.write(str(port))
