@@ -66,6 +66,39 @@ log "STRICT: plaintext refused, mTLS still through"
 expect_refused legacy/client web.shop.svc.cluster.local:80
 expect_ok shop/client web.shop.svc.cluster.local:80
 
+log "a CA that refuses (PERMISSION_DENIED): node-a's restarted agent holds web closed, and says why"
+mkdir -p "$WORK/istiod-deny"
+nsenter --net="$(node_field node-a netnsPath)" /usr/bin/python3 "$SRC/tests/agent/identity/fake_istiod.py" \
+  --dir "$WORK/istiod-deny" --pb2 "$BIN/../tests/python" --bind "$ca_ip" --port 15013 --mode permission_denied \
+  >"$WORK/istiod-deny.log" 2>&1 &
+BG_PIDS+=($!)
+for _ in $(seq 300); do [ -e "$WORK/istiod-deny/port" ] && break; sleep 0.1; done
+[ -e "$WORK/istiod-deny/port" ] || { cat "$WORK/istiod-deny.log"; die "the refusing CA did not come up in 30 s"; }
+# (its own root: the agent trusts it for this part only)
+sed -e "s/:15012/:15013/" -e "s|/istiod/root-cert.pem|/istiod-deny/root-cert.pem|" "$WORK/agent-ca.yaml" >"$WORK/agent-ca-deny.yaml"
+stop_agent node-a TERM
+start_agent node-a --config "$WORK/agent-ca-deny.yaml"
+for _ in $(seq 100); do grep -q "held closed" "$WORK/agent-node-a.log" && break; sleep 0.1; done
+grep -q "shop/web waits for its certificate: held closed" "$WORK/agent-node-a.log" || fail "web not held closed"
+expect_refused shop/client web.shop.svc.cluster.local:80
+"$CTL" certs --admin "unix:$WORK/admin-node-a.sock" -o json >"$WORK/certs-deny.json"
+python3 - "$WORK/certs-deny.json" <<'PY' || fail "/certs does not show web's refused certificate"
+import json, sys
+c = json.load(open(sys.argv[1]))
+web = [x for x in c["certificates"] if x["identity"].endswith("/sa/web")]
+assert web and web[0]["state"] == "failed" and "PERMISSION_DENIED" in web[0]["last_error"], c["certificates"]
+PY
+nsenter --net="$(node_field node-a netnsPath)" curl -s --max-time 5 http://127.0.0.1:15020/metrics >"$WORK/metrics-deny.txt" || true
+grep -q 'meshlock_ca_requests_total{result="permission_denied"}' "$WORK/metrics-deny.txt" || fail "no permission_denied count in the metrics"
+grep -q '^meshlock_certificates_pending 1' "$WORK/metrics-deny.txt" || fail "meshlock_certificates_pending is not 1"
+[ "$(agent_status node-a 's["certificates"]["pending"]')" = 1 ] || fail "/status does not count web as pending"
+
+log "back to the CA that signs: web is served again"
+stop_agent node-a TERM
+start_agent node-a --config "$WORK/agent-ca.yaml"
+for _ in $(seq 100); do grep -q "serving pod shop/web" <(tail -20 "$WORK/agent-node-a.log") && break; sleep 0.1; done
+expect_ok shop/client web.shop.svc.cluster.local:80
+
 log "no CA private key anywhere the agents keep state (the CA's key stays in its own process)"
 keys=$(find "$WORK" -name 'ca-key.pem' -o -name 'root-key.pem')
 [ -z "$keys" ] || fail "a CA key is on a node: $keys"
