@@ -20,7 +20,8 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libneon27-gnutls-dev \
   iproute2 nftables procps psmisc util-linux python3 \
   openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
-  prometheus graphviz python3-yaml python3-kubernetes
+  prometheus graphviz python3-yaml python3-kubernetes \
+  libnghttp2-dev protobuf-compiler libprotobuf-dev python3-grpcio python3-protobuf python3-h2 python3-cryptography
 # Tools the deploy manifest tests need, installed from Debian only where the
 # command is missing (a machine may already have them from elsewhere, and
 # Debian's packages would conflict with those): kubectl renders the

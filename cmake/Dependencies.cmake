@@ -32,3 +32,9 @@ add_library(meshlock::boringssl ALIAS boringssl)
 # Debian's cpp-httplib is split into a header and a .so linked against
 # OpenSSL, so it cannot live beside BoringSSL: the admin API speaks its own
 # small HTTP/1.1 (agent/admin) instead.
+
+# gRPC for the CA protocol (agent/grpc, agent/identity): HTTP/2 from nghttp2,
+# messages from protobuf (protoc generates C++ at build time). Neither links
+# OpenSSL; Debian's libgrpc++ does, so it cannot be used beside BoringSSL.
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+find_package(Protobuf REQUIRED)

@@ -44,6 +44,37 @@ std::string explainRefusal(const SSL* ssl) {
 
 namespace fs = std::filesystem;
 
+// Where certificates come from: caMode (docs/identity.md).
+Result<identity::IdentityConfig> identitySourceFor(const AgentSettings& settings, const identity::TrustDomain& domain) {
+  identity::IdentityConfig config{.caDirectory = settings.state_dir / "ca", .trustDomain = domain};
+  std::error_code ec;
+  const bool plugin_files = fs::exists(settings.ca_dir / identity::kCaCertFile, ec);
+  switch (settings.ca_mode) {
+    case CaMode::Istiod:
+      config.caDirectory.clear();
+      config.remoteCa = identity::RemoteCaConfig{.client = {.address = settings.ca_address,
+                                                            .serverName = settings.ca_server_name,
+                                                            .rootFile = settings.ca_root_file,
+                                                            .tokenFile = settings.ca_token_file,
+                                                            .clusterId = settings.cluster_id}};
+      break;
+    case CaMode::Files:
+      if (!plugin_files)
+        return fail(fmt::format("caMode files: {} has no {}", settings.ca_dir.string(), identity::kCaCertFile));
+      config.caDirectory = settings.ca_dir;
+      spdlog::warn("identity: caMode files: the CA's private key is on this node ({}); whoever roots the node can "
+                   "mint any identity of the mesh. For air-gapped tests only; use caMode istiod in production",
+                   settings.ca_dir.string());
+      break;
+    case CaMode::Generated:
+      break;
+    case CaMode::Auto:
+      if (plugin_files) config.caDirectory = settings.ca_dir;
+      break;
+  }
+  return config;
+}
+
 constexpr std::uint16_t kOutboundPort = 15001;
 constexpr std::uint16_t kInboundPort = 15006;
 
@@ -305,6 +336,21 @@ Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
   return {};
 }
 
+void Agent::Parts::holdClosed(const PolicyRef& policy, const config::Pod& pod) {
+  if (held_closed.contains(pod.uid)) return;
+  auto spec = capturePodSpec(policy, pod, cgroup_root);
+  if (!spec || !spec->inbound_fail_closed) return;  // not STRICT: left alone until it is served
+  // Registered without listeners (they close here): connect()s to and from it are refused.
+  if (auto listeners = datapath->enrollPod(*spec); !listeners) {
+    spdlog::warn("pod {}/{}: holding it closed while its certificate is pending: {}", pod.ns(), pod.name(),
+                 listeners.error().describe());
+    return;
+  }
+  held_closed.insert(pod.uid);
+  spdlog::info("pod {}/{} waits for its certificate: held closed (STRICT), its connections are refused", pod.ns(),
+               pod.name());
+}
+
 void Agent::Parts::withdrawPod(const config::PodUid& uid) {
   auto it = served.find(uid);
   if (it == served.end()) return;
@@ -342,10 +388,32 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
       spdlog::warn("pod {}: withdrawing stale registration: {}", uid.str(), withdrawn.error().describe());
   }
 
+  // A remote CA's certificates arrive in the background: a pod whose
+  // certificate is not there yet is not served (fail closed), and is served
+  // on the tick that brings it (Agent::run).
+  std::set<identity::SpiffeId> wanted_ids;
+  for (const config::PodUid& uid : wanted) {
+    const config::Pod* pod = policy->podByUid(uid);
+    if (auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod->ns(), pod->service_account))
+      wanted_ids.insert(*id);
+  }
+  const std::set<identity::SpiffeId> waiting = identities->want(wanted_ids);
+  // Held pods that left are withdrawn below with other stale registrations.
+  std::erase_if(held_closed, [&](const config::PodUid& uid) { return !wanted.contains(uid) || served.contains(uid); });
+
   bool serve_failed = false;
+  std::size_t pods_waiting = 0;
   for (const config::PodUid& uid : wanted) {
     const config::Pod* pod = policy->podByUid(uid);
     MESHLOCK_CHECK(pod != nullptr);
+    if (!served.contains(uid) && !waiting.empty()) {
+      auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod->ns(), pod->service_account);
+      if (id && waiting.contains(*id)) {
+        ++pods_waiting;
+        holdClosed(policy, *pod);
+        continue;
+      }
+    }
     if (served.contains(uid)) {
       // Fail-closed follows STRICT: keep capture's flags in step with policy.
       ServedPod& served_pod = served.at(uid);
@@ -373,7 +441,8 @@ void Agent::Parts::reconcile(const PolicyRef& policy) {
     }
   }
   // E.g. a previous agent process still holding the pod's ports while it drains.
-  all_pods_served = !serve_failed;
+  all_pods_served = !serve_failed && pods_waiting == 0;
+  if (pods_waiting > 0) spdlog::info("{} pod(s) wait for their certificate from the CA (not served meanwhile)", pods_waiting);
   if (serve_failed) {
     serve_retry_at = std::chrono::steady_clock::now() + serve_retry_delay;
     serve_retry_delay = std::min(serve_retry_delay * 2, std::chrono::seconds(30));
@@ -472,11 +541,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
 
   auto trust_domain = identity::TrustDomain::parse(policy->mesh().trust_domain);
   if (!trust_domain) return std::unexpected(trust_domain.error().context("mesh trust domain"));
-  std::error_code ec;
-  identity::IdentityConfig identity_config{
-      .caDirectory = fs::exists(settings.ca_dir / identity::kCaCertFile, ec) ? settings.ca_dir
-                                                                             : settings.state_dir / "ca",
-      .trustDomain = *trust_domain};
+  auto identity_source = identitySourceFor(settings, *trust_domain);
+  if (!identity_source) return std::unexpected(identity_source.error());
+  identity::IdentityConfig identity_config = std::move(*identity_source);
   identity_config.certificateLifetime = settings.cert_lifetime;
   identity_config.tls.minVersion = toIdentityVersion(policy->mesh().min_protocol_version);
   auto identities = identity::IdentityManager::create(identity_config);
@@ -562,6 +629,7 @@ int Agent::run(std::stop_token stop) {
     parts.reports->flushSuppressed();
     identity::TickReport report = parts.identities->tick(identity::systemNow());
     for (const identity::SpiffeId& id : report.renewed) spdlog::info("renewed certificate of {}", id.uri());
+    if (!report.issued.empty()) parts.reconcile(parts.currentPolicy());  // serve the pods that waited for these
     if (!report.renewed.empty()) parts.metrics->certificate_rotations.labels({"success"}).inc(report.renewed.size());
     if (!report.errors.empty()) parts.metrics->certificate_rotations.labels({"failure"}).inc(report.errors.size());
   }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,6 +59,9 @@ struct Agent::Parts {
   // Written by the reconcile loop, read by admin handlers.
   mutable std::mutex served_mutex;
   std::map<config::PodUid, ServedPod> served;
+  // STRICT pods waiting for their certificate from a remote CA: registered in
+  // capture fail-closed without listeners, so their connections are refused.
+  std::set<config::PodUid> held_closed;
   // Set while a wanted pod could not be served: reconcile again then (backoff 1 s → 30 s).
   std::optional<std::chrono::steady_clock::time_point> serve_retry_at;
   std::chrono::seconds serve_retry_delay{1};
@@ -89,6 +93,7 @@ struct Agent::Parts {
   // The labels and names known of a connection to or from a served pod before it starts.
   PlannedConnection planReport(const config::Pod& pod, const identity::SpiffeId& pod_id, bool outbound) const;
   Status servePod(const PolicyRef& policy, const config::Pod& pod);
+  void holdClosed(const PolicyRef& policy, const config::Pod& pod);
   void withdrawPod(const config::PodUid& uid);
   void reconcile(const PolicyRef& policy);
   void applyUpdate(const config::ManifestUpdate& update);

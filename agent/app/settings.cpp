@@ -45,6 +45,14 @@ Result<LogFormat> parseLogFormat(std::string_view text) {
   return fail("logFormat: expected text or json, got \"" + std::string(text) + "\"");
 }
 
+Result<CaMode> parseCaMode(std::string_view text) {
+  if (text == "auto") return CaMode::Auto;
+  if (text == "istiod") return CaMode::Istiod;
+  if (text == "files") return CaMode::Files;
+  if (text == "generated") return CaMode::Generated;
+  return fail("caMode: expected auto, istiod, files or generated, got \"" + std::string(text) + "\"");
+}
+
 Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view origin,
                                     AgentSettings settings) {
   YAML::Node root;
@@ -108,6 +116,11 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     else if (key == "bpfPinDir") status = path(settings.bpf_pin_dir);
     else if (key == "stateDir") status = path(settings.state_dir);
     else if (key == "caDir") status = path(settings.ca_dir);
+    else if (key == "caMode") status = parsed(settings.ca_mode, parseCaMode);
+    else if (key == "caAddress") status = text(settings.ca_address);
+    else if (key == "caServerName") status = text(settings.ca_server_name);
+    else if (key == "caRootFile") status = path(settings.ca_root_file);
+    else if (key == "caTokenFile") status = path(settings.ca_token_file);
     else if (key == "adminSocket") status = path(settings.admin_socket);
     else if (key == "adminAddress") status = text(settings.admin_address);
     else if (key == "metricsAddress") status = text(settings.metrics_address);
@@ -175,6 +188,11 @@ Status validateSettings(const AgentSettings& settings) {
   if (settings.cert_lifetime.count() < 10) return fail("certLifetimeSeconds: at least 10");
   if (settings.max_source_bytes == 0) return fail("maxSourceBytes: at least 1");
   if (settings.max_source_objects == 0) return fail("maxSourceObjects: at least 1");
+  if (settings.ca_mode == CaMode::Istiod) {
+    if (settings.ca_address.empty()) return fail("caAddress: required with caMode istiod");
+    if (settings.ca_root_file.empty()) return fail("caRootFile: required with caMode istiod (the mesh root)");
+    if (settings.ca_token_file.empty()) return fail("caTokenFile: required with caMode istiod (a token for istio-ca)");
+  }
   return {};
 }
 

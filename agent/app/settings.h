@@ -15,6 +15,9 @@ namespace meshlock::app {
 
 enum class IoBackend { Auto, IoUring, Epoll };
 enum class LogFormat { Text, Json };
+// Where workload certificates come from (docs/identity.md). Auto: the plug-in
+// files when caDir holds ca-cert.pem, else a generated root (as before caMode).
+enum class CaMode { Auto, Istiod, Files, Generated };
 
 struct AgentSettings {
   std::string node_name;                                 // pods with this spec.nodeName are ours
@@ -31,6 +34,12 @@ struct AgentSettings {
   bool mount_bpffs = true;                               // off: bpf_pin_dir must already be on a bpffs
   std::filesystem::path state_dir = "/var/lib/meshlock";
   std::filesystem::path ca_dir = "/etc/cacerts";         // Istio plug-in CA layout, if present
+  CaMode ca_mode = CaMode::Auto;
+  // caMode istiod: Istio's CA API (ztunnel's defaults). The token is re-read for every request.
+  std::string ca_address = "istiod.istio-system.svc:15012";
+  std::string ca_server_name;                            // empty: the host of caAddress
+  std::filesystem::path ca_root_file = "/var/run/secrets/istio/root-cert.pem";  // istio-ca-root-cert
+  std::filesystem::path ca_token_file = "/var/run/secrets/tokens/istio-token";  // audience istio-ca
   std::filesystem::path admin_socket = "/run/meshlock/admin.sock";
   bool admin_socket_take_over = false;                   // replace a live agent's socket (rolling update)
   std::string admin_address = "127.0.0.1:15000";
@@ -84,6 +93,7 @@ inline constexpr uint64_t kReservedFds = 1024;
 
 [[nodiscard]] Result<IoBackend> parseIoBackend(std::string_view text);
 [[nodiscard]] Result<LogFormat> parseLogFormat(std::string_view text);
+[[nodiscard]] Result<CaMode> parseCaMode(std::string_view text);
 // "on"/"off" (also true/false, yes/no), for switches given as flags.
 [[nodiscard]] Result<bool> parseSwitch(std::string_view key, std::string_view text);
 

@@ -23,6 +23,12 @@ double numberOr(const nlohmann::json& object, std::string_view key, double fallb
 
 // "EXPIRED", "WARN" or "OK", and why.
 std::pair<std::string, std::string> judge(const nlohmann::json& cert, double warn_within) {
+  // From a remote CA: not issued yet (its pods are not served), or a renewal failing.
+  const std::string state = field(cert, "state");
+  const std::string last_error = cert.contains("last_error") && cert["last_error"].is_string()
+                                     ? cert["last_error"].get<std::string>() : std::string();
+  if (state == "pending") return {"PENDING", "no certificate yet, its pods are not served"};
+  if (state == "failed") return {"FAILED", "no certificate, its pods are not served: " + last_error};
   const double left = numberOr(cert, "expires_in_seconds", 1e18);
   const double lifetime = numberOr(cert, "lifetime_seconds", 0);
   if (left <= 0) return {"EXPIRED", "expired " + humanDuration(-left) + " ago"};
@@ -31,6 +37,7 @@ std::pair<std::string, std::string> judge(const nlohmann::json& cert, double war
   if (lifetime > 0 && left < lifetime / 4) {
     return {"WARN", "expires in " + humanDuration(left) + ", under a quarter of its lifetime: is rotation failing?"};
   }
+  if (state == "renewing" && !last_error.empty()) return {"RENEWING", "renewal failing: " + last_error};
   return {"OK", ""};
 }
 
@@ -44,7 +51,7 @@ int runCerts(const CertsOptions& options) {
   std::vector<std::string> warnings;
   for (const auto& cert : certs) {
     auto [state, why] = judge(cert, options.warn_within_seconds);
-    if (state != "OK") warnings.push_back(state + ": " + field(cert, "identity") + " " + why);
+    if (state != "OK" && state != "PENDING") warnings.push_back(state + ": " + field(cert, "identity") + " " + why);
   }
   if (!printStructured(*answer, parseFormat(options.live.output))) {
     Table table({"IDENTITY", "SERIAL", "NOT BEFORE", "NOT AFTER", "EXPIRES IN", "PODS", "STATUS"});

@@ -188,5 +188,39 @@ TEST(AgentSettings, MountBpffsIsASwitch) {
   EXPECT_NE(bad.error().describe().find("mountBpffs"), std::string::npos) << bad.error().describe();
 }
 
+TEST(AgentSettings, CaModeAndTheRemoteCaSettings) {
+  auto defaults = parseSettings("node: n", "agent.yaml");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->ca_mode, CaMode::Auto) << "the local modes stay the default";
+  EXPECT_EQ(defaults->ca_address, "istiod.istio-system.svc:15012");
+  EXPECT_EQ(defaults->ca_root_file, "/var/run/secrets/istio/root-cert.pem");
+  EXPECT_EQ(defaults->ca_token_file, "/var/run/secrets/tokens/istio-token");
+  auto istiod = parseSettings(R"(
+node: n
+caMode: istiod
+caAddress: istiod.mesh.svc:15012
+caServerName: istiod.istio-system.svc
+caRootFile: /r.pem
+caTokenFile: /t
+)", "agent.yaml");
+  ASSERT_TRUE(istiod) << istiod.error().describe();
+  EXPECT_EQ(istiod->ca_mode, CaMode::Istiod);
+  EXPECT_EQ(istiod->ca_address, "istiod.mesh.svc:15012");
+  EXPECT_EQ(istiod->ca_server_name, "istiod.istio-system.svc");
+  EXPECT_EQ(istiod->ca_root_file, "/r.pem");
+  EXPECT_EQ(istiod->ca_token_file, "/t");
+  EXPECT_TRUE(validateSettings(*istiod));
+  for (const char* mode : {"files", "generated", "auto"}) EXPECT_TRUE(parseCaMode(mode)) << mode;
+  auto bad = parseSettings("caMode: vault", "agent.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().describe().find("caMode: expected auto, istiod, files or generated"), std::string::npos)
+      << bad.error().describe();
+  AgentSettings empty_address = *istiod;
+  empty_address.ca_address.clear();
+  auto invalid = validateSettings(empty_address);
+  ASSERT_FALSE(invalid);
+  EXPECT_NE(invalid.error().describe().find("caAddress"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace meshlock::app

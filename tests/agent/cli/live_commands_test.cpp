@@ -111,7 +111,14 @@ const json kCerts = {
        {"expires_in_seconds", 1800.0},
        {"lifetime_seconds", 86400.0},
        {"pods", {"shop/frontend-1"}},
-       {"chain", json::array()}}}},
+       {"chain", json::array()}},
+      // caMode istiod: not issued, its pods not served.
+      {{"identity", "spiffe://cluster.local/ns/shop/sa/db"},
+       {"state", "failed"},
+       {"pods", json::array()},
+       {"last_error", "PERMISSION_DENIED: pod not on the caller's node"},
+       {"failures", 3},
+       {"retry_in_seconds", 4.0}}}},
     {"roots", {{{"subject", "O=cluster.local"}, {"serial", "01"}, {"not_after", "2036-11-20T00:00:00Z"},
                 {"expires_in_seconds", 315000000.0}}}},
 };
@@ -352,6 +359,11 @@ TEST_F(LiveCommands, CertsWarnWhenCloseToExpiry) {
             std::string::npos)
       << run.err;
   EXPECT_EQ(run.err.find("sa/cart"), std::string::npos);
+  EXPECT_NE(run.out.find("FAILED"), std::string::npos) << run.out;
+  EXPECT_NE(run.err.find("warning: FAILED: spiffe://cluster.local/ns/shop/sa/db no certificate, its pods are not "
+                         "served: PERMISSION_DENIED: pod not on the caller's node"),
+            std::string::npos)
+      << run.err;
   EXPECT_EQ(ctl("certs --fail-on-warning").exit_code, 3);
   EXPECT_EQ(ctl("certs --fail-on-warning --warn-within 60").exit_code, 3);  // still under a quarter of lifetime
 }
