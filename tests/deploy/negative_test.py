@@ -31,6 +31,11 @@ def pod(objs):
     return find(objs, "DaemonSet")["spec"]["template"]["spec"]
 
 
+def volume(objs, name):
+    """The DaemonSet pod's volume called `name`."""
+    return next(v for v in pod(objs)["volumes"] if v["name"] == name)
+
+
 def agent(objs):
     return next(c for c in pod(objs)["containers"] if c["name"] == "agent")
 
@@ -99,13 +104,13 @@ CASES = [
      mutate(base, lambda o: agent(o)["volumeMounts"][0].update(mountPropogation="HostToContainer")),
      "mountPropogation: unknown field"),
     ("a token that expires in 5 minutes", run_api_rules,
-     mutate(base, lambda o: pod(o)["volumes"][-2]["projected"]["sources"][0]["serviceAccountToken"].update(
+     mutate(base, lambda o: volume(o, "kube-api-access")["projected"]["sources"][0]["serviceAccountToken"].update(
          expirationSeconds=300)), "may not specify a duration less than 10 minutes"),
     ("two projected sources on one path", run_api_rules,
-     mutate(base, lambda o: pod(o)["volumes"][-2]["projected"]["sources"][1]["configMap"]["items"][0].update(
+     mutate(base, lambda o: volume(o, "kube-api-access")["projected"]["sources"][1]["configMap"]["items"][0].update(
          path="token")), "conflicting duplicate paths"),
     ("a downward API field a volume cannot project", run_api_rules,
-     mutate(base, lambda o: pod(o)["volumes"][-2]["projected"]["sources"][2]["downwardAPI"]["items"][0]["fieldRef"].update(
+     mutate(base, lambda o: volume(o, "kube-api-access")["projected"]["sources"][2]["downwardAPI"]["items"][0]["fieldRef"].update(
          fieldPath="spec.nodeName")), "unsupported value 'spec.nodeName'"),
     ("a liveness probe with successThreshold 2", run_api_rules,
      mutate(base, lambda o: agent(o)["livenessProbe"].update(successThreshold=2)), "must be 1"),
