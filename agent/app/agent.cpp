@@ -49,14 +49,17 @@ Result<identity::IdentityConfig> identitySourceFor(const AgentSettings& settings
   identity::IdentityConfig config{.caDirectory = settings.state_dir / "ca", .trustDomain = domain};
   std::error_code ec;
   const bool plugin_files = fs::exists(settings.ca_dir / identity::kCaCertFile, ec);
+  auto istiod = [&] {
+    config.caDirectory.clear();
+    config.remoteCa = identity::RemoteCaConfig{.client = {.address = settings.ca_address,
+                                                          .serverName = settings.ca_server_name,
+                                                          .rootFile = settings.ca_root_file,
+                                                          .tokenFile = settings.ca_token_file,
+                                                          .clusterId = settings.cluster_id}};
+  };
   switch (settings.ca_mode) {
     case CaMode::Istiod:
-      config.caDirectory.clear();
-      config.remoteCa = identity::RemoteCaConfig{.client = {.address = settings.ca_address,
-                                                            .serverName = settings.ca_server_name,
-                                                            .rootFile = settings.ca_root_file,
-                                                            .tokenFile = settings.ca_token_file,
-                                                            .clusterId = settings.cluster_id}};
+      istiod();
       break;
     case CaMode::Files:
       if (!plugin_files)
@@ -69,7 +72,16 @@ Result<identity::IdentityConfig> identitySourceFor(const AgentSettings& settings
     case CaMode::Generated:
       break;
     case CaMode::Auto:
-      if (plugin_files) config.caDirectory = settings.ca_dir;
+      // istiod published the mesh root where the pod mounts it (the
+      // istio-ca-root-cert ConfigMap) and the pod has a token for it: an
+      // Istio control plane signs, and no CA key is on the node.
+      if (fs::exists(settings.ca_root_file, ec) && fs::exists(settings.ca_token_file, ec)) {
+        spdlog::info("identity: caMode auto: {} and {} are there: certificates from istiod at {}",
+                     settings.ca_root_file.string(), settings.ca_token_file.string(), settings.ca_address);
+        istiod();
+      } else if (plugin_files) {
+        config.caDirectory = settings.ca_dir;
+      }
       break;
   }
   return config;
