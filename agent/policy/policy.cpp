@@ -594,6 +594,20 @@ std::vector<const Pod*> PolicyIndex::podsOnNode(std::string_view node) const {
   return out;
 }
 
+// A rule's TLS settings for one service port, as Istio picks them
+// (pilot/pkg/networking/util/util.go GetPortLevelTrafficPolicy): the first
+// portLevelSettings entry for the port replaces the top-level trafficPolicy
+// wholesale, so an entry without `tls` has none (auto mTLS decides), it does
+// not inherit trafficPolicy.tls. `rule_port` is set when a port entry decided.
+static const config::ClientTlsSettings* tlsForPort(const DestinationRule& rule, uint16_t port, uint16_t& rule_port) {
+  for (const config::PortTlsSettings& pls : rule.port_level) {
+    if (pls.port != port) continue;
+    rule_port = port;
+    return pls.tls ? &*pls.tls : nullptr;
+  }
+  return rule.tls ? &*rule.tls : nullptr;
+}
+
 // The entry of a pod of this index (its objects are shared, not contiguous).
 std::size_t PolicyIndex::podIndex(const Pod& pod) const {
   auto it = pod_by_address_.find(&pod);
@@ -705,13 +719,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
   uint16_t rule_port = 0;
   if (!host.empty()) {
     rule = findDestinationRule(source, host, svc ? &svc->ns() : nullptr);
-    if (rule) {
-      uint16_t port = service_port;
-      for (const auto& pls : rule->port_level) {
-        if (pls.port == port && pls.tls) tls = &*pls.tls, rule_port = port;
-      }
-      if (!tls && rule->tls) tls = &*rule->tls;
-    }
+    if (rule) tls = tlsForPort(*rule, service_port, rule_port);
   }
   enum class Side { kFixed, kAuto } side = Side::kFixed;
   if (!src.served) {
@@ -837,11 +845,8 @@ OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst
   if (!host.empty()) {
     const DestinationRule* rule = findDestinationRule(source, host, nullptr);
     if (rule && served(source)) {
-      const config::ClientTlsSettings* tls = rule->tls ? &*rule->tls : nullptr;
       uint16_t rule_port = 0;
-      for (const auto& pls : rule->port_level) {
-        if (pls.port == port && pls.tls) tls = &*pls.tls, rule_port = port;
-      }
+      const config::ClientTlsSettings* tls = tlsForPort(*rule, port, rule_port);
       if (tls) {
         d.client_tls = toClientTls(tls->mode);
         d.tls = tls;

@@ -381,6 +381,23 @@ TEST(Outbound, PortLevelSettingsOverrideTheRule) {
   EXPECT_EQ(p.decided_by[0], "DestinationRule/shop/web (port 9090)");
 }
 
+// A port-level entry replaces trafficPolicy for its port, it does not inherit
+// from it (networking/v1 DestinationRule API: "destination-level settings ...
+// will not be inherited when overridden by port-level settings"; istiod:
+// pilot/pkg/networking/util/util.go GetPortLevelTrafficPolicy, first entry for
+// the port wins): an entry without tls leaves that port to auto mTLS.
+TEST(Outbound, APortLevelEntryWithoutTlsDoesNotInheritTheRulesTls) {
+  auto ix = cluster(dr("shop", "web",
+                       "{host: web, trafficPolicy: {tls: {mode: DISABLE}, portLevelSettings: "
+                       "[{port: {number: 9090}, connectionPool: {tcp: {maxConnections: 10}}}, "
+                       "{port: {number: 9090}, tls: {mode: SIMPLE}}]}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:9090");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);  // auto mTLS: web is served
+  EXPECT_EQ(p.outcome, Outcome::kMtls);
+  EXPECT_EQ(p.decided_by[0], "auto mTLS");
+}
+
 TEST(Outbound, WorkloadSelectorRulesApplyToMatchingClientsOnly) {
   auto ix = cluster(dr("shop", "for-client", "{host: web, workloadSelector: {matchLabels: {app: client}}, "
                                              "trafficPolicy: {tls: {mode: DISABLE}}}") +
