@@ -215,7 +215,18 @@ void HttpServer::Impl::send(mg_connection* connection, const Response& response)
   // Our own bytes rather than civetweb's header calls: one serialiser for
   // every answer (the gate's refusals too), always "HTTP/1.1" and Connection: close.
   const std::string bytes = serializeResponse(response);
-  mg_write(connection, bytes.data(), bytes.size());
+  // A client that reads slowly must not hold the worker either: each write
+  // waits at most request_timeout for room, and the whole answer must leave
+  // within request_timeout (plus that of the piece in flight).
+  constexpr std::size_t kPiece = 16 * 1024;
+  const auto deadline = Clock::now() + options.request_timeout;
+  for (std::size_t offset = 0; offset < bytes.size(); offset += kPiece) {
+    const std::size_t length = std::min(kPiece, bytes.size() - offset);
+    if (Clock::now() > deadline || mg_write(connection, bytes.data() + offset, length) != static_cast<int>(length)) {
+      mg_disable_connection_keep_alive(connection);
+      return;
+    }
+  }
 }
 
 int HttpServer::Impl::serve(Served& served, mg_connection* connection) {

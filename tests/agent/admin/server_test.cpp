@@ -498,6 +498,30 @@ TEST(AdminServer, TrickledHeadIsCutAtTheDeadline) {
   EXPECT_EQ(statusOf(received), 408) << received;
 }
 
+// A client that asks for a large answer and never reads it holds its worker
+// for about one write deadline, not for as long as it likes.
+TEST(AdminServer, SlowReaderIsCutAtTheWriteDeadline) {
+  Router router;
+  router.handle("/big", [](const Request&) { return Response::text(200, std::string(32 * 1024 * 1024, 'x')); });
+  ServerOptions options;
+  options.listen = {Endpoint::tcp("127.0.0.1", 0)};
+  options.request_timeout = 300ms;
+  auto server = HttpServer::start(options, std::move(router));
+  ASSERT_TRUE(server) << server.error().describe();
+  auto fd = connectTo((*server)->endpoints()[0], 1s);
+  ASSERT_TRUE(fd);
+  const std::string request = "GET /big HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(::send(fd->get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ((*server)->stats()[0].open, 1u);
+  while ((*server)->stats()[0].open != 0 && std::chrono::steady_clock::now() - start < 5s) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ((*server)->stats()[0].open, 0u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);  // 300 ms deadline + one piece's 300 ms
+}
+
 // Connections that just sit there (slowloris) from one source take at most
 // per_source_connections slots; the next from that source is refused at once
 // with a 503, and the refusals are counted.
