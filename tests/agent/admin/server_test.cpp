@@ -370,6 +370,23 @@ TEST_F(UnixSocketTest, TakeOverReplacesALiveSocketAndTheOldStopLeavesIt) {
   EXPECT_EQ(response->body, "new\n");
 }
 
+// The gate answers a refused connection before reading its request;
+// meshlockctl's client still reports that answer, not a broken pipe.
+TEST_F(UnixSocketTest, ClientReadsTheGatesRefusal) {
+  ServerOptions options;
+  options.listen = {Endpoint::unixSocket(path_)};
+  options.max_connections = 1;
+  auto server = HttpServer::start(options, testRouter());
+  ASSERT_TRUE(server) << server.error().describe();
+  auto held = connectTo(Endpoint::unixSocket(path_), 1s);
+  ASSERT_TRUE(held);
+  std::this_thread::sleep_for(100ms);
+  auto response = AdminClient(Endpoint::unixSocket(path_)).request(Method::kGet, "/healthz");
+  ASSERT_TRUE(response) << response.error().describe();
+  EXPECT_EQ(response->status, 503);
+  EXPECT_NE(response->body.find("admin server busy"), std::string::npos) << response->body;
+}
+
 // In a child that has become `nobody`: connect to the socket, report errno.
 int connectAsNobody(const std::string& path, std::string* answer_status) {
   int pipe_fds[2];
