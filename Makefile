@@ -17,7 +17,7 @@ DEB_PACKAGES := build-essential cmake pkg-config git \
   clang llvm libclang-rt-14-dev libbpf-dev bpftool linux-perf \
   liburing-dev android-libboringssl-dev libspdlog-dev libfmt-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libneon27-gnutls-dev \
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcivetweb-dev libcpp-httplib-dev libneon27-gnutls-dev \
   iproute2 nftables procps psmisc util-linux python3 \
   openssl curl haproxy stunnel4 iperf3 sockperf tcpdump tshark \
   prometheus graphviz python3-yaml python3-kubernetes \

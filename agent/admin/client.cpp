@@ -67,10 +67,17 @@ Result<ClientResponse> AdminClient::request(Method method, std::string_view targ
   out += body;
 
   std::string_view pending = out;
+  int send_error = 0;
   while (!pending.empty()) {
     if (auto ok = waitFor(fd->get(), POLLOUT, deadline, what); !ok) return std::unexpected(ok.error());
     const ssize_t sent = ::send(fd->get(), pending.data(), pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    // The server may answer and close before reading the request (the admin
+    // server's accept gate does, with a 403 or 503): read what it said.
+    if (sent < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      send_error = errno;
+      break;
+    }
     if (sent < 0) return failErrno(what + ": send");
     pending.remove_prefix(static_cast<std::size_t>(sent));
   }
@@ -93,6 +100,7 @@ Result<ClientResponse> AdminClient::request(Method method, std::string_view targ
       return fail(what + ": response larger than " + std::to_string(options_.max_response_bytes) + " bytes");
     }
   }
+  if (received.empty() && send_error != 0) return failErrno(what + ": send", send_error);
   auto response = parseResponse(received);
   if (!response) return std::unexpected(response.error().context(what));
   return response;

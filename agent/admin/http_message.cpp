@@ -1,5 +1,5 @@
-// HTTP/1.1 request-head parsing and response serialisation, strict and bounded:
-// anything outside the small grammar the admin API needs is a 4xx, never a crash.
+// Request targets, response bytes and the client's response parser, strict and
+// bounded: bad input is an error naming it, never a crash.
 #include "admin/http_message.h"
 
 #include <algorithm>
@@ -8,17 +8,6 @@
 
 namespace meshlock::admin {
 namespace {
-
-bool isTokenChar(char c) {
-  // RFC 9110 tchar.
-  if (std::isalnum(static_cast<unsigned char>(c))) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool isFieldValueChar(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u == '\t' || (u >= 0x20 && u != 0x7f);
-}
 
 std::string lower(std::string_view text) {
   std::string out(text);
@@ -45,10 +34,6 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
-}
-
-std::unexpected<RequestError> reject(int status, std::string reason) {
-  return std::unexpected(RequestError{status, std::move(reason)});
 }
 
 }  // namespace
@@ -201,118 +186,14 @@ Result<std::multimap<std::string, std::string>> parseQuery(std::string_view quer
   return out;
 }
 
-std::expected<RequestHead, RequestError> parseRequestHead(std::string_view head,
-                                                          const RequestLimits& limits) {
-  if (head.size() > limits.max_head_bytes) {
-    return reject(431, "request head larger than " + std::to_string(limits.max_head_bytes) + " bytes");
-  }
-  RequestHead out;
-  Request& request = out.request;
-
-  // Lines end in CRLF; a bare LF is tolerated as RFC 9112 allows.
-  std::vector<std::string_view> lines;
-  std::string_view rest = head;
-  while (!rest.empty()) {
-    const std::size_t lf = rest.find('\n');
-    if (lf == std::string_view::npos) return reject(400, "request head does not end in a blank line");
-    std::string_view line = rest.substr(0, lf);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    rest.remove_prefix(lf + 1);
-    if (line.empty()) {
-      if (lines.empty()) continue;  // RFC 9112: ignore empty lines before the request line
-      if (!rest.empty()) return reject(400, "bytes after the end of the request head");
-      break;
-    }
-    lines.push_back(line);
-  }
-  if (lines.empty()) return reject(400, "empty request");
-
-  // Request line: METHOD SP request-target SP HTTP-version
-  const std::string_view line = lines.front();
-  const std::size_t sp1 = line.find(' ');
-  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp1 == std::string_view::npos || sp2 == std::string_view::npos ||
-      line.find(' ', sp2 + 1) != std::string_view::npos) {
-    return reject(400, "malformed request line");
-  }
-  const std::string_view method = line.substr(0, sp1);
-  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  const std::string_view version = line.substr(sp2 + 1);
-  if (method.empty() || !std::all_of(method.begin(), method.end(), isTokenChar)) {
-    return reject(400, "malformed method");
-  }
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    if (version.starts_with("HTTP/")) return reject(505, "only HTTP/1.0 and HTTP/1.1 are spoken here");
-    return reject(400, "malformed HTTP version");
-  }
-  if (method == "GET") {
-    request.method = Method::kGet;
-  } else if (method == "POST") {
-    request.method = Method::kPost;
-  } else if (method == "PUT") {
-    request.method = Method::kPut;
-  } else {
-    return reject(501, "method " + std::string(method) + " is not supported (GET, POST, PUT)");
-  }
-  if (target.empty() || target.front() != '/') {
-    return reject(400, "request target must be a path starting with '/'");
-  }
-  for (char c : target) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) return reject(400, "request target contains a control or non-ASCII byte");
-  }
-  const std::size_t question = target.find('?');
-  const std::string_view raw_path = target.substr(0, question);
-  auto path = percentDecode(raw_path, false);
-  if (!path) return reject(400, path.error().message);
-  if (path->find('\0') != std::string::npos) return reject(400, "path contains a NUL byte");
-  request.path = std::move(*path);
-  if (question != std::string_view::npos) {
-    const std::string_view raw_query = target.substr(question + 1);
-    std::string_view without_fragment = raw_query.substr(0, raw_query.find('#'));
-    auto query = parseQuery(without_fragment);
-    if (!query) return reject(400, query.error().message);
-    request.query = std::move(*query);
-  }
-
-  // Header fields.
-  std::optional<std::size_t> content_length;
-  for (std::size_t i = 1; i < lines.size(); ++i) {
-    const std::string_view field = lines[i];
-    if (field.front() == ' ' || field.front() == '\t') {
-      return reject(400, "obsolete header line folding is not accepted");
-    }
-    const std::size_t colon = field.find(':');
-    if (colon == std::string_view::npos || colon == 0) return reject(400, "malformed header line");
-    const std::string_view name = field.substr(0, colon);
-    if (!std::all_of(name.begin(), name.end(), isTokenChar)) {
-      return reject(400, "malformed header name");
-    }
-    const std::string_view value = trimOws(field.substr(colon + 1));
-    if (!std::all_of(value.begin(), value.end(), isFieldValueChar)) {
-      return reject(400, "header " + std::string(name) + " contains a control byte");
-    }
-    std::string lowered = lower(name);
-    if (lowered == "transfer-encoding") {
-      return reject(501, "Transfer-Encoding is not supported; send Content-Length");
-    }
-    if (lowered == "content-length") {
-      std::size_t length = 0;
-      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
-      if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
-        return reject(400, "malformed Content-Length");
-      }
-      if (content_length && *content_length != length) {
-        return reject(400, "conflicting Content-Length headers");
-      }
-      content_length = length;
-    }
-    request.headers.emplace_back(std::move(lowered), std::string(value));
-  }
-  out.content_length = content_length.value_or(0);
-  if (out.content_length > limits.max_body_bytes) {
-    return reject(413, "request body larger than " + std::to_string(limits.max_body_bytes) + " bytes");
-  }
+Result<Target> parseTarget(std::string_view path, std::string_view raw_query) {
+  if (path.empty() || path.front() != '/') return fail("request target must be a path starting with '/'");
+  if (path.find('\0') != std::string_view::npos) return fail("path contains a NUL byte");
+  Target out;
+  out.path = std::string(path);
+  auto query = parseQuery(raw_query.substr(0, raw_query.find('#')));
+  if (!query) return std::unexpected(query.error());
+  out.query = std::move(*query);
   return out;
 }
 

@@ -1,6 +1,7 @@
-// HTTP/1.1 messages as the admin API speaks them: parsing a request head with
-// hard bounds, serialising a response, and the client side's response parser.
-// Shared by the server (meshlock_admin) and meshlockctl (meshlock_admin_client).
+// HTTP/1.1 messages as the admin API speaks them: the request and response
+// types handlers see, the target (path, query) decoding, the canned response
+// the accept gate writes, and meshlockctl's response parser. civetweb parses
+// request heads on the server side; nothing here reads a socket.
 #pragma once
 
 #include <cstddef>
@@ -51,29 +52,21 @@ struct Response {
 
 [[nodiscard]] std::string_view statusReason(int status);
 
-// Bounds every request must fit in; anything larger is refused, not buffered.
+// Bounds every request must fit in; anything larger is refused, not buffered
+// (the head bound is civetweb's max_request_size).
 struct RequestLimits {
   std::size_t max_head_bytes = 16 * 1024;     // request line + headers
   std::size_t max_body_bytes = 1024 * 1024;
 };
 
-// Why a request head could not be accepted: the status to answer with and a
-// reason a person can act on.
-struct RequestError {
-  int status = 400;
-  std::string reason;
+// A request target as civetweb hands it over: the path it has already
+// percent-decoded (must start with '/') and the raw query, decoded here into
+// pairs with any #fragment dropped. Plain function so a fuzz target can call it.
+struct Target {
+  std::string path;
+  std::multimap<std::string, std::string> query;
 };
-
-// A parsed request line and headers; the body length comes from Content-Length.
-struct RequestHead {
-  Request request;
-  std::size_t content_length = 0;
-};
-
-// Parses `head`, the bytes up to and including the blank line that ends the
-// headers. Never throws, never reads past `head`.
-[[nodiscard]] std::expected<RequestHead, RequestError> parseRequestHead(
-    std::string_view head, const RequestLimits& limits);
+[[nodiscard]] Result<Target> parseTarget(std::string_view path, std::string_view raw_query);
 
 // Splits "a=1&b=x%20y" into decoded pairs. Fails on malformed percent-escapes.
 [[nodiscard]] Result<std::multimap<std::string, std::string>> parseQuery(std::string_view query);
@@ -83,7 +76,8 @@ struct RequestHead {
 // Percent-encodes everything but RFC 3986 unreserved characters.
 [[nodiscard]] std::string percentEncode(std::string_view text);
 
-// The bytes of a whole response (status line, headers, body), Connection: close.
+// The bytes of a whole response (status line, headers, body), Connection:
+// close; what the accept gate writes before closing a refused connection.
 [[nodiscard]] std::string serializeResponse(const Response& response);
 
 // A response as the client sees it.

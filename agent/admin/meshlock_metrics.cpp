@@ -93,6 +93,11 @@ MeshlockMetrics::MeshlockMetrics(MetricsRegistry& registry)
                                           "Access-log lines dropped because the writer fell 8,192 lines behind")),
       access_log_suppressed(registry.counter("meshlock_access_log_suppressed_total",
                                              "Access-log lines of pre-handshake refusals left out by the rate limit")),
+      admin_connections_refused(registry.counter("meshlock_admin_connections_refused_total",
+                                                 "Admin connections closed at accept without being served, by endpoint and reason",
+                                                 {"endpoint", "reason"})),
+      admin_connections_open(registry.gauge("meshlock_admin_connections_open",
+                                            "Admin connections admitted and not yet closed, by endpoint", {"endpoint"})),
       build_info(registry.gauge("meshlock_build_info", "meshlock build, always 1", {"version"})) {}
 
 }  // namespace meshlock::admin

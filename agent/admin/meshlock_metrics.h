@@ -90,6 +90,11 @@ struct MeshlockMetrics {
   // Access-log lines of connections refused before their handshake, left
   // out by the per pod and reason rate limit (a "suppressed" line says how many).
   CounterFamily& access_log_suppressed;  // meshlock_access_log_suppressed_total
+  // Admin endpoints (docs/admin.md): connections the accept gate closed
+  // without serving. endpoint: unix, admin (127.0.0.1:15000), metrics (15020);
+  // reason: total_cap, source_cap, peer_uid (Unix peer neither root nor us), stopping.
+  CounterFamily& admin_connections_refused;  // meshlock_admin_connections_refused_total{endpoint,reason}
+  GaugeFamily& admin_connections_open;       // meshlock_admin_connections_open{endpoint}: admitted, not yet closed
   GaugeFamily& build_info;             // meshlock_build_info{version} 1
 };
 

@@ -1,23 +1,24 @@
-// Accept thread + worker pool. A worker reads one request under a deadline,
-// dispatches it, writes the response under a deadline and closes.
+// civetweb contexts behind our own listening sockets and accept gates (see
+// server.h and accept_gate.h for why the listener is ours).
 #include "admin/server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <civetweb.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <cctype>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -33,17 +34,12 @@ struct Listener {
   ino_t unix_inode = 0;  // to remove only our own socket file on stop
 };
 
-int millisLeft(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return left.count() < 0 ? 0 : static_cast<int>(left.count());
-}
-
 Result<Listener> listenTcp(const Endpoint& endpoint) {
   const std::string what = "admin listen " + endpoint.describe();
   const std::string host = endpoint.host == "localhost" ? "127.0.0.1" : endpoint.host;
   sockaddr_storage storage{};
   socklen_t length = 0;
-  int family = AF_INET;
+  const int family = AF_INET;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
   if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
@@ -51,10 +47,7 @@ Result<Listener> listenTcp(const Endpoint& endpoint) {
     v4->sin_port = htons(endpoint.port);
     length = sizeof(*v4);
   } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    family = AF_INET6;
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(endpoint.port);
-    length = sizeof(*v6);
+    return fail(what + ": IPv6 is not served (Debian's civetweb is built without USE_IPV6)");
   } else {
     return fail(what + ": host must be an IP address");
   }
@@ -69,7 +62,7 @@ Result<Listener> listenTcp(const Endpoint& endpoint) {
     return failErrno(what + ": getsockname");
   }
   Endpoint bound = endpoint;
-  bound.port = ntohs(family == AF_INET ? v4->sin_port : v6->sin6_port);
+  bound.port = ntohs(v4->sin_port);
   return Listener{std::move(fd), std::move(bound), 0};
 }
 
@@ -120,142 +113,183 @@ Result<Listener> listenUnix(const Endpoint& endpoint, mode_t mode, bool replace_
   return Listener{std::move(fd), endpoint, bound.st_ino};
 }
 
-// Sends all of `bytes` or gives up at the deadline.
-bool sendAll(int fd, std::string_view bytes, Clock::time_point deadline) {
-  while (!bytes.empty()) {
-    const ssize_t sent = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent > 0) {
-      bytes.remove_prefix(static_cast<std::size_t>(sent));
-      continue;
+
+// The descriptor civetweb opened for its placeholder listener 127.0.0.1:port,
+// found once at start-up among our open descriptors.
+Result<int> findListener(std::uint16_t port) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return failErrno("admin server: open /proc/self/fd");
+  int found = -1;
+  while (dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
+    int listening = 0;
+    socklen_t size = sizeof(listening);
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || !listening) continue;
+    sockaddr_in address{};
+    socklen_t length = sizeof(address);
+    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&address), &length) != 0) continue;
+    if (address.sin_family == AF_INET && ntohs(address.sin_port) == port &&
+        address.sin_addr.s_addr == htonl(INADDR_LOOPBACK)) {
+      found = static_cast<int>(fd);
+      break;
     }
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd pfd{fd, POLLOUT, 0};
-      const int left = millisLeft(deadline);
-      if (left == 0 || ::poll(&pfd, 1, left) <= 0) return false;
-      continue;
-    }
-    return false;
   }
-  return true;
+  ::closedir(dir);
+  if (found < 0) return fail("admin server: civetweb's listener on 127.0.0.1:" + std::to_string(port) + " not found");
+  return found;
 }
+
+// What civetweb's own error answers (before any handler ran) become, so a
+// client sees the same statuses the admin API always gave: a head cut at the
+// deadline is a 408, a head over the size bound a 431, an unknown method 501.
+int adminStatusFor(int civet_status, std::string_view message, const mg_request_info* info, bool deadline_passed,
+                   bool bytes_left_unread) {
+  if (civet_status == 413) return 431;  // civetweb's "Message too large" is always the head
+  // civetweb's one word for a head it gave up on: cut at the deadline, larger
+  // than its buffer (the client's bytes are still waiting), or bad bytes.
+  if (civet_status == 400 && message == "Malformed message") {
+    if (deadline_passed) return 408;
+    if (bytes_left_unread) return 431;
+    return 400;
+  }
+  // civetweb parsed up to "HTTP/1.x" and then refused the method itself.
+  if (civet_status == 400 && info != nullptr && info->request_method != nullptr && info->http_version != nullptr &&
+      std::string_view(info->http_version).starts_with("1.")) {
+    const std::string_view method = info->request_method;
+    const bool ours = method == "GET" || method == "POST" || method == "PUT";
+    if (!ours && !method.empty() &&
+        std::all_of(method.begin(), method.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)); }))
+      return 501;
+  }
+  return civet_status;
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Per connection, from civetweb's init_connection to connection_closed.
+struct ConnectionState {
+  Clock::time_point picked_up = Clock::now();
+  std::atomic<int>* in_flight = nullptr;  // counted while a request is served
+};
+thread_local ConnectionState* closing_state = nullptr;
 
 }  // namespace
 
 struct HttpServer::Impl {
+  // One endpoint's budget: our listener, its gate, its civetweb context.
+  struct Served {
+    Impl* server = nullptr;
+    Listener listener;
+    std::unique_ptr<AcceptGate> gate;
+    mg_context* context = nullptr;
+    std::atomic<int> in_flight{0};
+    std::string swap_error;  // set by init_context if our listener could not replace civetweb's
+  };
+
   ServerOptions options;
   Router router;
-  std::vector<Listener> listeners;
+  std::vector<std::unique_ptr<Served>> served;
   std::vector<Endpoint> endpoints;
-  UniqueFd wake;  // eventfd: stop() wakes the accept thread
-  std::thread acceptor;
-  std::vector<std::thread> workers;
-
-  std::mutex mutex;
-  std::condition_variable ready;
-  struct Pending {
-    UniqueFd fd;
-    bool forbidden = false;  // a Unix peer that is neither root nor us: answer 403
-    bool unix_socket = false;
-  };
-  std::deque<Pending> pending;
-  bool stopping = false;
   std::atomic<bool> stopped{false};
 
-  void acceptLoop();
-  void workerLoop();
-  void serve(int fd, bool unix_socket);
-  void refuse(int fd, int status, std::string_view reason);
-  bool peerAllowed(int fd);
-  void answer(int fd, const Response& response);
+  Result<std::unique_ptr<Served>> startOne(Listener listener);
+  int serve(Served& served, mg_connection* connection);
+  void send(mg_connection* connection, const Response& response);
 };
 
-bool HttpServer::Impl::peerAllowed(int fd) {
-  ucred credentials{};
-  socklen_t length = sizeof(credentials);
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return false;
-  return credentials.uid == 0 || credentials.uid == ::geteuid();
+namespace {
+
+HttpServer::Impl::Served* servedOf(const mg_connection* connection) {
+  return static_cast<HttpServer::Impl::Served*>(mg_get_user_data(mg_get_context(connection)));
 }
 
-void HttpServer::Impl::answer(int fd, const Response& response) {
-  const auto deadline = Clock::now() + options.write_timeout;
-  if (!sendAll(fd, serializeResponse(response), deadline)) return;
-  // Half-close and drain briefly, so unread request bytes do not turn our
-  // close into a reset that discards the response before the client reads it.
-  ::shutdown(fd, SHUT_WR);
-  const auto linger_deadline = Clock::now() + std::chrono::milliseconds(200);
-  char sink[4096];
-  std::size_t drained = 0;
-  while (drained < 256 * 1024) {
-    pollfd pfd{fd, POLLIN, 0};
-    const int left = millisLeft(linger_deadline);
-    if (left == 0 || ::poll(&pfd, 1, left) <= 0) break;
-    const ssize_t got = ::recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
-    if (got <= 0) break;
-    drained += static_cast<std::size_t>(got);
-  }
-}
+}  // namespace
 
-void HttpServer::Impl::refuse(int fd, int status, std::string_view reason) {
-  answer(fd, Response::error(status, reason));
-}
-
-void HttpServer::Impl::serve(int fd, bool unix_socket) {
+void HttpServer::Impl::send(mg_connection* connection, const Response& response) {
+  // Our own bytes rather than civetweb's header calls: one serialiser for
+  // every answer (the gate's refusals too), always "HTTP/1.1" and Connection: close.
+  const std::string bytes = serializeResponse(response);
+  // A client that reads slowly must not hold the worker either: the answer
+  // must leave within request_timeout, plus the piece in flight (civetweb
+  // waits for room in 2 s poll slices: measured 2.4 s with a 300 ms deadline).
+  constexpr std::size_t kPiece = 16 * 1024;
   const auto deadline = Clock::now() + options.request_timeout;
-  std::string buffer;
-  std::size_t head_end = std::string::npos;
-  std::size_t scanned = 0;
-  char chunk[4096];
-  const std::size_t head_cap = options.limits.max_head_bytes;
-
-  // Read until the blank line that ends the head.
-  while (head_end == std::string::npos) {
-    pollfd pfd{fd, POLLIN, 0};
-    const int left = millisLeft(deadline);
-    const int ready = left == 0 ? 0 : ::poll(&pfd, 1, left);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) return refuse(fd, 408, "request not received within the timeout");
-    const ssize_t got = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-    if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (got <= 0) return;  // the client went away
-    buffer.append(chunk, static_cast<std::size_t>(got));
-    // Search from slightly before the new bytes: the terminator may straddle reads.
-    const std::size_t from = scanned >= 3 ? scanned - 3 : 0;
-    const std::size_t crlf = buffer.find("\r\n\r\n", from);
-    const std::size_t lf = buffer.find("\n\n", from);
-    if (crlf != std::string::npos && (lf == std::string::npos || crlf + 2 <= lf)) {
-      head_end = crlf + 4;
-    } else if (lf != std::string::npos) {
-      head_end = lf + 2;
-    }
-    scanned = buffer.size();
-    if (head_end == std::string::npos && buffer.size() > head_cap) {
-      return refuse(fd, 431, "request head larger than " + std::to_string(head_cap) + " bytes");
+  for (std::size_t offset = 0; offset < bytes.size(); offset += kPiece) {
+    const std::size_t length = std::min(kPiece, bytes.size() - offset);
+    if (Clock::now() > deadline || mg_write(connection, bytes.data() + offset, length) != static_cast<int>(length)) {
+      mg_disable_connection_keep_alive(connection);
+      return;
     }
   }
-  if (head_end > head_cap) {
-    return refuse(fd, 431, "request head larger than " + std::to_string(head_cap) + " bytes");
-  }
+}
 
-  auto head = parseRequestHead(std::string_view(buffer).substr(0, head_end), options.limits);
-  if (!head) return refuse(fd, head.error().status, head.error().reason);
-  Request& request = head->request;
-  request.from_unix_socket = unix_socket;
-
-  std::string body = buffer.substr(head_end);
-  while (body.size() < head->content_length) {
-    pollfd pfd{fd, POLLIN, 0};
-    const int left = millisLeft(deadline);
-    const int ready = left == 0 ? 0 : ::poll(&pfd, 1, left);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) return refuse(fd, 408, "request body not received within the timeout");
-    const ssize_t got = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-    if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (got <= 0) return;
-    body.append(chunk, static_cast<std::size_t>(got));
+int HttpServer::Impl::serve(Served& served, mg_connection* connection) {
+  // In progress until civetweb has closed it (connection_closed): stop()
+  // waits for that, so an answer is never cut by mg_stop's abortive close.
+  if (auto* state = static_cast<ConnectionState*>(mg_get_user_connection_data(connection))) {
+    state->in_flight = &served.in_flight;
+    served.in_flight.fetch_add(1);
   }
-  body.resize(head->content_length);  // anything pipelined after it is ignored: we close
-  request.body = std::move(body);
+  // One request per connection, and nothing read after the answer: without
+  // this civetweb would read and discard an unread body for as long as the
+  // client trickles it.
+  mg_disable_connection_keep_alive(connection);
+  const mg_request_info* info = mg_get_request_info(connection);
+  auto answer = [&](const Response& response) {
+    send(connection, response);
+    return response.status;
+  };
+
+  // Only what the gate let in is served (a connection civetweb took from its
+  // placeholder listener before ours replaced it is not).
+  const auto admitted = served.gate->admitted(info->remote_addr, info->remote_port);
+  if (!admitted) return answer(Response::error(403, "connection not admitted by the admin server"));
+
+  Request request;
+  request.from_unix_socket = admitted->unix_uid.has_value();
+  const std::string_view method = info->request_method ? info->request_method : "";
+  if (method == "GET") {
+    request.method = Method::kGet;
+  } else if (method == "POST") {
+    request.method = Method::kPost;
+  } else if (method == "PUT") {
+    request.method = Method::kPut;
+  } else {
+    return answer(Response::error(501, "method " + std::string(method) + " is not supported (GET, POST, PUT)"));
+  }
+  // civetweb has percent-decoded the path (not the query) already.
+  auto target = parseTarget(info->local_uri_raw ? info->local_uri_raw : "", info->query_string ? info->query_string : "");
+  if (!target) return answer(Response::error(400, target.error().message));
+  request.path = std::move(target->path);
+  request.query = std::move(target->query);
+  for (int i = 0; i < info->num_headers; ++i) {
+    request.headers.emplace_back(lower(info->http_headers[i].name), info->http_headers[i].value);
+  }
+  if (request.header("transfer-encoding")) {
+    return answer(Response::error(501, "Transfer-Encoding is not supported; send Content-Length"));
+  }
+  if (info->content_length > 0) {
+    if (static_cast<unsigned long long>(info->content_length) > options.limits.max_body_bytes) {
+      return answer(Response::error(413, "request body larger than " + std::to_string(options.limits.max_body_bytes) + " bytes"));
+    }
+    // One byte per read: a read waits until its bytes are all there, so
+    // larger reads would let a trickled body outlive the deadline.
+    const auto deadline = Clock::now() + options.request_timeout;
+    request.body.reserve(static_cast<std::size_t>(info->content_length));
+    while (request.body.size() < static_cast<std::size_t>(info->content_length)) {
+      char byte = 0;
+      if (Clock::now() > deadline || mg_read(connection, &byte, 1) != 1) {
+        return answer(Response::error(408, "request body not received within the timeout"));
+      }
+      request.body.push_back(byte);
+    }
+  }
 
   // A handler's exception (e.g. JSON that cannot be encoded) is this
   // request's 500, never the agent's end.
@@ -265,65 +299,109 @@ void HttpServer::Impl::serve(int fd, bool unix_socket) {
   } catch (const std::exception& e) {
     response = Response::error(500, std::string("internal error: ") + e.what());
   }
-  answer(fd, response);
+  return answer(response);
 }
 
-void HttpServer::Impl::workerLoop() {
-  for (;;) {
-    Pending connection;
-    {
-      std::unique_lock lock(mutex);
-      ready.wait(lock, [&] { return stopping || !pending.empty(); });
-      if (stopping) return;  // queued connections are closed by their UniqueFd
-      connection = std::move(pending.front());
-      pending.pop_front();
-    }
-    if (connection.forbidden) {
-      refuse(connection.fd.get(), 403, "only root or the agent's own user may use the admin socket");
-    } else {
-      serve(connection.fd.get(), connection.unix_socket);
-    }
-  }
-}
+Result<std::unique_ptr<HttpServer::Impl::Served>> HttpServer::Impl::startOne(Listener listener) {
+  const std::string what = "admin server " + listener.endpoint.describe();
+  auto served = std::make_unique<Served>();
+  served->server = this;
+  served->listener = std::move(listener);
 
-void HttpServer::Impl::acceptLoop() {
-  std::vector<pollfd> fds;
-  for (const Listener& listener : listeners) fds.push_back({listener.fd.get(), POLLIN, 0});
-  fds.push_back({wake.get(), POLLIN, 0});
-  for (;;) {
-    for (pollfd& pfd : fds) pfd.revents = 0;
-    const int ready_count = ::poll(fds.data(), fds.size(), -1);
-    if (ready_count < 0) {
-      if (errno == EINTR) continue;
-      spdlog::error("admin server: poll: {}", std::strerror(errno));
+  GateLimits limits;
+  limits.max_connections = std::max<std::size_t>(1, options.max_connections);
+  limits.per_source = std::max<std::size_t>(1, options.per_source_connections);
+  limits.unix_socket = served->listener.endpoint.kind == Endpoint::Kind::kUnix;
+  limits.unix_require_owner = options.unix_require_owner;
+  served->gate = std::make_unique<AcceptGate>(limits, served->listener.fd.get());
+
+  mg_callbacks callbacks{};
+  callbacks.begin_request = [](mg_connection* connection) {
+    Served* s = servedOf(connection);
+    return s->server->serve(*s, connection);
+  };
+  callbacks.http_error = [](mg_connection* connection, int status, const char* message) {
+    Served* s = servedOf(connection);
+    const auto* state = static_cast<const ConnectionState*>(mg_get_user_connection_data(connection));
+    const bool late = state != nullptr && Clock::now() - state->picked_up >= s->server->options.request_timeout;
+    const std::string_view text = message ? message : "";
+    const mg_request_info* info = mg_get_request_info(connection);
+    int unread = 0;
+    if (auto admitted = s->gate->admitted(info->remote_addr, info->remote_port)) ::ioctl(admitted->fd, FIONREAD, &unread);
+    const int admin_status = adminStatusFor(status, text, info, late, unread > 0);
+    std::string reason(text);
+    if (admin_status == 408) reason = "request not received within the timeout";
+    if (admin_status == 431) reason = "request head larger than " + std::to_string(s->server->options.limits.max_head_bytes) + " bytes (or cut short)";
+    if (admin_status == 501) reason = "method not supported (GET, POST, PUT)";
+    s->server->send(connection, Response::error(admin_status, reason));
+    return 0;  // handled
+  };
+  callbacks.init_connection = [](const mg_connection*, void** data) {
+    *data = new ConnectionState();
+    return 0;
+  };
+  // civetweb drops the connection's data between these two calls (both on
+  // the worker, in this order): carry it across to after the socket is closed.
+  callbacks.connection_close = [](const mg_connection* connection) {
+    closing_state = static_cast<ConnectionState*>(mg_get_user_connection_data(connection));
+  };
+  callbacks.connection_closed = [](const mg_connection* connection) {
+    Served* s = servedOf(connection);
+    const mg_request_info* info = mg_get_request_info(connection);
+    s->gate->release(info->remote_addr, info->remote_port);
+    ConnectionState* state = std::exchange(closing_state, nullptr);
+    if (state != nullptr && state->in_flight != nullptr) state->in_flight->fetch_sub(1);
+    delete state;
+  };
+  // Before civetweb's accept thread starts: put our listening socket under
+  // the descriptor of the placeholder listener civetweb opened (it cannot
+  // take ours), so that thread only ever accepts from ours, through the gate.
+  callbacks.init_context = [](const mg_context* context) {
+    auto* s = static_cast<Served*>(mg_get_user_data(context));
+    mg_server_port port{};
+    if (mg_get_server_ports(context, 1, &port) != 1) {
+      s->swap_error = "civetweb reports no listening port";
       return;
     }
-    if (fds.back().revents != 0) return;  // stop()
-    for (std::size_t i = 0; i + 1 < fds.size(); ++i) {
-      if (fds[i].revents == 0) continue;
-      UniqueFd connection(::accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-      if (!connection) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-          spdlog::warn("admin server {}: accept: {}", listeners[i].endpoint.describe(), std::strerror(errno));
-          if (errno == EMFILE || errno == ENFILE) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        continue;
-      }
-      const bool unix_socket = listeners[i].endpoint.kind == Endpoint::Kind::kUnix;
-      const bool forbidden = unix_socket && options.unix_require_owner && !peerAllowed(connection.get());
-      std::unique_lock lock(mutex);
-      if (pending.size() >= options.max_pending) {
-        lock.unlock();
-        // Answered from the accept thread, so bounded tightly: never block it.
-        const auto deadline = Clock::now() + std::chrono::milliseconds(10);
-        sendAll(connection.get(), serializeResponse(Response::error(503, "admin server busy")), deadline);
-        continue;
-      }
-      pending.push_back(Pending{std::move(connection), forbidden, unix_socket});
-      lock.unlock();
-      ready.notify_one();
+    auto placeholder = findListener(static_cast<std::uint16_t>(port.port));
+    if (!placeholder) {
+      s->swap_error = placeholder.error().describe();
+      return;
     }
+    if (::dup3(s->listener.fd.get(), *placeholder, O_CLOEXEC) < 0) {
+      s->swap_error = std::string("dup3 over civetweb's listener: ") + std::strerror(errno);
+    }
+  };
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    spdlog::debug("admin server (civetweb): {}", message);
+    return 1;
+  };
+
+  const std::string workers = std::to_string(std::max(1u, options.workers));
+  const std::string queue = std::to_string(std::max<std::size_t>(1, options.max_connections));
+  const std::string timeout = std::to_string(options.request_timeout.count());
+  const std::string head_bytes = std::to_string(options.limits.max_head_bytes);
+  // Placeholder listener: civetweb cannot take ours, so it opens one on a free
+  // loopback port and init_context puts our socket under its descriptor.
+  const char* config[] = {"listening_ports", "127.0.0.1:0",
+                          "num_threads", workers.c_str(),
+                          "connection_queue", queue.c_str(),
+                          "request_timeout_ms", timeout.c_str(),
+                          "enable_keep_alive", "no",
+                          "max_request_size", head_bytes.c_str(),
+                          "enable_directory_listing", "no",
+                          nullptr};
+  char error_text[256] = "";
+  mg_init_data init{&callbacks, served.get(), config};
+  mg_error_data error{0, error_text, sizeof(error_text)};
+  served->context = mg_start2(&init, &error);
+  if (served->context == nullptr) return fail(what + ": civetweb: " + error_text);
+  if (!served->swap_error.empty()) {
+    mg_stop(served->context);
+    served->context = nullptr;
+    return fail(what + ": " + served->swap_error);
   }
+  return served;
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -332,40 +410,89 @@ HttpServer::~HttpServer() { stop(); }
 
 const std::vector<Endpoint>& HttpServer::endpoints() const { return impl_->endpoints; }
 
+std::vector<EndpointStats> HttpServer::stats() const {
+  std::vector<EndpointStats> out;
+  for (const auto& served : impl_->served) {
+    out.push_back({served->listener.endpoint, served->gate->refusals(), served->gate->open()});
+  }
+  return out;
+}
+
 Result<std::unique_ptr<HttpServer>> HttpServer::start(ServerOptions options, Router router) {
   if (options.listen.empty()) return fail("admin server: no endpoint to listen on");
-  if (options.workers == 0) options.workers = 1;
+  // Plain HTTP only: without MG_FEATURES_TLS civetweb never dlopens libssl or
+  // libcrypto (which would clash with BoringSSL's symbols).
+  static std::once_flag library;
+  std::call_once(library, [] { mg_init_library(0); });
   auto impl = std::make_unique<Impl>();
   impl->router = std::move(router);
+  impl->options = options;
+  auto undo = [&] {
+    for (auto& served : impl->served) {
+      mg_stop(served->context);
+      if (served->listener.endpoint.kind == Endpoint::Kind::kUnix) ::unlink(served->listener.endpoint.path.c_str());
+    }
+  };
   for (const Endpoint& endpoint : options.listen) {
     auto listener = endpoint.kind == Endpoint::Kind::kUnix ? listenUnix(endpoint, options.unix_socket_mode, options.unix_replace_live)
                                                            : listenTcp(endpoint);
     if (!listener) {
-      for (const Listener& done : impl->listeners) {
-        if (done.endpoint.kind == Endpoint::Kind::kUnix) ::unlink(done.endpoint.path.c_str());
-      }
+      undo();
       return std::unexpected(listener.error());
     }
-    impl->endpoints.push_back(listener->endpoint);
-    impl->listeners.push_back(std::move(*listener));
+    const Endpoint bound = listener->endpoint;
+    const std::string unix_path = bound.kind == Endpoint::Kind::kUnix ? bound.path : "";
+    auto served = impl->startOne(std::move(*listener));
+    if (!served) {
+      if (!unix_path.empty()) ::unlink(unix_path.c_str());
+      undo();
+      return std::unexpected(served.error());
+    }
+    impl->endpoints.push_back(bound);
+    impl->served.push_back(std::move(*served));
   }
-  impl->wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!impl->wake) return failErrno("admin server: eventfd");
-  impl->options = std::move(options);
-  Impl* raw = impl.get();
-  for (unsigned i = 0; i < raw->options.workers; ++i) raw->workers.emplace_back([raw] { raw->workerLoop(); });
-  raw->acceptor = std::thread([raw] { raw->acceptLoop(); });
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 
 void HttpServer::stop() {
   if (!impl_ || impl_->stopped.exchange(true)) return;
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t written = ::write(impl_->wake.get(), &one, sizeof(one));
-  if (impl_->acceptor.joinable()) impl_->acceptor.join();
-  // Remove our socket files first, so nobody connects to a server that is going away.
-  for (Listener& listener : impl_->listeners) {
+  for (auto& served : impl_->served) served->gate->close();
+  // civetweb stops writing answers once stopping: let the handlers that run finish first.
+  const auto deadline = Clock::now() + 2 * impl_->options.request_timeout;
+  for (auto& served : impl_->served) {
+    while (served->in_flight.load() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // mg_stop waits for civetweb's accept thread, which polls in 2 s slices:
+  // stop every context at once, and wake each with a connection (refused by
+  // the closed gate) every 50 ms until it is down.
+  std::vector<std::thread> stopping;
+  std::vector<std::unique_ptr<std::atomic<bool>>> down;
+  for (auto& served : impl_->served) {
+    down.push_back(std::make_unique<std::atomic<bool>>(false));
+    stopping.emplace_back([context = served->context, flag = down.back().get()] {
+      mg_stop(context);  // closes its descriptor of our listener, joins its threads
+      flag->store(true);
+    });
+  }
+  for (bool all_down = false; !all_down;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    all_down = true;
+    for (std::size_t i = 0; i < down.size(); ++i) {
+      if (down[i]->load()) continue;
+      all_down = false;
+      const Listener& listener = impl_->served[i]->listener;
+      struct stat current {};
+      const bool ours = listener.endpoint.kind != Endpoint::Kind::kUnix ||
+                        (::stat(listener.endpoint.path.c_str(), &current) == 0 && current.st_ino == listener.unix_inode);
+      if (ours) (void)connectTo(listener.endpoint, std::chrono::milliseconds(50));  // not a newer agent's socket
+    }
+  }
+  for (std::thread& thread : stopping) thread.join();
+  for (auto& served : impl_->served) {
+    served->context = nullptr;
+    Listener& listener = served->listener;
     if (listener.endpoint.kind == Endpoint::Kind::kUnix) {
+      // Only our own inode: a newer agent may have taken the path over.
       struct stat current {};
       if (::stat(listener.endpoint.path.c_str(), &current) == 0 && current.st_ino == listener.unix_inode) {
         ::unlink(listener.endpoint.path.c_str());
@@ -373,13 +500,6 @@ void HttpServer::stop() {
     }
     listener.fd.reset();
   }
-  {
-    std::lock_guard lock(impl_->mutex);
-    impl_->stopping = true;
-  }
-  impl_->ready.notify_all();
-  for (std::thread& worker : impl_->workers) worker.join();
-  impl_->pending.clear();
 }
 
 }  // namespace meshlock::admin

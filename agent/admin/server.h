@@ -1,15 +1,21 @@
-// The admin HTTP/1.1 server: one accept thread per server, a small bounded pool
-// of workers, one request per connection (Connection: close). Every read and
-// write has a deadline and every request a size bound, so a slow or hostile
-// client costs one worker for at most `request_timeout`.
+// The admin HTTP server: civetweb (Debian libcivetweb 1.15, plain HTTP, never
+// loads a TLS library) serving a Router on each endpoint. Every endpoint has
+// its own budget, so flooding one never starves another: its own civetweb
+// context (worker threads, queue), its own AcceptGate (total and per-source
+// connection caps, SO_PEERCRED on the Unix socket) and one request per
+// connection (keep-alive off). The request head must arrive within
+// `request_timeout` of the connection being picked up, however it is
+// trickled; a body within another `request_timeout`.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "admin/accept_gate.h"
 #include "admin/endpoint.h"
 #include "admin/http_message.h"
 #include "admin/router.h"
@@ -18,12 +24,14 @@
 namespace meshlock::admin {
 
 struct ServerOptions {
-  std::vector<Endpoint> listen;          // TCP and/or Unix; at least one
+  std::vector<Endpoint> listen;          // TCP (IPv4) and/or Unix; at least one; each its own budget
   RequestLimits limits;
-  std::chrono::milliseconds request_timeout{5000};  // the whole request must arrive within it
-  std::chrono::milliseconds write_timeout{5000};
-  unsigned workers = 2;
-  std::size_t max_pending = 64;          // accepted, waiting for a worker; beyond it: 503
+  // civetweb checks it after every read of the head, and a read waits at most
+  // this long: a head is cut within 2 x request_timeout, body likewise.
+  std::chrono::milliseconds request_timeout{5000};
+  unsigned workers = 2;                  // per endpoint
+  std::size_t max_connections = 64;      // per endpoint, open (queued or served); beyond it: 503 and close
+  std::size_t per_source_connections = 16;  // per endpoint and source IP (TCP); beyond it: 503 and close
   mode_t unix_socket_mode = 0600;
   // Unix peers whose uid is neither 0 nor the server's are refused even if the
   // file mode let them in (SO_PEERCRED).
@@ -33,6 +41,13 @@ struct ServerOptions {
   // one still serves the connections it has; the old one's stop() then
   // leaves the new file alone (it unlinks only its own inode).
   bool unix_replace_live = false;
+};
+
+// What one endpoint's gate refused, for meshlock_admin_connections_refused_total.
+struct EndpointStats {
+  Endpoint endpoint;
+  GateRefusals refused;
+  std::size_t open = 0;
 };
 
 class HttpServer {
@@ -46,12 +61,14 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
   ~HttpServer();  // stop()
 
-  // Stops accepting, lets requests in progress finish (bounded by the
-  // timeouts), joins the threads and removes the Unix socket files. Idempotent.
+  // Stops admitting (new connections get 503), lets requests in progress
+  // finish (bounded by 2 x request_timeout), stops civetweb and removes the
+  // Unix socket files. Idempotent.
   void stop();
 
   // The endpoints as bound: a TCP port 0 is replaced by the kernel's choice.
   [[nodiscard]] const std::vector<Endpoint>& endpoints() const;
+  [[nodiscard]] std::vector<EndpointStats> stats() const;
 
   struct Impl;
 

@@ -486,6 +486,7 @@ Agent::~Agent() {
   if (!parts_) return;
   // Listeners first, so no new connection reaches a withdrawn pod.
   if (parts_->admin_server) parts_->admin_server->stop();
+  if (parts_->admin_tcp_server) parts_->admin_tcp_server->stop();
   if (parts_->metrics_server) parts_->metrics_server->stop();
   std::lock_guard served_lock(parts_->served_mutex);
   std::vector<config::PodUid> uids;
@@ -659,6 +660,7 @@ int Agent::run(std::stop_token stop) {
   // The admin socket and ports too, so the next agent process can start and
   // serve new connections while this one drains.
   if (parts.admin_server) parts.admin_server->stop();
+  if (parts.admin_tcp_server) parts.admin_tcp_server->stop();
   if (parts.metrics_server) parts.metrics_server->stop();
   spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);

@@ -14,6 +14,7 @@
 
 #include "admin/meshlock_metrics.h"
 #include "admin/metrics.h"
+#include "admin/router.h"
 #include "admin/server.h"
 #include "app/agent.h"
 #include "app/connection_report.h"
@@ -72,8 +73,9 @@ struct Agent::Parts {
   admin::MetricsRegistry registry;
   std::optional<admin::MeshlockMetrics> metrics;
   std::shared_ptr<ReportSinks> reports;  // metrics and access log per connection
-  std::unique_ptr<admin::HttpServer> admin_server;
-  std::unique_ptr<admin::HttpServer> metrics_server;
+  std::unique_ptr<admin::HttpServer> admin_server;      // the Unix socket
+  std::unique_ptr<admin::HttpServer> admin_tcp_server;  // adminAddress (127.0.0.1:15000)
+  std::unique_ptr<admin::HttpServer> metrics_server;    // metricsAddress (0.0.0.0:15020)
 
   void beat() {
     loop_beat_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -98,8 +100,23 @@ struct Agent::Parts {
   void reconcile(const PolicyRef& policy);
   void applyUpdate(const config::ManifestUpdate& update);
 
-  // admin_endpoints.cpp: the admin API (Unix socket + 127.0.0.1) and metrics/readiness.
+  // admin_endpoints.cpp: the admin API (Unix socket + 127.0.0.1) and metrics/readiness,
+  // each endpoint with its own budget, routes from one table.
   Status startAdmin();
+  // The admin handlers, one family per file (admin_<family>.cpp).
+  admin::Handler readyHandler();        // admin_health.cpp
+  admin::Handler liveHandler();         // admin_health.cpp
+  admin::Handler statusHandler();       // admin_status.cpp
+  admin::Handler connectionsHandler();  // admin_connections.cpp
+  admin::Handler refusedHandler();      // admin_connections.cpp
+  admin::Handler certsHandler();        // admin_certs.cpp
+  admin::Handler captureHandler();      // admin_capture.cpp
+  admin::Handler workloadsHandler();    // admin_config.cpp
+  admin::Handler configDumpHandler();   // admin_config.cpp
+  admin::Handler policyHandler();       // admin_config.cpp
+  admin::Handler checkHandler();        // admin_config.cpp
+  // admin_metrics_export.cpp: the parts' figures into their families, at each scrape.
+  void collectMetrics();
 };
 
 }  // namespace meshlock::app

@@ -370,6 +370,23 @@ TEST_F(UnixSocketTest, TakeOverReplacesALiveSocketAndTheOldStopLeavesIt) {
   EXPECT_EQ(response->body, "new\n");
 }
 
+// The gate answers a refused connection before reading its request;
+// meshlockctl's client still reports that answer, not a broken pipe.
+TEST_F(UnixSocketTest, ClientReadsTheGatesRefusal) {
+  ServerOptions options;
+  options.listen = {Endpoint::unixSocket(path_)};
+  options.max_connections = 1;
+  auto server = HttpServer::start(options, testRouter());
+  ASSERT_TRUE(server) << server.error().describe();
+  auto held = connectTo(Endpoint::unixSocket(path_), 1s);
+  ASSERT_TRUE(held);
+  std::this_thread::sleep_for(100ms);
+  auto response = AdminClient(Endpoint::unixSocket(path_)).request(Method::kGet, "/healthz");
+  ASSERT_TRUE(response) << response.error().describe();
+  EXPECT_EQ(response->status, 503);
+  EXPECT_NE(response->body.find("admin server busy"), std::string::npos) << response->body;
+}
+
 // In a child that has become `nobody`: connect to the socket, report errno.
 int connectAsNobody(const std::string& path, std::string* answer_status) {
   int pipe_fds[2];
@@ -427,6 +444,206 @@ TEST_F(UnixSocketTest, PeerCredentialsRefuseOthersEvenIfTheModeIsLoose) {
   std::string status;
   EXPECT_EQ(connectAsNobody(path_, &status), 0);
   EXPECT_EQ(status, "403");
+}
+
+// The request-head table the hand-written parser was held to, now over the
+// wire against civetweb: every malformed head is refused with a 4xx/5xx
+// (never a 2xx, never a crash) and the server keeps answering.
+TEST(AdminServer, MalformedHeadsAreRefused) {
+  auto server = startTcp();
+  ASSERT_TRUE(server);
+  struct BadCase {
+    std::string_view head;
+    int status;  // 0: any 4xx/5xx, or closed without an answer
+  };
+  const BadCase cases[] = {
+      {"\r\n\r\n", 0},
+      {"GET\r\n\r\n", 400},
+      {"GET /\r\n\r\n", 400},
+      {"GET / HTTP/1.1 extra\r\n\r\n", 400},
+      {"GET / HTTP/2.0\r\n\r\n", 505},
+      {"GET / FTP/1.0\r\n\r\n", 400},
+      {"DELETE / HTTP/1.1\r\n\r\n", 501},
+      {"G{T / HTTP/1.1\r\n\r\n", 0},
+      {"GET http://x/ HTTP/1.1\r\n\r\n", 0},
+      {"GET /?a=%4 HTTP/1.1\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", 400},
+      {"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 0},
+      {"POST /echo HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413},
+      {"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+      {"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+      {"GET /\x80 HTTP/1.1\r\n\r\n", 0},
+  };
+  for (const BadCase& bad : cases) {
+    const std::string raw = sendRaw(server->endpoints()[0], bad.head, 2s);
+    const int status = statusOf(raw);
+    if (bad.status != 0) {
+      EXPECT_EQ(status, bad.status) << bad.head << " -> " << raw;
+    } else {
+      EXPECT_TRUE(raw.empty() || status >= 400) << bad.head << " -> " << raw;
+    }
+  }
+  auto response = AdminClient(server->endpoints()[0]).request(Method::kGet, "/healthz");
+  ASSERT_TRUE(response) << response.error().describe();
+  EXPECT_EQ(response->status, 200);
+}
+
+// A head trickled one byte at a time, each well inside the read timeout, is
+// still cut: the deadline counts from the connection's start, not the last byte.
+TEST(AdminServer, TrickledHeadIsCutAtTheDeadline) {
+  ServerOptions options;
+  options.request_timeout = 300ms;
+  auto server = startTcp(options);
+  ASSERT_TRUE(server);
+  auto fd = connectTo(server->endpoints()[0], 1s);
+  ASSERT_TRUE(fd);
+  const auto start = std::chrono::steady_clock::now();
+  std::string received;
+  for (int i = 0; i < 200 && received.empty(); ++i) {
+    const char c = i == 0 ? 'G' : 'x';
+    if (::send(fd->get(), &c, 1, MSG_NOSIGNAL) <= 0) break;
+    pollfd pfd{fd->get(), POLLIN, 0};
+    if (::poll(&pfd, 1, 100) > 0) {
+      char chunk[4096];
+      const ssize_t got = ::recv(fd->get(), chunk, sizeof(chunk), 0);
+      if (got <= 0) break;
+      received.append(chunk, static_cast<std::size_t>(got));
+    }
+  }
+  const auto held = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(held, 2 * options.request_timeout + 300ms);  // server.h: cut within 2 x request_timeout
+  EXPECT_EQ(statusOf(received), 408) << received;
+}
+
+// A client that asks for a large answer and never reads it holds its worker
+// for the write deadline plus one stalled write, not for as long as it likes.
+TEST(AdminServer, SlowReaderIsCutAtTheWriteDeadline) {
+  Router router;
+  router.handle("/big", [](const Request&) { return Response::text(200, std::string(32 * 1024 * 1024, 'x')); });
+  ServerOptions options;
+  options.listen = {Endpoint::tcp("127.0.0.1", 0)};
+  options.request_timeout = 300ms;
+  auto server = HttpServer::start(options, std::move(router));
+  ASSERT_TRUE(server) << server.error().describe();
+  auto fd = connectTo((*server)->endpoints()[0], 1s);
+  ASSERT_TRUE(fd);
+  const std::string request = "GET /big HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(::send(fd->get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ((*server)->stats()[0].open, 1u);
+  while ((*server)->stats()[0].open != 0 && std::chrono::steady_clock::now() - start < 5s) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ((*server)->stats()[0].open, 0u);
+  // 300 ms deadline, plus one stalled write: civetweb polls for room in 2 s slices.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3500ms);
+}
+
+// Connections that just sit there (slowloris) from one source take at most
+// per_source_connections slots; the next from that source is refused at once
+// with a 503, and the refusals are counted.
+TEST(AdminServer, PerSourceCapRefusesAtOnce) {
+  ServerOptions options;
+  options.workers = 4;
+  options.per_source_connections = 3;
+  options.max_connections = 50;
+  options.request_timeout = 3s;
+  auto server = startTcp(options);
+  ASSERT_TRUE(server);
+  const Endpoint endpoint = server->endpoints()[0];
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 3; ++i) {
+    auto fd = connectTo(endpoint, 1s);
+    ASSERT_TRUE(fd);
+    held.push_back(std::move(*fd));
+  }
+  std::this_thread::sleep_for(100ms);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string raw = sendRaw(endpoint, "GET /healthz HTTP/1.1\r\n\r\n", 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_EQ(statusOf(raw), 503) << raw;
+  EXPECT_NE(raw.find("too many connections from 127.0.0.1"), std::string::npos) << raw;
+  const auto stats = server->stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].refused.source_cap, 1u);
+  EXPECT_EQ(stats[0].open, 3u);
+  held.clear();  // the slots come back once civetweb has closed them
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    auto response = AdminClient(endpoint).request(Method::kGet, "/healthz");
+    served = response && response->status == 200;
+    if (!served) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(served);
+}
+
+TEST(AdminServer, TotalCapRefusesAtOnce) {
+  ServerOptions options;
+  options.workers = 2;
+  options.per_source_connections = 100;
+  options.max_connections = 4;
+  options.request_timeout = 3s;
+  auto server = startTcp(options);
+  ASSERT_TRUE(server);
+  const Endpoint endpoint = server->endpoints()[0];
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 4; ++i) {
+    auto fd = connectTo(endpoint, 1s);
+    ASSERT_TRUE(fd);
+    held.push_back(std::move(*fd));
+  }
+  std::this_thread::sleep_for(100ms);
+  const std::string raw = sendRaw(endpoint, "GET /healthz HTTP/1.1\r\n\r\n", 2s);
+  EXPECT_EQ(statusOf(raw), 503) << raw;
+  EXPECT_NE(raw.find("busy"), std::string::npos) << raw;
+  EXPECT_EQ(server->stats()[0].refused.total_cap, 1u);
+}
+
+// Each endpoint of a server has its own budget: silent connections that use
+// up every worker and slot of the TCP port leave the Unix socket answering.
+TEST_F(UnixSocketTest, FloodingTcpLeavesTheUnixSocketAnswering) {
+  ServerOptions options;
+  options.listen = {Endpoint::tcp("127.0.0.1", 0), Endpoint::unixSocket(path_)};
+  options.workers = 2;
+  options.max_connections = 8;
+  options.per_source_connections = 8;
+  options.request_timeout = 3s;
+  auto server = HttpServer::start(options, testRouter());
+  ASSERT_TRUE(server) << server.error().describe();
+  const Endpoint tcp = (*server)->endpoints()[0];
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 20; ++i) {
+    if (auto fd = connectTo(tcp, 1s)) held.push_back(std::move(*fd));
+  }
+  std::this_thread::sleep_for(100ms);
+  // The TCP port is full: a new client there waits for a worker or is refused.
+  const auto start = std::chrono::steady_clock::now();
+  auto response = AdminClient(Endpoint::unixSocket(path_)).request(Method::kGet, "/echo");
+  ASSERT_TRUE(response) << response.error().describe();
+  EXPECT_EQ(response->body, "GET /echo body= unix");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  const auto stats = (*server)->stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_GE(stats[0].refused.total_cap, 12u);  // 20 tried, 8 admitted
+  EXPECT_EQ(stats[1].refused.total_cap, 0u);
+}
+
+// civetweb is started without TLS: it must not have loaded OpenSSL into a
+// process that links BoringSSL (DEVELOPERS.md).
+TEST(AdminServer, LoadsNoOpenSsl) {
+  auto server = startTcp();
+  ASSERT_TRUE(server);
+  ASSERT_TRUE(AdminClient(server->endpoints()[0]).request(Method::kGet, "/healthz"));
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  ASSERT_NE(maps, nullptr);
+  char line[4096];
+  while (std::fgets(line, sizeof(line), maps)) {
+    const std::string_view text(line);
+    EXPECT_EQ(text.find("libssl"), std::string_view::npos) << text;
+    EXPECT_EQ(text.find("libcrypto"), std::string_view::npos) << text;
+  }
+  std::fclose(maps);
 }
 
 TEST(Endpoint, ParsesTheForms) {
