@@ -67,6 +67,11 @@ void AcceptGate::refuse(int fd, int status, std::string_view reason, std::atomic
     const std::string answer = cannedResponse(status, reason);
     [[maybe_unused]] const ssize_t sent = ::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     ::shutdown(fd, SHUT_WR);
+    // A request already here, unread at close, would reset the connection
+    // and could take the answer with it: read what is there (never waiting).
+    char sink[4096];
+    for (int i = 0; i < 4 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+    }
   }
   ::close(fd);
 }

@@ -105,6 +105,8 @@ std::string Reason::describe() const {
     case ReasonKind::kNotEnrolled: s = "namespace not enrolled"; break;
     case ReasonKind::kOptedOut: s = "pod opted out"; break;
     case ReasonKind::kOutsideMesh: s = "outside the mesh"; break;
+    case ReasonKind::kEnrolled: s = "namespace label meshlock.io/mtls=enabled"; break;
+    case ReasonKind::kEnrolledAmbient: s = "namespace label istio.io/dataplane-mode=ambient"; break;
   }
   if (port != 0) s += " (port " + std::to_string(port) + ")";
   return s;
@@ -161,6 +163,7 @@ struct PolicyIndex::RuleSet {
 
 struct PolicyIndex::NamespaceEntry {
   bool enrolled = false;
+  ReasonKind enrolled_by = ReasonKind::kNotEnrolled;  // kEnrolled or kEnrolledAmbient when enrolled
   const PeerAuthentication* namespace_policy = nullptr;
   std::vector<const PeerAuthentication*> workload_policies;  // oldest first
   RuleSet local;     // rules of this namespace, for its own clients
@@ -335,8 +338,13 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     const auto& labels = ns.meta.labels;
     auto enroll = labels.find(config::kEnrollLabel);
     auto ambient = labels.find(config::kAmbientLabel);
-    nsEntry(ns.meta.ref.name).enrolled = (enroll != labels.end() && enroll->second == "enabled") ||
-                                         (ambient != labels.end() && ambient->second == "ambient");
+    NamespaceEntry& entry = nsEntry(ns.meta.ref.name);
+    if (enroll != labels.end() && enroll->second == "enabled") {
+      entry.enrolled_by = ReasonKind::kEnrolled;
+    } else if (ambient != labels.end() && ambient->second == "ambient") {
+      entry.enrolled_by = ReasonKind::kEnrolledAmbient;
+    }
+    entry.enrolled = entry.enrolled_by != ReasonKind::kNotEnrolled;
   }
 
   // PeerAuthentications by level (ComposePeerAuthentication).
@@ -430,7 +438,8 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     bool opted_out = (opt != pod.labels().end() && opt->second == "disabled") ||
                      (ambient != pod.labels().end() && ambient->second == "none") || pod.host_network;
     e.served = ns.enrolled && !opted_out;
-    e.served_reason = Reason{!ns.enrolled ? ReasonKind::kNotEnrolled : ReasonKind::kOptedOut, nullptr, 0};
+    e.served_reason = Reason{!ns.enrolled ? ReasonKind::kNotEnrolled : opted_out ? ReasonKind::kOptedOut : ns.enrolled_by,
+                             nullptr, 0};
     // Mesh, then namespace, then workload; UNSET (or no mtls) inherits.
     e.mode = ServerMode::kPermissive;
     e.mode_reason = Reason{ReasonKind::kDefault, nullptr, 0};

@@ -67,6 +67,8 @@ enum class ReasonKind : uint8_t {
   kNotEnrolled,     // namespace not enrolled: meshlock does not serve the pod
   kOptedOut,        // pod label meshlock.io/mtls=disabled (or host network)
   kOutsideMesh,     // destination is not a pod meshlock knows
+  kEnrolled,        // served: namespace label meshlock.io/mtls=enabled
+  kEnrolledAmbient, // served: namespace label istio.io/dataplane-mode=ambient
 };
 
 struct Reason {

@@ -77,6 +77,30 @@ TEST(Names, RoundTrip) {
 
 // ---- Inbound ---------------------------------------------------------------------
 
+// Issue 14 "Also": a served pod's reason names what enrolled it (it said
+// "pod opted out" for every served pod in `meshlockctl workloads`).
+TEST(Served, TheReasonNamesWhatEnrolledOrExcludedThePod) {
+  auto ix = cluster(R"(apiVersion: v1
+kind: Namespace
+metadata: {name: amb, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: amb, uid: uid-amb}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: out, namespace: shop, uid: uid-out, labels: {meshlock.io/mtls: disabled}}
+spec: {containers: [{name: c}]}
+)");
+  auto reason = [&](const char* ns, const char* name) { return ix->servedReason(*ix->podByName(ns, name)).describe(); };
+  EXPECT_EQ(reason("shop", "web"), "namespace label meshlock.io/mtls=enabled");
+  EXPECT_EQ(reason("amb", "a"), "namespace label istio.io/dataplane-mode=ambient");
+  EXPECT_EQ(reason("shop", "out"), "pod opted out");
+  EXPECT_EQ(reason("legacy", "db"), "namespace not enrolled");
+}
+
 TEST(Inbound, DefaultIsPermissive) {
   auto ix = cluster(kIstio);
   auto d = ix->inbound(config::PodUid("uid-web"), 8080);
