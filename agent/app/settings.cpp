@@ -65,6 +65,8 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
   if (!root.IsMap()) return fail(std::string(origin) + ": expected a mapping of settings");
 
   for (const auto& entry : root) {
+    // A key may be any YAML node ("[a]: 1", "{b: c}: 1"); only a scalar names a setting.
+    if (!entry.first.IsScalar()) return fail(std::string(origin) + ": a setting's name must be a string");
     const std::string key = entry.first.as<std::string>();
     const YAML::Node& value = entry.second;
     auto where = [&](const Error& e) { return std::unexpected(e.context(origin)); };

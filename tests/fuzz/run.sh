@@ -7,6 +7,10 @@
 set -euo pipefail
 BUILD=${1:?usage: run.sh BUILD SECONDS}
 SECONDS_EACH=${2:-60}
+# FUZZ_SEED fixes libFuzzer's mutations (make test's smoke run uses one, so a
+# submission that passed here meets the same inputs in CI); unset, each run
+# explores anew.
+SEED_ARG=${FUZZ_SEED:+-seed=$FUZZ_SEED}
 HERE=$(cd "$(dirname "$0")" && pwd)
 status=0
 printf '%-18s %14s %10s %8s %s\n' target executions exec/s corpus result
@@ -17,7 +21,7 @@ for bin in "$BUILD"/bin/fuzz_*; do
   mkdir -p "$work" "$crashes"
   log="$BUILD/fuzz/$name.log"
   # -rss_limit_mb: a parser that balloons on a small input is a finding too.
-  if "$bin" -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=16384 -rss_limit_mb=1024 \
+  if "$bin" $SEED_ARG -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=16384 -rss_limit_mb=1024 \
       -timeout=10 -artifact_prefix="$crashes/" "$work" "$HERE/corpus/$name" >"$log" 2>&1; then
     result=clean
   else

@@ -114,6 +114,12 @@ TEST(AgentSettings, BadValuesAreNamed) {
   auto broken = parseSettings("node: [unclosed\n", "a.yaml");
   ASSERT_FALSE(broken);
   EXPECT_NE(broken.error().describe().find("a.yaml: not valid YAML"), std::string::npos);
+  // A key that is not a string (found by the settings fuzz target: it threw from yaml-cpp).
+  for (const char* text : {"[a]: 1\n", "{b: c}: 1\n", "? [x, y]\n: z\n"}) {
+    auto key = parseSettings(text, "a.yaml");
+    ASSERT_FALSE(key) << text;
+    EXPECT_EQ(key.error().describe(), "a.yaml: a setting's name must be a string") << text;
+  }
 }
 
 TEST(AgentSettings, ValidationNamesMissingFields) {
