@@ -164,6 +164,7 @@ Result<std::unique_ptr<MeshCa>> MeshCa::loadPlugin(const std::filesystem::path& 
                             (directory / kCertChainFile).string(),
                             X509_verify_cert_error_string(error)));
   }
+  ca->roots_ = std::move(*roots);
   return ca;
 }
 
@@ -200,28 +201,37 @@ Result<std::unique_ptr<MeshCa>> MeshCa::open(const std::filesystem::path& direct
   return ca;
 }
 
-Result<WorkloadCertificate> MeshCa::issue(const SpiffeId& id, Seconds now,
-                                          std::chrono::seconds lifetime) const {
+Result<MeshCa::SignedLeaf> MeshCa::sign(EVP_PKEY* subjectKey, const SpiffeId& id, Seconds now,
+                                        std::chrono::seconds lifetime,
+                                        const std::vector<std::string>& dnsNames) const {
   if (lifetime <= std::chrono::seconds::zero()) return fail("certificate lifetime must be positive");
-  auto key = generateP256Key();
-  if (!key) return std::unexpected(key.error());
   std::chrono::seconds backdate = std::min(kMaxBackdate, lifetime / 10);
   CertificateSpec spec;
   spec.uriSans = {id.uri()};
+  spec.dnsSans = dnsNames;
   spec.notBefore = now - backdate;
   // Never beyond the signing CA: peers would refuse the chain before the leaf expires.
   spec.notAfter = std::min(now + lifetime, notAfter(caCert_.get()));
   if (spec.notAfter <= now) return fail(fmt::format("issuing {}: the signing CA has expired", id.uri()));
-  auto leaf = buildCertificate(spec, key->get(), caCert_.get(), caKey_.get());
+  auto leaf = buildCertificate(spec, subjectKey, caCert_.get(), caKey_.get());
   if (!leaf) return std::unexpected(leaf.error().context(fmt::format("issuing {}", id.uri())));
+  return SignedLeaf{.leaf = std::move(*leaf), .notBefore = spec.notBefore, .notAfter = spec.notAfter};
+}
+
+Result<WorkloadCertificate> MeshCa::issue(const SpiffeId& id, Seconds now,
+                                          std::chrono::seconds lifetime) const {
+  auto key = generateP256Key();
+  if (!key) return std::unexpected(key.error());
+  auto signed_leaf = sign(key->get(), id, now, lifetime);
+  if (!signed_leaf) return std::unexpected(signed_leaf.error());
   WorkloadCertificate out{
       .id = id,
       .key = std::move(*key),
-      .leaf = std::move(*leaf),
+      .leaf = std::move(signed_leaf->leaf),
       .chain = copyCertificates(chain_),
       .issuedAt = now,
-      .notBefore = spec.notBefore,
-      .notAfter = spec.notAfter,
+      .notBefore = signed_leaf->notBefore,
+      .notAfter = signed_leaf->notAfter,
       .serial = {},
   };
   out.serial = serialHex(out.leaf.get());

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "identity/spiffe_id.h"
@@ -58,8 +59,21 @@ class MeshCa {
   [[nodiscard]] Result<WorkloadCertificate> issue(const SpiffeId& id, Seconds now,
                                                   std::chrono::seconds lifetime) const;
 
+  // The same profile for a key made elsewhere (the public key of a CSR that a
+  // node agent sent to `meshlock-agent ca`): the key never comes here.
+  struct SignedLeaf {
+    bssl::UniquePtr<X509> leaf;
+    Seconds notBefore;
+    Seconds notAfter;
+  };
+  // `dnsNames`: DNS SANs too (the CA service's own serving certificate).
+  [[nodiscard]] Result<SignedLeaf> sign(EVP_PKEY* subjectKey, const SpiffeId& id, Seconds now,
+                                        std::chrono::seconds lifetime,
+                                        const std::vector<std::string>& dnsNames = {}) const;
+
   [[nodiscard]] X509* signingCertificate() const { return caCert_.get(); }
   [[nodiscard]] const CertificateList& chain() const { return chain_; }
+  [[nodiscard]] const CertificateList& roots() const { return roots_; }  // root-cert.pem
   [[nodiscard]] const std::filesystem::path& directory() const { return directory_; }
   // True when ca-cert.pem is its own root (generated mode, or a plug-in root).
   [[nodiscard]] bool selfSigned() const { return selfSigned_; }
@@ -70,6 +84,7 @@ class MeshCa {
   bssl::UniquePtr<X509> caCert_;
   bssl::UniquePtr<EVP_PKEY> caKey_;
   CertificateList chain_;
+  CertificateList roots_;
   bool selfSigned_ = false;
 };
 

@@ -85,9 +85,26 @@ class NeonTransport final : public HttpTransport {
   ~NeonTransport() override { ne_session_destroy(session_); }
 
   Result<HttpResponse> get(const std::string& target, const std::string& bearer) override {
+    return whole("GET", target, bearer, nullptr);
+  }
+
+  Result<HttpResponse> send(const std::string& method, const std::string& target, const std::string& bearer,
+                            const std::string& body) override {
+    return whole(method.c_str(), target, bearer, &body);
+  }
+
+  Result<HttpResponse> stream(const std::string& target, const std::string& bearer,
+                              const std::function<bool(std::string_view)>& on_data) override {
+    return run("GET", target, bearer, nullptr, on_data);
+  }
+
+ private:
+  // A request whose 2xx body is read whole, up to kMaxBody.
+  Result<HttpResponse> whole(const char* method, const std::string& target, const std::string& bearer,
+                             const std::string* request_body) {
     std::string body;
     bool too_big = false;
-    auto response = run(target, bearer, [&](std::string_view data) {
+    auto response = run(method, target, bearer, request_body, [&](std::string_view data) {
       if (body.size() + data.size() > kMaxBody) {
         too_big = true;
         return false;
@@ -96,21 +113,19 @@ class NeonTransport final : public HttpTransport {
       return true;
     });
     if (!response) return response;
-    if (too_big) return fail("GET " + target + ": response larger than " + std::to_string(kMaxBody >> 20) + " MiB");
+    if (too_big) return fail(std::string(method) + " " + target + ": response larger than " + std::to_string(kMaxBody >> 20) + " MiB");
     if (response->status / 100 == 2) response->body = std::move(body);
     return response;
   }
 
-  Result<HttpResponse> stream(const std::string& target, const std::string& bearer,
-                              const std::function<bool(std::string_view)>& on_data) override {
-    return run(target, bearer, on_data);
-  }
-
- private:
-  Result<HttpResponse> run(const std::string& target, const std::string& bearer,
-                           const std::function<bool(std::string_view)>& on_data) {
-    ne_request* req = ne_request_create(session_, "GET", target.c_str());
+  Result<HttpResponse> run(const char* method, const std::string& target, const std::string& bearer,
+                           const std::string* request_body, const std::function<bool(std::string_view)>& on_data) {
+    ne_request* req = ne_request_create(session_, method, target.c_str());
     ne_add_request_header(req, "Accept", "application/json");
+    if (request_body) {
+      ne_add_request_header(req, "Content-Type", "application/json");
+      ne_set_request_body_buffer(req, request_body->data(), request_body->size());
+    }
     std::string authorization;
     if (!bearer.empty()) {
       authorization = "Bearer " + bearer;
@@ -155,7 +170,7 @@ class NeonTransport final : public HttpTransport {
     ne_request_destroy(req);
     if (!error.empty()) {
       ne_close_connection(session_);
-      return fail("GET " + target + ": " + error);
+      return fail(std::string(method) + " " + target + ": " + error);
     }
     return response;
   }

@@ -31,6 +31,11 @@ const std::vector<ResourceKind>& agentResourceKinds() {
   return kinds;
 }
 
+const std::vector<ResourceKind>& caResourceKinds() {
+  static const std::vector<ResourceKind> kinds = {{"pods", "", {"v1"}, "pods", "Pod", Selection::kAll, false}};
+  return kinds;
+}
+
 std::string fieldSelector(Selection selection, const std::string& node) {
   switch (selection) {
     case Selection::kThisNode: return "spec.nodeName=" + node;

@@ -31,6 +31,9 @@ struct ResourceKind {
 // EndpointSlices say the same; listing both would count each address twice).
 [[nodiscard]] const std::vector<ResourceKind>& agentResourceKinds();
 
+// What `meshlock-agent ca` watches: the pods of every node (its node authorizer).
+[[nodiscard]] const std::vector<ResourceKind>& caResourceKinds();
+
 // The fieldSelector value for `selection` on node `node` (empty: none).
 [[nodiscard]] std::string fieldSelector(Selection selection, const std::string& node);
 

@@ -1,5 +1,5 @@
 // The HTTP the Kubernetes client needs, behind an interface: whole GETs (lists,
-// discovery) and streamed GETs (watches). The informers are tested with a fake
+// discovery), streamed GETs (watches) and POSTs (creates). The informers are tested with a fake
 // one; neon_transport.h is the real one (and the one to replace when the agent
 // moves to HTTP/2 over nghttp2).
 #pragma once
@@ -29,6 +29,10 @@ class HttpTransport {
   // server ends it or `on_data` returns false. `on_data` first gets an empty
   // piece when a 2xx answer begins (the watch is open); a transport may also
   // hand it empty pieces while the body is idle.
+  // `method` ("POST", "PUT") a JSON `body` to `target`, the answer read whole
+  // (the CA service's TokenReviews and its root ConfigMap).
+  [[nodiscard]] virtual Result<HttpResponse> send(const std::string& method, const std::string& target,
+                                                  const std::string& bearer_token, const std::string& body) = 0;
   [[nodiscard]] virtual Result<HttpResponse> stream(const std::string& target, const std::string& bearer_token,
                                                     const std::function<bool(std::string_view)>& on_data) = 0;
 };

@@ -45,6 +45,10 @@ class FakeTransport final : public HttpTransport {
   Result<HttpResponse> get(const std::string& target, const std::string& token) override {
     return api_->handle(target, token, nullptr);
   }
+  Result<HttpResponse> send(const std::string& method, const std::string& target, const std::string&,
+                            const std::string&) override {
+    return HttpResponse{.status = 405, .body = "the fake API serves no " + method + " (" + target + ")"};
+  }
   Result<HttpResponse> stream(const std::string& target, const std::string& token,
                               const std::function<bool(std::string_view)>& on_data) override {
     return api_->handle(target, token, &on_data);
