@@ -3,6 +3,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <charconv>
@@ -17,7 +18,48 @@ int remainingMs(Clock::time_point deadline) {
   return left <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left + 1, 60'000));
 }
 
+// The socket BIO's I/O: BoringSSL's own writes with write(), which raises
+// SIGPIPE when the peer has gone; send(MSG_NOSIGNAL) returns EPIPE instead.
+int socketFd(BIO* bio) { return static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(bio))); }
+
+int socketWrite(BIO* bio, const char* data, int length) {
+  BIO_clear_retry_flags(bio);
+  ssize_t n = ::send(socketFd(bio), data, static_cast<std::size_t>(length), MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_write(bio);
+  return static_cast<int>(n);
+}
+
+int socketRead(BIO* bio, char* data, int length) {
+  BIO_clear_retry_flags(bio);
+  ssize_t n = ::recv(socketFd(bio), data, static_cast<std::size_t>(length), 0);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(bio);
+  return static_cast<int>(n);
+}
+
+long socketCtrl(BIO*, int command, long, void*) { return command == BIO_CTRL_FLUSH ? 1 : 0; }
+
+const BIO_METHOD* socketMethod() {
+  // Made once, kept for the life of the process.
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOCKET, "meshlock socket");
+    MESHLOCK_CHECK(m != nullptr && BIO_meth_set_write(m, socketWrite) && BIO_meth_set_read(m, socketRead) &&
+                   BIO_meth_set_ctrl(m, socketCtrl));
+    return m;
+  }();
+  return method;
+}
+
 }  // namespace
+
+TlsConnection::TlsConnection(UniqueFd fd, bssl::UniquePtr<SSL> ssl, int wakeFd)
+    : fd_(std::move(fd)), ssl_(std::move(ssl)), wakeFd_(wakeFd) {
+  bssl::UniquePtr<BIO> bio(BIO_new(socketMethod()));
+  MESHLOCK_CHECK(bio != nullptr);  // an allocation failure of a few bytes
+  BIO_set_data(bio.get(), reinterpret_cast<void*>(static_cast<intptr_t>(fd_.get())));
+  BIO_set_init(bio.get(), 1);
+  SSL_set_bio(ssl_.get(), bio.get(), bio.get());  // takes the one reference
+  (void)bio.release();
+}
 
 std::string sslErrors(std::string_view what) {
   std::string out(what);

@@ -62,10 +62,9 @@ class TlsConnection {
 
   TlsConnection() = default;
   // `wakeFd` (an eventfd the owner keeps open, or -1) interrupts every wait.
-  TlsConnection(UniqueFd fd, bssl::UniquePtr<SSL> ssl, int wakeFd = -1)
-      : fd_(std::move(fd)), ssl_(std::move(ssl)), wakeFd_(wakeFd) {
-    SSL_set_fd(ssl_.get(), fd_.get());
-  }
+  // Binds `ssl` to the socket through a BIO that writes with MSG_NOSIGNAL: a
+  // peer gone away is an error on this connection, never a SIGPIPE.
+  TlsConnection(UniqueFd fd, bssl::UniquePtr<SSL> ssl, int wakeFd = -1);
 
   [[nodiscard]] Io handshake(Clock::time_point deadline);
   // Writes everything the session has queued.
