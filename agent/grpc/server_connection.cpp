@@ -169,6 +169,10 @@ void Connection::run() {
   nghttp2_session* session = session_.get();
   for (;;) {
     runReadyCalls();
+    // Checked on every turn, not only when a read times out: a peer that
+    // trickles bytes (PINGs, one byte of DATA at a time) must not hold a
+    // stream or an idle connection open past its bound.
+    if (Clock::now() >= nextDeadline() && !expire(Clock::now())) return;
     // A peer that does not read its answers gets requestTimeout to start.
     switch (tls_.send(session, Clock::now() + config_.requestTimeout)) {
       case TlsConnection::Io::kOk: break;
@@ -181,10 +185,8 @@ void Connection::run() {
     }
     if (!nghttp2_session_want_read(session) && !nghttp2_session_want_write(session)) return;  // GOAWAY both ways
     switch (tls_.receive(session, nextDeadline())) {
-      case TlsConnection::Io::kOk: break;
-      case TlsConnection::Io::kTimedOut:
-        if (!expire(Clock::now())) return;
-        break;
+      case TlsConnection::Io::kOk:
+      case TlsConnection::Io::kTimedOut: break;  // expired at the top of the loop
       case TlsConnection::Io::kWoken: goodbye(); return;
       case TlsConnection::Io::kClosed:
         if (!prefaceSeen_) handshakeFailed("closed before the HTTP/2 preface");

@@ -6,8 +6,10 @@ never ends.
 
 Usage: h2_request.py --port P --roots FILE --name NAME --path PATH
        [--method M] [--header k=v]... [--body-hex HEX] [--no-end-stream] [--wait S]
+       [--trickle-every S] [--ping-every S] [--no-request]
 Prints {"headers": [[k, v]...], "trailers": [[k, v]...], "data_hex": ...,
-"reset": code or null, "ended": bool, "goaway": code or null}.
+"reset": code or null, "ended": bool, "goaway": code or null,
+"closed_after": seconds until the server sent GOAWAY or closed, or null}.
 """
 import argparse
 import json
@@ -30,6 +32,9 @@ args.add_argument("--header", action="append", default=[])
 args.add_argument("--body-hex", default="")
 args.add_argument("--no-end-stream", action="store_true", help="send the headers and body, never END_STREAM")
 args.add_argument("--wait", type=float, default=10, help="seconds to wait for the answer")
+args.add_argument("--trickle-every", type=float, default=0, help="send the body one byte per this many seconds")
+args.add_argument("--ping-every", type=float, default=0, help="send a PING this often while waiting")
+args.add_argument("--no-request", action="store_true", help="open the connection, send no request")
 opts = args.parse_args()
 
 context = ssl.create_default_context(cafile=opts.roots)
@@ -43,22 +48,44 @@ headers = [(":method", opts.method), (":scheme", "https"), (":path", opts.path),
 headers += [tuple(h.split("=", 1)) for h in opts.header]
 body = bytes.fromhex(opts.body_hex)
 stream = conn.get_next_available_stream_id()
-conn.send_headers(stream, headers, end_stream=not body and not opts.no_end_stream)
-if body:
-    conn.send_data(stream, body, end_stream=not opts.no_end_stream)
+if not opts.no_request:
+    conn.send_headers(stream, headers, end_stream=not body and not opts.no_end_stream)
+    if body and not opts.trickle_every:
+        conn.send_data(stream, body, end_stream=not opts.no_end_stream)
+        body = b""
 sock.sendall(conn.data_to_send())
 
-result = {"headers": [], "trailers": [], "data_hex": "", "reset": None, "ended": False, "goaway": None}
+result = {"headers": [], "trailers": [], "data_hex": "", "reset": None, "ended": False, "goaway": None,
+          "closed_after": None}
 data = b""
-deadline = time.monotonic() + opts.wait
+start = time.monotonic()
+deadline = start + opts.wait
 done = False
+every = min([t for t in (opts.trickle_every, opts.ping_every) if t] or [opts.wait])
+next_send = start + every
 while not done and time.monotonic() < deadline:
-    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    now = time.monotonic()
+    if now >= next_send:
+        next_send = now + every
+        if opts.trickle_every and body and result["reset"] is None and not result["ended"]:
+            conn.send_data(stream, body[:1], end_stream=len(body) == 1 and not opts.no_end_stream)
+            body = body[1:]
+        if opts.ping_every:
+            conn.ping(b"12345678")
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            result["closed_after"] = time.monotonic() - start
+            break
+    sock.settimeout(max(0.01, min(deadline, next_send) - time.monotonic()))
     try:
         chunk = sock.recv(65536)
     except socket.timeout:
-        break
+        continue
+    except OSError:
+        chunk = b""
     if not chunk:
+        result["closed_after"] = time.monotonic() - start
         break
     for event in conn.receive_data(chunk):
         if isinstance(event, h2.events.ResponseReceived):
@@ -74,12 +101,16 @@ while not done and time.monotonic() < deadline:
             result["reset"] = int(event.error_code)
         elif isinstance(event, h2.events.ConnectionTerminated):
             result["goaway"] = int(event.error_code)
+            result["closed_after"] = time.monotonic() - start
             done = True
     # A reset may follow the end of an early answer: read on briefly for it.
     if result["ended"] or result["reset"] is not None:
         deadline = min(deadline, time.monotonic() + 0.2)
     out = conn.data_to_send()
     if out:
-        sock.sendall(out)
+        try:
+            sock.sendall(out)
+        except OSError:
+            break
 result["data_hex"] = data.hex()
 json.dump(result, sys.stdout)

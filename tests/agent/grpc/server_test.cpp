@@ -453,6 +453,28 @@ TEST_F(ServerTest, RequestThatNeverEndsTimesOut) {
   EXPECT_EQ(server_->stats().calls, 0u);
 }
 
+TEST_F(ServerTest, TrickledRequestStillTimesOut) {
+  auto config = baseConfig();
+  config.requestTimeout = 500ms;
+  start(config);
+  // One byte every 50 ms: the connection is never quiet, the request never done.
+  auto answer = h2Request(fmt::format("--path {} --header content-type=application/grpc --no-end-stream "
+                                      "--trickle-every 0.05 --body-hex {}",
+                                      kEcho, testing::hex(frameMessage(std::string(200, 't')))));
+  EXPECT_EQ(header(answer["headers"], "grpc-status"), "4") << answer.dump();
+  EXPECT_EQ(server_->stats().calls, 0u);
+}
+
+TEST_F(ServerTest, PingsDoNotKeepAnIdleConnectionOpen) {
+  auto config = baseConfig();
+  config.idleTimeout = 500ms;
+  start(config);
+  auto answer = h2Request("--no-request --ping-every 0.05 --wait 5");
+  EXPECT_EQ(answer["goaway"], 0) << answer.dump();
+  ASSERT_TRUE(answer["closed_after"].is_number()) << answer.dump();
+  EXPECT_LT(answer["closed_after"].get<double>(), 2.0) << answer.dump();
+}
+
 // --- hostile connections ----------------------------------------------------
 
 TEST_F(ServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
