@@ -1,7 +1,7 @@
 // gRPC unary calls over nghttp2 and BoringSSL (client.h). The TLS session is
-// bound to the socket here (SSL_set_fd): this is a blocking control-plane
-// client on a worker thread, so the engine's memory-BIO rule has no reason to
-// apply; every wait is a poll() bounded by the call's deadline.
+// bound to the socket (transport.h): this is a blocking control-plane client
+// on a worker thread, so the engine's memory-BIO rule has no reason to apply;
+// every wait is a poll() bounded by the call's deadline.
 #include "grpc/client.h"
 
 #include <arpa/inet.h>
@@ -11,57 +11,25 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstring>
-#include <optional>
 #include <charconv>
+#include <cstring>
 #include <fmt/format.h>
 #include <map>
+#include <optional>
 
 #include "common/unique_fd.h"
+#include "grpc/transport.h"
 
 namespace meshlock::grpc {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
-
-std::string sslErrors(std::string_view what) {
-  std::string out(what);
-  bool first = true;
-  while (uint32_t code = ERR_get_error()) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    out += first ? ": " : "; ";
-    out += buffer;
-    first = false;
-  }
-  return out;
-}
-
-int remainingMs(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left, 60'000));
-}
-
-// Waits until fd is ready for `events`; false when the deadline passed.
-bool waitFor(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    int left = remainingMs(deadline);
-    if (left == 0) return false;
-    pollfd p{.fd = fd, .events = events, .revents = 0};
-    int rc = ::poll(&p, 1, left);
-    if (rc > 0) return true;
-    if (rc < 0 && errno != EINTR) return true;  // let the next I/O call report it
-  }
-}
 
 GrpcStatus unavailable(std::string message) { return {StatusCode::kUnavailable, std::move(message)}; }
 
@@ -81,10 +49,6 @@ StatusCode statusForReset(uint32_t code) {
   }
 }
 
-struct SessionDeleter {
-  void operator()(nghttp2_session* s) const { nghttp2_session_del(s); }
-};
-
 }  // namespace
 
 std::string Endpoint::authority() const {
@@ -95,34 +59,16 @@ Result<Endpoint> parseEndpoint(std::string_view address) {
   const std::string original(address);
   if (address.starts_with("https://")) address.remove_prefix(8);
   if (address.ends_with('/')) address.remove_suffix(1);
-  Endpoint out;
-  std::string_view port;
-  if (address.starts_with('[')) {
-    auto close = address.find(']');
-    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
-      return fail(fmt::format("address \"{}\": expected [ipv6]:port", original));
-    out.host = std::string(address.substr(1, close - 1));
-    port = address.substr(close + 2);
-  } else {
-    auto colon = address.rfind(':');
-    if (colon == std::string_view::npos || colon == 0)
-      return fail(fmt::format("address \"{}\": expected host:port", original));
-    out.host = std::string(address.substr(0, colon));
-    port = address.substr(colon + 1);
-  }
-  unsigned value = 0;
-  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
-    return fail(fmt::format("address \"{}\": bad port \"{}\"", original, port));
-  out.port = static_cast<uint16_t>(value);
-  return out;
+  auto split = splitHostPort(address);
+  if (!split) return std::unexpected(split.error());
+  if (split->port == 0) return fail(fmt::format("address \"{}\": bad port \"0\"", original));
+  return Endpoint{.host = std::move(split->host), .port = split->port};
 }
 
 // One HTTP/2 connection and the one stream in flight on it.
 struct UnaryChannel::Connection {
-  UniqueFd fd;
-  bssl::UniquePtr<SSL> ssl;
-  std::unique_ptr<nghttp2_session, SessionDeleter> session;
+  TlsConnection tls;
+  Http2Session session;
   bool broken = false;      // an I/O or protocol error: not reusable
   bool goaway = false;      // the server asked us to go
   std::string ioError;
@@ -144,69 +90,19 @@ struct UnaryChannel::Connection {
   };
   std::unique_ptr<Stream> stream;
 
-  // Writes everything nghttp2 has to send. False on an I/O error or deadline.
-  bool flush(Clock::time_point deadline) {
-    while (nghttp2_session_want_write(session.get())) {
-      const uint8_t* data = nullptr;
-      ssize_t n = nghttp2_session_mem_send(session.get(), &data);
-      if (n < 0) {
-        ioError = fmt::format("http2: {}", nghttp2_strerror(static_cast<int>(n)));
-        broken = true;
-        return false;
-      }
-      if (n == 0) break;
-      std::size_t done = 0;
-      while (done < static_cast<std::size_t>(n)) {
-        int w = SSL_write(ssl.get(), data + done, static_cast<int>(static_cast<std::size_t>(n) - done));
-        if (w > 0) {
-          done += static_cast<std::size_t>(w);
-          continue;
-        }
-        int error = SSL_get_error(ssl.get(), w);
-        short events = error == SSL_ERROR_WANT_READ ? POLLIN : error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-        if (events == 0) {
-          ioError = sslErrors("TLS write");
-          broken = true;
-          return false;
-        }
-        if (!waitFor(fd.get(), events, deadline)) return false;
-      }
-    }
-    return true;
-  }
-
-  // Reads what is there (waiting up to the deadline) into nghttp2.
-  bool receive(Clock::time_point deadline) {
-    std::array<uint8_t, 16384> buffer;
-    for (;;) {
-      int n = SSL_read(ssl.get(), buffer.data(), static_cast<int>(buffer.size()));
-      if (n > 0) {
-        ssize_t used = nghttp2_session_mem_recv(session.get(), buffer.data(), static_cast<std::size_t>(n));
-        if (used < 0) {
-          ioError = fmt::format("http2: {}", nghttp2_strerror(static_cast<int>(used)));
-          broken = true;
-          return false;
-        }
-        if (SSL_pending(ssl.get()) > 0) continue;
-        return true;
-      }
-      int error = SSL_get_error(ssl.get(), n);
-      if (error == SSL_ERROR_WANT_READ) {
-        if (!waitFor(fd.get(), POLLIN, deadline)) return false;
-        continue;
-      }
-      if (error == SSL_ERROR_WANT_WRITE) {
-        if (!waitFor(fd.get(), POLLOUT, deadline)) return false;
-        continue;
-      }
-      ioError = error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-                    ? std::string("connection closed by the server")
-                    : sslErrors("TLS read");
-      ERR_clear_error();
+  // False on an I/O error (then broken) or when the deadline passed.
+  bool settle(TlsConnection::Io io) {
+    if (io == TlsConnection::Io::kOk) return true;
+    if (io != TlsConnection::Io::kTimedOut) {
+      ioError = io == TlsConnection::Io::kClosed ? "connection closed by the server" : tls.error();
       broken = true;
-      return false;
     }
+    return false;
   }
+  // Writes everything nghttp2 has to send.
+  bool flush(Clock::time_point deadline) { return settle(tls.send(session.get(), deadline)); }
+  // Reads what is there (waiting up to the deadline) into nghttp2.
+  bool receive(Clock::time_point deadline) { return settle(tls.receive(session.get(), deadline)); }
 };
 
 namespace {
@@ -269,12 +165,6 @@ ssize_t readBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_
   return static_cast<ssize_t>(n);
 }
 
-nghttp2_nv header(const std::string& name, const std::string& value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-                    NGHTTP2_NV_FLAG_NONE};
-}
-
 // TCP connect to the first address that answers, within the deadline.
 Result<UniqueFd> connectTcp(const Endpoint& endpoint, Clock::time_point deadline) {
   addrinfo hints{};
@@ -296,7 +186,7 @@ Result<UniqueFd> connectTcp(const Endpoint& endpoint, Clock::time_point deadline
       lastError = std::strerror(errno);
       continue;
     }
-    if (!waitFor(fd.get(), POLLOUT, deadline)) return fail(fmt::format("connecting to {}: timed out", endpoint.authority()));
+    if (waitFor(fd.get(), POLLOUT, deadline) != Wait::kReady) return fail(fmt::format("connecting to {}: timed out", endpoint.authority()));
     int error = 0;
     socklen_t len = sizeof(error);
     ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &len);
@@ -325,17 +215,13 @@ Result<std::unique_ptr<UnaryChannel>> UnaryChannel::create(ChannelConfig config)
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // The roots: every certificate in the PEM text.
-  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(c.rootsPem.data(), static_cast<int>(c.rootsPem.size())));
-  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-  int roots = 0;
-  while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
-    if (!X509_STORE_add_cert(store, cert.get())) return fail(sslErrors("grpc channel: adding a root"));
-    ++roots;
-  }
-  ERR_clear_error();  // the end of the PEM text
-  if (roots == 0)
+  auto roots = readCertificates(c.rootsPem);
+  if (!roots)
     return fail(fmt::format("grpc channel: no certificate in the roots{}",
                             c.rootsOrigin.empty() ? "" : " from " + c.rootsOrigin));
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  for (const auto& cert : *roots)
+    if (!X509_STORE_add_cert(store, cert.get())) return fail(sslErrors("grpc channel: adding a root"));
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
   int set = isIpAddress(c.serverName) ? X509_VERIFY_PARAM_set1_ip_asc(param, c.serverName.c_str())
                                       : X509_VERIFY_PARAM_set1_host(param, c.serverName.data(), c.serverName.size());
@@ -369,36 +255,28 @@ CallResult UnaryChannel::callOnce(std::string_view path, std::string_view reques
       if (Clock::now() >= deadline) return deadlineExceeded();
       return std::unexpected(unavailable(fd.error().describe()));
     }
+    bssl::UniquePtr<SSL> ssl(SSL_new(ctx_.get()));
+    if (!ssl) return std::unexpected(GrpcStatus{StatusCode::kInternal, sslErrors("SSL_new")});
+    if (!isIpAddress(config_.serverName)) SSL_set_tlsext_host_name(ssl.get(), config_.serverName.c_str());
+    SSL_set_connect_state(ssl.get());
     auto c = std::make_unique<Connection>();
-    c->fd = std::move(*fd);
-    c->ssl.reset(SSL_new(ctx_.get()));
-    if (!c->ssl) return std::unexpected(GrpcStatus{StatusCode::kInternal, sslErrors("SSL_new")});
-    SSL_set_fd(c->ssl.get(), c->fd.get());
-    if (!isIpAddress(config_.serverName)) SSL_set_tlsext_host_name(c->ssl.get(), config_.serverName.c_str());
-    SSL_set_connect_state(c->ssl.get());
-    for (;;) {
-      int rc = SSL_do_handshake(c->ssl.get());
-      if (rc == 1) break;
-      int error = SSL_get_error(c->ssl.get(), rc);
-      short events = error == SSL_ERROR_WANT_READ ? POLLIN : error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-      if (events == 0) {
-        long verify = SSL_get_verify_result(c->ssl.get());
-        std::string why = verify != X509_V_OK
-                              ? fmt::format("certificate of {} not trusted (expected name {}): {}", authority,
-                                            config_.serverName, X509_verify_cert_error_string(verify))
-                              : sslErrors(fmt::format("TLS handshake with {}", authority));
-        ERR_clear_error();
-        return std::unexpected(unavailable(std::move(why)));
-      }
-      if (!waitFor(c->fd.get(), events, connectDeadline)) {
+    c->tls = TlsConnection(std::move(*fd), std::move(ssl));
+    switch (c->tls.handshake(connectDeadline)) {
+      case TlsConnection::Io::kOk: break;
+      case TlsConnection::Io::kTimedOut:
+      case TlsConnection::Io::kWoken:
         if (Clock::now() >= deadline) return deadlineExceeded();
         return std::unexpected(unavailable(fmt::format("TLS handshake with {}: timed out", authority)));
+      case TlsConnection::Io::kClosed:
+      case TlsConnection::Io::kFailed: {
+        long verify = SSL_get_verify_result(c->tls.ssl());
+        return std::unexpected(unavailable(
+            verify != X509_V_OK ? fmt::format("certificate of {} not trusted (expected name {}): {}", authority,
+                                              config_.serverName, X509_verify_cert_error_string(verify))
+                                : fmt::format("{}: {}", authority, c->tls.error())));
       }
     }
-    const uint8_t* alpn = nullptr;
-    unsigned alpnLength = 0;
-    SSL_get0_alpn_selected(c->ssl.get(), &alpn, &alpnLength);
-    if (std::string_view(reinterpret_cast<const char*>(alpn), alpnLength) != "h2")
+    if (c->tls.alpn() != "h2")
       return std::unexpected(unavailable(fmt::format("{} did not select HTTP/2 (ALPN h2)", authority)));
 
     nghttp2_session_callbacks* callbacks = nullptr;
@@ -431,8 +309,8 @@ CallResult UnaryChannel::callOnce(std::string_view path, std::string_view reques
       {":authority", authority},     {"content-type", "application/grpc+proto"},
       {"te", "trailers"},            {"grpc-timeout", timeout}, {"user-agent", config_.userAgent}};
   std::vector<nghttp2_nv> headers;
-  for (const auto& [name, value] : fixed) headers.push_back(header(name, value));
-  for (const auto& [name, value] : options.metadata) headers.push_back(header(name, value));
+  for (const auto& [name, value] : fixed) headers.push_back(http2Header(name, value));
+  for (const auto& [name, value] : options.metadata) headers.push_back(http2Header(name, value));
   nghttp2_data_provider body{};
   body.source.ptr = &s;
   body.read_callback = readBody;

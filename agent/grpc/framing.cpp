@@ -72,12 +72,14 @@ Status MessageReader::feed(std::string_view bytes) {
   while (buffer_.size() >= kFrameHeaderBytes) {
     const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data());
     if (p[0] != 0) {
+      failure_ = p[0] == 1 ? Failure::kCompressed : Failure::kBadFlag;
       failed_ = Error{p[0] == 1 ? "grpc: compressed message, but no encoding was offered"
                                 : fmt::format("grpc: bad message flag {}", p[0])};
       return std::unexpected(*failed_);
     }
     const std::size_t size = (std::size_t{p[1]} << 24) | (std::size_t{p[2]} << 16) | (std::size_t{p[3]} << 8) | p[4];
     if (size > max_) {
+      failure_ = Failure::kTooLarge;
       failed_ = Error{fmt::format("grpc: message of {} bytes exceeds the limit of {}", size, max_)};
       return std::unexpected(*failed_);
     }
@@ -125,8 +127,9 @@ Result<std::chrono::nanoseconds> parseTimeout(std::string_view text) {
   if (ec != std::errc() || end != digits.data() + digits.size() || value < 0)
     return fail(fmt::format("grpc-timeout \"{}\": not a number", text));
   using namespace std::chrono;
+  constexpr int64_t kMaxHours = 24 * 365 * 100;
   switch (text.back()) {
-    case 'H': return duration_cast<nanoseconds>(hours(value));
+    case 'H': return duration_cast<nanoseconds>(hours(std::min(value, kMaxHours)));
     case 'M': return duration_cast<nanoseconds>(minutes(value));
     case 'S': return duration_cast<nanoseconds>(seconds(value));
     case 'm': return duration_cast<nanoseconds>(milliseconds(value));

@@ -64,8 +64,12 @@ inline constexpr std::size_t kDefaultMaxMessageBytes = 4 * 1024 * 1024;
 // is an error and the reader stays failed.
 class MessageReader {
  public:
+  // Why feed() failed: each maps to its own status code.
+  enum class Failure { kNone, kTooLarge, kCompressed, kBadFlag };
+
   explicit MessageReader(std::size_t maxMessageBytes = kDefaultMaxMessageBytes) : max_(maxMessageBytes) {}
   [[nodiscard]] Status feed(std::string_view bytes);
+  [[nodiscard]] Failure failure() const { return failure_; }
   // The next complete message, if one is there.
   [[nodiscard]] std::optional<std::string> next();
   // Bytes of a message begun and not finished (a stream must not end so).
@@ -76,10 +80,12 @@ class MessageReader {
   std::string buffer_;
   std::string ready_;  // complete messages, each with its header
   std::optional<Error> failed_;
+  Failure failure_ = Failure::kNone;
 };
 
 // grpc-timeout: at most 8 digits and a unit (H M S m u n). Encodes with the
-// finest unit that fits; never rounds a deadline down to 0.
+// finest unit that fits; never rounds a deadline down to 0. Parsing caps a
+// timeout at 100 years (99999999H would overflow nanoseconds).
 [[nodiscard]] std::string encodeTimeout(std::chrono::nanoseconds timeout);
 [[nodiscard]] Result<std::chrono::nanoseconds> parseTimeout(std::string_view text);
 

@@ -40,6 +40,7 @@ TEST(Framing, ReaderRefusesOversizedAndCompressed) {
   ASSERT_FALSE(big);
   EXPECT_NE(big.error().message.find("exceeds the limit of 10"), std::string::npos);
   EXPECT_FALSE(small.feed("more")) << "stays failed";
+  EXPECT_EQ(small.failure(), MessageReader::Failure::kTooLarge);
 
   MessageReader reader;
   std::string compressed = frameMessage("x");
@@ -47,6 +48,12 @@ TEST(Framing, ReaderRefusesOversizedAndCompressed) {
   auto refused = reader.feed(compressed);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("compressed"), std::string::npos);
+  EXPECT_EQ(reader.failure(), MessageReader::Failure::kCompressed);
+  MessageReader flagged;
+  std::string badFlag = frameMessage("x");
+  badFlag[0] = 2;
+  EXPECT_FALSE(flagged.feed(badFlag));
+  EXPECT_EQ(flagged.failure(), MessageReader::Failure::kBadFlag);
   MessageReader partial;
   ASSERT_TRUE(partial.feed(frameMessage("abcdef").substr(0, 7)));
   EXPECT_FALSE(partial.next());
@@ -69,6 +76,8 @@ TEST(Framing, TimeoutEncoding) {
   EXPECT_EQ(*parseTimeout("5S"), 5s);
   EXPECT_EQ(*parseTimeout("2M"), 120s);
   EXPECT_EQ(*parseTimeout("1H"), 3600s);
+  EXPECT_EQ(*parseTimeout("99999999H"), std::chrono::hours(24 * 365 * 100)) << "capped, not overflowed";
+  EXPECT_EQ(*parseTimeout("99999999M"), std::chrono::minutes(99999999));
   EXPECT_FALSE(parseTimeout("123456789S"));
   EXPECT_FALSE(parseTimeout("5"));
   EXPECT_FALSE(parseTimeout("5x"));
