@@ -159,8 +159,13 @@ Result<std::unique_ptr<CaServer>> CaServer::start(CaServerOptions options) {
   grpc_config.listenAddress = o.listen;
   grpc_config.certChainPem = credentials->first;
   grpc_config.keyPem = credentials->second;
+  // A CSR and its metadata are a few KiB; node agents keep one connection each.
+  grpc_config.maxMessageBytes = 32 * 1024;
+  grpc_config.maxConcurrentStreams = 4;
+  grpc_config.maxConnections = 4096;
+  grpc_config.maxConnectionsPerSource = 16;
   std::shared_ptr<CaService> service = impl->service;
-  std::map<std::string, grpc::UnaryHandler, std::less<>> handlers;
+  grpc::HandlerMap handlers;
   handlers[identity::kCreateCertificatePath] = [service](const grpc::ServerCall& call) {
     return service->createCertificate(CertificateCall{
         .request = call.request, .authorization = std::string(call.header("authorization")), .peer = call.peer});

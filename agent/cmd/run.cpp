@@ -29,6 +29,11 @@ struct RunFlags {
   std::string bpf_pin_dir;
   std::string state_dir;
   std::string ca_dir;
+  std::string ca_mode;
+  std::string ca_address;
+  std::string ca_server_name;
+  std::string ca_root_file;
+  std::string ca_token_file;
   std::string admin_socket;
   std::string admin_address;
   std::string metrics_address;
@@ -157,6 +162,15 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
   set(flags.bpf_pin_dir, settings.bpf_pin_dir);
   set(flags.state_dir, settings.state_dir);
   set(flags.ca_dir, settings.ca_dir);
+  set(flags.ca_address, settings.ca_address);
+  set(flags.ca_server_name, settings.ca_server_name);
+  set(flags.ca_root_file, settings.ca_root_file);
+  set(flags.ca_token_file, settings.ca_token_file);
+  if (!flags.ca_mode.empty()) {
+    auto mode = app::parseCaMode(flags.ca_mode);
+    if (!mode) return std::unexpected(mode.error());
+    settings.ca_mode = *mode;
+  }
   set(flags.admin_socket, settings.admin_socket);
   set(flags.admin_address, settings.admin_address);
   set(flags.metrics_address, settings.metrics_address);
@@ -251,6 +265,11 @@ const CommandRegistrar kRun({
                          "on or off: mount a bpffs for the pin dir if it has none (default on; off in a container)");
           sub.add_option("--state-dir", flags->state_dir, "agent state (generated CA)");
           sub.add_option("--ca-dir", flags->ca_dir, "Istio plug-in CA directory (cacerts)");
+          sub.add_option("--ca-mode", flags->ca_mode, "where certificates come from: auto, istiod, files, generated");
+          sub.add_option("--ca-address", flags->ca_address, "Istio's CA API (istiod or meshlock-agent ca), host:port");
+          sub.add_option("--ca-server-name", flags->ca_server_name, "the name the CA's certificate must carry");
+          sub.add_option("--ca-root-file", flags->ca_root_file, "the mesh root (PEM) the CA and peers chain to");
+          sub.add_option("--ca-token-file", flags->ca_token_file, "a token for the CA (audience istio-ca)");
           sub.add_option("--admin-socket", flags->admin_socket, "admin API Unix socket");
           sub.add_option("--admin-socket-take-over", flags->admin_socket_take_over,
                          "on or off: replace the admin socket even if another agent still serves it "

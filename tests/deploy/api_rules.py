@@ -428,6 +428,20 @@ def check_daemonset(obj, namespaces):
     return check_pod_spec(obj, pod, "spec.template.spec", namespaces)
 
 
+def check_deployment(obj, namespaces):
+    spec = obj.get("spec") or {}
+    # apps.go ValidateDeploymentSpec: the selector must match the template's labels.
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not selector or any(labels.get(k) != v for k, v in selector.items()):
+        err(obj, "spec.template.metadata.labels", "`selector` does not match template `labels`",
+            "apps.go ValidateDeploymentSpec")
+    if spec.get("replicas", 1) < 0:
+        err(obj, "spec.replicas", "must be greater than or equal to 0", "apps.go ValidateDeploymentSpec")
+    pod = (spec.get("template") or {}).get("spec") or {}
+    return check_pod_spec(obj, pod, "spec.template.spec", namespaces)
+
+
 def check_cluster_role(obj):
     # The agent's own role: read-only, nothing else (a meshlock rule).
     if obj["metadata"]["name"] != "meshlock-agent":
@@ -531,12 +545,14 @@ def check_objects(objs):
         check_unknown_fields(obj)
         if kind == "DaemonSet":
             levels.append((obj["metadata"]["name"], check_daemonset(obj, namespaces)))
+        elif kind == "Deployment":
+            levels.append((obj["metadata"]["name"], check_deployment(obj, namespaces)))
         elif kind == "ClusterRole":
             check_cluster_role(obj)
     for e in errors:
         print(e)
     print(f"{len(objs)} objects, {len(errors)} API rule violations"
-          + "".join(f"; DaemonSet {n} needs Pod Security level {lvl}" for n, lvl in levels))
+          + "".join(f"; {n} needs Pod Security level {lvl}" for n, lvl in levels))
     return 1 if errors or not objs else 0
 
 

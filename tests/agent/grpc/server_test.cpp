@@ -239,10 +239,11 @@ TEST_F(ServerTest, CallsOnDifferentConnectionsRunInParallel) {
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
   for (auto& client : clients)
-    threads.emplace_back([&] { ok += client->call(kSlow, "400", {}).has_value() ? 1 : 0; });
+    threads.emplace_back([&] { ok += client->call(kSlow, "1500", withTimeout(20s)).has_value() ? 1 : 0; });
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok, 4);
-  EXPECT_LT(std::chrono::steady_clock::now() - begin, 1200ms) << "four 400 ms calls, not one after the other";
+  // One after the other they take 6 s; the margin is for a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 4500ms) << "four 1.5 s calls, not one after the other";
 }
 
 TEST_F(ServerTest, LargeResponseCrossesFlowControlWindows) {
@@ -489,9 +490,9 @@ TEST_F(ServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
 
   auto third = testing::connectLoopback(server_->port());
   ASSERT_TRUE(third);
-  auto closed = testing::timeUntilClosed(third.get(), 2s);
+  auto closed = testing::timeUntilClosed(third.get(), 5s);
   ASSERT_TRUE(closed) << "the third connection is still open";
-  EXPECT_LT(*closed, 1000ms);
+  EXPECT_LT(*closed, 3s);  // the handshake timeout is 10 s
   EXPECT_EQ(server_->stats().refused_over_cap, 1u);
   EXPECT_FALSE(testing::timeUntilClosed(first.get(), 200ms)) << "the first two stay";
 
@@ -505,13 +506,14 @@ TEST_F(ServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
 TEST_F(ServerTest, ConnectionsOverTheTotalCapAreClosedAtOnce) {
   auto config = baseConfig();
   config.maxConnections = 1;
+  config.handshakeTimeout = 10s;
   start(config);
   auto client = channel();
   ASSERT_TRUE(client->call(kEcho, "holds the one slot", {}));
   auto extra = testing::connectLoopback(server_->port());
-  auto closed = testing::timeUntilClosed(extra.get(), 2s);
+  auto closed = testing::timeUntilClosed(extra.get(), 5s);
   ASSERT_TRUE(closed);
-  EXPECT_LT(*closed, 1000ms);
+  EXPECT_LT(*closed, 3s);  // the handshake timeout is 10 s
   EXPECT_EQ(server_->stats().refused_over_cap, 1u);
   EXPECT_TRUE(client->call(kEcho, "still served", {}));
 }
@@ -522,10 +524,9 @@ TEST_F(ServerTest, SilentClientDroppedAfterTheHandshakeTimeout) {
   start(config);
   auto silent = testing::connectLoopback(server_->port());
   ASSERT_TRUE(silent);
-  auto closed = testing::timeUntilClosed(silent.get(), 3s);
+  auto closed = testing::timeUntilClosed(silent.get(), 8s);
   ASSERT_TRUE(closed) << "still open";
   EXPECT_GE(*closed, 250ms);
-  EXPECT_LT(*closed, 1500ms);
   ASSERT_TRUE(waitForStats([](const auto& s) { return s.handshake_failures == 1 && s.active_connections == 0; }));
 }
 
@@ -567,48 +568,50 @@ TEST_F(ServerTest, Tls12AndUpOnly) {
 
 TEST_F(ServerTest, TlsWithoutHttp2IsRefused) {
   auto config = baseConfig();
-  config.handshakeTimeout = 1s;
+  config.handshakeTimeout = 6s;  // far from "at once" even on a loaded machine
   start(config);
   RawTlsClient http1;
   EXPECT_FALSE(http1.handshake(server_->port(), "http/1.1")) << "ALPN without h2: no_application_protocol";
 
   RawTlsClient noAlpn;
   ASSERT_TRUE(noAlpn.handshake(server_->port(), ""));
-  auto closed = testing::timeUntilClosed(noAlpn.fd.get(), 2s);
+  auto closed = testing::timeUntilClosed(noAlpn.fd.get(), 5s);
   ASSERT_TRUE(closed);
-  EXPECT_LT(*closed, 500ms) << "closed at once, not after the handshake timeout";
+  EXPECT_LT(*closed, 3s) << "closed at once, not after the handshake timeout";
 
   RawTlsClient noPreface;  // h2 negotiated, then silence
   ASSERT_TRUE(noPreface.handshake(server_->port(), "h2"));
-  closed = testing::timeUntilClosed(noPreface.fd.get(), 4s);
+  closed = testing::timeUntilClosed(noPreface.fd.get(), 10s);
   ASSERT_TRUE(closed);
-  EXPECT_LT(*closed, 2500ms);
+  EXPECT_LT(*closed, 9s);
 
   RawTlsClient badPreface;
   ASSERT_TRUE(badPreface.handshake(server_->port(), "h2"));
   const std::string http1Request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_GT(SSL_write(badPreface.ssl.get(), http1Request.data(), static_cast<int>(http1Request.size())), 0);
-  closed = testing::timeUntilClosed(badPreface.fd.get(), 2s);
+  closed = testing::timeUntilClosed(badPreface.fd.get(), 5s);
   ASSERT_TRUE(closed);
-  EXPECT_LT(*closed, 500ms);
+  EXPECT_LT(*closed, 3s);
   ASSERT_TRUE(waitForStats([](const auto& s) { return s.handshake_failures == 4 && s.active_connections == 0; }));
 }
 
 TEST_F(ServerTest, GarbageInsteadOfClientHello) {
-  start();
+  auto config = baseConfig();
+  config.handshakeTimeout = 10s;  // "at once" below is far from it
+  start(config);
   auto garbage = testing::connectLoopback(server_->port());
   const std::string request = "GET / HTTP/1.1\r\nHost: grpc.test\r\n\r\n";
   ASSERT_EQ(::send(garbage.get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-  auto closed = testing::timeUntilClosed(garbage.get(), 2s);
+  auto closed = testing::timeUntilClosed(garbage.get(), 5s);
   ASSERT_TRUE(closed);
-  EXPECT_LT(*closed, 500ms);
+  EXPECT_LT(*closed, 3s);
 
   auto noise = testing::connectLoopback(server_->port());
   std::string bytes(4096, '\0');
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 7919) ^ (i >> 3));
   bytes[0] = 0x16;  // a handshake record type, then nonsense
   ::send(noise.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  closed = testing::timeUntilClosed(noise.get(), 2s);
+  closed = testing::timeUntilClosed(noise.get(), 5s);
   ASSERT_TRUE(closed);
   ASSERT_TRUE(waitForStats([](const auto& s) { return s.handshake_failures == 2 && s.active_connections == 0; }));
   EXPECT_TRUE(channel()->call(kEcho, "unharmed", {}));
@@ -640,7 +643,7 @@ TEST_F(ServerTest, StopsWithinBoundsWithIdleClientsConnected) {
 
   const auto begin = std::chrono::steady_clock::now();
   server_.reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - begin, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 5s) << "bounded, not the 30 s request or 300 s idle timeout";
   EXPECT_TRUE(testing::timeUntilClosed(silent.get(), 500ms)) << "closed by the stop";
   auto after = client->call(kEcho, "gone", withTimeout(1s));
   ASSERT_FALSE(after);
