@@ -22,6 +22,7 @@ import uuid
 
 from . import patch as patches
 from . import resources as res
+from .errors import ApiError, not_found
 from .selectors import FieldSelector, LabelSelector, SelectorError
 from .store import GONE, Gone
 
@@ -51,24 +52,6 @@ def selectors(r, query):
                 FieldSelector.parse(query.get("fieldSelector"), r.fields))
     except SelectorError as e:
         raise ApiError(400, "BadRequest", str(e))
-
-class ApiError(Exception):
-    def __init__(self, code, reason, message, details=None):
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details
-
-    def status(self):
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
-               "reason": self.reason, "code": self.code}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-def not_found(resource, name):
-    what = resource.plural if not resource.group else f"{resource.plural}.{resource.group}"
-    return ApiError(404, "NotFound", f'{what} "{name}" not found',
-                    {"name": name, "group": resource.group, "kind": resource.plural})
 
 
 def gone_status(message):
