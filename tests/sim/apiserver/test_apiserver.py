@@ -576,8 +576,10 @@ class TokenTest(RunningServer, unittest.TestCase):
         except ImportError:
             self.skipTest("python3-kubernetes is not installed")
         token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-b", audiences=["istio-ca"])
-        auth = client.AuthenticationV1Api(config.new_client_from_config(os.path.join(self.kube, "admin.kubeconfig")))
-        out = auth.create_token_review(client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=["istio-ca"])))
+        api_client = config.new_client_from_config(os.path.join(self.kube, "admin.kubeconfig"))
+        self.addCleanup(api_client.close)
+        out = client.AuthenticationV1Api(api_client).create_token_review(
+            client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=["istio-ca"])))
         self.assertTrue(out.status.authenticated)
         self.assertEqual(out.status.user.username, "system:serviceaccount:meshlock-system:meshlock-agent")
         self.assertEqual(out.status.user.extra["authentication.kubernetes.io/node-name"], ["node-b"])
