@@ -3,7 +3,8 @@
 # (1.20) and, when it differs, the system's /usr/bin/kubectl (1.32), and
 # python3-kubernetes. Also the fault controls (stop/start, compact → 410, watch
 # closing, CRD removal), RBAC for the agent's token from a node netns, the
-# manifest mirror, the nft rules following Services, and a synthetic cluster.
+# manifest mirror, the nft rules following Services, a synthetic cluster, the node
+# agents' pods and a TokenReview of a pod-bound token from `meshsim token`.
 set -uo pipefail
 MSIM_TEST=apiserver-e2e
 . "$MESHLOCK_SOURCE_DIR/tests/sim/lib.sh"
@@ -76,8 +77,9 @@ for K in "${KUBECTLS[@]}"; do
   out=$(k get ns -l 'team in (pay),meshlock.io/mtls=enabled' -o name 2>&1)
   [ "$out" = "namespace/shop" ] && ok "label namespace + set-based selector" || fail "label namespace: $out"
   k label namespace shop team- >/dev/null
+  # Every Running pod of node-a: web and the node agent's pod.
   out=$(k get pods -A --field-selector spec.nodeName=node-a,status.phase=Running -o name 2>&1)
-  [ "$out" = "pod/web" ] && ok "field selector" || fail "field selector: $out"
+  [ "$out" = $'pod/meshlock-agent-node-a\npod/web' ] && ok "field selector" || fail "field selector: $out"
   out=$(k get pods -A --field-selector spec.bogus=x 2>&1)
   grep -q "field label not supported" <<<"$out" && ok "bad field selector refused" || fail "bad field selector: $out"
 
@@ -131,6 +133,30 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$SA/ca.crt" -H "Authoriz
 code2=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$SA/ca.crt" -H "Authorization: Bearer $(cat "$SA/token")" "$URL/api/v1/pods")
 [ "$code $code2" = "401 200" ] && ok "token rotation" || fail "rotation: old $code new $code2"
 
+# The node agents as pods (API objects only) and their pod-bound tokens, which a
+# TokenReview maps to the node; creating one needs RBAC the agent does not have.
+out=$(KD get pods -n meshlock-system -l app=meshlock-agent \
+  -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.hostNetwork} {.status.phase}{"\n"}{end}' 2>&1)
+[ "$out" = $'meshlock-agent-node-a node-a true Running\nmeshlock-agent-node-b node-b true Running' ] && ok "agent pods" ||
+  fail "agent pods: $out"
+if ip netns list | grep -q meshlock-agent || grep -q meshlock-agent "$MAN/pod.yaml"; then fail "agent pods realized or mirrored"
+else ok "agent pods: no netns, not in the mirror"; fi
+out=$("$MSIM" token --namespace meshlock-system --service-account meshlock-agent --pod meshlock-agent-node-a \
+  --audience istio-ca --file "$TMP/agent-a.token" 2>&1)
+[ "$out" = "$TMP/agent-a.token" ] && [ "$(stat -c %a "$TMP/agent-a.token")" = 600 ] && ok "meshsim token --file" ||
+  fail "meshsim token: $out"
+printf 'apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: "%s"\n  audiences: [istio-ca]\n' \
+  "$(cat "$TMP/agent-a.token")" >"$TMP/review.yaml"
+review_node() {
+  KD create -f "$TMP/review.yaml" -o json | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin)["status"]
+print(s.get("authenticated"), s["user"].get("username"), s["user"].get("extra", {}).get("authentication.kubernetes.io/node-name"), s.get("audiences"))'
+}
+out=$(review_node 2>&1)
+[ "$out" = "True system:serviceaccount:meshlock-system:meshlock-agent ['node-a'] ['istio-ca']" ] &&
+  ok "TokenReview of the agent's bound token names node-a" || fail "TokenReview: $out"
+out=$(KA create -f "$TMP/review.yaml" 2>&1) && fail "the agent could create a TokenReview"
+grep -q 'cannot create resource "tokenreviews"' <<<"$out" && ok "TokenReview without RBAC: 403" || fail "agent TokenReview: $out"
+
 # Python client (Debian's python3-kubernetes): list and watch.
 KC="$KC" /usr/bin/python3 - <<'EOF' >"$TMP/py.out" 2>&1 && ok "python3-kubernetes list + watch" || fail "python client: $(cat "$TMP/py.out")"
 import os, subprocess, threading
@@ -166,6 +192,8 @@ list_rv=$(api_curl "$URL/api/v1/pods?limit=1" | /usr/bin/python3 -c 'import json
 if [ "$rv_before" = "$rv_after" ] && [ "$uid_before" = "$uid_after" ] && [ "$rv_new" -gt "$rv_before" ]; then
   ok "restart keeps objects and resourceVersions ($rv_before → $rv_new)"
 else fail "restart: rv $rv_before/$rv_after/$rv_new uid $uid_before/$uid_after"; fi
+out=$(review_node 2>&1)
+grep -q "^True .*\['node-a'\]" <<<"$out" && ok "a bound token survives the restart" || fail "token after restart: $out"
 
 # A watch resumed from before a compaction gets 410 Expired.
 out=$(CURL_TIME=3 api_curl "$URL/api/v1/pods?watch=true&resourceVersion=$list_rv&timeoutSeconds=1")
@@ -195,7 +223,8 @@ KD get sidecars -A >/dev/null 2>&1 && ok "CRD applied again: kind back" || fail 
 t0=$(date +%s%N)
 count=$(KD get pods -A --chunk-size=500 --no-headers | wc -l)
 ms=$((($(date +%s%N) - t0) / 1000000))
-[ "$count" = 2002 ] && ok "synthetic: kubectl lists $count pods in pages of 500 in ${ms} ms" || fail "synthetic count $count"
+# 2,000 synthetic pods, web and client, and the two node agents' pods.
+[ "$count" = 2004 ] && ok "synthetic: kubectl lists $count pods in pages of 500 in ${ms} ms" || fail "synthetic count $count"
 [ ! -e "$MAN/../manifests/pod.yaml" ] || ! grep -q "pod-1999" "$MAN/pod.yaml" && ok "synthetic pods stay out of the mirror" ||
   fail "synthetic pods mirrored"
 

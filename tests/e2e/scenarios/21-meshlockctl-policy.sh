@@ -40,6 +40,9 @@ assert {p["name"] for p in d["cluster"]["peer_authentications"]} == {"default", 
 assert [r["name"] for r in d["cluster"]["destination_rules"]] == ["db-plain"]
 assert d["mesh"]["root_namespace"] == "istio-system" and d["mesh"]["trust_domain"] == "cluster.local"
 pol = {p["pod"]: p for p in d["policy"]}
+# From the API the agent also sees its own pod (meshsim's meshlock-agent-node-a: hostNetwork, never served).
+agent_pod = pol.pop("meshlock-system/meshlock-agent-node-a", None)
+assert agent_pod is None or not agent_pod["served"], agent_pod
 assert set(pol) == {"shop/web", "legacy/db", "default/apiserver"}, set(pol)
 web = pol["shop/web"]
 inbound = {p["port"]: (p["mode"], p["decided_by"]) for p in web["inbound"]}

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""meshsim-apiserver: init | serve | start | stop | status | ctl. `meshsim` runs it
-with Debian's /usr/bin/python3; everything lives in a run's kube directory
-(/run/meshsim/RUN/kube): config.json, pki/, tokens.csv, data/, kubeconfigs,
-serviceaccount/, apiserver.json (pid and URLs while running), apiserver.log."""
+"""meshsim-apiserver: init | serve | start | stop | status | ctl | rotate-agent-token |
+token. `meshsim` runs it with Debian's /usr/bin/python3; everything lives in a run's
+kube directory (/run/meshsim/RUN/kube): config.json, pki/ (with sa.key, which signs
+service-account tokens), tokens.csv, data/, kubeconfigs, serviceaccount/,
+apiserver.json (pid and URLs while running), apiserver.log."""
 import argparse
 import base64
 import ctypes
@@ -151,6 +152,7 @@ def cmd_serve(a):
     from meshsim_apiserver import controllers as ctl
     from meshsim_apiserver.auth import Rbac, TokenFile
     from meshsim_apiserver.server import Api, Settings, TlsServer
+    from meshsim_apiserver.serviceaccounts import Authenticator, ServiceAccountTokens
     from meshsim_apiserver.store import Store
 
     cfg = load_config(a.kube_dir)
@@ -171,8 +173,9 @@ def cmd_serve(a):
     fresh = not os.path.exists(os.path.join(cfg["dataDir"], "snapshot.json"))
     store = Store(cfg["dataDir"])
     addresses = [f"127.0.0.1:{cfg['hostPort']}"] + ([f"{FABRIC_IP}:{FABRIC_PORT}"] if cfg.get("fabricNetns") else [])
-    api = Api(store, TokenFile(cfg["tokenFile"]), Rbac(cfg.get("rbacFiles") or []), settings=settings,
-              addresses=addresses)
+    authenticator = Authenticator(TokenFile(cfg["tokenFile"]),
+                                  ServiceAccountTokens(store, os.path.join(kube, "pki", "sa.key")))
+    api = Api(store, authenticator, Rbac(cfg.get("rbacFiles") or []), settings=settings, addresses=addresses)
     endpoints = ctl.EndpointControllers(api)
     if fresh:
         load_seed(api, cfg, log)
@@ -392,6 +395,39 @@ def cmd_status(a):
     return 0
 
 
+def cmd_token(a):
+    """A service-account token from the running server (TokenRequest), bound to a pod
+    when asked, as the kubelet's projected tokens are."""
+    import urllib.error
+    spec = {"expirationSeconds": a.expiration_seconds}
+    if a.audience:
+        spec["audiences"] = a.audience
+    if a.pod:
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": a.pod}
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+    path = f"/api/v1/namespaces/{a.namespace}/serviceaccounts/{a.service_account}/token"
+    try:
+        token = request(os.path.abspath(a.kube_dir), "POST", path, body, timeout=30)["status"]["token"]
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.load(e).get("message") or str(e)
+        except ValueError:
+            message = str(e)
+        print(f"meshsim apiserver: token for {a.namespace}/{a.service_account}: {message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"meshsim apiserver: token: is the API server running? {e}", file=sys.stderr)
+        return 1
+    if a.file:
+        path = os.path.abspath(a.file)
+        write_atomic(path, token, 0o600)
+        os.chmod(path, 0o600)  # whatever mode a stale temp file had
+        print(path)
+    else:
+        print(token)
+    return 0
+
+
 def cmd_ctl(a):
     body = json.loads(a.body) if a.body else ({} if a.method == "POST" else None)
     try:
@@ -431,9 +467,17 @@ def main():
     c.add_argument("path")
     c.add_argument("body", nargs="?")
     c.add_argument("--timeout", type=float, default=600)
+    t = sub.add_parser("token")
+    t.add_argument("kube_dir")
+    t.add_argument("--namespace", required=True)
+    t.add_argument("--service-account", required=True)
+    t.add_argument("--pod", help="bind the token to this pod of the namespace (it must run as the service account)")
+    t.add_argument("--audience", action="append", help="repeatable; default: the API server's own")
+    t.add_argument("--expiration-seconds", type=int, default=86400)
+    t.add_argument("--file", help="write the token here (0600) and print the path")
     a = p.parse_args()
     fn = {"init": cmd_init, "serve": cmd_serve, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-          "ctl": cmd_ctl, "rotate-agent-token": cmd_rotate}[a.cmd]
+          "ctl": cmd_ctl, "rotate-agent-token": cmd_rotate, "token": cmd_token}[a.cmd]
     return fn(a) or 0
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Unit tests of meshsim's API server (rootless): store, selectors, patches,
-pagination, watch resume/410/bookmarks, RBAC, and the Python client
+pagination, watch resume/410/bookmarks, RBAC, service-account tokens and
+TokenReview, and the Python client
 (Debian's python3-kubernetes) against a server on 127.0.0.1 over TLS.
 
 Expected behaviour is the real API server's: selector grammar from
@@ -155,8 +156,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-class ServerTest(unittest.TestCase):
-    """A real server process (main.py serve) on 127.0.0.1, no netns."""
+# What a CA needs (the TokenReview half of system:auth-delegator, and reading pods),
+# as the extra RBAC file a caller passes to `main.py init --rbac`.
+CA_RBAC = """apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: system:auth-delegator}
+rules:
+- {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
+- {apiGroups: [authorization.k8s.io], resources: [subjectaccessreviews], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: meshlock-ca}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: meshlock-ca-auth-delegator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}
+subjects: [{kind: ServiceAccount, name: meshlock-ca, namespace: meshlock-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: meshlock-ca}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: meshlock-ca}
+subjects: [{kind: ServiceAccount, name: meshlock-ca, namespace: meshlock-system}]
+"""
+
+
+class RunningServer:
+    """A real server process (main.py serve) on 127.0.0.1, no netns: the seed below,
+    two nodes in the run's state file (so node agent pods), the agent's RBAC and the CA's."""
 
     @classmethod
     def setUpClass(cls):
@@ -169,11 +200,19 @@ class ServerTest(unittest.TestCase):
                     "status: {phase: Running, podIP: 10.244.1.10, containerStatuses: [{name: app, ready: true}]}\n---\n"
                     "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
                     "spec: {clusterIP: 10.96.10.10, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n")
+        state = os.path.join(cls.dir, "state.json")
+        with open(state, "w") as f:
+            json.dump({"nodes": [{"name": "node-a", "nodeIP": "172.18.0.2", "podCIDR": "10.244.1.0/24"},
+                                 {"name": "node-b", "nodeIP": "172.18.0.3", "podCIDR": "10.244.2.0/24"}]}, f)
+        ca_rbac = os.path.join(cls.dir, "ca-rbac.yaml")
+        with open(ca_rbac, "w") as f:
+            f.write(CA_RBAC)
         cls.kube = os.path.join(cls.dir, "kube")
         main = os.path.join(HERE, "main.py")
         subprocess.run([sys.executable, main, "init", cls.kube, "--run", "unit", "--host-port", str(free_port()),
-                        "--rbac", RBAC, "--crds", os.path.join(HERE, "crds.yaml"), "--seed", seed,
-                        "--manifest-dir", os.path.join(cls.dir, "manifests")], check=True, stdout=subprocess.DEVNULL)
+                        "--rbac", RBAC, "--rbac", ca_rbac, "--crds", os.path.join(HERE, "crds.yaml"), "--seed", seed,
+                        "--state", state, "--manifest-dir", os.path.join(cls.dir, "manifests")],
+                       check=True, stdout=subprocess.DEVNULL)
         subprocess.run([sys.executable, main, "start", cls.kube], check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(cls.kube, "config.json")) as f:
             cls.cfg = json.load(f)
@@ -205,6 +244,8 @@ class ServerTest(unittest.TestCase):
         with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as r:
             return [json.loads(line) for line in r if line.strip()]
 
+
+class ServerTest(RunningServer, unittest.TestCase):
     def test_auth_and_rbac(self):
         self.assertEqual(self.call("GET", "/api/v1/pods", token="wrong")[0], 401)
         code, body = self.call("GET", "/api/v1/namespaces/shop/pods", token=self.agent)
@@ -347,6 +388,216 @@ class ServerTest(unittest.TestCase):
         custom = client.CustomObjectsApi(config.new_client_from_config(os.path.join(self.kube, "admin.kubeconfig")))
         out = custom.list_cluster_custom_object("security.istio.io", "v1", "peerauthentications")
         self.assertEqual(out["kind"], "PeerAuthenticationList")
+
+
+
+class TokenTest(RunningServer, unittest.TestCase):
+    """Service-account tokens (TokenRequest, `main.py token`) and TokenReview, against
+    kube-apiserver's behaviour: pkg/serviceaccount/claims.go (the pod binding is
+    checked, the node comes from the claims), pkg/registry/authentication/tokenreview
+    (audiences), k8s.io/apiserver bearertoken ("invalid bearer token")."""
+
+    ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+    def token(self, namespace, sa, pod=None, audiences=(), file=None):
+        args = [sys.executable, os.path.join(HERE, "main.py"), "token", self.kube, "--namespace", namespace,
+                "--service-account", sa]
+        args += ["--pod", pod] if pod else []
+        args += [x for a in audiences for x in ("--audience", a)]
+        args += ["--file", file] if file else []
+        out = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout.strip()
+
+    def review(self, token, audiences=None, caller=None):
+        spec = {"token": token}
+        if audiences is not None:
+            spec["audiences"] = audiences
+        return self.call("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}, token=caller)
+
+    def obj(self, path):
+        code, body = self.call("GET", path)
+        self.assertEqual(code, 200, body)
+        return body
+
+    def test_discovery(self):
+        group = self.obj("/apis/authentication.k8s.io/v1")
+        reviews = next(r for r in group["resources"] if r["name"] == "tokenreviews")
+        self.assertEqual((reviews["kind"], reviews["namespaced"], reviews["verbs"]), ("TokenReview", False, ["create"]))
+        core = self.obj("/api/v1")
+        token = next(r for r in core["resources"] if r["name"] == "serviceaccounts/token")
+        self.assertEqual((token["group"], token["kind"], token["verbs"]), ("authentication.k8s.io", "TokenRequest", ["create"]))
+        self.assertEqual(self.call("GET", "/apis/authentication.k8s.io/v1/tokenreviews")[0], 405)
+
+    def test_agent_pods_and_service_accounts(self):
+        pods = self.obj("/api/v1/namespaces/meshlock-system/pods?labelSelector=app%3Dmeshlock-agent")["items"]
+        self.assertEqual([(p["metadata"]["name"], p["spec"]["nodeName"], p["status"]["podIP"]) for p in pods],
+                         [("meshlock-agent-node-a", "node-a", "172.18.0.2"), ("meshlock-agent-node-b", "node-b", "172.18.0.3")])
+        for p in pods:
+            self.assertEqual((p["spec"]["serviceAccountName"], p["spec"]["hostNetwork"], p["status"]["phase"]),
+                             ("meshlock-agent", True, "Running"))
+        names = {(a["metadata"]["namespace"], a["metadata"]["name"]) for a in self.obj("/api/v1/serviceaccounts")["items"]}
+        self.assertLessEqual({("meshlock-system", "meshlock-agent"), ("meshlock-system", "meshlock-ca"), ("shop", "default")}, names)
+        # System objects: not in the manifest mirror that manifest-mode agents read.
+        mirror = os.path.join(self.dir, "manifests", "pod.yaml")
+        for _ in range(50):
+            if os.path.exists(mirror):
+                break
+            time.sleep(0.1)
+        with open(mirror) as f:
+            self.assertNotIn("meshlock-agent", f.read())
+
+    def test_token_review_needs_rbac(self):
+        token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-a", audiences=["istio-ca"])
+        code, body = self.review(token, ["istio-ca"], caller=self.agent)
+        self.assertEqual(code, 403)
+        self.assertIn('User "system:serviceaccount:meshlock-system:meshlock-agent" cannot create resource "tokenreviews" '
+                      'in API group "authentication.k8s.io" at the cluster scope', body["message"])
+        ca = self.token("meshlock-system", "meshlock-ca")  # the API's audience: a kubeconfig token
+        code, body = self.review(token, ["istio-ca"], caller=ca)
+        self.assertEqual(code, 201, body)
+        self.assertTrue(body["status"]["authenticated"])
+        self.assertEqual(self.call("GET", "/api/v1/namespaces/shop/pods", token=ca)[0], 200)
+        self.assertEqual(self.call("DELETE", "/api/v1/namespaces/shop/pods/web", token=ca)[0], 403)
+
+    def test_bound_token_names_pod_and_node(self):
+        token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-a", audiences=["istio-ca"])
+        code, body = self.review(token, ["istio-ca"])
+        self.assertEqual(code, 201, body)
+        self.assertEqual((body["kind"], body["apiVersion"], body["spec"]["token"]),
+                         ("TokenReview", "authentication.k8s.io/v1", token))
+        status = body["status"]
+        pod = self.obj("/api/v1/namespaces/meshlock-system/pods/meshlock-agent-node-a")
+        node = self.obj("/api/v1/nodes/node-a")
+        sa = self.obj("/api/v1/namespaces/meshlock-system/serviceaccounts/meshlock-agent")
+        self.assertTrue(status["authenticated"])
+        self.assertEqual(status["audiences"], ["istio-ca"])
+        user = status["user"]
+        self.assertEqual(user["username"], "system:serviceaccount:meshlock-system:meshlock-agent")
+        self.assertEqual(user["uid"], sa["metadata"]["uid"])
+        self.assertEqual(user["groups"], ["system:serviceaccounts", "system:serviceaccounts:meshlock-system",
+                                          "system:authenticated"])
+        extra = user["extra"]
+        self.assertEqual(extra["authentication.kubernetes.io/pod-name"], ["meshlock-agent-node-a"])
+        self.assertEqual(extra["authentication.kubernetes.io/pod-uid"], [pod["metadata"]["uid"]])
+        self.assertEqual(extra["authentication.kubernetes.io/node-name"], ["node-a"])
+        self.assertEqual(extra["authentication.kubernetes.io/node-uid"], [node["metadata"]["uid"]])
+        self.assertTrue(extra["authentication.kubernetes.io/credential-id"][0].startswith("JTI="))
+        # A JWT as the kubelet's projected tokens are: the claims say the same.
+        import base64
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        self.assertEqual((claims["iss"], claims["aud"], claims["sub"]),
+                         (self.ISSUER, ["istio-ca"], "system:serviceaccount:meshlock-system:meshlock-agent"))
+        self.assertEqual(claims["kubernetes.io"]["pod"], {"name": "meshlock-agent-node-a", "uid": pod["metadata"]["uid"]})
+        try:
+            import jwt  # Debian's python3-jwt: an independent check of the ES256 signature
+        except ImportError:
+            return
+        from cryptography.hazmat.primitives import serialization
+        with open(os.path.join(self.kube, "pki", "sa.key"), "rb") as f:
+            public = serialization.load_pem_private_key(f.read(), None).public_key()
+        self.assertEqual(jwt.decode(token, public, algorithms=["ES256"], audience="istio-ca")["sub"], claims["sub"])
+
+    def test_wrong_audience_and_unknown_token(self):
+        token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-b", audiences=["istio-ca"])
+        code, body = self.review(token, ["other"])
+        self.assertEqual(code, 201)
+        self.assertNotIn("authenticated", body["status"])  # omitempty: false is left out
+        self.assertEqual(body["status"]["user"], {})
+        self.assertEqual(body["status"]["error"],
+                         'token audiences ["istio-ca"] is invalid for the target audiences ["other"]')
+        code, body = self.review(token)  # no spec.audiences: the API server's own
+        self.assertIn(f'for the target audiences ["{self.ISSUER}"]', body["status"]["error"])
+        code, body = self.review(token, ["other", "istio-ca"])
+        self.assertEqual(body["status"]["audiences"], ["istio-ca"])
+        code, body = self.review("not-a-token", ["istio-ca"])
+        self.assertEqual((code, body["status"]), (201, {"user": {}, "error": "invalid bearer token"}))
+        code, body = self.review(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"), ["istio-ca"])
+        self.assertNotIn("authenticated", body["status"])
+        # A static token (tokens.csv) is valid for the API's audience only (audagnostic.go).
+        code, body = self.review(self.agent, ["istio-ca"])
+        self.assertEqual(body["status"].get("error"), "invalid bearer token")
+        code, body = self.review(self.agent)
+        self.assertEqual((body["status"]["authenticated"], body["status"]["audiences"]), (True, [self.ISSUER]))
+        self.assertNotIn("extra", body["status"]["user"])
+        self.assertEqual(self.review("")[0], 400)
+
+    def test_token_of_a_deleted_or_moved_pod(self):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mover", "namespace": "shop"},
+               "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "x"}]}}
+        self.assertEqual(self.call("POST", "/api/v1/namespaces/shop/pods", pod)[0], 201)
+        token = self.token("shop", "default", pod="mover", audiences=["istio-ca"])
+        self.assertTrue(self.review(token, ["istio-ca"])[1]["status"]["authenticated"])
+        self.assertEqual(self.call("DELETE", "/api/v1/namespaces/shop/pods/mover")[0], 200)
+        status = self.review(token, ["istio-ca"])[1]["status"]
+        self.assertEqual(status, {"user": {}, "error": "service account token has been invalidated"})
+        # The same name again, on another node: the old token names the old uid.
+        pod["spec"]["nodeName"] = "node-b"
+        code, moved = self.call("POST", "/api/v1/namespaces/shop/pods", pod)
+        self.assertEqual(code, 201)
+        status = self.review(token, ["istio-ca"])[1]["status"]
+        self.assertRegex(status["error"], r"^pod UID \(%s\) does not match service account pod ref claim \(.+\)$"
+                         % moved["metadata"]["uid"])
+        status = self.review(self.token("shop", "default", pod="mover", audiences=["istio-ca"]), ["istio-ca"])[1]["status"]
+        self.assertEqual(status["user"]["extra"]["authentication.kubernetes.io/node-name"], ["node-b"])
+        self.call("DELETE", "/api/v1/namespaces/shop/pods/mover")
+
+    def test_token_request_errors(self):
+        path = "/api/v1/namespaces/meshlock-system/serviceaccounts/meshlock-ca/token"
+        bound = {"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "meshlock-agent-node-a"}}}
+        code, body = self.call("POST", path, bound)
+        self.assertEqual(code, 400)
+        self.assertIn('cannot bind token for serviceaccount "meshlock-ca" to pod running with different serviceaccount', body["message"])
+        self.assertEqual(self.call("POST", "/api/v1/namespaces/shop/serviceaccounts/nobody/token", {})[0], 404)
+        code, body = self.call("POST", path, {"spec": {"expirationSeconds": 60}})
+        self.assertEqual(code, 422)
+        self.assertIn("may not specify a duration less than 10 minutes", body["message"])
+        agent_path = "/api/v1/namespaces/meshlock-system/serviceaccounts/meshlock-agent/token"
+        bound["spec"]["boundObjectRef"]["uid"] = "not-the-uid"
+        self.assertEqual(self.call("POST", agent_path, bound)[0], 409)
+        self.assertEqual(self.call("POST", path, {}, token=self.agent)[0], 403)
+        code, body = self.call("POST", path, {"spec": {"audiences": ["a"], "expirationSeconds": None}})  # kubectl's
+        self.assertEqual((code, body["kind"], body["spec"]["audiences"]), (201, "TokenRequest", ["a"]))
+        self.assertEqual(body["spec"]["expirationSeconds"], 3600)
+        self.assertTrue(body["status"]["expirationTimestamp"].endswith("Z"))
+
+    def test_bound_token_as_api_credential(self):
+        api_token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-a")
+        self.assertEqual(self.call("GET", "/api/v1/namespaces/shop/pods", token=api_token)[0], 200)  # rbac.yaml
+        code, body = self.call("DELETE", "/api/v1/namespaces/shop/pods/web", token=api_token)
+        self.assertEqual(code, 403)
+        ca_only = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-a", audiences=["istio-ca"])
+        self.assertEqual(self.call("GET", "/api/v1/namespaces/shop/pods", token=ca_only)[0], 401)
+
+    def test_python_client_creates_a_token_review(self):
+        try:
+            from kubernetes import client, config
+        except ImportError:
+            self.skipTest("python3-kubernetes is not installed")
+        token = self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-b", audiences=["istio-ca"])
+        api_client = config.new_client_from_config(os.path.join(self.kube, "admin.kubeconfig"))
+        self.addCleanup(api_client.close)
+        out = client.AuthenticationV1Api(api_client).create_token_review(
+            client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=["istio-ca"])))
+        self.assertTrue(out.status.authenticated)
+        self.assertEqual(out.status.user.username, "system:serviceaccount:meshlock-system:meshlock-agent")
+        self.assertEqual(out.status.user.extra["authentication.kubernetes.io/node-name"], ["node-b"])
+        self.assertEqual(out.status.audiences, ["istio-ca"])
+
+    def test_token_file_and_restart(self):
+        path = os.path.join(self.dir, "agent-token")
+        self.assertEqual(self.token("meshlock-system", "meshlock-agent", pod="meshlock-agent-node-a",
+                                    audiences=["istio-ca"], file=path), path)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        with open(path) as f:
+            token = f.read()
+        main = os.path.join(HERE, "main.py")
+        subprocess.run([sys.executable, main, "stop", self.kube], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, main, "start", self.kube], check=True, stdout=subprocess.DEVNULL)
+        status = self.review(token, ["istio-ca"])[1]["status"]
+        self.assertTrue(status.get("authenticated"), status)
+        self.assertEqual(status["user"]["extra"]["authentication.kubernetes.io/node-name"], ["node-a"])
 
 
 if __name__ == "__main__":

@@ -19,9 +19,21 @@ DISCOVERY_PATHS = ("/api", "/apis", "/version", "/openapi", "/healthz", "/livez"
 
 
 class User:
-    def __init__(self, name, uid, groups):
+    """user.Info: name, uid, groups (in order, system:authenticated last as the
+    API server's group adder puts it) and extra (key -> list of values)."""
+
+    def __init__(self, name, uid, groups, extra=None):
         self.name, self.uid = name, uid
-        self.groups = set(groups) | {"system:authenticated"}
+        self.group_list = list(groups) + ([] if "system:authenticated" in groups else ["system:authenticated"])
+        self.groups = set(self.group_list)
+        self.extra = dict(extra or {})
+
+    def user_info(self):
+        """authentication.k8s.io/v1 UserInfo (extra omitted when empty, as omitempty does)."""
+        out = {"username": self.name, "uid": self.uid, "groups": self.group_list}
+        if self.extra:
+            out["extra"] = self.extra
+        return out
 
     @property
     def is_admin(self):

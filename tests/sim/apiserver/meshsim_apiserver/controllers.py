@@ -1,5 +1,6 @@
 """What a real control plane runs beside the API server, reduced to what meshlock
-sees: the system namespaces and the `kubernetes` Service, the endpoints and
+sees: the system namespaces and the `kubernetes` Service, the pods' service
+accounts and the node agents' pods (meshlock-system), the endpoints and
 endpointslice controllers (pkg/controller/endpoint, pkg/controller/endpointslice)
 and the endpointslice mirroring controller for selector-less Services
 (pkg/controller/endpointslicemirroring). Plus meshsim's own followers of the
@@ -20,6 +21,7 @@ SYSTEM = {"system": True}
 SLICE_MANAGER = "endpointslice-controller.k8s.io"
 MIRROR_MANAGER = "endpointslicemirroring-controller.k8s.io"
 GR_PODS, GR_SVC, GR_EP, GR_SLICE, GR_NS = "/pods", "/services", "/endpoints", "discovery.k8s.io/endpointslices", "/namespaces"
+GR_SA = "/serviceaccounts"
 
 
 def _meta(obj):
@@ -214,6 +216,15 @@ class EndpointControllers:
                 self.store.write(gr, "DELETED", obj, prev=obj)
 
 
+AGENT_NAMESPACE = "meshlock-system"
+AGENT_SERVICE_ACCOUNT = "meshlock-agent"
+CA_SERVICE_ACCOUNT = "meshlock-ca"
+
+
+def agent_pod_name(node):
+    return f"meshlock-agent-{node}"
+
+
 def bootstrap(api, nodes, apiserver_ip, apiserver_port):
     """The objects a fresh cluster has before anyone applies anything."""
     store = api.store
@@ -245,6 +256,51 @@ def bootstrap(api, nodes, apiserver_ip, apiserver_port):
             "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default"},
             "subsets": [{"addresses": [{"ip": apiserver_ip}],
                          "ports": [{"name": "https", "port": apiserver_port, "protocol": "TCP"}]}]}, "v1", flags=SYSTEM)
+    if store.get(GR_NS, "", AGENT_NAMESPACE) is None:
+        api.create(api.builtins[GR_NS], None, {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": AGENT_NAMESPACE}}, "v1", flags=SYSTEM)
+    service_accounts(api)
+    agent_pods(api, nodes)
+
+
+def service_accounts(api):
+    """A ServiceAccount for every pod's (pod admission insists on it in a real cluster,
+    and a TokenRequest needs one), and meshlock's own: the agent's and the CA's."""
+    wanted = {(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT), (AGENT_NAMESPACE, CA_SERVICE_ACCOUNT)}
+    for pod in api.store.list(GR_PODS)[1]:
+        wanted.add((_meta(pod).get("namespace"), (pod.get("spec") or {}).get("serviceAccountName") or "default"))
+    for ns, name in sorted(wanted):
+        if api.store.get(GR_SA, ns, name) is None and api.store.get(GR_NS, "", ns) is not None:
+            api.create(api.builtins[GR_SA], ns, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                 "metadata": {"name": name, "namespace": ns}}, "v1", flags=SYSTEM)
+
+
+def agent_pods(api, nodes):
+    """One meshlock-agent pod per node, as the DaemonSet would have them: API objects
+    only (meshsim runs the agents itself, in each node's netns, so: hostNetwork, the
+    node's IP), there so that an agent's pod-bound token names its node. System
+    objects: the manifest mirror and the service rules leave them out."""
+    now = now_rfc3339()
+    for node in nodes:
+        name = agent_pod_name(node["name"])
+        if api.store.get(GR_PODS, AGENT_NAMESPACE, name) is not None:
+            continue
+        status = {"phase": "Running", "qosClass": "BestEffort", "startTime": now,
+                  "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+                  "containerStatuses": [{"name": "agent", "ready": True, "started": True, "restartCount": 0,
+                                         "image": "meshlock/agent", "imageID": "",
+                                         "state": {"running": {"startedAt": now}}}]}
+        if node.get("nodeIP"):
+            ip = node["nodeIP"]
+            status.update(hostIP=ip, hostIPs=[{"ip": ip}], podIP=ip, podIPs=[{"ip": ip}])
+        api.create(api.builtins[GR_PODS], AGENT_NAMESPACE, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": AGENT_NAMESPACE,
+                         "labels": {"app": "meshlock-agent", "meshlock.io/mtls": "disabled"}},
+            "spec": {"nodeName": node["name"], "serviceAccountName": AGENT_SERVICE_ACCOUNT, "hostNetwork": True,
+                     "dnsPolicy": "ClusterFirstWithHostNet",
+                     "containers": [{"name": "agent", "image": "meshlock/agent"}]},
+            "status": status}, "v1", flags=SYSTEM)
 
 
 class Follower(threading.Thread):

@@ -18,8 +18,13 @@ POD_FIELDS = {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec
 class Resource:
     def __init__(self, group, version, plural, kind, namespaced, short_names=(), singular=None, status=False,
                  fields=(), categories=(), crd=None, versions=None, storage_version=None, printer_columns=None,
-                 field_defaults=None):
+                 field_defaults=None, verbs=VERBS, stored=True, actions=None):
         self.group, self.version, self.plural, self.kind = group, version, plural, kind
+        self.verbs = list(verbs)
+        self.stored = stored  # False: a review kind, answered and never kept (TokenReview)
+        # Create-only subresources that are requests of another kind (serviceaccounts/token:
+        # a TokenRequest): name -> (group, version, kind).
+        self.actions = actions or {}
         self.namespaced = namespaced
         self.short_names = list(short_names)
         self.singular = singular or kind.lower()
@@ -53,7 +58,8 @@ BUILTINS = [
     Resource("", "v1", "endpoints", "Endpoints", True, ["ep"], singular="endpoints"),
     Resource("", "v1", "configmaps", "ConfigMap", True, ["cm"]),
     Resource("", "v1", "secrets", "Secret", True, fields={"type"}),
-    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"]),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"],
+             actions={"token": ("authentication.k8s.io", "v1", "TokenRequest")}),
     Resource("", "v1", "nodes", "Node", False, ["no"], status=True, fields={"spec.unschedulable"}),
     Resource("", "v1", "events", "Event", True, ["ev"],
              fields={"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
@@ -64,6 +70,7 @@ BUILTINS = [
              ["crd", "crds"], status=True, categories=["api-extensions"]),
     Resource("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], status=True, categories=["all"]),
     Resource("apps", "v1", "deployments", "Deployment", True, ["deploy"], status=True, categories=["all"]),
+    Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=["create"], stored=False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
@@ -108,7 +115,7 @@ def api_resource_list(group_version, resources):
     out = []
     for r in resources:
         entry = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                 "verbs": VERBS}
+                 "verbs": r.verbs}
         if r.short_names:
             entry["shortNames"] = r.short_names
         if r.categories:
@@ -117,6 +124,9 @@ def api_resource_list(group_version, resources):
         if r.status:
             out.append({"name": r.plural + "/status", "singularName": "", "namespaced": r.namespaced,
                         "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        for name, (group, version, kind) in r.actions.items():
+            out.append({"name": f"{r.plural}/{name}", "singularName": "", "namespaced": r.namespaced,
+                        "group": group, "version": version, "kind": kind, "verbs": ["create"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}
 
 

@@ -22,6 +22,8 @@ import uuid
 
 from . import patch as patches
 from . import resources as res
+from . import serviceaccounts
+from .errors import ApiError, not_found
 from .selectors import FieldSelector, LabelSelector, SelectorError
 from .store import GONE, Gone
 
@@ -51,24 +53,6 @@ def selectors(r, query):
                 FieldSelector.parse(query.get("fieldSelector"), r.fields))
     except SelectorError as e:
         raise ApiError(400, "BadRequest", str(e))
-
-class ApiError(Exception):
-    def __init__(self, code, reason, message, details=None):
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details
-
-    def status(self):
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
-               "reason": self.reason, "code": self.code}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-def not_found(resource, name):
-    what = resource.plural if not resource.group else f"{resource.plural}.{resource.group}"
-    return ApiError(404, "NotFound", f'{what} "{name}" not found',
-                    {"name": name, "group": resource.group, "kind": resource.plural})
 
 
 def gone_status(message):
@@ -114,8 +98,8 @@ class Settings:
 class Api:
     """Everything but the sockets: resolves a request and answers it."""
 
-    def __init__(self, store, tokens, rbac, controllers=None, settings=None, addresses=()):
-        self.store, self.tokens, self.rbac = store, tokens, rbac
+    def __init__(self, store, authenticator, rbac, controllers=None, settings=None, addresses=()):
+        self.store, self.authenticator, self.rbac = store, authenticator, rbac
         self.settings = settings or Settings()
         self.addresses = list(addresses)
         self.controllers = controllers
@@ -407,6 +391,8 @@ class Api:
         return self._versioned(r, obj, version)
 
     def create(self, r, namespace, body, version, dry_run=False, flags=None):
+        if not r.stored:
+            raise ApiError(405, "MethodNotAllowed", f"{r.kind} is a request, not an object to store")
         self._check_namespace(r, namespace or (body.get("metadata") or {}).get("namespace"))
         obj = self.prepare_create(r, res.convert(r, body, r.storage_version) if isinstance(body, dict) else body,
                                   namespace)
@@ -741,7 +727,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         header = self.headers.get("Authorization") or ""
         if not header.startswith("Bearer "):
             raise ApiError(401, "Unauthorized", "Unauthorized")
-        user = self.api.tokens.user(header[len("Bearer "):].strip())
+        user = self.api.authenticator.user(header[len("Bearer "):].strip())
         if user is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         return user
@@ -813,7 +799,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         r = self.api.resource(group, version, plural)
         if r is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if sub and (sub != "status" or not r.status):
+        if sub and not ((sub == "status" and r.status) or sub in r.actions):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if r.namespaced is False and namespace is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -830,6 +816,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete" if name else "deletecollection"}[method]
         api.authorize(user, verb, r, namespace, name, sub)
+        if sub in r.actions or not r.stored:
+            return self._action(r, verb, namespace, name, sub)
         accept = self.headers.get("Accept") or ""
         as_table = "as=Table" in accept
         include = query.get("includeObject", "Metadata")
@@ -882,6 +870,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 api.delete(r, o["metadata"].get("namespace"), o["metadata"]["name"], version, dry_run)
             return self._send_json(200, {"kind": r.list_kind(), "apiVersion": r.api_version(version),
                                          "metadata": {"resourceVersion": str(api.store.rv)}, "items": items})
+
+    def _action(self, r, verb, namespace, name, sub):
+        """A create that is a request answered at once and never stored: a TokenReview,
+        or a TokenRequest on serviceaccounts/NAME/token."""
+        if verb != "create" or (name and not sub):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        body = self._json_body()
+        if r.kind == "TokenReview":
+            return self._send_json(201, serviceaccounts.token_review(self.api.authenticator, body))
+        if r.kind == "ServiceAccount" and sub == "token":
+            return self._send_json(201, serviceaccounts.token_request(self.api.store, self.api.authenticator.sa,
+                                                                      namespace, name, body))
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     # --- watch --------------------------------------------------------------------
     def _watch(self, r, version, namespace, query, as_table, include):
