@@ -88,7 +88,8 @@ struct CaServer::Impl {
     while (!stop.stop_requested()) {
       if (auto update = source->poll(std::chrono::milliseconds(500))) {
         auto directory = std::make_shared<const PodDirectory>(update->state);
-        spdlog::info("ca: {} pods known (update {})", directory->size(), update->generation);
+        spdlog::log(currentPods() ? spdlog::level::debug : spdlog::level::info, "ca: {} pods known (update {}){}",
+                    directory->size(), update->generation, currentPods() ? "" : ": ready");
         std::lock_guard lock(pods_mutex);
         pods = std::move(directory);
       }

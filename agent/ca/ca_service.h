@@ -25,7 +25,7 @@
 namespace meshlock::ca {
 
 struct CaServiceConfig {
-  identity::TrustDomain trust_domain;
+  identity::TrustDomain trust_domain = *identity::TrustDomain::parse("cluster.local");  // Istio's default
   // "namespace/serviceaccount" of the node agents (istiod: CA_TRUSTED_NODE_ACCOUNTS).
   std::vector<std::string> trusted_node_accounts{"meshlock-system/meshlock-agent"};
   // istiod's DEFAULT_WORKLOAD_CERT_TTL and MAX_WORKLOAD_CERT_TTL.

@@ -10,9 +10,9 @@ namespace meshlock::ca {
 PodDirectory::PodDirectory(const config::ClusterState& state) {
   for (const auto& pod : state.pods) {
     // istiod's informer leaves out Failed pods and pods with no node or account.
-    if (pod->terminated || pod->node_name.empty() || pod->service_account.empty()) continue;
-    pods_[pod->ns() + "/" + pod->name()] = PodInfo{pod->meta.uid, pod->service_account, pod->node_name};
-    on_node_.emplace(pod->node_name, pod->ns(), pod->service_account);
+    if (pod.terminated || pod.node_name.empty() || pod.service_account.empty()) continue;
+    pods_[pod.ns() + "/" + pod.name()] = PodInfo{pod.meta.uid, pod.service_account, pod.node_name};
+    on_node_.emplace(pod.node_name, pod.ns(), pod.service_account);
   }
 }
 

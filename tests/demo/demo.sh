@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: two simulated nodes (meshsim), one meshlock agent per node, an
-# enrolled namespace (shop) and a legacy one. Real traffic between pods, the
+# `make demo`: two simulated nodes (meshsim), one meshlock agent per node, the
+# mesh's CA service (the only CA key), an enrolled namespace (shop) and a legacy one. Real traffic between pods, the
 # wire seen with tshark, and meshlockctl's explanation of every flow.
 #   bash tests/demo/demo.sh [BUILD_DIR] [--keep]
 set -euo pipefail
@@ -66,6 +66,12 @@ say "What the agent on node-a saw: the service graph from its Istio metrics (Kia
 
 say "What it refused, and why (meshlockctl refused)"
 "$CTL" refused --admin "unix:$WORK/admin-node-a.sock" || true
+
+say "Where its certificates come from: meshlock's CA (meshlock-agent ca), the only holder of the CA key"
+"$CTL" certs --admin "unix:$WORK/admin-node-a.sock" || true
+printf '   CA keys in the agents'"'"' state directories: %s\n' \
+  "$(find "$WORK"/state-node-* -name '*key*.pem' 2>/dev/null | wc -l)"
+grep -h "ca: issued" "$WORK/ca.log" | head -4 | sed 's/^/  ca: /'
 
 say "Its status"
 "$CTL" status --admin "unix:$WORK/admin-node-a.sock" || true

@@ -58,7 +58,7 @@ meshlock::Status startApiServer(const Layout& layout) {
     if (auto st = makeDirs(dir, 0700); !st) return st;
     if (auto st = writeFileAtomic(dir + "/seed.yaml", renderAllManifests(layout)); !st) return st;
     auto out = runTool({kPython, script(), "init", dir, "--run", layout.run, "--fabric-netns",
-                        std::string(kNetnsDir) + "/" + layout.fabricNetns, "--rbac", toolDir() + "/rbac.yaml",
+                        std::string(kNetnsDir) + "/" + layout.fabricNetns, "--rbac", toolDir() + "/rbac.yaml", "--rbac", toolDir() + "/ca-rbac.yaml",
                         "--crds", toolDir() + "/crds.yaml", "--seed", dir + "/seed.yaml", "--state",
                         stateFile(layout.run), "--manifest-dir", layout.manifestDir(), "--meshsim",
                         exeDir() + "/meshsim", "--cgroup", layout.runCgroup + "/apiserver"},

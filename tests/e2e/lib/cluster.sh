@@ -1,7 +1,8 @@
 # Shared by the end-to-end scenarios: a meshsim cluster with one meshlock
 # agent per node (each in its node's network namespace, with its own pin
-# directory and state), a plug-in CA made with the openssl CLI, and cleanup
-# that runs whatever happens. Source it, then call cluster_up SPEC.
+# directory and state), meshlock's CA service holding the only CA key (a
+# plug-in CA made with the openssl CLI, in $WORK/ca, which no agent reads),
+# and cleanup that runs whatever happens. Source it, then call cluster_up SPEC.
 set -euo pipefail
 
 BIN=${MESHLOCK_BIN_DIR:?set MESHLOCK_BIN_DIR to the build bin directory}
@@ -42,9 +43,10 @@ cluster_cleanup() {
     [ ! -e "$dir" ] || "$AGENT" --uninstall --pin-dir "$dir" >/dev/null 2>&1
     [ ! -e "$dir" ] || fail "--uninstall left $dir behind"
   done
+  [ "${E2E_CA:-service}" = files ] || assert_no_ca_key_on_nodes
   timeout 60 "$MESHSIM" down --name "$RUN" >/dev/null 2>&1
   if [ "$rc" != 0 ] || [ "$failures" != 0 ]; then
-    for f in "$WORK"/agent-*.log; do [ -e "$f" ] && { echo "---- $f (last 40 lines)"; tail -40 "$f"; }; done
+    for f in "$WORK"/agent-*.log "$WORK/ca.log"; do [ -e "$f" ] && { echo "---- $f (last 40 lines)"; tail -40 "$f"; }; done
   fi
   [ -n "${E2E_KEEP_WORK:-}" ] && cp -r "$WORK" "$E2E_KEEP_WORK" 2>/dev/null
   rm -rf "$WORK"
@@ -89,6 +91,71 @@ agent_source() {
   fi
 }
 
+# The mesh's CA: `meshlock-agent ca` in the first node's network namespace on
+# its node IP (a CA pod with hostNetwork would sit there), reading the API
+# in-cluster as meshlock-system/meshlock-ca with deploy/ca's RBAC; the only
+# process that reads $WORK/ca (its cacerts Secret). It publishes the root in
+# the ConfigMap meshlock-ca-root-cert; the agents trust what kubectl reads there.
+CA_NAME=meshlock-ca.meshlock-system.svc
+CA_ADDRESS=""
+start_ca() {
+  local node=${1:-${NODES[0]}} ip netns sa=$WORK/ca-serviceaccount log=$WORK/ca.log
+  ip=$(node_field "$node" nodeIP)
+  netns=$(node_field "$node" netnsPath)
+  mkdir -p "$sa" "$WORK/ca-root"
+  "$MESHSIM" token --name "$RUN" -n meshlock-system --service-account meshlock-ca --file "$sa/token" >/dev/null ||
+    die "meshsim token for meshlock-ca failed"
+  cp "/run/meshsim/$RUN/kube/serviceaccount/ca.crt" "$sa/ca.crt"
+  echo meshlock-system >"$sa/namespace"
+  KUBERNETES_SERVICE_HOST=172.18.0.1 KUBERNETES_SERVICE_PORT=6443 nsenter --net="$netns" "$AGENT" ca \
+    --service-account-dir "$sa" --ca-dir "$WORK/ca" --listen "$ip:15012" --admin-address "$ip:15014" \
+    --serving-name "$CA_NAME" "$@" >>"$log" 2>&1 &
+  BG_PIDS+=($!)
+  CA_PID=$!
+  for _ in $(seq 150); do
+    nsenter --net="$netns" curl -fsS -o /dev/null "http://$ip:15014/ready" 2>/dev/null && break
+    kill -0 "$CA_PID" 2>/dev/null || { cat "$log"; die "meshlock-agent ca exited"; }
+    sleep 0.1
+  done
+  nsenter --net="$netns" curl -fsS -o /dev/null "http://$ip:15014/ready" || { cat "$log"; die "the CA is not ready in 15 s"; }
+  for _ in $(seq 100); do
+    kubectl_admin -n meshlock-system get configmap meshlock-ca-root-cert -o 'jsonpath={.data.root-cert\.pem}' \
+      >"$WORK/ca-root/root-cert.pem" 2>/dev/null && [ -s "$WORK/ca-root/root-cert.pem" ] && break
+    sleep 0.1
+  done
+  [ -s "$WORK/ca-root/root-cert.pem" ] || { cat "$log"; die "the CA did not publish its root in 10 s"; }
+  CA_ADDRESS="$ip:15012"
+  log "CA up at $CA_ADDRESS (pid $CA_PID), root from ConfigMap meshlock-system/meshlock-ca-root-cert"
+}
+
+# How an agent gets certificates: from the CA service with a token bound to
+# its node's meshlock-agent pod (audience istio-ca), as the DaemonSet's
+# projected token is. E2E_CA=files hands it the CA directory instead;
+# E2E_CA=own: the scenario passes its own CA flags (scenario 27's istiod).
+agent_ca_flags() {
+  local node=$1
+  case ${E2E_CA:-service} in
+    files) echo "--ca-mode files --ca-dir $WORK/ca"; return ;;
+    own) return ;;
+  esac
+  [ -n "$CA_ADDRESS" ] || die "agent_ca_flags: start_ca first"
+  [ -s "$WORK/token-$node" ] || "$MESHSIM" token --name "$RUN" -n meshlock-system --service-account meshlock-agent \
+    --pod "meshlock-agent-$node" --audience istio-ca --file "$WORK/token-$node" >/dev/null ||
+    die "meshsim token for the agent of $node failed"
+  echo "--ca-mode istiod --ca-address $CA_ADDRESS --ca-server-name $CA_NAME --ca-root-file $WORK/ca-root/root-cert.pem" \
+    "--ca-token-file $WORK/token-$node"
+}
+
+# No node holds a CA key: nothing in an agent's state directory is a private
+# key of a CA certificate (the issue's test: the key lives with the CA only).
+assert_no_ca_key_on_nodes() {
+  local node found
+  for node in "${NODES[@]}"; do
+    found=$(find "$WORK/state-$node" -name 'ca-key.pem' -o -name '*root*key*' 2>/dev/null | head -1)
+    [ -z "$found" ] || fail "$node holds a CA key: $found"
+  done
+}
+
 start_agent() {
   local node=$1; shift
   local netns cgroup_root ready_before src
@@ -101,7 +168,7 @@ start_agent() {
   # remount /sys and hide bpffs and the cgroup2 mount.
   nsenter --net="$netns" "$AGENT" run --node "$node" $src \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
-    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" "$@" \
+    $(agent_ca_flags "$node") --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" "$@" \
     >>"$WORK/agent-$node.log" 2>&1 &
   AGENT_PIDS+=($!)
   AGENT_PID_OF[$node]=$!
@@ -120,6 +187,7 @@ cluster_up() {
   make_ca "$WORK/ca"
   "$MESHSIM" up "$spec" --name "$RUN" >"$WORK/up.log" || { cat "$WORK/up.log"; die "meshsim up failed"; }
   mapfile -t NODES < <(status_json | python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
+  [ "${E2E_CA:-service}" != service ] || start_ca
   for node in "${NODES[@]}"; do start_agent "$node" "$@"; done
   log "cluster $RUN up: nodes ${NODES[*]}"
 }

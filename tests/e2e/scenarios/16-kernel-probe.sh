@@ -31,7 +31,7 @@ EXTRA_PIN_DIRS+=("$pins")  # should the refused agent pin anything after all, cl
 rc=0
 timeout -k 5 15 unshare --mount --propagation private bash -c "mount -t tmpfs none /sys/kernel/btf && exec nsenter --net='$(node_field node-a netnsPath)' \
   '$AGENT' run --node node-a $(agent_source) --cgroup-root '$(node_field node-a cgroupRoot)' \
-  --bpf-pin-dir '$pins' --state-dir '$WORK/state-nobtf' --ca-dir '$WORK/ca' --admin-socket '$WORK/admin-nobtf.sock' \
+  --bpf-pin-dir '$pins' --state-dir '$WORK/state-nobtf' $(agent_ca_flags node-a) --admin-socket '$WORK/admin-nobtf.sock' \
   --admin-address 127.0.0.1:15100 --metrics-address 127.0.0.1:15120 --drain-deadline 1" >"$WORK/nobtf.log" 2>&1 || rc=$?
 log "exit $rc: $(grep -m1 "cannot start" "$WORK/nobtf.log" | cut -c1-160)…"
 case $rc in

@@ -87,7 +87,7 @@ start_pod_agent() {
   nsenter --net="/run/netns/$ns" setpriv --no-new-privs --inh-caps=-all --bounding-set="-all,$CAPS" \
     "$AGENT" run --node "$node" $src \
     --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
-    --ca-dir "$WORK/ca" --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
+    $(agent_ca_flags "$node") --admin-socket "$WORK/admin-$node.sock" --admin-socket-take-over on --admin-address 127.0.0.1:15000 \
     --metrics-address 0.0.0.0:15020 --drain-deadline "$DRAIN_DEADLINE" >>"$WORK/agent-$key.log" 2>&1 &
   POD_AGENT_PID[$key]=$!
   AGENT_PIDS+=($!)
@@ -103,6 +103,7 @@ start_pod_agent() {
 make_ca "$WORK/ca"
 "$MESHSIM" up "$HERE/cluster.yaml" --name "$RUN" >"$WORK/up.log" || { cat "$WORK/up.log"; die "meshsim up failed"; }
 mapfile -t NODES < <(status_json | /usr/bin/python3 -c "import json,sys; [print(n['name']) for n in json.load(sys.stdin)['nodes']]")
+start_ca
 for node in "${NODES[@]}"; do start_pod_agent "$node" g1; done
 log "cluster $RUN up: nodes ${NODES[*]}, one agent each in its own netns"
 if [ "${E2E_SOURCE:-api}" = api ]; then

@@ -6,6 +6,7 @@
 # as ztunnel does), and mTLS works across the nodes with them, also under
 # STRICT. Then: no ca-key.pem in any agent's state directory.
 E2E_NAME=s27
+E2E_CA=own  # the stand-in istiod below, not meshlock's CA service
 source "$(dirname "$0")/../lib/cluster.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=${MESHLOCK_SOURCE_DIR:?}

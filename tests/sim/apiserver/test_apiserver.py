@@ -189,6 +189,13 @@ class RunningServer:
     """A real server process (main.py serve) on 127.0.0.1, no netns: the seed below,
     two nodes in the run's state file (so node agent pods), the agent's RBAC and the CA's."""
 
+    SEED_EXTRA = ""  # more seed objects (YAML documents) for a subclass
+
+    @classmethod
+    def ca_rbac(cls):
+        """The CA's RBAC file contents (a subclass may use deploy/ca/rbac.yaml itself)."""
+        return CA_RBAC
+
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="msim-api-")
@@ -199,14 +206,15 @@ class RunningServer:
                     "spec: {nodeName: node-a, containers: [{name: app, image: x, ports: [{containerPort: 8080}]}]}\n"
                     "status: {phase: Running, podIP: 10.244.1.10, containerStatuses: [{name: app, ready: true}]}\n---\n"
                     "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
-                    "spec: {clusterIP: 10.96.10.10, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n")
+                    "spec: {clusterIP: 10.96.10.10, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n"
+                    + cls.SEED_EXTRA)
         state = os.path.join(cls.dir, "state.json")
         with open(state, "w") as f:
             json.dump({"nodes": [{"name": "node-a", "nodeIP": "172.18.0.2", "podCIDR": "10.244.1.0/24"},
                                  {"name": "node-b", "nodeIP": "172.18.0.3", "podCIDR": "10.244.2.0/24"}]}, f)
         ca_rbac = os.path.join(cls.dir, "ca-rbac.yaml")
         with open(ca_rbac, "w") as f:
-            f.write(CA_RBAC)
+            f.write(cls.ca_rbac())
         cls.kube = os.path.join(cls.dir, "kube")
         main = os.path.join(HERE, "main.py")
         subprocess.run([sys.executable, main, "init", cls.kube, "--run", "unit", "--host-port", str(free_port()),
@@ -238,6 +246,16 @@ class RunningServer:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
+
+    def token(self, namespace, sa, pod=None, audiences=(), file=None):
+        args = [sys.executable, os.path.join(HERE, "main.py"), "token", self.kube, "--namespace", namespace,
+                "--service-account", sa]
+        args += ["--pod", pod] if pod else []
+        args += [x for a in audiences for x in ("--audience", a)]
+        args += ["--file", file] if file else []
+        out = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout.strip()
 
     def watch_lines(self, path, token=None, timeout=10):
         req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {token or self.admin}"})
@@ -398,16 +416,6 @@ class TokenTest(RunningServer, unittest.TestCase):
     (audiences), k8s.io/apiserver bearertoken ("invalid bearer token")."""
 
     ISSUER = "https://kubernetes.default.svc.cluster.local"
-
-    def token(self, namespace, sa, pod=None, audiences=(), file=None):
-        args = [sys.executable, os.path.join(HERE, "main.py"), "token", self.kube, "--namespace", namespace,
-                "--service-account", sa]
-        args += ["--pod", pod] if pod else []
-        args += [x for a in audiences for x in ("--audience", a)]
-        args += ["--file", file] if file else []
-        out = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        return out.stdout.strip()
 
     def review(self, token, audiences=None, caller=None):
         spec = {"token": token}

@@ -71,9 +71,25 @@ class TokenFile:
             return self.tokens.get(token)
 
 
+# ClusterRoles every cluster has from its bootstrap policy that the RBAC files
+# bind to (kubernetes plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go:
+# system:auth-delegator delegates authentication and authorization checks).
+BOOTSTRAP_CLUSTER_ROLES = {
+    "system:auth-delegator": [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ],
+}
+
+
 class Rbac:
+    """ClusterRoles, Roles and their bindings from the RBAC files (a Role or a
+    RoleBinding grants only in its own namespace, as kube-apiserver's RBAC
+    authorizer does: plugin/pkg/auth/authorizer/rbac/rbac.go)."""
+
     def __init__(self, paths):
-        self.roles, self.bindings = {}, []
+        self.roles, self.bindings = dict(BOOTSTRAP_CLUSTER_ROLES), []
+        self.ns_roles, self.ns_bindings = {}, []
         for path in paths:
             try:
                 f = open(path)
@@ -87,6 +103,11 @@ class Rbac:
                         self.roles[doc["metadata"]["name"]] = doc.get("rules") or []
                     elif doc.get("kind") == "ClusterRoleBinding":
                         self.bindings.append(doc)
+                    elif doc.get("kind") == "Role":
+                        meta = doc.get("metadata") or {}
+                        self.ns_roles[(meta.get("namespace"), meta.get("name"))] = doc.get("rules") or []
+                    elif doc.get("kind") == "RoleBinding":
+                        self.ns_bindings.append(doc)
 
     def _subject_matches(self, subject, user):
         kind = subject.get("kind")
@@ -98,16 +119,27 @@ class Rbac:
             return subject.get("name") in user.groups
         return False
 
-    def rules_for(self, user):
+    def rules_for(self, user, namespace=None):
         for b in self.bindings:
             if any(self._subject_matches(s, user) for s in b.get("subjects") or []):
                 ref = b.get("roleRef") or {}
                 if ref.get("kind") == "ClusterRole":
                     yield from self.roles.get(ref.get("name"), [])
+        if not namespace:
+            return
+        for b in self.ns_bindings:
+            if (b.get("metadata") or {}).get("namespace") != namespace:
+                continue
+            if any(self._subject_matches(s, user) for s in b.get("subjects") or []):
+                ref = b.get("roleRef") or {}
+                if ref.get("kind") == "ClusterRole":
+                    yield from self.roles.get(ref.get("name"), [])
+                elif ref.get("kind") == "Role":
+                    yield from self.ns_roles.get((namespace, ref.get("name")), [])
 
-    def allows(self, user, verb, group, resource, subresource, name):
+    def allows(self, user, verb, group, resource, subresource, name, namespace=None):
         full = resource + ("/" + subresource if subresource else "")
-        for rule in self.rules_for(user):
+        for rule in self.rules_for(user, namespace):
             if not (set(rule.get("verbs") or []) & {verb, "*"}):
                 continue
             if not (set(rule.get("apiGroups") or []) & {group, "*"}):

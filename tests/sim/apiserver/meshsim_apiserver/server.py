@@ -186,7 +186,8 @@ class Api:
     def authorize(self, user, verb, resource, namespace, name, subresource=None):
         if user.is_admin:
             return
-        if self.rbac and self.rbac.allows(user, verb, resource.group, resource.plural, subresource, name):
+        if self.rbac and self.rbac.allows(user, verb, resource.group, resource.plural, subresource, name,
+                                          namespace if resource.namespaced else None):
             return
         target = resource.plural + (f"/{subresource}" if subresource else "")
         scope = f' in the namespace "{namespace}"' if namespace else (" at the cluster scope" if not resource.namespaced or verb in ("list", "watch") else "")
