@@ -107,7 +107,9 @@ start_ca() {
     die "meshsim token for meshlock-ca failed"
   cp "/run/meshsim/$RUN/kube/serviceaccount/ca.crt" "$sa/ca.crt"
   echo meshlock-system >"$sa/namespace"
-  KUBERNETES_SERVICE_HOST=172.18.0.1 KUBERNETES_SERVICE_PORT=6443 nsenter --net="$netns" "$AGENT" ca \
+  # (CA_CPUS: pinned to those CPUs, for the benchmark)
+  KUBERNETES_SERVICE_HOST=172.18.0.1 KUBERNETES_SERVICE_PORT=6443 ${CA_CPUS:+taskset -c "$CA_CPUS"} \
+    nsenter --net="$netns" "$AGENT" ca \
     --service-account-dir "$sa" --ca-dir "$WORK/ca" --listen "$ip:15012" --admin-address "$ip:15014" \
     --serving-name "$CA_NAME" "$@" >>"$log" 2>&1 &
   BG_PIDS+=($!)
@@ -172,13 +174,24 @@ start_agent() {
     >>"$WORK/agent-$node.log" 2>&1 &
   AGENT_PIDS+=($!)
   AGENT_PID_OF[$node]=$!
+  local logged=""
   for _ in $(seq 100); do
-    [ "$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null)" -gt "${ready_before:-0}" ] 2>/dev/null && return 0
+    [ "$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null)" -gt "${ready_before:-0}" ] 2>/dev/null && { logged=1; break; }
     kill -0 "${AGENT_PIDS[-1]}" 2>/dev/null || { cat "$WORK/agent-$node.log"; die "agent on $node exited"; }
     sleep 0.1
   done
+  [ -n "$logged" ] || { cat "$WORK/agent-$node.log"; die "agent on $node not ready in 10 s"; }
+  # Then /ready: every pod of the node served, which with a remote CA is once
+  # their certificates came. START_AGENT_READY=log stops at the log line (a
+  # scenario that starts an agent whose pods cannot be served).
+  [ "${START_AGENT_READY:-serving}" = log ] && return 0
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --unix-socket "$WORK/admin-$node.sock" http://agent/ready)" = 200 ] &&
+      return 0
+    sleep 0.1
+  done
   cat "$WORK/agent-$node.log"
-  die "agent on $node not ready in 10 s"
+  die "agent on $node: /ready not 200 within 10 s of its ready line"
 }
 
 # cluster_up SPEC [agent flags...]: meshsim cluster plus one agent per node.

@@ -42,11 +42,16 @@ snapshot() {
     echo "## cgroups"; [ -n "$CG2" ] && find "$CG2" -maxdepth 1 -type d | others | sort
     echo "## etc-netns"; ls /etc/netns 2>/dev/null | others | sort
     echo "## nft"; nft list tables 2>/dev/null | sort
-    if [ -z "$(other_runs)" ]; then
+  ) >"$out"
+  # Mounts and /etc/netns itself only say something while no other run is up:
+  # kept apart, compared only when both snapshots saw none.
+  if [ -z "$(other_runs)" ]; then
+    (
+      set +e +o pipefail
       echo "## mounts"; awk '{print $5, $9}' /proc/self/mountinfo | grep -v -E '^/run/netns |^/run/netns/msim-' | sort
       echo "## etc-netns-dir"; [ -d /etc/netns ] && echo present || echo absent
-    fi
-  ) >"$out"
+    ) >"$out.alone"
+  fi
 }
 
 snapshot "$WORK/before"
@@ -168,6 +173,11 @@ ls /etc/netns 2>/dev/null | grep -q "^msim-${RUN}_" && fail "/etc/netns entries 
 snapshot "$WORK/after"
 if ! diff -u "$WORK/before" "$WORK/after" >"$WORK/diff"; then
   fail "machine differs after down:"
+  cat "$WORK/diff"
+fi
+if [ -e "$WORK/before.alone" ] && [ -e "$WORK/after.alone" ] &&
+   ! diff -u "$WORK/before.alone" "$WORK/after.alone" >"$WORK/diff"; then
+  fail "mounts differ after down:"
   cat "$WORK/diff"
 fi
 

@@ -78,7 +78,7 @@ for _ in $(seq 300); do [ -e "$WORK/istiod-deny/port" ] && break; sleep 0.1; don
 # (its own root: the agent trusts it for this part only)
 sed -e "s/:15012/:15013/" -e "s|/istiod/root-cert.pem|/istiod-deny/root-cert.pem|" "$WORK/agent-ca.yaml" >"$WORK/agent-ca-deny.yaml"
 stop_agent node-a TERM
-start_agent node-a --config "$WORK/agent-ca-deny.yaml"
+START_AGENT_READY=log start_agent node-a --config "$WORK/agent-ca-deny.yaml"
 for _ in $(seq 100); do grep -q "held closed" "$WORK/agent-node-a.log" && break; sleep 0.1; done
 grep -q "shop/web waits for its certificate: held closed" "$WORK/agent-node-a.log" || fail "web not held closed"
 expect_refused shop/client web.shop.svc.cluster.local:80
