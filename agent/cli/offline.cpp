@@ -88,6 +88,8 @@ void printCheckText(const json& r) {
   std::printf("  outcome:      %s\n", text(r, "outcome").c_str());
   std::printf("  expect peer:  %s\n", joined(r.value("expected_identities", json::array()), "-").c_str());
   std::printf("  min TLS:      %s\n", text(r, "min_tls_version").c_str());
+  if (r.contains("authorization") && r["authorization"].is_string())
+    std::printf("  authorized:   %s\n", text(r, "authorization_reason").c_str());
   const json backends = r.value("backends", json::array());
   if (backends.size() > 1 || r.value("backends_disagree", false)) {
     std::printf("  backends:\n");

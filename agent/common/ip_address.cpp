@@ -1,5 +1,7 @@
 #include "common/ip_address.h"
 
+#include <charconv>
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -56,6 +58,37 @@ std::string IpAddress::toString() const {
     inet_ntop(AF_INET6, bytes_.data(), buf, sizeof buf);
   }
   return buf;
+}
+
+std::optional<IpPrefix> IpPrefix::parse(std::string_view text) {
+  const std::size_t slash = text.find('/');
+  auto base = IpAddress::parse(text.substr(0, slash));
+  if (!base) return std::nullopt;
+  const unsigned bits = base->isV4() ? 32 : 128;
+  unsigned length = bits;
+  if (slash != std::string_view::npos) {
+    std::string_view digits = text.substr(slash + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), length);
+    if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || length > bits) return std::nullopt;
+  }
+  IpPrefix prefix;
+  prefix.base_ = *base;
+  prefix.length_ = length;
+  return prefix;
+}
+
+bool IpPrefix::contains(const IpAddress& ip) const {
+  if (ip.family() != base_.family()) return false;
+  const auto& a = ip.bytes();
+  const auto& b = base_.bytes();
+  unsigned whole = length_ / 8;
+  for (unsigned i = 0; i < whole; ++i)
+    if (a[i] != b[i]) return false;
+  if (const unsigned rest = length_ % 8; rest != 0) {
+    const uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+    if ((a[whole] & mask) != (b[whole] & mask)) return false;
+  }
+  return true;
 }
 
 }  // namespace meshlock

@@ -37,4 +37,19 @@ class IpAddress {
   std::array<uint8_t, 16> bytes_{};
 };
 
+// An address block: "10.0.0.0/8", "fd00::/64", or one address (all its bits).
+class IpPrefix {
+ public:
+  // nullopt for anything else, or a prefix length beyond the family's bits.
+  [[nodiscard]] static std::optional<IpPrefix> parse(std::string_view text);
+  [[nodiscard]] bool contains(const IpAddress& ip) const;
+  [[nodiscard]] const IpAddress& base() const { return base_; }
+  [[nodiscard]] unsigned length() const { return length_; }
+  bool operator==(const IpPrefix&) const = default;
+
+ private:
+  IpAddress base_;
+  unsigned length_ = 0;
+};
+
 }  // namespace meshlock

@@ -439,6 +439,65 @@ void parsePeerAuthentication(const At<N>& doc, ObjectMeta meta, ClusterState& ou
   out.peer_authentications.push_back(std::move(pa));
 }
 
+// security.istio.io AuthorizationPolicy. Every field is kept as written; the
+// fields that need an HTTP request are recorded by name (what the L4
+// evaluation does with them is agent/policy/authorization.cpp's business).
+template <typename N>
+void parseAuthorizationPolicy(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  AuthorizationPolicy ap;
+  ap.meta = std::move(meta);
+  At spec = doc["spec"];
+  if (spec["selector"].present()) ap.selector = spec["selector"]["matchLabels"].labels();
+  auto targetRef = [](const At<N>& ref) { return ref["kind"].string() + "/" + ref["name"].string(); };
+  if (spec["targetRef"].present()) ap.target_refs.push_back(targetRef(spec["targetRef"]));
+  for (const At<N>& ref : spec["targetRefs"].list()) ap.target_refs.push_back(targetRef(ref));
+  const std::string action = spec["action"].string("ALLOW");
+  if (action == "ALLOW") ap.action = AuthzAction::kAllow;
+  else if (action == "DENY") ap.action = AuthzAction::kDeny;
+  else if (action == "AUDIT") ap.action = AuthzAction::kAudit;
+  else if (action == "CUSTOM") ap.action = AuthzAction::kCustom;
+  else failAt(spec["action"].path(), "unknown action \"" + action + "\" (want ALLOW, DENY, AUDIT or CUSTOM)");
+  ap.provider = spec["provider"]["name"].string();
+  auto l7 = [](const At<N>& at, std::initializer_list<const char*> names, std::vector<std::string>& found) {
+    for (const char* name : names)
+      if (at[name].present()) found.emplace_back(name);
+  };
+  for (const At<N>& rule_at : spec["rules"].list()) {
+    AuthzRule rule;
+    for (const At<N>& from : rule_at["from"].list()) {
+      At source = from["source"];
+      AuthzSource s;
+      s.principals = source["principals"].strings();
+      s.not_principals = source["notPrincipals"].strings();
+      s.namespaces = source["namespaces"].strings();
+      s.not_namespaces = source["notNamespaces"].strings();
+      s.service_accounts = source["serviceAccounts"].strings();
+      s.not_service_accounts = source["notServiceAccounts"].strings();
+      s.ip_blocks = source["ipBlocks"].strings();
+      s.not_ip_blocks = source["notIpBlocks"].strings();
+      s.remote_ip_blocks = source["remoteIpBlocks"].strings();
+      s.not_remote_ip_blocks = source["notRemoteIpBlocks"].strings();
+      l7(source, {"requestPrincipals", "notRequestPrincipals"}, s.l7_fields);
+      rule.from.push_back(std::move(s));
+    }
+    for (const At<N>& to : rule_at["to"].list()) {
+      At operation = to["operation"];
+      AuthzOperation o;
+      o.ports = operation["ports"].strings();
+      o.not_ports = operation["notPorts"].strings();
+      l7(operation, {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}, o.l7_fields);
+      rule.to.push_back(std::move(o));
+    }
+    for (const At<N>& when : rule_at["when"].list()) {
+      rule.when.push_back(AuthzCondition{.key = when["key"].required(),
+                                         .values = when["values"].strings(),
+                                         .not_values = when["notValues"].strings()});
+    }
+    ap.rules.push_back(std::move(rule));
+  }
+  out.authorization_policies.push_back(std::move(ap));
+}
+
 // authentication.maistra.io/v1 (and authentication.istio.io/v1alpha1) Policy,
 // ServiceMeshPolicy, MeshPolicy: `peers: [{mtls: {}}]` is STRICT,
 // `mtls: {mode: PERMISSIVE}` PERMISSIVE; no mtls peer at all means mTLS is not
@@ -624,6 +683,8 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
     parseEndpointSlice(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "security.istio.io" && kind == "PeerAuthentication") {
     parsePeerAuthentication(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "security.istio.io" && kind == "AuthorizationPolicy") {
+    parseAuthorizationPolicy(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "networking.istio.io" && kind == "DestinationRule") {
     parseDestinationRule(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "sailoperator.io" && kind == "Istio") {

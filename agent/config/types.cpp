@@ -111,11 +111,13 @@ void ClusterState::append(const ClusterState& other) {
   peer_authentications.append(other.peer_authentications);
   destination_rules.append(other.destination_rules);
   control_planes.append(other.control_planes);
+  authorization_policies.append(other.authorization_policies);
 }
 
 std::size_t ClusterState::objectCount() const {
   return namespaces.size() + pods.size() + services.size() + endpoints.size() +
-         peer_authentications.size() + destination_rules.size() + control_planes.size();
+         peer_authentications.size() + destination_rules.size() + control_planes.size() +
+         authorization_policies.size();
 }
 
 }  // namespace meshlock::config

@@ -233,6 +233,55 @@ struct DestinationRule {
   bool operator==(const DestinationRule&) const = default;
 };
 
+// ---- security.istio.io AuthorizationPolicy (v1, v1beta1) -----------------------
+
+enum class AuthzAction : uint8_t { kAllow, kDeny, kAudit, kCustom };
+
+// One `from[].source`: the fields present are ANDed, the values of one field
+// ORed (istio/api security/v1beta1/authorization_policy.proto). Strings as
+// written; agent/policy/authorization.cpp compiles them.
+struct AuthzSource {
+  std::vector<std::string> principals, not_principals;
+  std::vector<std::string> namespaces, not_namespaces;
+  std::vector<std::string> service_accounts, not_service_accounts;
+  std::vector<std::string> ip_blocks, not_ip_blocks;
+  std::vector<std::string> remote_ip_blocks, not_remote_ip_blocks;
+  std::vector<std::string> l7_fields;  // fields that need a request (requestPrincipals, ...), by name
+  bool operator==(const AuthzSource&) const = default;
+};
+
+// One `to[].operation`.
+struct AuthzOperation {
+  std::vector<std::string> ports, not_ports;
+  std::vector<std::string> l7_fields;  // hosts, methods, paths and their not*, by name
+  bool operator==(const AuthzOperation&) const = default;
+};
+
+// One `when[]` condition.
+struct AuthzCondition {
+  std::string key;
+  std::vector<std::string> values, not_values;
+  bool operator==(const AuthzCondition&) const = default;
+};
+
+struct AuthzRule {
+  std::vector<AuthzSource> from;
+  std::vector<AuthzOperation> to;
+  std::vector<AuthzCondition> when;
+  bool operator==(const AuthzRule&) const = default;
+};
+
+struct AuthorizationPolicy {
+  ObjectMeta meta;
+  std::optional<Labels> selector;       // matchLabels; nullopt or empty = namespace/mesh wide
+  std::vector<std::string> target_refs;  // "Kind/name": Gateway or Service targets, not a node proxy's
+  AuthzAction action = AuthzAction::kAllow;
+  std::string provider;  // CUSTOM's provider.name
+  std::vector<AuthzRule> rules;  // none: the policy matches nothing (ALLOW: allow-nothing)
+  [[nodiscard]] bool hasSelector() const { return selector && !selector->empty(); }
+  bool operator==(const AuthorizationPolicy&) const = default;
+};
+
 // The mesh-wide settings one resource contributes. Unset fields say nothing.
 struct MeshConfigValues {
   std::optional<bool> enable_auto_mtls;
@@ -266,6 +315,7 @@ struct ClusterState {
   SharedList<PeerAuthentication> peer_authentications;
   SharedList<DestinationRule> destination_rules;
   SharedList<ControlPlane> control_planes;
+  SharedList<AuthorizationPolicy> authorization_policies;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

@@ -562,6 +562,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     sortRuleSet(entry->local);
     sortRuleSet(entry->exported);
   }
+  ix.authorization_ = std::make_unique<AuthorizationIndex>(st, ix.mesh_.root_namespace);
   return index;
 }
 
@@ -1049,6 +1050,23 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   }
   if (d.backends_disagree) {
     r.notes.push_back("backends do not all get the same decision; the first one (by namespace/name) is shown");
+  }
+  // Who may connect, decided where the connection is terminated: the
+  // destination pod's agent, with the peer's identity only when it is mTLS.
+  const Pod* dst_pod = d.pod ? d.pod : (!d.backends.empty() ? d.backends.front().pod : nullptr);
+  if (dst_pod && index.served(*dst_pod)) {
+    const uint16_t dst_port = d.pod ? d.pod_port : d.backends.front().port;
+    const std::string principal = r.outcome == Outcome::kMtls ? index.identityOf(*source).str() : std::string();
+    AuthzRequest request{.source_principal = principal,
+                         .source_ip = source->ip.value_or(IpAddress()),
+                         .destination_ip = dst_pod->ip.value_or(IpAddress()),
+                         .destination_port = dst_port,
+                         .sni = {}};
+    AuthzDecision authz = index.authorization().decide(*dst_pod, request);
+    r.authorization = std::string(authz.keyword());
+    if (authz.policy) r.authorization_policy = authz.policyName();
+    r.authorization_reason = authz.describe();
+    if (authz.result == AuthzResult::kDeny) r.notes.push_back("refused by authorization: " + authz.describe());
   }
   return r;
 }

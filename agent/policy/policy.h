@@ -34,6 +34,7 @@
 
 #include "common/error.h"
 #include "config/types.h"
+#include "policy/authorization.h"
 
 namespace meshlock::policy {
 
@@ -203,6 +204,9 @@ class PolicyIndex {
   [[nodiscard]] std::string ruleHost(const config::DestinationRule& rule) const;
   // Whether a resolved rule host ("*.local", "web.shop.svc.cluster.local") covers `host`.
   [[nodiscard]] static bool hostMatches(std::string_view rule_host, std::string_view host);
+  // Who may connect to a pod: AuthorizationPolicy at L4 (authorization.h).
+  [[nodiscard]] const AuthorizationIndex& authorization() const { return *authorization_; }
+
   // Rules and policies meshlock made for ServiceMeshControlPlane mesh-wide mTLS.
   [[nodiscard]] std::vector<const config::DestinationRule*> syntheticRules() const;
 
@@ -245,6 +249,7 @@ class PolicyIndex {
   std::vector<std::unique_ptr<config::DestinationRule>> synthetic_rules_;
   std::vector<std::unique_ptr<config::PeerAuthentication>> synthetic_peer_auths_;
   std::vector<std::unique_ptr<config::ObjectRef>> refs_;
+  std::unique_ptr<AuthorizationIndex> authorization_;
 };
 
 // ---- Targets as users write them (meshlockctl, conformance) -------------------
@@ -291,6 +296,12 @@ struct ConnectionReport {
     Outcome outcome = Outcome::kPlaintext;
   };
   std::vector<BackendReport> backends;
+  // AuthorizationPolicy at the destination's agent (the first backend's pod):
+  // "allow", "deny" or "audit"; nullopt when meshlock does not serve the
+  // destination (nobody enforces then). The policy is "NS/NAME" or nullopt.
+  std::optional<std::string> authorization;
+  std::optional<std::string> authorization_policy;
+  std::string authorization_reason;
   std::vector<std::string> notes;  // why, in words
 };
 

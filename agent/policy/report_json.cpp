@@ -30,6 +30,9 @@ json toJson(const ConnectionReport& r) {
                              {"server_mode", std::string(toString(b.server_mode))},
                              {"outcome", std::string(toString(b.outcome))}});
   }
+  j["authorization"] = r.authorization ? json(*r.authorization) : json(nullptr);
+  j["authorization_policy"] = r.authorization_policy ? json(*r.authorization_policy) : json(nullptr);
+  j["authorization_reason"] = r.authorization_reason;
   j["notes"] = r.notes;
   return j;
 }
@@ -56,6 +59,9 @@ json explainPod(const PolicyIndex& ix, const config::Pod& pod) {
         {{"port", port}, {"mode", std::string(toString(in.mode))}, {"decided_by", in.decided_by.describe()}});
   }
   auto other = ix.inbound(pod, 0);
+  j["authorization_policies"] = json::array();
+  for (const config::AuthorizationPolicy* p : ix.authorization().applying(pod))
+    j["authorization_policies"].push_back(p->meta.ref.ns + "/" + p->meta.ref.name);
   j["inbound_other_ports"] = {{"mode", std::string(toString(other.mode))},
                               {"decided_by", other.decided_by.describe()}};
   j["outbound"] = json::array();

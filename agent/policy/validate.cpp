@@ -3,6 +3,7 @@
 #include "policy/validate.h"
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
 #include <tuple>
@@ -35,6 +36,7 @@ class Validator {
     services();
     namespaces();
     controlPlanes();
+    authorizationPolicies();
     duplicates();
     std::sort(out_.begin(), out_.end(), [](const Finding& a, const Finding& b) {
       return std::tie(a.code, a.resource, a.message) < std::tie(b.code, b.resource, b.message);
@@ -53,6 +55,93 @@ class Validator {
       if (p.ns() == ns && config::selectorMatches(selector, p.labels())) out.push_back(&p);
     }
     return out;
+  }
+
+  // What an AuthorizationPolicy does at L4 that its author may not expect
+  // (agent/policy/authorization.h; the same cases istiod reports in the
+  // policy's status for ztunnel: pilot/pkg/serviceregistry/ambient/authorization.go).
+  void authorizationPolicies() {
+    auto joined = [](const std::vector<std::string>& names) {
+      std::string out;
+      for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+      return out;
+    };
+    for (const config::AuthorizationPolicy& ap : st_.authorization_policies) {
+      const auto& ref = ap.meta.ref;
+      if (!ap.target_refs.empty()) {
+        add("ML021", ref, "targetRefs (" + joined(ap.target_refs) +
+                              ") address a gateway or waypoint: meshlock, a node proxy, does not apply this policy");
+        continue;
+      }
+      if (ap.action == config::AuthzAction::kCustom) {
+        add("ML018", ref, "CUSTOM (external authorizer" + (ap.provider.empty() ? std::string() : " " + ap.provider) +
+                              ") is not supported: every connection to the workloads it selects is denied");
+        continue;
+      }
+      for (std::size_t i = 0; i < ap.rules.size(); ++i) {
+        const config::AuthzRule& rule = ap.rules[i];
+        std::vector<std::string> http;
+        bool l4_left = true;  // DENY: every source, operation and condition keeps an L4 part
+        auto layer4 = [](const config::AuthzSource& s) {
+          return !(s.principals.empty() && s.not_principals.empty() && s.namespaces.empty() &&
+                   s.not_namespaces.empty() && s.service_accounts.empty() && s.not_service_accounts.empty() &&
+                   s.ip_blocks.empty() && s.not_ip_blocks.empty() && s.remote_ip_blocks.empty() &&
+                   s.not_remote_ip_blocks.empty());
+        };
+        for (const auto& s : rule.from) {
+          for (const auto& f : s.l7_fields) http.push_back("source." + f);
+          if (!s.l7_fields.empty() && !layer4(s)) l4_left = false;
+        }
+        for (const auto& o : rule.to) {
+          for (const auto& f : o.l7_fields) http.push_back("operation." + f);
+          if (!o.l7_fields.empty() && o.ports.empty() && o.not_ports.empty()) l4_left = false;
+        }
+        static const std::set<std::string> kConnectionKeys = {"source.ip", "remote.ip", "source.namespace",
+                                                              "source.principal", "destination.ip",
+                                                              "destination.port", "connection.sni"};
+        for (const auto& w : rule.when) {
+          if (!kConnectionKeys.contains(w.key)) {
+            http.push_back("when " + w.key);
+            l4_left = false;
+          }
+        }
+        const std::string where = "rule " + std::to_string(i) + " ";
+        if (!http.empty() && ap.action == config::AuthzAction::kDeny) {
+          add("ML020", ref, where + "uses HTTP attributes (" + joined(http) + "), which a node proxy cannot see: " +
+                                (l4_left ? "they are left out, so it denies every connection its other fields match"
+                                         : "it has no part left to match and has no effect"));
+        } else if (!http.empty()) {
+          add("ML019", ref, where + "uses HTTP attributes (" + joined(http) +
+                                "), which a node proxy cannot see: it never matches (fails closed); HTTP rules need a "
+                                "sidecar or waypoint");
+        }
+        auto badEntries = [&](const std::vector<std::string>& values, const char* field, bool ip) {
+          for (const auto& v : values) {
+            bool ok = false;
+            if (ip) {
+              ok = IpPrefix::parse(v).has_value();
+            } else {
+              unsigned n = 0;
+              auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+              ok = !v.empty() && ec == std::errc() && end == v.data() + v.size() && n >= 1 && n <= 65535;
+            }
+            if (!ok)
+              add("ML022", ref, where + field + " \"" + v + "\" is not " + (ip ? "an IP or CIDR" : "a port number") +
+                                    ": ignored, as istiod ignores it");
+          }
+        };
+        for (const auto& s : rule.from) {
+          badEntries(s.ip_blocks, "ipBlocks", true);
+          badEntries(s.not_ip_blocks, "notIpBlocks", true);
+          badEntries(s.remote_ip_blocks, "remoteIpBlocks", true);
+          badEntries(s.not_remote_ip_blocks, "notRemoteIpBlocks", true);
+        }
+        for (const auto& o : rule.to) {
+          badEntries(o.ports, "ports", false);
+          badEntries(o.not_ports, "notPorts", false);
+        }
+      }
+    }
   }
 
   void peerAuthentications() {

@@ -16,6 +16,8 @@ const std::vector<ResourceKind>& agentResourceKinds() {
       {"configmaps.istio", "", {"v1"}, "configmaps", "ConfigMap", Selection::kIstioMeshConfigMap, false},
       {"peerauthentications", "security.istio.io", {"v1", "v1beta1"}, "peerauthentications", "PeerAuthentication",
        Selection::kAll, true},
+      {"authorizationpolicies", "security.istio.io", {"v1", "v1beta1"}, "authorizationpolicies",
+       "AuthorizationPolicy", Selection::kAll, true},
       {"destinationrules", "networking.istio.io", {"v1", "v1beta1", "v1alpha3"}, "destinationrules",
        "DestinationRule", Selection::kAll, true},
       {"istios", "sailoperator.io", {"v1"}, "istios", "Istio", Selection::kAll, true},

@@ -178,6 +178,41 @@ kind: Namespace
 metadata: {name: shop}
 )",
      "ML016 Namespace/shop"},
+    {"ML018_CustomAuthorization", R"(
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}
+)",
+     "ML018 AuthorizationPolicy/shop/ext"},
+    {"ML019_AllowNeedsHttp", R"(
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: shop}
+spec: {rules: [{to: [{operation: {methods: [GET]}}]}]}
+)",
+     "ML019 AuthorizationPolicy/shop/get-only"},
+    {"ML020_DenyNeedsHttp", R"(
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-post, namespace: shop}
+spec: {action: DENY, rules: [{to: [{operation: {ports: ["8080"], methods: [POST]}}]}]}
+)",
+     "ML020 AuthorizationPolicy/shop/no-post"},
+    {"ML021_TargetRefs", R"(
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gw, namespace: shop}
+spec: {targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}], rules: [{}]}
+)",
+     "ML021 AuthorizationPolicy/shop/gw"},
+    {"ML022_BadIpBlock", R"(
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: typo, namespace: shop}
+spec: {rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]}
+)",
+     "ML022 AuthorizationPolicy/shop/typo"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Codes, ValidateRule, ::testing::ValuesIn(kRows),
