@@ -20,6 +20,10 @@ struct MeshlockMetrics {
   // Plaintext connections refused because the destination port is STRICT.
   CounterFamily& plaintext_refused;  // meshlock_plaintext_refused_total{namespace,workload,port}
 
+  // Inbound connections an AuthorizationPolicy denied. policy: "NS/NAME",
+  // or "none" when ALLOW policies applied and none matched.
+  CounterFamily& authorization_denied;  // meshlock_authorization_denied_total{namespace,workload,policy}
+
   // Connections meshlock handled, by how they ended up. mode: mutual_tls|
   // plaintext|passthrough; direction: inbound|outbound.
   CounterFamily& connections;  // meshlock_connections_total{direction,mode}

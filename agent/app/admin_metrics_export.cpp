@@ -14,13 +14,14 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
 #define MESHLOCK_COUNT_ONE(name) +1
   constexpr int kEngineCounters = 0 MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNT_ONE);
 #undef MESHLOCK_COUNT_ONE
-  static_assert(kEngineCounters == 25,
+  static_assert(kEngineCounters == 26,
                 "engine::EngineCounters changed: export the new counter here and in MeshlockMetrics");
   m.engine_connections_accepted.labels({}).mirror(c.accepted);
   m.engine_connections_closed.labels({}).mirror(c.closed);
   m.engine_connections_refused.labels({"limit"}).mirror(c.refused_limit);
   m.engine_connections_refused.labels({"decider"}).mirror(c.refused_decider);
   m.engine_connections_refused.labels({"plaintext_strict"}).mirror(c.refused_plaintext);
+  m.engine_connections_refused.labels({"authorization"}).mirror(c.refused_authz);
   m.engine_plaintext_relayed.labels({}).mirror(c.plaintext_relayed);
   m.connections_shed.labels({"source_cap"}).mirror(c.refused_pending_source);
   m.connections_shed.labels({"oldest_shed"}).mirror(c.shed_pending);

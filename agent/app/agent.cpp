@@ -258,6 +258,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   plan.app = accepted.local;  // sk_lookup keeps the original local address
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   const config::Pod* served_pod = policy->podByUid(pod);
+  std::shared_ptr<std::string> denied_by;  // shared with the report: which policy denied
   if (reports && served_pod != nullptr) {
     PlannedConnection planned = planReport(*served_pod, pod_id, false);
     planned.policy = toString(plan.mode);
@@ -268,6 +269,8 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
       labelService(policy->fqdn(*svc), *svc, settings.cluster_id, planned.labels);
     if (const config::Pod* source = policy->podByIp(accepted.peer.ip()))
       labelWorkload(*source, true, settings.cluster_id, planned.labels);
+    if (policy->authorization().anyApplies(*served_pod)) planned.denied_by = std::make_shared<std::string>();
+    denied_by = planned.denied_by;
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   if (plan.mode != engine::InboundMode::Disable) {
@@ -280,6 +283,21 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
       return peer->uri();
     };
     plan.tls.explain_failure = explainRefusal;
+  }
+  // AuthorizationPolicy, once the peer is known (agent/policy/authorization.h).
+  if (served_pod != nullptr && policy->authorization().anyApplies(*served_pod)) {
+    plan.authorize = [policy, served_pod, denied_by, source = accepted.peer.ip(), local = accepted.local](
+                         std::string_view peer_identity, std::string_view server_name) -> std::optional<std::string> {
+      const policy::AuthzDecision decision = policy->authorization().decide(
+          *served_pod, policy::AuthzRequest{.source_principal = peer_identity,
+                                            .source_ip = source,
+                                            .destination_ip = local.ip(),
+                                            .destination_port = local.port(),
+                                            .sni = server_name});
+      if (decision.result == policy::AuthzResult::kAllow) return std::nullopt;
+      if (denied_by) *denied_by = decision.policy ? decision.policyName() : "none";
+      return decision.describe();
+    };
   }
   return plan;
 }

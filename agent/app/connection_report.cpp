@@ -158,12 +158,20 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   if (established_) {
     tcp_.closed.inc();
     active_.add(-1);
-  } else if (end == ConnectionEnd::ConnectFailed || end == ConnectionEnd::ConnectTimeout) {
-    // As Envoy reports an upstream connection failure: opened and closed, flag UF.
-    planned_.labels.response_flags = "UF";
+  } else if (end == ConnectionEnd::ConnectFailed || end == ConnectionEnd::ConnectTimeout ||
+             end == ConnectionEnd::Denied) {
+    // As Envoy reports an upstream connection failure (UF), and ztunnel a
+    // connection its policy refused (DENY): opened and closed, with the flag.
+    planned_.labels.response_flags = end == ConnectionEnd::Denied ? "DENY" : "UF";
     admin::IstioTcpConnectionMetrics tcp = sinks_->istio.forConnection(planned_.labels);
     tcp.opened.inc();
     tcp.closed.inc();
+  }
+  if (end == ConnectionEnd::Denied) {
+    sinks_->meshlock.authorization_denied
+        .labels({planned_.labels.destination_workload_namespace, planned_.labels.destination_workload,
+                 planned_.denied_by && !planned_.denied_by->empty() ? *planned_.denied_by : std::string("none")})
+        .inc();
   }
 
   const bool refused = RefusalLog::isRefusal(end);

@@ -11,6 +11,7 @@ bool RefusalLog::isRefusal(engine::ConnectionEnd end) {
     case ConnectionEnd::ConnectFailed:
     case ConnectionEnd::ConnectTimeout:
     case ConnectionEnd::Shed:
+    case ConnectionEnd::Denied:
       return true;
     case ConnectionEnd::Completed:
     case ConnectionEnd::Reset:

@@ -68,9 +68,11 @@ void Connection::startInbound(InboundPlan plan) {
   setup_ = std::make_unique<Setup>();
   setup_->make_socket = std::move(plan.make_socket);
   setup_->server_tls = std::move(plan.tls);
+  setup_->authorize = std::move(plan.authorize);
   mode_ = plan.mode;
   observer_ = std::move(plan.observer);
   if (mode_ == InboundMode::Disable) {
+    if (!authorized({}, {})) return;
     bump(worker_.counters.plaintext_relayed);
     connectUpstream();
     return;
@@ -254,10 +256,25 @@ void Connection::detect(std::span<const std::byte> first) {
     close(CloseHow::Reset, ConnectionEnd::RefusedPlaintext, "plaintext under STRICT mTLS");
     return;
   }
+  if (!authorized({}, {})) return;
   bump(worker_.counters.plaintext_relayed);
   sides_[kUp].plain_out.append(first);
   countBytes(kUp, first.size());
   connectUpstream();
+}
+
+bool Connection::authorized(std::string_view peer_identity, std::string_view server_name) {
+  if (!setup_ || !setup_->authorize) return true;
+  std::optional<std::string> refusal = setup_->authorize(peer_identity, server_name);
+  if (!refusal) return true;
+  bump(worker_.counters.refused_authz);
+  if (worker_.logAllowedFor(peer_)) {
+    spdlog::info("engine: {}: denied {} ({}): {}", labels_->name, peer_.toString(),
+                 peer_identity.empty() ? "plaintext" : peer_identity, *refusal);
+  }
+  // A TLS peer learns nothing more than a closed connection, as from ztunnel.
+  close(CloseHow::Reset, ConnectionEnd::Denied, std::move(*refusal));
+  return false;
 }
 
 void Connection::handshakeStep(int side) {
@@ -282,7 +299,11 @@ void Connection::handshakeStep(int side) {
   if (outbound_) {
     startRelay();
   } else {
-    connectUpstream();  // the app is reached only once the peer is verified
+    if (setup_->authorize) {
+      const TlsInfo info = s.tls->info();
+      if (!authorized(info.peer_identity, info.server_name)) return;
+    }
+    connectUpstream();  // the app is reached only once the peer is verified and allowed
   }
 }
 

@@ -63,6 +63,7 @@ class Connection final : public IoHandler {
     SocketFactory make_socket;
     std::optional<TlsClientSetup> client_tls;
     TlsServerSetup server_tls;
+    Authorizer authorize;
   };
 
   struct Side {
@@ -92,6 +93,8 @@ class Connection final : public IoHandler {
   void onReceived(int side, const IoCompletion& completion);
   void onSent(int side, int result);
   void detect(std::span<const std::byte> first);
+  // Asks the plan's authorizer; false: refused and closed.
+  bool authorized(std::string_view peer_identity, std::string_view server_name);
   void handshakeStep(int side);
   void startRelay();
   void armRecv(int side);

@@ -36,6 +36,7 @@ const char* toString(ConnectionEnd end) {
     case ConnectionEnd::TlsError: return "tls_error";
     case ConnectionEnd::Shutdown: return "shutdown";
     case ConnectionEnd::Shed: return "shed";
+    case ConnectionEnd::Denied: return "denied";
   }
   return "?";
 }

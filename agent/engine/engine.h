@@ -83,6 +83,7 @@ enum class ConnectionEnd {
   TlsError,          // a record-layer error after the handshake
   Shutdown,          // the engine stopped with the connection open
   Shed,              // still in the handshake when the engine-wide pending cap made room for a newer one
+  Denied,            // an authorization policy refused the peer (inbound, before the app is reached)
 };
 const char* toString(ConnectionEnd end);
 
@@ -113,12 +114,19 @@ struct OutboundPlan {
 enum class InboundMode { Strict, Permissive, Disable };
 const char* toString(InboundMode mode);
 
+// Who may reach the app, asked once the peer is known: after the handshake
+// with its verified identity, or with an empty identity for plaintext the
+// mode admits, always before the app is connected. A refusal's reason
+// (nullopt: allowed) ends the connection as ConnectionEnd::Denied.
+using Authorizer = std::function<std::optional<std::string>(std::string_view peer_identity, std::string_view server_name)>;
+
 // Inbound: TLS (or plaintext, as the mode allows) from a peer, to the app.
 struct InboundPlan {
   InboundMode mode = InboundMode::Strict;
   SocketAddress app;
   SocketFactory make_socket;
   TlsServerSetup tls;
+  Authorizer authorize;  // empty: whatever the mode admits reaches the app
   std::unique_ptr<ConnectionObserver> observer;  // may be empty
 };
 
@@ -148,6 +156,7 @@ using ListenerId = uint64_t;
   X(accept_errors)      /* accept failed (EMFILE, ENFILE, ENOMEM...): backed off */  \
   X(refused_decider)    /* the decider returned an error */                          \
   X(refused_plaintext)  /* STRICT inbound that was not TLS */                        \
+  X(refused_authz)      /* inbound the authorization policy denied */                \
   X(plaintext_relayed)  /* PERMISSIVE/DISABLE inbound plaintext, DISABLE outbound */ \
   X(handshakes)         /* completed and verified */                                 \
   X(handshakes_resumed)                                                              \

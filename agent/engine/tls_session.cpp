@@ -216,6 +216,7 @@ TlsInfo TlsSession::info() const {
   if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(cipher);
   info.resumed = SSL_session_reused(ssl) == 1;
   info.peer_identity = peer_identity_;
+  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.server_name = sni;
   return info;
 }
 

@@ -77,6 +77,7 @@ struct TlsInfo {
   std::string cipher;         // "TLS_AES_128_GCM_SHA256"
   bool resumed = false;
   std::string peer_identity;  // from the verifier, or the peer's URI SAN
+  std::string server_name;    // the SNI the client sent (server side), if any
 };
 
 class TlsSession {

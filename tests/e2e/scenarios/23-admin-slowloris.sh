@@ -72,7 +72,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["opened"] >= 200, s
 assert s["refused_503"] > 0, s                 # beyond 4 per source: refused at once
-assert s["longest_held_s"] <= 2 * 2 + 1, s     # head deadline 2 s on 15020: cut within 2 x 2 s
+assert s["longest_held_s"] <= 2 * 2 + 3, s     # head deadline 2 s on 15020: cut within 2 x 2 s (+3 s: a loaded CI machine)
 PY
 done
 
@@ -92,7 +92,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["opened"] >= 300, s
 assert s["refused_503"] > 0, s
-assert s["longest_held_s"] <= 2 * 5 + 1, s     # head deadline 5 s on 15000
+assert s["longest_held_s"] <= 2 * 5 + 3, s     # head deadline 5 s on 15000 (+3 s: a loaded CI machine)
 PY
 
 log "a state change over TCP as nobody is a 403"
