@@ -44,6 +44,20 @@ std::string explainRefusal(const SSL* ssl) {
 
 namespace fs = std::filesystem;
 
+// What the engine is told when a pod's AuthorizationPolicy refuses a peer.
+std::optional<engine::Refusal> authorizationRefusal(const policy::PolicyIndex& policy, const config::Pod& pod,
+                                                    const engine::SocketAddress& peer, const engine::SocketAddress& app,
+                                                    std::string_view peer_identity, std::string_view server_name) {
+  const policy::AuthzDecision decision =
+      policy.authorization().decide(pod, policy::AuthzRequest{.source_principal = peer_identity,
+                                                             .source_ip = peer.ip(),
+                                                             .destination_ip = app.ip(),
+                                                             .destination_port = app.port(),
+                                                             .sni = server_name});
+  if (decision.result == policy::AuthzResult::kAllow) return std::nullopt;
+  return engine::Refusal{.reason = decision.describe(), .policy = decision.policyName()};
+}
+
 // Where certificates come from: caMode (docs/identity.md).
 Result<identity::IdentityConfig> identitySourceFor(const AgentSettings& settings, const identity::TrustDomain& domain) {
   identity::IdentityConfig config{.caDirectory = settings.state_dir / "ca", .trustDomain = domain};
@@ -258,7 +272,6 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   plan.app = accepted.local;  // sk_lookup keeps the original local address
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   const config::Pod* served_pod = policy->podByUid(pod);
-  std::shared_ptr<std::string> denied_by;  // shared with the report: which policy denied
   if (reports && served_pod != nullptr) {
     PlannedConnection planned = planReport(*served_pod, pod_id, false);
     planned.policy = toString(plan.mode);
@@ -269,8 +282,6 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
       labelService(policy->fqdn(*svc), *svc, settings.cluster_id, planned.labels);
     if (const config::Pod* source = policy->podByIp(accepted.peer.ip()))
       labelWorkload(*source, true, settings.cluster_id, planned.labels);
-    if (policy->authorization().anyApplies(*served_pod)) planned.denied_by = std::make_shared<std::string>();
-    denied_by = planned.denied_by;
     plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
   }
   if (plan.mode != engine::InboundMode::Disable) {
@@ -286,17 +297,9 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   }
   // AuthorizationPolicy, once the peer is known (agent/policy/authorization.h).
   if (served_pod != nullptr && policy->authorization().anyApplies(*served_pod)) {
-    plan.authorize = [policy, served_pod, denied_by, source = accepted.peer.ip(), local = accepted.local](
-                         std::string_view peer_identity, std::string_view server_name) -> std::optional<std::string> {
-      const policy::AuthzDecision decision = policy->authorization().decide(
-          *served_pod, policy::AuthzRequest{.source_principal = peer_identity,
-                                            .source_ip = source,
-                                            .destination_ip = local.ip(),
-                                            .destination_port = local.port(),
-                                            .sni = server_name});
-      if (decision.result == policy::AuthzResult::kAllow) return std::nullopt;
-      if (denied_by) *denied_by = decision.policy ? decision.policyName() : "none";
-      return decision.describe();
+    plan.authorize = [policy, served_pod, source = accepted.peer, app = accepted.local](
+                         std::string_view peer_identity, std::string_view server_name) {
+      return authorizationRefusal(*policy, *served_pod, source, app, peer_identity, server_name);
     };
   }
   return plan;
@@ -496,6 +499,17 @@ void Agent::Parts::applyUpdate(const config::ManifestUpdate& update) {
   // New handshakes follow a changed minProtocolVersion; established ones are untouched.
   identities->setMinimumVersion(toIdentityVersion(next->mesh().min_protocol_version));
   reconcile(next);
+  // Established connections the changed policy no longer allows are closed,
+  // as ztunnel's policy watcher closes them. With no AuthorizationPolicy left
+  // everything is allowed: nothing to ask.
+  if (!next->state().authorization_policies.empty()) {
+    const std::size_t closed = engine->reauthorize([&next](const engine::EstablishedPeer& c) -> std::optional<engine::Refusal> {
+      const config::Pod* pod = next->podByIp(c.app.ip());
+      if (pod == nullptr || !next->served(*pod)) return std::nullopt;
+      return authorizationRefusal(*next, *pod, c.peer, c.app, c.peer_identity, c.server_name);
+    });
+    if (closed > 0) spdlog::info("authorization: closed {} established connection(s) the changed policies no longer allow", closed);
+  }
 }
 
 Agent::Agent(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}

@@ -170,7 +170,7 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   if (end == ConnectionEnd::Denied) {
     sinks_->meshlock.authorization_denied
         .labels({planned_.labels.destination_workload_namespace, planned_.labels.destination_workload,
-                 planned_.denied_by && !planned_.denied_by->empty() ? *planned_.denied_by : std::string("none")})
+                 snapshot.denied_by.empty() ? std::string("none") : snapshot.denied_by})
         .inc();
   }
 

@@ -50,9 +50,6 @@ struct PlannedConnection {
   // create 65,535 series.
   uint16_t port = 0;
   bool mesh_mtls = false;            // TLS with mesh identities (ISTIO_MUTUAL / inbound mTLS)
-  // Inbound: the policy that denied the connection, written by the engine's
-  // authorizer ("NS/NAME", or "none" when no ALLOW policy matched).
-  std::shared_ptr<std::string> denied_by;
 };
 
 class ConnectionReport final : public engine::ConnectionObserver {

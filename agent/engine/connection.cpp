@@ -85,6 +85,26 @@ void Connection::startInbound(InboundPlan plan) {
 
 void Connection::refuse() { close(CloseHow::Graceful, ConnectionEnd::Completed); }
 
+std::optional<Refusal> Connection::reauthorize(const Reauthorizer& decide) const {
+  if (outbound_ || phase_ != Phase::Relaying || closing_) return std::nullopt;
+  TlsInfo info;
+  if (sides_[kDown].tls) info = sides_[kDown].tls->info();
+  return decide(EstablishedPeer{.pod_key = labels_->pod_key,
+                                .peer = peer_,
+                                .app = destination_,
+                                .peer_identity = info.peer_identity,
+                                .server_name = info.server_name});
+}
+
+void Connection::deny(Refusal refusal) {
+  bump(worker_.counters.refused_authz);
+  if (worker_.logAllowedFor(peer_))
+    spdlog::info("engine: {}: denied {}: {}", labels_->name, peer_.toString(), refusal.reason);
+  denied_by_ = std::move(refusal.policy);
+  // A TLS peer learns nothing more than a closed connection, as from ztunnel.
+  close(CloseHow::Reset, ConnectionEnd::Denied, std::move(refusal.reason));
+}
+
 void Connection::terminate() { close(CloseHow::Graceful, ConnectionEnd::Shutdown); }
 
 void Connection::shed() { close(CloseHow::Reset, ConnectionEnd::Shed, "pending handshake cap reached: oldest shed"); }
@@ -265,15 +285,10 @@ void Connection::detect(std::span<const std::byte> first) {
 
 bool Connection::authorized(std::string_view peer_identity, std::string_view server_name) {
   if (!setup_ || !setup_->authorize) return true;
-  std::optional<std::string> refusal = setup_->authorize(peer_identity, server_name);
+  std::optional<Refusal> refusal = setup_->authorize(peer_identity, server_name);
   if (!refusal) return true;
-  bump(worker_.counters.refused_authz);
-  if (worker_.logAllowedFor(peer_)) {
-    spdlog::info("engine: {}: denied {} ({}): {}", labels_->name, peer_.toString(),
-                 peer_identity.empty() ? "plaintext" : peer_identity, *refusal);
-  }
-  // A TLS peer learns nothing more than a closed connection, as from ztunnel.
-  close(CloseHow::Reset, ConnectionEnd::Denied, std::move(*refusal));
+  refusal->reason = std::string(peer_identity.empty() ? "plaintext" : peer_identity) + ": " + refusal->reason;
+  deny(std::move(*refusal));
   return false;
 }
 
@@ -523,6 +538,7 @@ ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point no
   }
   if (!outbound_ && mode_ != InboundMode::Strict && !sides_[kDown].tls) out.plaintext = true;
   if (outbound_ && plain_outbound_) out.plaintext = true;
+  out.denied_by = denied_by_;
   out.bytes_to_upstream = bytes_to_upstream_;
   out.bytes_to_downstream = bytes_to_downstream_;
   out.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - accepted_at_);

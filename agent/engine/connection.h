@@ -32,6 +32,11 @@ class Connection final : public IoHandler {
   // Worker shutdown.
   void terminate();
   [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
+  // An established inbound connection: what `decide` says of it now
+  // (nullopt: still allowed, or not one to ask about).
+  [[nodiscard]] std::optional<Refusal> reauthorize(const Reauthorizer& decide) const;
+  // A policy does not allow it: closed with ConnectionEnd::Denied.
+  void deny(Refusal refusal);
 
   size_t worker_slot = 0;  // index in the worker's connection list
   // Among the worker's pre-handshake connections (see Worker::admitPending).
@@ -118,6 +123,7 @@ class Connection final : public IoHandler {
   SocketAddress peer_;  // of the accepted socket
   ConnectionEnd end_ = ConnectionEnd::Completed;
   std::string end_reason_;
+  std::string denied_by_;  // the policy that denied it, for the snapshot
   std::chrono::steady_clock::time_point accepted_at_;
   uint64_t bytes_to_upstream_ = 0;
   uint64_t bytes_to_downstream_ = 0;

@@ -128,6 +128,22 @@ std::vector<ConnectionSnapshot> Engine::connections() const {
   return all;
 }
 
+std::size_t Engine::reauthorize(const Reauthorizer& decide) {
+  std::vector<std::size_t> closed(workers_.size(), 0);
+  std::latch done(static_cast<std::ptrdiff_t>(workers_.size()));
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    w->post([w, &decide, &count = closed[i], &done] {
+      count = w->reauthorize(decide);
+      done.count_down();
+    });
+  }
+  done.wait();
+  std::size_t total = 0;
+  for (std::size_t n : closed) total += n;
+  return total;
+}
+
 EngineCounters Engine::counters() const {
   EngineCounters total;
   for (const auto& worker : workers_) {

@@ -114,11 +114,28 @@ struct OutboundPlan {
 enum class InboundMode { Strict, Permissive, Disable };
 const char* toString(InboundMode mode);
 
+// Why an authorization policy refused a peer: the reason for logs, and the
+// deciding policy ("NS/NAME", or empty) for metrics.
+struct Refusal {
+  std::string reason;
+  std::string policy;
+};
+
 // Who may reach the app, asked once the peer is known: after the handshake
 // with its verified identity, or with an empty identity for plaintext the
-// mode admits, always before the app is connected. A refusal's reason
-// (nullopt: allowed) ends the connection as ConnectionEnd::Denied.
-using Authorizer = std::function<std::optional<std::string>(std::string_view peer_identity, std::string_view server_name)>;
+// mode admits, always before the app is connected. A refusal (nullopt:
+// allowed) ends the connection as ConnectionEnd::Denied.
+using Authorizer = std::function<std::optional<Refusal>(std::string_view peer_identity, std::string_view server_name)>;
+
+// An established inbound connection, asked about again after a policy change.
+struct EstablishedPeer {
+  std::string_view pod_key;
+  SocketAddress peer;
+  SocketAddress app;                  // the pod's address and port it reached
+  std::string_view peer_identity;     // empty for plaintext
+  std::string_view server_name;
+};
+using Reauthorizer = std::function<std::optional<Refusal>(const EstablishedPeer&)>;
 
 // Inbound: TLS (or plaintext, as the mode allows) from a peer, to the app.
 struct InboundPlan {
@@ -200,6 +217,7 @@ struct ConnectionSnapshot {
   SocketAddress upstream;     // where it is relayed to
   std::optional<TlsInfo> tls; // once the handshake completed: version, cipher, resumed, peer identity
   bool plaintext = false;     // relayed without TLS (DISABLE, PERMISSIVE plaintext)
+  std::string denied_by;      // ConnectionEnd::Denied: the deciding policy, "NS/NAME" (empty: none named)
   uint64_t bytes_to_upstream = 0;
   uint64_t bytes_to_downstream = 0;
   std::chrono::milliseconds age{0};
@@ -224,6 +242,11 @@ class Engine {
   [[nodiscard]] std::vector<WorkerFigures> workerFigures() const;
   // Every open connection; asks each worker, so not for the data path.
   [[nodiscard]] std::vector<ConnectionSnapshot> connections() const;
+  // After an authorization policy change: every established inbound
+  // connection is asked about again, and those `decide` refuses now are
+  // closed (ConnectionEnd::Denied), as Istio's ztunnel does. Waits for every
+  // worker; returns how many were closed.
+  std::size_t reauthorize(const Reauthorizer& decide);
   [[nodiscard]] IoBackendKind backend() const { return backend_; }
   [[nodiscard]] unsigned threads() const;
 

@@ -384,6 +384,19 @@ void Worker::snapshot(std::vector<ConnectionSnapshot>& out) const {
   for (const Connection* c : connections_) out.push_back(c->snapshot(now_));
 }
 
+std::size_t Worker::reauthorize(const Reauthorizer& decide) {
+  // Decided first, closed after: closing may release a connection (swap-removal).
+  std::vector<std::pair<Connection*, Refusal>> refused;
+  for (Connection* c : connections_) {
+    if (auto refusal = c->reauthorize(decide)) {
+      refusal->reason = "no longer allowed after a policy change: " + refusal->reason;
+      refused.emplace_back(c, std::move(*refusal));
+    }
+  }
+  for (auto& [c, refusal] : refused) c->deny(std::move(refusal));
+  return refused.size();
+}
+
 void Worker::tick() {
   if (now_ - peer_log_swept_at_ >= std::chrono::seconds(10)) {
     peer_log_swept_at_ = now_;

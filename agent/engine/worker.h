@@ -104,6 +104,8 @@ class Worker {
   void addListener(std::shared_ptr<ListenerState> listener);
   void removeListener(ListenerId id);
   void snapshot(std::vector<ConnectionSnapshot>& out) const;
+  // Engine::reauthorize, on this worker's thread: how many it closed.
+  std::size_t reauthorize(const Reauthorizer& decide);
 
   [[nodiscard]] IoBackend& io() { return *io_; }
   [[nodiscard]] const EngineConfig& config() const { return shared_->config; }

@@ -3,6 +3,7 @@
 // server. Every test runs with the io_uring and the epoll back end.
 #include <dirent.h>
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -159,7 +160,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
   }
 
   // The terminating side in front of an app on app_port.
-  uint16_t addInbound(uint16_t app_port, InboundMode mode = InboundMode::Strict) {
+  uint16_t addInbound(uint16_t app_port, InboundMode mode = InboundMode::Strict, Authorizer authorize = {}) {
     SslContextRef server_ctx = context(true, "server");
     auto events = events_;
     ListenerSpec spec;
@@ -171,6 +172,7 @@ class RelayTest : public ::testing::TestWithParam<IoBackendKind> {
       plan.app = *SocketAddress::parse("127.0.0.1:" + std::to_string(app_port));
       plan.tls.context = server_ctx;
       plan.tls.verify_peer = expectSpiffeIds({testing::kClientId});
+      plan.authorize = authorize;
       plan.observer = std::make_unique<RecordingObserver>(events, "in");
       return plan;
     });
@@ -638,6 +640,71 @@ TEST_P(RelayTest, ObserverHearsWhyAConnectionWasRefused) {
   // certificate, so only the outbound hop may have been established.
   std::lock_guard lock(events_->mutex);
   for (const ConnectionSnapshot& hop : events_->established) EXPECT_TRUE(hop.outbound);
+}
+
+// The authorizer is asked once the peer is known, with its verified identity
+// (or none for plaintext), and a refusal ends the connection before the app
+// is connected: the app never sees it.
+TEST_P(RelayTest, AuthorizerDecidesBeforeTheAppIsReached) {
+  TestServer app(echo);
+  auto asked = std::make_shared<std::vector<std::string>>();
+  auto mutex = std::make_shared<std::mutex>();
+  Authorizer only_mtls = [asked, mutex](std::string_view identity, std::string_view) -> std::optional<Refusal> {
+    std::lock_guard lock(*mutex);
+    asked->emplace_back(identity);
+    if (identity.empty()) return Refusal{.reason = "plaintext has no principal", .policy = "shop/mtls-only"};
+    return std::nullopt;
+  };
+  uint16_t inbound = addInbound(app.port(), InboundMode::Permissive, only_mtls);
+  std::atomic<bool> ok{true};
+  checkedEcho(addOutbound(inbound), 1, 100000, ok);  // mTLS: allowed
+  EXPECT_TRUE(ok.load());
+  {
+    UniqueFd fd = connectTcp(inbound);  // plaintext: denied
+    ASSERT_TRUE(fd);
+    writeAll(fd.get(), "hello", 5);
+    std::string data;
+    readToEof(fd.get(), data);
+    EXPECT_EQ(data, "");
+  }
+  ASSERT_TRUE(waitIdle());
+  EXPECT_EQ(app.accepted(), 1) << "only the allowed connection reached the app";
+  EXPECT_EQ(engine_->counters().refused_authz, 1u);
+  {
+    std::lock_guard lock(*mutex);
+    EXPECT_THAT(*asked, ::testing::ElementsAre(std::string(testing::kClientId), std::string()));
+  }
+  std::vector<ObservedEvents::Closed> in = events_->closedOn("in");
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_EQ(in[1].end, ConnectionEnd::Denied);
+  EXPECT_NE(in[1].reason.find("plaintext has no principal"), std::string::npos) << in[1].reason;
+  EXPECT_EQ(in[1].snapshot.denied_by, "shop/mtls-only");
+}
+
+// After a policy change, established inbound connections are asked again; the
+// ones refused now are closed, the others carry on.
+TEST_P(RelayTest, ReauthorizeClosesOnlyWhatIsNowRefused) {
+  TestServer app(echo);
+  uint16_t inbound = addInbound(app.port(), InboundMode::Permissive);
+  UniqueFd plain = connectTcp(inbound);
+  UniqueFd mtls = connectTcp(addOutbound(inbound));
+  ASSERT_TRUE(plain && mtls);
+  for (int fd : {plain.get(), mtls.get()}) {  // both relaying
+    writeAll(fd, "ping", 4);
+    std::string got(4, '\0');
+    ASSERT_EQ(::recv(fd, got.data(), 4, MSG_WAITALL), 4);
+  }
+  std::size_t closed = engine_->reauthorize([](const EstablishedPeer& c) -> std::optional<Refusal> {
+    if (c.peer_identity.empty()) return Refusal{.reason = "plaintext now denied", .policy = "shop/strict-authz"};
+    return std::nullopt;
+  });
+  EXPECT_EQ(closed, 1u);
+  std::string rest;
+  readToEof(plain.get(), rest);  // closed by the engine
+  writeAll(mtls.get(), "pong", 4);
+  std::string got(4, '\0');
+  ASSERT_EQ(::recv(mtls.get(), got.data(), 4, MSG_WAITALL), 4);
+  EXPECT_EQ(got, "pong");
 }
 
 TEST_P(RelayTest, PermissiveRelaysPlaintextAndMutualTls) {
