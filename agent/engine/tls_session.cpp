@@ -73,17 +73,6 @@ const char* toString(TlsStatus status) {
   return "?";
 }
 
-std::string drainSslErrors() {
-  std::string out;
-  while (uint32_t err = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
-}
-
 bssl::UniquePtr<X509> peerLeaf(const SSL* ssl) {
   const STACK_OF(CRYPTO_BUFFER)* chain = SSL_get0_peer_certificates(ssl);
   if (chain == nullptr || sk_CRYPTO_BUFFER_num(chain) == 0) return nullptr;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/ssl_errors.h"
 #include "engine/byte_queue.h"
 
 namespace meshlock::engine {
@@ -142,7 +143,6 @@ class TlsSession {
 bssl::UniquePtr<X509> peerLeaf(const SSL* ssl);
 // The "spiffe://" URI SAN of a certificate, or empty.
 std::string spiffeIdOf(X509* cert);
-// Drains BoringSSL's error queue of this thread into one line.
-std::string drainSslErrors();
+using meshlock::drainSslErrors;  // common/ssl_errors.h
 
 }  // namespace meshlock::engine

@@ -208,10 +208,10 @@ Result<std::unique_ptr<UnaryChannel>> UnaryChannel::create(ChannelConfig config)
   const ChannelConfig& c = channel->config_;
   channel->ctx_.reset(SSL_CTX_new(TLS_method()));
   SSL_CTX* ctx = channel->ctx_.get();
-  if (ctx == nullptr) return fail(sslErrors("SSL_CTX_new"));
+  if (ctx == nullptr) return fail(takeSslErrors("SSL_CTX_new"));
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   static const uint8_t kAlpn[] = {2, 'h', '2'};
-  if (SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn)) != 0) return fail(sslErrors("ALPN"));
+  if (SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn)) != 0) return fail(takeSslErrors("ALPN"));
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // The roots: every certificate in the PEM text.
@@ -221,11 +221,11 @@ Result<std::unique_ptr<UnaryChannel>> UnaryChannel::create(ChannelConfig config)
                             c.rootsOrigin.empty() ? "" : " from " + c.rootsOrigin));
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   for (const auto& cert : *roots)
-    if (!X509_STORE_add_cert(store, cert.get())) return fail(sslErrors("grpc channel: adding a root"));
+    if (!X509_STORE_add_cert(store, cert.get())) return fail(takeSslErrors("grpc channel: adding a root"));
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
   int set = isIpAddress(c.serverName) ? X509_VERIFY_PARAM_set1_ip_asc(param, c.serverName.c_str())
                                       : X509_VERIFY_PARAM_set1_host(param, c.serverName.data(), c.serverName.size());
-  if (set != 1) return fail(sslErrors("grpc channel: server name " + c.serverName));
+  if (set != 1) return fail(takeSslErrors("grpc channel: server name " + c.serverName));
   return channel;
 }
 
@@ -256,7 +256,7 @@ CallResult UnaryChannel::callOnce(std::string_view path, std::string_view reques
       return std::unexpected(unavailable(fd.error().describe()));
     }
     bssl::UniquePtr<SSL> ssl(SSL_new(ctx_.get()));
-    if (!ssl) return std::unexpected(GrpcStatus{StatusCode::kInternal, sslErrors("SSL_new")});
+    if (!ssl) return std::unexpected(GrpcStatus{StatusCode::kInternal, takeSslErrors("SSL_new")});
     if (!isIpAddress(config_.serverName)) SSL_set_tlsext_host_name(ssl.get(), config_.serverName.c_str());
     SSL_set_connect_state(ssl.get());
     auto c = std::make_unique<Connection>();

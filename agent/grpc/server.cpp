@@ -53,22 +53,22 @@ int selectH2(SSL*, const uint8_t** out, uint8_t* outLength, const uint8_t* in, u
 
 Result<bssl::UniquePtr<SSL_CTX>> makeServerContext(std::string_view chainPem, std::string_view keyPem) {
   bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
-  if (!ctx) return fail(sslErrors("SSL_CTX_new"));
+  if (!ctx) return fail(takeSslErrors("SSL_CTX_new"));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   // RFC 7540 9.2.2: HTTP/2 over TLS 1.2 only with ephemeral key exchange and AEAD.
   if (!SSL_CTX_set_strict_cipher_list(ctx.get(), "ECDHE+AESGCM:ECDHE+CHACHA20"))
-    return fail(sslErrors("grpc server: cipher list"));
+    return fail(takeSslErrors("grpc server: cipher list"));
   auto chain = readCertificates(chainPem);
   if (!chain) return std::unexpected(chain.error().context("grpc server: serving chain"));
   bssl::UniquePtr<BIO> keyBio(BIO_new_mem_buf(keyPem.data(), static_cast<int>(keyPem.size())));
   bssl::UniquePtr<EVP_PKEY> key(PEM_read_bio_PrivateKey(keyBio.get(), nullptr, nullptr, nullptr));
-  if (!key) return fail(sslErrors("grpc server: serving key: no private key in the PEM text"));
+  if (!key) return fail(takeSslErrors("grpc server: serving key: no private key in the PEM text"));
   if (!SSL_CTX_use_certificate(ctx.get(), chain->front().get()))
-    return fail(sslErrors("grpc server: serving certificate"));
+    return fail(takeSslErrors("grpc server: serving certificate"));
   for (std::size_t i = 1; i < chain->size(); ++i)
-    if (!SSL_CTX_add1_chain_cert(ctx.get(), (*chain)[i].get())) return fail(sslErrors("grpc server: serving chain"));
+    if (!SSL_CTX_add1_chain_cert(ctx.get(), (*chain)[i].get())) return fail(takeSslErrors("grpc server: serving chain"));
   if (!SSL_CTX_use_PrivateKey(ctx.get(), key.get()) || !SSL_CTX_check_private_key(ctx.get()))
-    return fail(sslErrors("grpc server: the key does not match the serving certificate"));
+    return fail(takeSslErrors("grpc server: the key does not match the serving certificate"));
   SSL_CTX_set_alpn_select_cb(ctx.get(), selectH2, nullptr);
   return ctx;
 }
@@ -218,7 +218,7 @@ void UnaryServer::State::admit(UniqueFd fd, const sockaddr_storage& address) {
     ssl.reset(SSL_new(ctx.get()));
   }
   if (!ssl) {
-    spdlog::error("{}", sslErrors("grpc server: SSL_new"));
+    spdlog::error("{}", takeSslErrors("grpc server: SSL_new"));
     release(ip);
     return;
   }

@@ -61,19 +61,6 @@ TlsConnection::TlsConnection(UniqueFd fd, bssl::UniquePtr<SSL> ssl, int wakeFd)
   (void)bio.release();
 }
 
-std::string sslErrors(std::string_view what) {
-  std::string out(what);
-  bool first = true;
-  while (uint32_t code = ERR_get_error()) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    out += first ? ": " : "; ";
-    out += buffer;
-    first = false;
-  }
-  return out;
-}
-
 Wait waitFor(int fd, short events, Clock::time_point deadline, int wakeFd) {
   for (;;) {
     if (Clock::now() >= deadline) return Wait::kTimedOut;
@@ -112,7 +99,7 @@ Result<HostPort> splitHostPort(std::string_view address) {
 
 Result<std::vector<bssl::UniquePtr<X509>>> readCertificates(std::string_view pem) {
   bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return fail(sslErrors("BIO_new_mem_buf"));
+  if (!bio) return fail(takeSslErrors("BIO_new_mem_buf"));
   std::vector<bssl::UniquePtr<X509>> out;
   while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)})
     out.push_back(std::move(cert));
@@ -143,7 +130,7 @@ TlsConnection::Io TlsConnection::waitForTls(int sslError, Clock::time_point dead
       error_ = "connection closed by the peer";
       return Io::kClosed;
     }
-    error_ = sslErrors(what);
+    error_ = takeSslErrors(what);
     return Io::kFailed;
   }
   switch (waitFor(fd_.get(), events, deadline, wakeFd_)) {

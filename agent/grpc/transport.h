@@ -17,14 +17,13 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/ssl_errors.h"
 #include "common/unique_fd.h"
 
 namespace meshlock::grpc {
 
 using Clock = std::chrono::steady_clock;
 
-// BoringSSL's error queue, drained into one line: "what: reason; reason".
-[[nodiscard]] std::string sslErrors(std::string_view what);
 
 enum class Wait { kReady, kTimedOut, kWoken };
 // poll() until `fd` is ready for `events`, the deadline passes, or `wakeFd`

@@ -149,20 +149,6 @@ Status addExtensions(const CertificateSpec& spec, X509* cert, X509* issuer) {
 
 }  // namespace
 
-std::string takeSslErrors(std::string_view what) {
-  std::string out(what);
-  bool first = true;
-  while (uint32_t code = ERR_get_error()) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    out += first ? ": " : "; ";
-    out += buffer;
-    first = false;
-  }
-  if (first) out += ": (no BoringSSL error)";
-  return out;
-}
-
 Result<bssl::UniquePtr<EVP_PKEY>> generateP256Key() {
   bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
   if (!ec || !EC_KEY_generate_key(ec.get())) return fail(takeSslErrors("P-256 key generation"));

@@ -16,14 +16,14 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/ssl_errors.h"
 
 namespace meshlock::identity {
 
 using Seconds = std::chrono::sys_seconds;
 using CertificateList = std::vector<bssl::UniquePtr<X509>>;
 
-// BoringSSL's error queue as one line (and the queue emptied): "what: reason; reason".
-[[nodiscard]] std::string takeSslErrors(std::string_view what);
+using meshlock::takeSslErrors;  // common/ssl_errors.h
 
 [[nodiscard]] Result<bssl::UniquePtr<EVP_PKEY>> generateP256Key();
 

@@ -376,14 +376,17 @@ def check_pod_spec(obj, spec, path, namespaces):
     return needed
 
 
-def check_daemonset(obj, namespaces):
-    spec = obj.get("spec") or {}
-    # apps.go ValidateDaemonSetSpec: the selector must match the template's labels.
+def check_selector(obj, spec, source):
+    """apps.go: a workload's selector must match its pod template's labels."""
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     if not selector or any(labels.get(k) != v for k, v in selector.items()):
-        err(obj, "spec.template.metadata.labels", "`selector` does not match template `labels`",
-            "apps.go ValidateDaemonSetSpec")
+        err(obj, "spec.template.metadata.labels", "`selector` does not match template `labels`", source)
+
+
+def check_daemonset(obj, namespaces):
+    spec = obj.get("spec") or {}
+    check_selector(obj, spec, "apps.go ValidateDaemonSetSpec")
     if spec.get("minReadySeconds", 0) < 0:
         err(obj, "spec.minReadySeconds", "must be non-negative", "apps.go ValidateDaemonSetSpec")
     pod = (spec.get("template") or {}).get("spec") or {}
@@ -430,12 +433,7 @@ def check_daemonset(obj, namespaces):
 
 def check_deployment(obj, namespaces):
     spec = obj.get("spec") or {}
-    # apps.go ValidateDeploymentSpec: the selector must match the template's labels.
-    selector = (spec.get("selector") or {}).get("matchLabels") or {}
-    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    if not selector or any(labels.get(k) != v for k, v in selector.items()):
-        err(obj, "spec.template.metadata.labels", "`selector` does not match template `labels`",
-            "apps.go ValidateDeploymentSpec")
+    check_selector(obj, spec, "apps.go ValidateDeploymentSpec")
     if spec.get("replicas", 1) < 0:
         err(obj, "spec.replicas", "must be greater than or equal to 0", "apps.go ValidateDeploymentSpec")
     pod = (spec.get("template") or {}).get("spec") or {}
