@@ -10,7 +10,8 @@
 # (meshlock-connbench), agents' CPU per GB / per 1000 requests / per connection
 # (utime+stime of both agent processes), agents' RSS with N idle captured
 # connections; then the agent's start-up time to ready with 50 enrolled pods
-# on one node (startup.sh). Prints a Markdown section on stdout.
+# on one node (startup.sh), and new connections/s with 100 AuthorizationPolicies
+# on the destination (authz.sh). Prints a Markdown section on stdout.
 #
 # Needs root. Environment: MESHLOCK_BENCH_SECONDS (default 10),
 # MESHLOCK_BENCH_IDLE (default 10000, capped by the file descriptor limit:
@@ -205,3 +206,5 @@ section() {
 section >&3
 echo >&3
 bash "$here/startup.sh" "$build" >&3
+echo >&3
+bash "$here/authz.sh" "$build" >&3
