@@ -22,6 +22,8 @@ export MESHLOCK_BIN_DIR="$build/bin"
 E2E_NAME=benchca
 # shellcheck source=../../e2e/lib/cluster.sh
 source "$root/tests/e2e/lib/cluster.sh"
+# shellcheck source=../lib/timed_agent.sh
+source "$root/tests/bench/lib/timed_agent.sh"
 [ -x "$BIN/ca_load" ] || cmake --build "$build" --target ca_load >/dev/null
 
 spec="$WORK/ca.yaml"
@@ -58,25 +60,10 @@ cpu_per_cert=$(python3 -c "print(round(($after - $before) / max($issued, 1) * 1e
 socket="$WORK/admin-node-a.sock"
 ready_times=() cert_times=()
 for run in $(seq "$runs"); do
-  rm -rf "$socket" "$WORK/state-node-a"
-  start=$(date +%s%N)
+  rm -rf "$WORK/state-node-a"
   # shellcheck disable=SC2086
-  nsenter --net="$netns" "$AGENT" run --node node-a $(agent_source) --cgroup-root "$(node_field node-a cgroupRoot)" \
-    --bpf-pin-dir "$(pin_dir node-a)" --state-dir "$WORK/state-node-a" $flags --admin-socket "$socket" \
-    --drain-deadline 1 >"$WORK/agent-node-a.log" 2>&1 &
-  pid=$!
-  AGENT_PIDS+=("$pid")
-  ready=""
-  for _ in $(seq 3000); do
-    if [ -S "$socket" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --unix-socket "$socket" http://agent/ready)" = 200 ]; then
-      ready=$(date +%s%N)
-      break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.005
-  done
-  [ -n "$ready" ] || { cat "$WORK/agent-node-a.log"; die "agent not ready within 15 s (run $run)"; }
-  ready_times+=("$(( (ready - start) / 1000000 ))")
+  timed_agent_start node-a "$socket" $(agent_source) $flags
+  ready_times+=("$READY_MS")
   # From the agent's first wish for certificates to the 50th identity issued, both
   # lines of the agent's log (one clock, millisecond resolution).
   first=$(grep -m1 "wait for their certificate" "$WORK/agent-node-a.log" | cut -d' ' -f1)
@@ -86,11 +73,7 @@ for run in $(seq "$runs"); do
     cert_times+=("$(( ($(date -d "$last" +%s%N) - $(date -d "$first" +%s%N)) / 1000000 ))")
   fi
   log "run $run: ready after ${ready_times[-1]} ms, $count identities issued"
-  kill -TERM "$pid"
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  AGENT_PIDS=()
+  timed_agent_stop
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 ready_median=$(median "${ready_times[@]}")

@@ -13,6 +13,8 @@ export MESHLOCK_BIN_DIR="$build/bin"
 E2E_NAME=benchup
 # shellcheck source=../../e2e/lib/cluster.sh
 source "$root/tests/e2e/lib/cluster.sh"
+# shellcheck source=../lib/timed_agent.sh
+source "$root/tests/bench/lib/timed_agent.sh"
 
 spec="$WORK/startup.yaml"
 {
@@ -39,38 +41,16 @@ YAML
 make_ca "$WORK/ca"
 "$MESHSIM" up "$spec" --name "$RUN" >"$WORK/up.log" || { cat "$WORK/up.log"; die "meshsim up failed"; }
 NODES=(node-a)
-netns=$(node_field node-a netnsPath)
-cgroup_root=$(node_field node-a cgroupRoot)
 socket="$WORK/admin-node-a.sock"
 
 times=()
 served=""
 for run in $(seq "$runs"); do
-  rm -f "$socket"
-  start=$(date +%s%N)
-  nsenter --net="$netns" "$AGENT" run --node node-a --manifests "/run/meshsim/$RUN/manifests" \
-    --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir node-a)" --state-dir "$WORK/state-node-a" \
-    --ca-dir "$WORK/ca" --admin-socket "$socket" --drain-deadline 1 >"$WORK/agent-node-a.log" 2>&1 &
-  pid=$!
-  AGENT_PIDS+=("$pid")
-  ready=""
-  for _ in $(seq 3000); do
-    if [ -S "$socket" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --unix-socket "$socket" http://agent/ready)" = 200 ]; then
-      ready=$(date +%s%N)
-      break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.005
-  done
-  [ -n "$ready" ] || { cat "$WORK/agent-node-a.log"; die "agent not ready within 15 s (run $run)"; }
-  times+=("$(( (ready - start) / 1000000 ))")
+  timed_agent_start node-a "$socket" --manifests "/run/meshsim/$RUN/manifests" --ca-mode files --ca-dir "$WORK/ca"
+  times+=("$READY_MS")
   served=$(sed -n 's/.*ready: node node-a, \([0-9]*\) pods served.*/\1/p' "$WORK/agent-node-a.log" | tail -1)
   log "run $run: ready after ${times[-1]} ms, ${served:-?} pods served"
-  kill -TERM "$pid"
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  AGENT_PIDS=()
+  timed_agent_stop
 done
 
 sorted=$(printf '%s\n' "${times[@]}" | sort -n | tr '\n' ' ')
