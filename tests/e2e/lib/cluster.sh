@@ -234,6 +234,23 @@ serve() {
 # send FROM TO [BYTES]: 0 if the bytes came back intact.
 send() { in_pod "$1" "$PEER" send --to "$2" --bytes "${3:-65536}" --timeout 5 >/dev/null 2>&1; }
 
+# held_echo NAME FROM [IP/PORT]: a connection from pod FROM (default target
+# web, 10.244.1.10/8080) that echoes a line, waits for $WORK/NAME.go, then
+# echoes another. HELD_PID exits 0 only if both came back (4: the second read
+# failed, i.e. the connection was closed in between). Returns once it is open.
+held_echo() {
+  local name=$1 from=$2 target=${3:-10.244.1.10/8080}
+  in_pod "$from" bash -c "exec 3<>/dev/tcp/$target || exit 1
+    echo one >&3; read -t 3 a <&3 || exit 2; [ \"\$a\" = one ] || exit 3
+    touch $WORK/$name.open
+    for i in \$(seq 300); do [ -e $WORK/$name.go ] && break; sleep 0.1; done
+    echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" &
+  HELD_PID=$!
+  BG_PIDS+=($!)  # stopped at cleanup should the scenario end before it does
+  for _ in $(seq 100); do [ -e "$WORK/$name.open" ] && return 0; sleep 0.1; done
+  fail "held connection $name did not open in 10 s"
+}
+
 expect_ok() { send "$1" "$2" || fail "$1 -> $2: expected the bytes back intact"; }
 expect_refused() { if send "$1" "$2"; then fail "$1 -> $2: expected refused, got through"; fi; }
 

@@ -10,18 +10,6 @@ cluster_up "$HERE/cluster.yaml"
 serve shop/web 8080
 B="unix:$WORK/admin-node-b.sock"
 
-# held NAME: a connection from legacy/client to web that echoes a line, waits
-# for $WORK/NAME.go, then echoes another; exits 0 only if both came back.
-held() {
-  in_pod legacy/client bash -c "exec 3<>/dev/tcp/10.244.1.10/8080 || exit 1
-    echo one >&3; read -t 3 a <&3 || exit 2; [ \"\$a\" = one ] || exit 3
-    touch $WORK/$1.open
-    for i in \$(seq 300); do [ -e $WORK/$1.go ] && break; sleep 0.1; done
-    echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" &
-  HELD_PID=$!
-  for _ in $(seq 50); do [ -e "$WORK/$1.open" ] && return 0; sleep 0.1; done
-  fail "held connection $1 did not open"
-}
 release() { touch "$WORK/$1.go"; wait "$2" || fail "held connection $1 broke (exit $?)"; }
 mtls_from_legacy() {
   "$CTL" connections --admin "$B" -o json | python3 -c "
@@ -33,13 +21,13 @@ served_on_b() { "$CTL" status --admin "$B" -o json | python3 -c "import json,sys
 
 log "not enrolled: legacy/client is not served"
 [ "$(served_on_b)" = 1 ] || fail "node-b serves $(served_on_b) pods, want 1 (shop/client)"
-held before; before_pid=$HELD_PID
+held_echo before legacy/client; before_pid=$HELD_PID
 
 log "enroll namespace legacy"
 kubectl_admin label namespace legacy meshlock.io/mtls=enabled >/dev/null
 for _ in $(seq 30); do [ "$(served_on_b)" = 2 ] && break; sleep 0.1; done
 [ "$(served_on_b)" = 2 ] || fail "node-b did not start serving legacy/client"
-held during; during_pid=$HELD_PID
+held_echo during legacy/client; during_pid=$HELD_PID
 n=$(mtls_from_legacy)
 [ "$n" -ge 1 ] || fail "the new connection from legacy/client is not mTLS ($n)"
 release before "$before_pid"

@@ -29,18 +29,6 @@ accepted_on_b() { agent_status node-b 's["connections"]["total"]'; }
 batch_saw() { grep -a '"GET /marker.txt' "$WORK/batch-http.log" | tail -1 | cut -d' ' -f1; }
 client_hellos() { tshark -r "$WORK/$1.pcap" -d tcp.port==9090,tls -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l; }
 
-# held NAME: batch → web:8080 echoing a line, then another once $WORK/NAME.go exists.
-held() {
-  in_pod shop/batch bash -c "exec 3<>/dev/tcp/10.244.1.10/8080 || exit 1
-    echo one >&3; read -t 3 a <&3 || exit 2; [ \"\$a\" = one ] || exit 3
-    touch $WORK/$1.open
-    for i in \$(seq 300); do [ -e $WORK/$1.go ] && break; sleep 0.1; done
-    echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" &
-  HELD_PID=$!
-  BG_PIDS+=($!)  # stopped at cleanup should the scenario end before it does
-  for _ in $(seq 100); do [ -e "$WORK/$1.open" ] && return 0; sleep 0.1; done
-  fail "held connection $1 did not open in 10 s"
-}
 
 log "opted out: node-b serves shop/client only; meshlockctl says why batch is not"
 [ "$(served_on_b)" = 1 ] || fail "node-b serves $(served_on_b) pods, want 1"
@@ -71,7 +59,7 @@ body=$(in_pod legacy/client curl -s --max-time 5 http://10.244.2.30:7070/marker.
 [ "$(capture_counter node-b lookup_steered)" = "$steered0" ] || fail "lookup_steered moved for an opted-out pod"
 [ "$(accepted_on_b)" = "$accepted0" ] || fail "node-b's engine accepted inbound for an opted-out pod"
 
-held before; before_pid=$HELD_PID
+held_echo before shop/batch; before_pid=$HELD_PID
 
 log "remove the opt-out label live"
 kubectl_admin label pod -n shop batch meshlock.io/mtls- >/dev/null

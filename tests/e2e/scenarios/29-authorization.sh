@@ -59,24 +59,11 @@ expect_refused shop/client web.shop.svc.cluster.local:80    # 10.244.2.10
 unpolicy from-legacy-client
 
 log "a live change closes an established connection the new policy denies (as ztunnel does)"
-# held NAME: shop/client to web over mTLS, echoes a line, waits for NAME.go,
-# echoes another; its exit says which half worked (0: both; 4: the second
-# read failed, the connection was closed in between).
-held() {
-  in_pod shop/client bash -c "exec 3<>/dev/tcp/10.244.1.10/8080 || exit 1
-    echo one >&3; read -t 3 a <&3 || exit 2; [ \"\$a\" = one ] || exit 3
-    touch $WORK/$1.open
-    for i in \$(seq 300); do [ -e $WORK/$1.go ] && break; sleep 0.1; done
-    echo two >&3; read -t 3 b <&3 || exit 4; [ \"\$b\" = two ] || exit 5" &
-  HELD_PID=$!
-  for _ in $(seq 50); do [ -e "$WORK/$1.open" ] && return 0; sleep 0.1; done
-  fail "held connection $1 did not open"
-}
-held kept; kept_pid=$HELD_PID
+held_echo kept shop/client; kept_pid=$HELD_PID
 policy allow-shop '{rules: [{from: [{source: {namespaces: [shop]}}]}]}'   # still allows it
 touch "$WORK/kept.go"
 wait "$kept_pid" || fail "a connection the new policy still allows was closed (exit $?)"
-held cut; cut_pid=$HELD_PID
+held_echo cut shop/client; cut_pid=$HELD_PID
 policy deny-client-live '{action: DENY, rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]}]}'
 touch "$WORK/cut.go"
 rc=0; wait "$cut_pid" || rc=$?
