@@ -87,7 +87,8 @@ admin::Handler Agent::Parts::policyHandler() {
     const PolicyRef policy = currentPolicy();
     const config::Pod* pod = policy->podByName(ref->ns, ref->name);
     if (pod == nullptr) return admin::Response::error(404, "unknown pod " + text + " (not in the agent's cluster state)");
-    return jsonResponse(200, policy::explainPod(*policy, *pod));
+    // One pod asked for: include who may connect to it, source by source.
+    return jsonResponse(200, policy::explainPod(*policy, *pod, {.per_source_limit = 200}));
   };
 }
 

@@ -12,12 +12,16 @@ namespace {
 
 struct ExplainOptions : OfflineOptions {
   std::string pod;
+  size_t sources = 200;
 };
 
 CommandAction setup(CLI::App& sub) {
   auto opts = std::make_shared<ExplainOptions>();
   addOfflineOptions(sub, *opts);
   sub.add_option("pod", opts->pod, "NAMESPACE/POD (required)");
+  sub.add_option("--sources", opts->sources,
+                 "at most this many source-pod/port rows of the authorization decision (0: none)")
+      ->capture_default_str();
   return [opts]() -> int {
     if (!checkOfflineOptions(*opts)) return kExitUsage;
     auto ref = policy::parsePodRef(opts->pod);
@@ -33,7 +37,7 @@ CommandAction setup(CLI::App& sub) {
                    ref->name.c_str());
       return kExitInputError;
     }
-    const nlohmann::json j = policy::explainPod(*model->index, *pod);
+    const nlohmann::json j = policy::explainPod(*model->index, *pod, {.per_source_limit = opts->sources});
     if (!printOfflineStructured(j, opts->output)) printPodPolicyText(j);
     return model->errors.empty() ? kExitOk : kExitInputError;
   };

@@ -121,6 +121,16 @@ void printPodPolicyText(const json& j) {
   const json other = j.value("inbound_other_ports", json::object());
   std::printf("  other ports %-11s %s\n", text(other, "mode").c_str(),
               joined(other.value("decided_by", json::array()), "").c_str());
+  const json policies = j.value("authorization_policies", json::array());
+  if (!policies.empty()) {
+    std::printf("authorization (policies: %s):\n", joined(policies, "-").c_str());
+    for (const auto& a : j.value("inbound_authorization", json::array())) {
+      std::printf("  %-40s port %-5d %-9s %-5s %s\n", text(a, "from").c_str(), a.value("port", 0),
+                  text(a, "outcome").c_str(), text(a, "authorization").c_str(),
+                  text(a, "authorization_reason").c_str());
+    }
+    if (j.value("inbound_authorization_truncated", false)) std::printf("  ... (more sources: --sources N)\n");
+  }
   std::printf("outbound:\n");
   for (const auto& o : j.value("outbound", json::array())) {
     std::printf("  %-45s %-13s -> %-10s = %-9s %s\n", text(o, "to").c_str(), text(o, "client_tls").c_str(),

@@ -37,7 +37,48 @@ json toJson(const ConnectionReport& r) {
   return j;
 }
 
-json explainPod(const PolicyIndex& ix, const config::Pod& pod) {
+namespace {
+
+// What each known source pod gets from the pod's authorization policies, per
+// container port, as `check` decides it for that pair (mTLS sources with their
+// principal, plaintext ones without). Bounded: a cluster can have many pods.
+void addInboundAuthorization(const PolicyIndex& ix, const config::Pod& pod, size_t limit, json& j) {
+  json rows = json::array();
+  bool truncated = false;
+  if (ix.served(pod) && ix.authorization().anyApplies(pod)) {
+    std::set<uint16_t> ports;
+    for (const auto& p : pod.ports) ports.insert(p.port);
+    for (const config::Pod& source : ix.state().pods) {
+      if (&source == &pod || !source.ip) continue;
+      const PodRef from{source.ns(), source.name()};
+      for (uint16_t port : ports) {
+        if (rows.size() == limit) {
+          truncated = true;
+          break;
+        }
+        Target t;
+        t.kind = Target::Kind::kPod;
+        t.pod = PodRef{pod.ns(), pod.name()};
+        t.port = port;
+        auto r = checkConnection(ix, from, t);
+        if (!r || !r->authorization) continue;
+        rows.push_back({{"from", r->from},
+                        {"port", port},
+                        {"outcome", std::string(toString(r->outcome))},
+                        {"authorization", *r->authorization},
+                        {"authorization_policy", r->authorization_policy ? json(*r->authorization_policy) : json()},
+                        {"authorization_reason", r->authorization_reason}});
+      }
+      if (truncated) break;
+    }
+  }
+  j["inbound_authorization"] = std::move(rows);
+  j["inbound_authorization_truncated"] = truncated;
+}
+
+}  // namespace
+
+json explainPod(const PolicyIndex& ix, const config::Pod& pod, const ExplainOptions& options) {
   json j;
   j["pod"] = pod.ns() + "/" + pod.name();
   j["uid"] = pod.uid.str();
@@ -64,6 +105,7 @@ json explainPod(const PolicyIndex& ix, const config::Pod& pod) {
     j["authorization_policies"].push_back(p->meta.ref.ns + "/" + p->meta.ref.name);
   j["inbound_other_ports"] = {{"mode", std::string(toString(other.mode))},
                               {"decided_by", other.decided_by.describe()}};
+  if (options.per_source_limit > 0) addInboundAuthorization(ix, pod, options.per_source_limit, j);
   j["outbound"] = json::array();
   const PodRef ref{pod.ns(), pod.name()};
   for (const auto& svc : ix.state().services) {

@@ -16,7 +16,15 @@ namespace meshlock::policy {
 // inbound mode of each container port (and of the other ports), and what a
 // connection from it to each known service port gets, with the deciding
 // resources (meshlockctl explain/policy -o json, GET /policy, /config_dump).
-[[nodiscard]] nlohmann::json explainPod(const PolicyIndex& index, const config::Pod& pod);
+struct ExplainOptions {
+  // When above 0: "inbound_authorization", what each known source pod gets
+  // from the pod's AuthorizationPolicies per port (at most this many rows,
+  // "inbound_authorization_truncated" says when more were left out). Costs
+  // one check per source and port: asked for one pod, not for a dump of all.
+  size_t per_source_limit = 0;
+};
+[[nodiscard]] nlohmann::json explainPod(const PolicyIndex& index, const config::Pod& pod,
+                                        const ExplainOptions& options = {});
 
 // The mesh-wide settings and the resources that set them.
 [[nodiscard]] nlohmann::json toJson(const MeshSettings& mesh);

@@ -20,6 +20,17 @@ std::vector<std::filesystem::path> caseFiles(const std::filesystem::path& dir) {
   return out;
 }
 
+namespace {
+
+// A key that may be present with a string or with null.
+std::optional<std::optional<std::string>> nullableString(const YAML::Node& node) {
+  if (!node) return std::nullopt;
+  if (node.IsNull()) return std::optional<std::string>();
+  return node.as<std::string>();
+}
+
+}  // namespace
+
 Case loadCase(const std::filesystem::path& file) {
   YAML::Node root = YAML::LoadFile(file.string());
   Case c;
@@ -38,6 +49,8 @@ Case loadCase(const std::filesystem::path& file) {
     if (e["server_mode"]) x.server_mode = e["server_mode"].as<std::string>();
     if (e["outcome"]) x.outcome = e["outcome"].as<std::string>();
     if (e["expected_identities"]) x.expected_identities = e["expected_identities"].as<std::vector<std::string>>();
+    x.authorization = nullableString(e["authorization"]);
+    x.authorization_policy = nullableString(e["authorization_policy"]);
     c.expect.push_back(std::move(x));
   }
   if (c.expect.empty()) throw std::runtime_error(file.string() + ": no expectations");

@@ -16,6 +16,10 @@ struct Expectation {
   std::optional<std::string> server_mode;
   std::optional<std::string> outcome;
   std::optional<std::vector<std::string>> expected_identities;
+  // authz/ cases: "allow" | "deny" | "audit", or null (nothing decided: the
+  // destination is not served); the deciding policy "NS/NAME", or null.
+  std::optional<std::optional<std::string>> authorization;
+  std::optional<std::optional<std::string>> authorization_policy;
 };
 
 struct Case {

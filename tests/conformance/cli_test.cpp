@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sys/wait.h>
 
 #include "case_loader.h"
@@ -104,6 +105,45 @@ TEST_F(MeshlockctlCli, ValidateExitCodes) {
                                       "metadata: {name: x, namespace: shop}\nspec: {mtls: {mode: STRCT}}\n";
   CliRun r = run("validate --manifests " + dir_.string());
   EXPECT_EQ(r.exit_code, 1);
+}
+
+// The authorization keys of `check -o json`, and `explain`'s per-source rows,
+// through the binary on the namespace-isolation case.
+TEST(MeshlockctlAuthz, CheckAndExplainShowTheDecision) {
+  auto file = std::filesystem::path(MESHLOCK_CONFORMANCE_LOCAL_DIR) / "authz/01-namespace-isolation.yaml";
+  Case c = loadCase(file);
+  auto dir = writeManifests(c, "cli-authz");
+  for (const Expectation& x : c.expect) {
+    CliRun r = run("check --manifests " + dir.string() + " --from " + x.from + " --to " + x.to + " -o json");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    ASSERT_TRUE(x.authorization && *x.authorization);
+    EXPECT_EQ(j["authorization"], **x.authorization) << x.from;
+    ASSERT_TRUE(x.authorization_policy);
+    EXPECT_EQ(j["authorization_policy"], *x.authorization_policy ? nlohmann::json(**x.authorization_policy)
+                                                                   : nlohmann::json(nullptr))
+        << x.from;
+  }
+  CliRun r = run("explain --manifests " + dir.string() + " shop/web -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["authorization_policies"], nlohmann::json::array({"shop/same-namespace"}));
+  std::map<std::string, std::string> decided;  // "from port" -> authorization
+  for (const auto& row : j["inbound_authorization"])
+    decided[row["from"].get<std::string>() + " " + std::to_string(row["port"].get<int>())] = row["authorization"];
+  EXPECT_EQ(decided["shop/client 8080"], "allow");
+  EXPECT_EQ(decided["shop/client 9090"], "allow");
+  EXPECT_EQ(decided["other/client 8080"], "deny");
+  EXPECT_EQ(decided["legacy/client 9090"], "deny");
+  EXPECT_EQ(j["inbound_authorization_truncated"], false);
+  CliRun limited = run("explain --manifests " + dir.string() + " shop/web --sources 1 -o json");
+  auto k = nlohmann::json::parse(limited.out);
+  EXPECT_EQ(k["inbound_authorization"].size(), 1u);
+  EXPECT_EQ(k["inbound_authorization_truncated"], true);
+  CliRun text = run("explain --manifests " + dir.string() + " shop/web");
+  EXPECT_NE(text.out.find("authorization (policies: shop/same-namespace)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("ALLOW policies apply, none matched"), std::string::npos) << text.out;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -12,13 +12,18 @@ namespace {
 
 const std::filesystem::path kSharedCases = std::filesystem::path(MESHLOCK_SHARED_DIR) / "conformance/policy";
 const std::filesystem::path kLocalCases = MESHLOCK_CONFORMANCE_LOCAL_DIR;
+const std::filesystem::path kAuthzCases = std::filesystem::path(MESHLOCK_CONFORMANCE_LOCAL_DIR) / "authz";
 
 std::vector<std::filesystem::path> allCases() {
-  auto shared = caseFiles(kSharedCases);
-  auto local = caseFiles(kLocalCases);
-  shared.insert(shared.end(), local.begin(), local.end());
-  return shared;
+  auto all = caseFiles(kSharedCases);
+  for (const auto& dir : {kLocalCases, kAuthzCases}) {
+    auto more = caseFiles(dir);
+    all.insert(all.end(), more.begin(), more.end());
+  }
+  return all;
 }
+
+TEST(Conformance, AuthorizationCasesArePresent) { EXPECT_GE(caseFiles(kAuthzCases).size(), 9u); }
 
 // The shared data must be there: a missing directory is a failure, not a skip.
 TEST(Conformance, SharedCasesArePresent) {
@@ -56,6 +61,12 @@ void runCase(const std::filesystem::path& file) {
     if (x.expected_identities) {
       EXPECT_EQ(*x.expected_identities, r->expected_identities);
     }
+    if (x.authorization) {
+      EXPECT_EQ(*x.authorization, r->authorization) << r->authorization_reason;
+    }
+    if (x.authorization_policy) {
+      EXPECT_EQ(*x.authorization_policy, r->authorization_policy) << r->authorization_reason;
+    }
   }
 }
 
@@ -76,7 +87,8 @@ TEST(Conformance, EveryCaseFilePasses) {
 }
 
 std::string caseName(const testing::TestParamInfo<std::filesystem::path>& info) {
-  std::string prefix = info.param.parent_path() == kSharedCases ? "shared_" : "local_";
+  const auto dir = info.param.parent_path();
+  std::string prefix = dir == kSharedCases ? "shared_" : dir == kAuthzCases ? "authz_" : "local_";
   std::string name = prefix + info.param.stem().string();
   for (char& ch : name) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
