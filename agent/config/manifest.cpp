@@ -552,6 +552,7 @@ void parseDestinationRule(const At<N>& doc, ObjectMeta meta, ClusterState& out) 
     if (!selector.empty()) dr.workload_selector = std::move(selector);
   }
   At policy = spec["trafficPolicy"];
+  dr.has_traffic_policy = policy.present();
   if (policy["tls"].present()) dr.tls = tlsAt(policy["tls"]);
   for (const At<N>& setting : policy["portLevelSettings"].list()) {
     PortTlsSettings pls;

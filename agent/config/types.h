@@ -229,6 +229,7 @@ struct DestinationRule {
   std::optional<Labels> workload_selector;
   std::optional<ClientTlsSettings> tls;     // trafficPolicy.tls
   std::vector<PortTlsSettings> port_level;  // trafficPolicy.portLevelSettings
+  bool has_traffic_policy = false;          // trafficPolicy present, even without tls: merging keeps the first
   bool synthetic = false;  // made by meshlock for a ServiceMeshControlPlane's mesh-wide mTLS
   bool operator==(const DestinationRule&) const = default;
 };

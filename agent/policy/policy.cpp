@@ -154,11 +154,23 @@ struct PolicyIndex::ServiceEntry {
   std::vector<std::string> identities;         // sorted, unique
 };
 
-// DestinationRules visible from one namespace's point of view.
+// Several DestinationRules for one host, merged as istiod merges them
+// (pilot/pkg/model/destination_rule.go mergeDestinationRule at 86c9f01f): the
+// first rule (selectors first, then oldest) is kept; a later one for the same
+// host with the same exportTo is folded in: its subsets are added, and its
+// trafficPolicy is taken only when the merged rule has none yet.
+struct PolicyIndex::MergedRule {
+  const DestinationRule* first = nullptr;   // selector and host come from it
+  const DestinationRule* policy = nullptr;  // whose trafficPolicy applies; null: none has one
+  std::vector<const DestinationRule*> from;
+  std::set<std::string> export_to;  // as istiod keeps it: {"."} for selector rules
+};
+
+// DestinationRules of one pool (a namespace's local or exported rules), by host.
 struct PolicyIndex::RuleSet {
-  StringMap<std::vector<const DestinationRule*>> exact;  // oldest first
-  // Wildcard hosts as the suffix after '*' ("" for "*"), longest first, then oldest.
-  std::vector<std::pair<std::string, const DestinationRule*>> wildcards;
+  StringMap<std::vector<MergedRule>> exact;
+  StringMap<std::vector<MergedRule>> wildcards;  // by host with its '*'
+  std::vector<std::string> wildcard_order;       // most specific first (host.MoreSpecific)
 };
 
 struct PolicyIndex::NamespaceEntry {
@@ -166,8 +178,8 @@ struct PolicyIndex::NamespaceEntry {
   ReasonKind enrolled_by = ReasonKind::kNotEnrolled;  // kEnrolled or kEnrolledAmbient when enrolled
   const PeerAuthentication* namespace_policy = nullptr;
   std::vector<const PeerAuthentication*> workload_policies;  // oldest first
-  RuleSet local;     // rules of this namespace, for its own clients
-  RuleSet exported;  // rules of this namespace, for other namespaces' clients
+  RuleSet local;     // rules of this namespace visible to its own clients (istiod's namespaceLocal)
+  RuleSet exported;  // rules of this namespace for other namespaces' clients (exportedByNamespace)
 };
 
 PolicyIndex::PolicyIndex() = default;
@@ -207,39 +219,60 @@ bool isLegacyNamespacePolicy(const PeerAuthentication& pa) {
   return pa.meta.ref.kind == "Policy";
 }
 
-// Visibility of a rule to a client namespace (exportTo). Empty means everywhere.
-bool visibleTo(const DestinationRule& rule, std::string_view client_ns) {
-  if (rule.export_to.empty()) return true;
-  for (const std::string& e : rule.export_to) {
-    if (e == "*" || e == client_ns) return true;
-    if (e == "." && client_ns == rule.meta.ref.ns) return true;
+// mergeDestinationRule, with ENABLE_ENHANCED_DESTINATIONRULE_MERGE on (its
+// default): rules merge only when their exportTo sets are equal, or the new one
+// is a superset (then it is also kept on its own); rules with different
+// selectors never merge.
+void mergeRule(PolicyIndex::RuleSet& set, const std::string& host, const DestinationRule* rule,
+               const std::set<std::string>& export_to) {
+  auto& list = host.starts_with("*") ? set.wildcards[host] : set.exact[host];
+  bool append_separately = true;
+  for (PolicyIndex::MergedRule& merged : list) {
+    if (export_to == merged.export_to) {
+      append_separately = false;
+    } else if (!merged.export_to.empty() &&
+               std::includes(export_to.begin(), export_to.end(), merged.export_to.begin(), merged.export_to.end())) {
+      append_separately = true;
+    } else {
+      append_separately = true;
+      continue;
+    }
+    const auto& existing = merged.first->workload_selector;
+    const auto& incoming = rule->workload_selector;
+    const bool both_without = !existing && !incoming;
+    const bool both_with = existing && incoming;
+    if (both_with && *existing != *incoming) {
+      append_separately = true;
+      continue;
+    }
+    if (both_without || both_with) append_separately = false;
+    merged.from.push_back(rule);
+    if (!merged.policy && rule->has_traffic_policy) merged.policy = rule;
   }
-  return false;
+  if (append_separately) {
+    list.push_back(PolicyIndex::MergedRule{
+        .first = rule, .policy = rule->has_traffic_policy ? rule : nullptr, .from = {rule}, .export_to = export_to});
+  }
 }
 
-bool exportedBeyondOwnNamespace(const DestinationRule& rule) {
-  if (rule.export_to.empty()) return true;
-  for (const std::string& e : rule.export_to) {
-    if (e != "." && e != "~" && e != rule.meta.ref.ns) return true;
-  }
-  return false;
-}
-
-void addRule(PolicyIndex::RuleSet& set, const std::string& host, const DestinationRule* rule) {
-  if (host.starts_with("*")) {
-    set.wildcards.emplace_back(host.substr(1), rule);
-  } else {
-    set.exact[host].push_back(rule);
-  }
-}
-
-void sortRuleSet(PolicyIndex::RuleSet& set) {
-  auto older = [](const DestinationRule* a, const DestinationRule* b) { return olderThan(a->meta, b->meta); };
-  for (auto& [host, rules] : set.exact) std::stable_sort(rules.begin(), rules.end(), older);
-  std::stable_sort(set.wildcards.begin(), set.wildcards.end(), [&](const auto& a, const auto& b) {
-    if (a.first.size() != b.first.size()) return a.first.size() > b.first.size();
-    return older(a.second, b.second);
+// host.MoreSpecific: longest first, then alphabetical (wildcards only here).
+void orderWildcards(PolicyIndex::RuleSet& set) {
+  set.wildcard_order.clear();
+  for (const auto& [host, list] : set.wildcards) set.wildcard_order.push_back(host);
+  std::sort(set.wildcard_order.begin(), set.wildcard_order.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() > b.size() : a < b;
   });
+}
+
+// MostSpecificHostMatch (pilot/pkg/model/config.go): the exact host, else the
+// most specific wildcard whose suffix the host ends with.
+const std::vector<PolicyIndex::MergedRule>* mostSpecificHostMatch(const PolicyIndex::RuleSet& set,
+                                                                  std::string_view host) {
+  if (auto it = set.exact.find(host); it != set.exact.end()) return &it->second;
+  for (const std::string& wildcard : set.wildcard_order) {
+    if (host.ends_with(std::string_view(wildcard).substr(1))) return &set.wildcards.find(wildcard)->second;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -258,6 +291,7 @@ static std::string resolveRuleHost(const DestinationRule& rule, std::string_view
 
 std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   auto index = std::shared_ptr<PolicyIndex>(new PolicyIndex());
+  index->root_local_rules_ = std::make_unique<RuleSet>();
   PolicyIndex& ix = *index;
   ix.state_ = std::move(input);
   ClusterState& st = ix.state_;
@@ -323,6 +357,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       dr->meta = ix.synthetic_peer_auths_.back()->meta;
       dr->host = "*.local";
       dr->tls = config::ClientTlsSettings{.mode = TlsMode::kIstioMutual};
+      dr->has_traffic_policy = true;
       dr->synthetic = true;
       ix.synthetic_rules_.push_back(std::move(dr));
     }
@@ -548,20 +583,44 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     }
   }
 
-  // DestinationRules, per namespace: local (for that namespace's clients) and exported.
+  // DestinationRules into istiod's three pools (PushContext.setDestinationRules):
+  // per namespace the rules its own clients see and the rules it exports, and
+  // the root namespace's private rules. Rules with a selector are private to
+  // their namespace whatever their exportTo says. Merged in istiod's order:
+  // selector rules first, then by creation time, name, namespace.
   std::vector<const DestinationRule*> rules;
   for (const auto& dr : st.destination_rules) rules.push_back(&dr);
   for (const auto& dr : ix.synthetic_rules_) rules.push_back(dr.get());
+  std::stable_sort(rules.begin(), rules.end(), [](const DestinationRule* a, const DestinationRule* b) {
+    if (a->workload_selector.has_value() != b->workload_selector.has_value()) return a->workload_selector.has_value();
+    return olderThan(a->meta, b->meta);
+  });
   for (const DestinationRule* dr : rules) {
-    std::string host = resolveRuleHost(*dr, ix.mesh_.domain_suffix);
-    NamespaceEntry& ns = nsEntry(dr->meta.ref.ns);
-    if (visibleTo(*dr, dr->meta.ref.ns)) addRule(ns.local, host, dr);
-    if (!dr->workload_selector && exportedBeyondOwnNamespace(*dr)) addRule(ns.exported, host, dr);
+    const std::string host = resolveRuleHost(*dr, ix.mesh_.domain_suffix);
+    const std::string& own = dr->meta.ref.ns;
+    std::set<std::string> export_to;
+    if (dr->workload_selector) {
+      export_to.insert(".");
+    } else {
+      export_to.insert(dr->export_to.begin(), dr->export_to.end());
+    }
+    NamespaceEntry& ns = nsEntry(own);
+    if (export_to.empty() || export_to.contains("*") || export_to.contains(".") || export_to.contains(own)) {
+      mergeRule(ns.local, host, dr, export_to);
+    }
+    // meshConfig.defaultDestinationRuleExportTo is not read: no exportTo means public.
+    const bool private_only = export_to.size() == 1 && (export_to.contains(".") || export_to.contains(own));
+    if (!private_only) {
+      mergeRule(ns.exported, host, dr, export_to);
+    } else if (own == root) {
+      mergeRule(*ix.root_local_rules_, host, dr, export_to);
+    }
   }
   for (auto& [name, entry] : ix.namespaces_) {
-    sortRuleSet(entry->local);
-    sortRuleSet(entry->exported);
+    orderWildcards(entry->local);
+    orderWildcards(entry->exported);
   }
+  orderWildcards(*ix.root_local_rules_);
   ix.authorization_ = std::make_unique<AuthorizationIndex>(st, ix.mesh_.root_namespace);
   return index;
 }
@@ -609,10 +668,11 @@ std::vector<const Pod*> PolicyIndex::podsOnNode(std::string_view node) const {
 // portLevelSettings entry for the port replaces the top-level trafficPolicy
 // wholesale, so an entry without `tls` has none (auto mTLS decides), it does
 // not inherit trafficPolicy.tls. `rule_port` is set when a port entry decided.
-static const config::ClientTlsSettings* tlsForPort(const DestinationRule& rule, uint16_t port, uint16_t& rule_port) {
+const config::ClientTlsSettings* PolicyIndex::portTls(const DestinationRule& rule, uint16_t port,
+                                                     uint16_t* rule_port) {
   for (const config::PortTlsSettings& pls : rule.port_level) {
     if (pls.port != port) continue;
-    rule_port = port;
+    if (rule_port) *rule_port = port;
     return pls.tls ? &*pls.tls : nullptr;
   }
   return rule.tls ? &*rule.tls : nullptr;
@@ -665,51 +725,63 @@ InboundDecision PolicyIndex::inbound(const Pod& pod, uint16_t port) const {
 
 namespace {
 
-const DestinationRule* matchIn(const PolicyIndex::RuleSet& set, std::string_view host, const Pod& client,
-                               bool check_visibility) {
-  auto usable = [&](const DestinationRule* r) {
-    if (check_visibility && !visibleTo(*r, client.ns())) return false;
-    if (r->workload_selector && !config::selectorMatches(*r->workload_selector, client.labels())) return false;
-    return true;
-  };
-  if (!set.exact.empty()) {
-    if (auto it = set.exact.find(host); it != set.exact.end()) {
-      // Rules with a workload selector are more specific than those without.
-      for (const auto* r : it->second) {
-        if (r->workload_selector && usable(r)) return r;
-      }
-      for (const auto* r : it->second) {
-        if (usable(r)) return r;
+// The rules of a pool exported to the client's namespace, for the most specific host.
+std::vector<const PolicyIndex::MergedRule*> exportedTo(const PolicyIndex::RuleSet& set, std::string_view host,
+                                                       const std::string& client_ns) {
+  std::vector<const PolicyIndex::MergedRule*> out;
+  if (const auto* list = mostSpecificHostMatch(set, host)) {
+    for (const auto& merged : *list) {
+      if (merged.export_to.empty() || merged.export_to.contains("*") || merged.export_to.contains(client_ns)) {
+        out.push_back(&merged);
       }
     }
   }
-  for (const auto& [suffix, r] : set.wildcards) {
-    if (host.size() > suffix.size() && host.ends_with(suffix) && usable(r)) return r;
-    if (suffix.empty() && usable(r)) return r;
-  }
-  return nullptr;
+  return out;
 }
 
 }  // namespace
 
+// PushContext.destinationRule, then SidecarScope.DestinationRule
+// (pilot/pkg/model/push_context.go, sidecar.go at 86c9f01f):
+//  1. the client's namespace: its local pool (for a client in the root
+//     namespace, only the root namespace's private rules);
+//  2. the service's namespace: the rules it exports to the client's namespace;
+//  3. the root namespace: the rules it exports to the client's namespace.
+// The first step whose most specific host matches gives the candidates, even
+// when none of them then applies to the client. Among them, a rule of the
+// client's own namespace whose selector matches the client wins; otherwise the
+// last one without a selector.
 const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::string_view host,
                                                         const std::string* service_ns) const {
-  // 1. the client's namespace (private and public rules), 2. the service's
-  // namespace (exported rules), 3. the root namespace (exported rules).
-  if (auto it = namespaces_.find(client.ns()); it != namespaces_.end()) {
-    if (const auto* r = matchIn(it->second->local, host, client, false)) return r;
+  std::vector<const MergedRule*> candidates;
+  const RuleSet* first_pool = nullptr;
+  if (client.ns() != mesh_.root_namespace) {
+    if (auto it = namespaces_.find(client.ns()); it != namespaces_.end()) first_pool = &it->second->local;
+  } else {
+    first_pool = root_local_rules_.get();
   }
-  if (service_ns && *service_ns != client.ns()) {
-    if (auto it = namespaces_.find(*service_ns); it != namespaces_.end()) {
-      if (const auto* r = matchIn(it->second->exported, host, client, true)) return r;
+  if (first_pool) {
+    if (const auto* list = mostSpecificHostMatch(*first_pool, host)) {
+      for (const auto& merged : *list) candidates.push_back(&merged);
     }
   }
-  if (mesh_.root_namespace != client.ns()) {
-    if (auto it = namespaces_.find(mesh_.root_namespace); it != namespaces_.end()) {
-      if (const auto* r = matchIn(it->second->exported, host, client, true)) return r;
+  for (const std::string* owner : {service_ns, &mesh_.root_namespace}) {
+    if (!candidates.empty() || !owner) continue;
+    if (auto it = namespaces_.find(*owner); it != namespaces_.end()) {
+      candidates = exportedTo(it->second->exported, host, client.ns());
     }
   }
-  return nullptr;
+  const MergedRule* catch_all = nullptr;
+  for (const MergedRule* merged : candidates) {
+    const auto& selector = merged->first->workload_selector;
+    if (!selector) {
+      catch_all = merged;
+    } else if (merged->first->meta.ref.ns == client.ns() && config::selectorMatches(*selector, client.labels())) {
+      return merged->policy ? merged->policy : merged->first;
+    }
+  }
+  if (!catch_all) return nullptr;
+  return catch_all->policy ? catch_all->policy : catch_all->first;
 }
 
 OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint16_t service_port,
@@ -729,7 +801,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
   uint16_t rule_port = 0;
   if (!host.empty()) {
     rule = findDestinationRule(source, host, svc ? &svc->ns() : nullptr);
-    if (rule) tls = tlsForPort(*rule, service_port, rule_port);
+    if (rule) tls = portTls(*rule, service_port, &rule_port);
   }
   enum class Side { kFixed, kAuto } side = Side::kFixed;
   if (!src.served) {
@@ -856,7 +928,7 @@ OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst
     const DestinationRule* rule = findDestinationRule(source, host, nullptr);
     if (rule && served(source)) {
       uint16_t rule_port = 0;
-      const config::ClientTlsSettings* tls = tlsForPort(*rule, port, rule_port);
+      const config::ClientTlsSettings* tls = portTls(*rule, port, &rule_port);
       if (tls) {
         d.client_tls = toClientTls(tls->mode);
         d.tls = tls;

@@ -200,6 +200,11 @@ class PolicyIndex {
   // The DestinationRule a client uses for a host (Istio's lookup order), if any.
   [[nodiscard]] const config::DestinationRule* destinationRuleFor(const config::Pod& client,
                                                                   std::string_view host) const;
+  // A rule's TLS settings for a service port: the first portLevelSettings entry
+  // for it replaces trafficPolicy (its tls or none); else trafficPolicy.tls.
+  // `rule_port`, when given, is set to the port if a port entry decided.
+  [[nodiscard]] static const config::ClientTlsSettings* portTls(const config::DestinationRule& rule, uint16_t port,
+                                                                uint16_t* rule_port = nullptr);
   // A rule's host as Istio resolves it (short names in the rule's namespace, lower case).
   [[nodiscard]] std::string ruleHost(const config::DestinationRule& rule) const;
   // Whether a resolved rule host ("*.local", "web.shop.svc.cluster.local") covers `host`.
@@ -213,6 +218,7 @@ class PolicyIndex {
   // Implementation types, public only so the .cpp's helpers can name them.
   struct PodEntry;
   struct ServiceEntry;
+  struct MergedRule;
   struct RuleSet;
   struct NamespaceEntry;
 
@@ -246,6 +252,7 @@ class PolicyIndex {
   StringMap<std::size_t> service_by_host_;
   std::unordered_map<IpAddress, std::size_t> service_by_ip_;
   StringMap<std::unique_ptr<NamespaceEntry>> namespaces_;
+  std::unique_ptr<RuleSet> root_local_rules_;  // the root namespace's private rules (istiod's rootNamespaceLocal)
   std::vector<std::unique_ptr<config::DestinationRule>> synthetic_rules_;
   std::vector<std::unique_ptr<config::PeerAuthentication>> synthetic_peer_auths_;
   std::vector<std::unique_ptr<config::ObjectRef>> refs_;

@@ -219,24 +219,19 @@ class Validator {
     }
   }
 
-  // The TLS mode a rule sets for one service port, if any.
-  static const config::ClientTlsSettings* tlsFor(const DestinationRule& dr, uint16_t port) {
-    for (const auto& pls : dr.port_level) {
-      if (pls.port == port && pls.tls) return &*pls.tls;
-    }
-    return dr.tls ? &*dr.tls : nullptr;
-  }
-
   void destinationRules() {
     std::vector<const DestinationRule*> rules;
     for (const auto& dr : st_.destination_rules) rules.push_back(&dr);
     for (const auto* dr : ix_.syntheticRules()) rules.push_back(dr);
-    std::map<std::pair<std::string, std::string>, std::vector<const DestinationRule*>> same_host;
+    // Rules istiod merges into one: same namespace and host, no selector, same exportTo.
+    std::map<std::tuple<std::string, std::string, std::set<std::string>>, std::vector<const DestinationRule*>> same_host;
     const std::string suffix = "svc." + ix_.mesh().domain_suffix;
     for (const DestinationRule* dr : rules) {
       const auto& ref = dr->meta.ref;
       std::string host = ix_.ruleHost(*dr);
-      if (!dr->workload_selector && !dr->synthetic) same_host[{ref.ns, host}].push_back(dr);
+      if (!dr->workload_selector && !dr->synthetic) {
+        same_host[{ref.ns, host, std::set<std::string>(dr->export_to.begin(), dr->export_to.end())}].push_back(dr);
+      }
       bool cluster_local = host.ends_with("." + suffix) && !host.starts_with("*");
       if (cluster_local && !ix_.serviceByHost(host)) {
         add("ML009", ref, "host " + host + " matches no Service in the manifests");
@@ -252,12 +247,22 @@ class Validator {
         if (pls.tls) checkMutual(*pls.tls, " on port " + std::to_string(pls.port));
       }
     }
+    // istiod keeps the first trafficPolicy (oldest first) and adds the subsets
+    // of the others: a later rule's trafficPolicy is ignored when an older one has one.
     for (auto& [key, list] : same_host) {
       if (list.size() < 2) continue;
       std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
-      for (std::size_t i = 1; i < list.size(); ++i) {
-        add("ML010", list[i]->meta.ref, "another DestinationRule for " + key.second + " in namespace " + key.first +
-                                            ", " + list[0]->meta.ref.toString() + ", is older; its traffic policy wins");
+      const DestinationRule* policy_from = nullptr;
+      for (const DestinationRule* dr : list) {
+        if (!dr->has_traffic_policy) continue;
+        if (!policy_from) {
+          policy_from = dr;
+          continue;
+        }
+        add("ML010", dr->meta.ref, "its trafficPolicy is ignored: another DestinationRule for " + std::get<1>(key) +
+                                       " in namespace " + std::get<0>(key) + ", " + policy_from->meta.ref.toString() +
+                                       ", is older and has one (istiod merges the rules: the first trafficPolicy "
+                                       "wins, subsets are added)");
       }
     }
     effectiveRules();
@@ -279,7 +284,7 @@ class Validator {
         if (!dr) continue;
         const auto& ref = dr->meta.ref;
         for (const auto& sp : svc.ports) {
-          const auto* tls = tlsFor(*dr, sp.port);
+          const auto* tls = PolicyIndex::portTls(*dr, sp.port);
           if (!tls) continue;
           auto backends = ix_.backendsOf(svc, sp.port);
           std::string where = fqdn + ":" + std::to_string(sp.port);

@@ -26,9 +26,11 @@ std::string pa(const std::string& ns, const std::string& name, const std::string
          "}\nspec: " + body + "\n---\n";
 }
 
-std::string dr(const std::string& ns, const std::string& name, const std::string& body) {
+std::string dr(const std::string& ns, const std::string& name, const std::string& body,
+               const std::string& created = "") {
   return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + name +
-         ", namespace: " + ns + "}\nspec: " + body + "\n---\n";
+         ", namespace: " + ns + (created.empty() ? "" : ", creationTimestamp: \"" + created + "\"") +
+         "}\nspec: " + body + "\n---\n";
 }
 
 // ---- Outcome table ---------------------------------------------------------------
@@ -439,6 +441,87 @@ TEST(Outbound, ARuleWithoutTlsLeavesAutoMtls) {
   auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
   EXPECT_EQ(p.client, ClientTls::kIstioMutual);
   EXPECT_EQ(p.decided_by[0], "auto mTLS");
+}
+
+// Several rules for one host are merged, not "oldest wins whole"
+// (istio/istio pilot/pkg/model/destination_rule.go mergeDestinationRule at
+// 86c9f01f): the first trafficPolicy present is kept, whatever it holds, and
+// a later rule's subsets are added. An older rule with only subsets therefore
+// takes a newer rule's TLS; an older trafficPolicy without tls keeps a newer
+// rule's tls out.
+TEST(Outbound, RulesForOneHostAreMergedTheFirstTrafficPolicyWins) {
+  auto subsets_first = cluster(
+      dr("shop", "subsets", "{host: web, subsets: [{name: v1, labels: {version: v1}}]}", "2026-01-01T00:00:00Z") +
+      dr("shop", "tls", "{host: web, trafficPolicy: {tls: {mode: DISABLE}}}", "2026-02-01T00:00:00Z"));
+  auto p = check(*subsets_first, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.decided_by[0], "DestinationRule/shop/tls");
+  auto pool_first = cluster(
+      dr("shop", "pool", "{host: web, trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}}",
+         "2026-01-01T00:00:00Z") +
+      dr("shop", "tls", "{host: web, trafficPolicy: {tls: {mode: DISABLE}}}", "2026-02-01T00:00:00Z"));
+  EXPECT_EQ(check(*pool_first, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kIstioMutual)
+      << "the older trafficPolicy (no tls) is the merged rule's: auto mTLS";
+}
+
+// With ENABLE_ENHANCED_DESTINATIONRULE_MERGE (default true,
+// pilot/pkg/features/experimental.go) rules merge only with the same exportTo;
+// otherwise both are candidates, and SidecarScope.DestinationRule takes the
+// last one without a selector: here the newer.
+TEST(Outbound, RulesWithDifferentExportToAreNotMergedTheLastCandidateWins) {
+  auto ix = cluster(
+      dr("shop", "private", "{host: web, exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}",
+         "2026-01-01T00:00:00Z") +
+      dr("shop", "public", "{host: web, trafficPolicy: {tls: {mode: SIMPLE}}}", "2026-02-01T00:00:00Z"));
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kSimple);
+  EXPECT_EQ(p.decided_by[0], "DestinationRule/shop/public");
+}
+
+// PushContext.destinationRule step 1 for a client in the root namespace looks
+// only at the root namespace's private rules, so the service namespace's
+// exported rule beats a public catch-all in the root namespace.
+TEST(Outbound, RootNamespaceClientsSeeTheServiceNamespaceFirst) {
+  const std::string root_client = R"(apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system, labels: {meshlock.io/mtls: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tool, namespace: istio-system, uid: uid-tool, labels: {app: tool}}
+spec: {nodeName: node-b, containers: [{name: c}]}
+status: {podIP: 10.244.2.30}
+---
+)";
+  auto ix = cluster(root_client + dr("istio-system", "catch-all", "{host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    dr("shop", "web", "{host: web, trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*ix, "istio-system/tool", "web.shop.svc.cluster.local:80").client, ClientTls::kSimple);
+  EXPECT_EQ(check(*ix, "istio-system/tool", "db.legacy.svc.cluster.local:5432").client, ClientTls::kDisable);
+  auto private_root = cluster(root_client +
+                              dr("istio-system", "mine", "{host: '*.local', exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}") +
+                              dr("shop", "web", "{host: web, trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*private_root, "istio-system/tool", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable)
+      << "the root namespace's private rules come first for its own clients";
+}
+
+// The first step whose most specific host matches gives the candidates even
+// when none applies to the client: no fall-through to later namespaces.
+TEST(Outbound, AHostMatchInTheClientNamespaceStopsTheSearch) {
+  auto ix = cluster(dr("shop", "for-other", "{host: web, workloadSelector: {matchLabels: {app: other}}, "
+                                            "trafficPolicy: {tls: {mode: DISABLE}}}") +
+                    dr("istio-system", "catch-all", "{host: '*.local', trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  auto p = check(*ix, "shop/client", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+  EXPECT_EQ(p.decided_by[0], "auto mTLS");
+}
+
+// setDestinationRules: a rule with a workloadSelector is private to its
+// namespace whatever its exportTo says.
+TEST(Outbound, SelectorRulesArePrivateWhateverTheirExportTo) {
+  auto ix = cluster(dr("shop", "for-client", "{host: web, exportTo: [legacy], workloadSelector: {matchLabels: {app: client}}, "
+                                             "trafficPolicy: {tls: {mode: DISABLE}}}"));
+  EXPECT_EQ(check(*ix, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+  EXPECT_EQ(check(*ix, "legacy/client", "web.shop.svc.cluster.local:80").client, ClientTls::kNone);
 }
 
 // ---- Auto mTLS -------------------------------------------------------------------
