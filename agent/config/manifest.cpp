@@ -565,6 +565,65 @@ void parseDestinationRule(const At<N>& doc, ObjectMeta meta, ClusterState& out) 
   out.destination_rules.push_back(std::move(dr));
 }
 
+// networking.istio.io ServiceEntry: what DestinationRule lookup and the
+// destination resolution need (hosts, addresses, ports, location, resolution,
+// endpoints, workloadSelector, exportTo, subjectAltNames).
+template <typename N>
+void parseServiceEntry(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  ServiceEntry se;
+  se.meta = std::move(meta);
+  At spec = doc["spec"];
+  se.hosts = spec["hosts"].strings();
+  if (se.hosts.empty()) failAt(spec["hosts"].path(), "required field is missing (at least one host)");
+  se.addresses = spec["addresses"].strings();
+  for (const At<N>& port : spec["ports"].list()) {
+    ServiceEntryPort p;
+    auto number = port["number"].optPort();
+    if (!number) failAt(port["number"].path(), "required field is missing");
+    p.number = *number;
+    p.name = port["name"].string();
+    p.protocol = port["protocol"].string();
+    p.target_port = port["targetPort"].optPort().value_or(0);
+    se.ports.push_back(std::move(p));
+  }
+  const std::string location = spec["location"].string("MESH_EXTERNAL");
+  if (location == "MESH_EXTERNAL") {
+    se.location = ServiceEntryLocation::kMeshExternal;
+  } else if (location == "MESH_INTERNAL") {
+    se.location = ServiceEntryLocation::kMeshInternal;
+  } else {
+    failAt(spec["location"].path(), "unknown location \"" + location + "\" (want MESH_EXTERNAL or MESH_INTERNAL)");
+  }
+  const std::string resolution = spec["resolution"].string("NONE");
+  if (resolution == "NONE") {
+    se.resolution = ServiceEntryResolution::kNone;
+  } else if (resolution == "STATIC") {
+    se.resolution = ServiceEntryResolution::kStatic;
+  } else if (resolution == "DNS") {
+    se.resolution = ServiceEntryResolution::kDns;
+  } else if (resolution == "DNS_ROUND_ROBIN") {
+    se.resolution = ServiceEntryResolution::kDnsRoundRobin;
+  } else {
+    failAt(spec["resolution"].path(),
+           "unknown resolution \"" + resolution + "\" (want NONE, STATIC, DNS or DNS_ROUND_ROBIN)");
+  }
+  for (const At<N>& endpoint : spec["endpoints"].list()) {
+    ServiceEntryEndpoint e;
+    e.address = endpoint["address"].string();
+    if (!e.address.empty()) e.ip = IpAddress::parse(e.address);
+    for (auto& [name, port] : endpoint["ports"].entries()) {
+      auto number = port.optPort();
+      if (number) e.ports[name] = *number;
+    }
+    e.labels = endpoint["labels"].labels();
+    se.endpoints.push_back(std::move(e));
+  }
+  if (spec["workloadSelector"].present()) se.workload_selector = spec["workloadSelector"]["labels"].labels();
+  se.export_to = spec["exportTo"].strings();
+  se.subject_alt_names = spec["subjectAltNames"].strings();
+  out.service_entries.push_back(std::move(se));
+}
+
 template <typename N>
 void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   values.enable_auto_mtls = mc["enableAutoMtls"].optBool();
@@ -688,6 +747,8 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
     parseAuthorizationPolicy(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "networking.istio.io" && kind == "DestinationRule") {
     parseDestinationRule(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "networking.istio.io" && kind == "ServiceEntry") {
+    parseServiceEntry(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "sailoperator.io" && kind == "Istio") {
     parseIstio(doc, metaAt(doc, kind, api, false, where), out);
   } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {

@@ -112,12 +112,13 @@ void ClusterState::append(const ClusterState& other) {
   destination_rules.append(other.destination_rules);
   control_planes.append(other.control_planes);
   authorization_policies.append(other.authorization_policies);
+  service_entries.append(other.service_entries);
 }
 
 std::size_t ClusterState::objectCount() const {
   return namespaces.size() + pods.size() + services.size() + endpoints.size() +
          peer_authentications.size() + destination_rules.size() + control_planes.size() +
-         authorization_policies.size();
+         authorization_policies.size() + service_entries.size();
 }
 
 }  // namespace meshlock::config

@@ -234,6 +234,43 @@ struct DestinationRule {
   bool operator==(const DestinationRule&) const = default;
 };
 
+// ---- networking.istio.io ServiceEntry (v1, v1beta1, v1alpha3) -------------------
+
+// Hosts added to the mesh's registry (istio/api networking/v1alpha3/service_entry.proto).
+// A DestinationRule applies only to hosts of the registry: Services and these.
+enum class ServiceEntryLocation : uint8_t { kMeshExternal, kMeshInternal };
+enum class ServiceEntryResolution : uint8_t { kNone, kStatic, kDns, kDnsRoundRobin };
+
+struct ServiceEntryPort {
+  uint16_t number = 0;
+  std::string name;
+  std::string protocol;
+  uint16_t target_port = 0;  // 0: the endpoint's port for this name, else `number`
+  bool operator==(const ServiceEntryPort&) const = default;
+};
+
+struct ServiceEntryEndpoint {
+  std::string address;            // an IP, a host name (DNS), or unix:// (not used)
+  std::optional<IpAddress> ip;    // when `address` is an IP
+  std::map<std::string, uint16_t> ports;  // port name → endpoint port
+  Labels labels;
+  bool operator==(const ServiceEntryEndpoint&) const = default;
+};
+
+struct ServiceEntry {
+  ObjectMeta meta;
+  std::vector<std::string> hosts;      // as written (lower-cased at lookup)
+  std::vector<std::string> addresses;  // IPs or CIDRs, as written
+  std::vector<ServiceEntryPort> ports;
+  ServiceEntryLocation location = ServiceEntryLocation::kMeshExternal;  // the proto's default (0)
+  ServiceEntryResolution resolution = ServiceEntryResolution::kNone;
+  std::vector<ServiceEntryEndpoint> endpoints;
+  std::optional<Labels> workload_selector;  // endpoints are the selected pods
+  std::vector<std::string> export_to;
+  std::vector<std::string> subject_alt_names;
+  bool operator==(const ServiceEntry&) const = default;
+};
+
 // ---- security.istio.io AuthorizationPolicy (v1, v1beta1) -----------------------
 
 enum class AuthzAction : uint8_t { kAllow, kDeny, kAudit, kCustom };
@@ -317,6 +354,7 @@ struct ClusterState {
   SharedList<DestinationRule> destination_rules;
   SharedList<ControlPlane> control_planes;
   SharedList<AuthorizationPolicy> authorization_policies;
+  SharedList<ServiceEntry> service_entries;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

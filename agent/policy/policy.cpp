@@ -182,6 +182,15 @@ struct PolicyIndex::NamespaceEntry {
   RuleSet exported;  // rules of this namespace for other namespaces' clients (exportedByNamespace)
 };
 
+// An Istio ServiceEntry's hosts in the registry, with the backends of each
+// declared port (endpoints, or the pods its workloadSelector picks).
+struct PolicyIndex::IstioServiceEntry {
+  const config::ServiceEntry* se = nullptr;
+  std::vector<std::string> hosts;              // lower case, as written otherwise
+  std::vector<std::vector<Backend>> backends;  // parallel to se->ports
+  std::vector<std::string> identities;         // subjectAltNames, else the pods' SPIFFE IDs
+};
+
 PolicyIndex::PolicyIndex() = default;
 PolicyIndex::~PolicyIndex() = default;
 
@@ -583,6 +592,61 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     }
   }
 
+  // ServiceEntries: their hosts join the registry (exact and wildcard), their
+  // addresses and static endpoint IPs resolve to their first host.
+  ix.service_entries_.reserve(st.service_entries.size());
+  for (const config::ServiceEntry& entry : st.service_entries) {
+    IstioServiceEntry e;
+    e.se = &entry;
+    for (const std::string& written : entry.hosts) e.hosts.push_back(lower(written));
+    e.backends.resize(entry.ports.size());
+    std::set<std::string> identities;
+    auto add = [&](const Pod* pod, const IpAddress& ip, const std::map<std::string, uint16_t>& named) {
+      for (std::size_t p = 0; p < entry.ports.size(); ++p) {
+        const config::ServiceEntryPort& port = entry.ports[p];
+        uint16_t target = port.target_port ? port.target_port : port.number;
+        if (auto it = named.find(port.name); it != named.end()) target = it->second;
+        e.backends[p].push_back(Backend{pod, ip, target});
+      }
+      if (pod) identities.insert(ix.pods_[ix.podIndex(*pod)].identity.front());
+    };
+    if (entry.workload_selector) {
+      selectors.forEachMatch(entry.meta.ref.ns, *entry.workload_selector, [&](std::size_t pi) {
+        const Pod* pod = ix.pods_[pi].pod;
+        if (!pod->terminated) add(pod, pod->ip.value_or(IpAddress{}), {});
+      });
+    } else {
+      for (const config::ServiceEntryEndpoint& endpoint : entry.endpoints) {
+        const Pod* pod = endpoint.ip ? ix.podByIp(*endpoint.ip) : nullptr;
+        add(pod, endpoint.ip.value_or(IpAddress{}), endpoint.ports);
+      }
+    }
+    if (!entry.subject_alt_names.empty()) {
+      e.identities = entry.subject_alt_names;
+    } else {
+      e.identities.assign(identities.begin(), identities.end());
+    }
+    const std::size_t idx = ix.service_entries_.size();
+    for (const std::string& host : e.hosts) {
+      if (host.starts_with("*")) {
+        ix.service_entry_wildcards_.emplace_back(host.substr(1), idx);
+      } else {
+        ix.service_entry_by_host_[host].push_back(idx);
+      }
+    }
+    for (const std::string& address : entry.addresses) {
+      if (auto prefix = IpPrefix::parse(address)) ix.service_entry_by_address_.emplace_back(*prefix, idx);
+    }
+    if (entry.resolution == config::ServiceEntryResolution::kStatic) {
+      for (const auto& endpoint : entry.endpoints) {
+        if (endpoint.ip) ix.service_entry_by_address_.emplace_back(*IpPrefix::parse(endpoint.ip->toString()), idx);
+      }
+    }
+    ix.service_entries_.push_back(std::move(e));
+  }
+  std::stable_sort(ix.service_entry_wildcards_.begin(), ix.service_entry_wildcards_.end(),
+                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+
   // DestinationRules into istiod's three pools (PushContext.setDestinationRules):
   // per namespace the rules its own clients see and the rules it exports, and
   // the root namespace's private rules. Rules with a selector are private to
@@ -786,7 +850,8 @@ const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::
 
 OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint16_t service_port,
                                      std::string_view host, std::span<const Backend> backends,
-                                     std::span<const std::string> identities) const {
+                                     std::span<const std::string> identities,
+                                     const config::ServiceEntry* entry) const {
   OutboundDecision d;
   d.min_tls_version = mesh_.min_protocol_version;
   d.service = svc;
@@ -800,7 +865,8 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
   const DestinationRule* rule = nullptr;
   uint16_t rule_port = 0;
   if (!host.empty()) {
-    rule = findDestinationRule(source, host, svc ? &svc->ns() : nullptr);
+    const std::string* registry_ns = svc ? &svc->ns() : entry ? &entry->meta.ref.ns : nullptr;
+    rule = findDestinationRule(source, host, registry_ns);
     if (rule) tls = portTls(*rule, service_port, &rule_port);
   }
   enum class Side { kFixed, kAuto } side = Side::kFixed;
@@ -907,6 +973,9 @@ OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst
     if (auto it = pod_by_ip_.find(*dst.ip); it != pod_by_ip_.end()) {
       return outboundToPod(source, *pods_[it->second].pod, port);
     }
+    if (const IstioServiceEntry* entry = serviceEntryForIp(source, *dst.ip)) {
+      return outboundToServiceEntry(source, *entry, entry->hosts.front(), port);
+    }
     return decide(source, nullptr, port, {}, {}, {});  // passthrough: no host to look up rules for
   }
   std::string host = lower(dst.host);
@@ -922,23 +991,80 @@ OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst
       return outboundToService(source, it->second, port);
     }
   }
-  // A host meshlock knows nothing behind: rules for it still apply (e.g. SIMPLE TLS to an external API).
-  OutboundDecision d = decide(source, nullptr, port, {}, {}, {});
-  if (!host.empty()) {
-    const DestinationRule* rule = findDestinationRule(source, host, nullptr);
-    if (rule && served(source)) {
-      uint16_t rule_port = 0;
-      const config::ClientTlsSettings* tls = portTls(*rule, port, &rule_port);
-      if (tls) {
-        d.client_tls = toClientTls(tls->mode);
-        d.tls = tls;
-        d.client_decided_by = {};
-        d.client_decided_by.add(byResource(rule->meta, rule_port));
-        d.outcome = combine(d.client_tls, d.server_mode);
-        d.expected_identities = tls->subject_alt_names;
+  if (auto [entry, entry_host] = serviceEntryFor(source, host); entry) {
+    return outboundToServiceEntry(source, *entry, entry_host, port);
+  }
+  // Neither a Service nor a ServiceEntry: istiod has no cluster for the host,
+  // the connection passes through and no DestinationRule applies to it
+  // (PushContext.destinationRule returns nothing without a service).
+  return decide(source, nullptr, port, {}, {}, {});
+}
+
+namespace {
+
+bool entryVisibleTo(const config::ServiceEntry& se, std::string_view client_ns) {
+  if (se.export_to.empty()) return true;
+  for (const std::string& e : se.export_to) {
+    if (e == "*" || e == client_ns || (e == "." && client_ns == se.meta.ref.ns)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::pair<const PolicyIndex::IstioServiceEntry*, std::string_view> PolicyIndex::serviceEntryFor(
+    const Pod& client, std::string_view host) const {
+  if (auto it = service_entry_by_host_.find(host); it != service_entry_by_host_.end()) {
+    for (std::size_t idx : it->second) {
+      const IstioServiceEntry& e = service_entries_[idx];
+      if (!entryVisibleTo(*e.se, client.ns())) continue;
+      for (const std::string& h : e.hosts) {
+        if (h == host) return {&e, h};
       }
     }
   }
+  for (const auto& [suffix, idx] : service_entry_wildcards_) {
+    const IstioServiceEntry& e = service_entries_[idx];
+    if (host.size() > suffix.size() && host.ends_with(suffix) && entryVisibleTo(*e.se, client.ns())) {
+      for (const std::string& h : e.hosts) {
+        if (h.size() == suffix.size() + 1 && std::string_view(h).substr(1) == suffix) return {&e, h};
+      }
+    }
+  }
+  return {nullptr, {}};
+}
+
+bool PolicyIndex::inRegistry(std::string_view host) const {
+  if (serviceByHost(host) || service_entry_by_host_.contains(host)) return true;
+  for (const auto& [suffix, idx] : service_entry_wildcards_) {
+    if (host.size() > suffix.size() && host.ends_with(suffix)) return true;
+  }
+  return false;
+}
+
+const PolicyIndex::IstioServiceEntry* PolicyIndex::serviceEntryForIp(const Pod& client, const IpAddress& ip) const {
+  const IstioServiceEntry* best = nullptr;
+  unsigned best_length = 0;
+  for (const auto& [prefix, idx] : service_entry_by_address_) {
+    const IstioServiceEntry& e = service_entries_[idx];
+    if (prefix.contains(ip) && (!best || prefix.length() > best_length) && entryVisibleTo(*e.se, client.ns())) {
+      best = &e, best_length = prefix.length();
+    }
+  }
+  return best;
+}
+
+OutboundDecision PolicyIndex::outboundToServiceEntry(const Pod& source, const IstioServiceEntry& entry,
+                                                     std::string_view host, uint16_t port) const {
+  for (std::size_t p = 0; p < entry.se->ports.size(); ++p) {
+    if (entry.se->ports[p].number != port) continue;
+    OutboundDecision d = decide(source, nullptr, port, host, entry.backends[p], entry.identities, entry.se);
+    d.service_entry = entry.se;
+    return d;
+  }
+  // A port the entry does not declare: istiod builds no cluster for it.
+  OutboundDecision d = decide(source, nullptr, port, {}, {}, {});
+  d.service_entry = entry.se;
   return d;
 }
 
@@ -1101,8 +1227,24 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
     r.destination = "service " + d.service->ns() + "/" + d.service->name() + " port " +
                     std::to_string(d.service_port) + " → " + std::to_string(d.backends.size()) + " backend(s)";
     if (d.backends.empty()) r.notes.push_back("no backend pod behind this service port");
+  } else if (d.service_entry) {
+    const config::ServiceEntry& se = *d.service_entry;
+    const bool external = se.location == config::ServiceEntryLocation::kMeshExternal;
+    if (d.host.empty()) {
+      r.destination = "ServiceEntry " + se.meta.ref.ns + "/" + se.meta.ref.name + " (port not declared)";
+      r.notes.push_back("ServiceEntry " + se.meta.ref.ns + "/" + se.meta.ref.name + " does not declare port " +
+                        std::to_string(d.service_port) + ": passthrough, no DestinationRule applies");
+    } else {
+      r.destination = "ServiceEntry " + se.meta.ref.ns + "/" + se.meta.ref.name + " host " + std::string(d.host) +
+                      " port " + std::to_string(d.service_port) + (external ? " (MESH_EXTERNAL)" : " (MESH_INTERNAL)") +
+                      " → " + std::to_string(d.backends.size()) + " endpoint(s)";
+    }
   } else {
     r.destination = "outside the mesh";
+    if (to.kind == Target::Kind::kHost) {
+      r.notes.push_back("no Service or ServiceEntry has this host: the connection passes through and no "
+                        "DestinationRule applies (add a ServiceEntry to originate TLS to it)");
+    }
   }
   bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
   for (const Backend& b : d.backends) {

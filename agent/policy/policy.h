@@ -120,6 +120,7 @@ struct OutboundDecision {
   config::TlsVersion min_tls_version = config::TlsVersion::kTls12;
   // What the destination resolved to.
   const config::Service* service = nullptr;  // the service reached (or attributed to a pod)
+  const config::ServiceEntry* service_entry = nullptr;  // or the Istio ServiceEntry whose host or address it is
   uint16_t service_port = 0;
   std::span<const Backend> backends;          // the service port's backends
   const config::Pod* pod = nullptr;           // set when the destination is one pod (pod IP, NS/POD)
@@ -167,6 +168,9 @@ class PolicyIndex {
   [[nodiscard]] const config::Pod* podByName(std::string_view ns, std::string_view name) const;
   [[nodiscard]] const config::Service* serviceByHost(std::string_view fqdn) const;
   [[nodiscard]] const config::Service* serviceByIp(const IpAddress& ip) const;
+  // Whether a host is in the registry: a Service's name, or a ServiceEntry host
+  // (exact, or under one of its wildcards), whatever the entry's exportTo.
+  [[nodiscard]] bool inRegistry(std::string_view host) const;
   [[nodiscard]] std::vector<const config::Pod*> podsOnNode(std::string_view node) const;
 
   // Whether meshlock terminates and originates TLS for this pod.
@@ -219,6 +223,7 @@ class PolicyIndex {
   struct PodEntry;
   struct ServiceEntry;
   struct MergedRule;
+  struct IstioServiceEntry;
   struct RuleSet;
   struct NamespaceEntry;
 
@@ -234,7 +239,15 @@ class PolicyIndex {
   [[nodiscard]] OutboundDecision decide(const config::Pod& source, const config::Service* svc,
                                         uint16_t service_port, std::string_view host,
                                         std::span<const Backend> backends,
-                                        std::span<const std::string> identities) const;
+                                        std::span<const std::string> identities,
+                                        const config::ServiceEntry* entry = nullptr) const;
+  // The ServiceEntry (visible to the client's namespace) with this host, and the
+  // entry's host that matched (exact first, then the longest wildcard).
+  [[nodiscard]] std::pair<const IstioServiceEntry*, std::string_view> serviceEntryFor(const config::Pod& client,
+                                                                                     std::string_view host) const;
+  [[nodiscard]] const IstioServiceEntry* serviceEntryForIp(const config::Pod& client, const IpAddress& ip) const;
+  [[nodiscard]] OutboundDecision outboundToServiceEntry(const config::Pod& source, const IstioServiceEntry& entry,
+                                                        std::string_view host, uint16_t port) const;
   [[nodiscard]] OutboundDecision outboundToService(const config::Pod& source, std::size_t service,
                                                    uint16_t port) const;
 
@@ -252,7 +265,11 @@ class PolicyIndex {
   StringMap<std::size_t> service_by_host_;
   std::unordered_map<IpAddress, std::size_t> service_by_ip_;
   StringMap<std::unique_ptr<NamespaceEntry>> namespaces_;
-  std::unique_ptr<RuleSet> root_local_rules_;  // the root namespace's private rules (istiod's rootNamespaceLocal)
+  std::unique_ptr<RuleSet> root_local_rules_;
+  std::vector<IstioServiceEntry> service_entries_;
+  StringMap<std::vector<std::size_t>> service_entry_by_host_;
+  std::vector<std::pair<std::string, std::size_t>> service_entry_wildcards_;  // suffix after '*', longest first
+  std::vector<std::pair<IpPrefix, std::size_t>> service_entry_by_address_;  // the root namespace's private rules (istiod's rootNamespaceLocal)
   std::vector<std::unique_ptr<config::DestinationRule>> synthetic_rules_;
   std::vector<std::unique_ptr<config::PeerAuthentication>> synthetic_peer_auths_;
   std::vector<std::unique_ptr<config::ObjectRef>> refs_;

@@ -235,6 +235,9 @@ class Validator {
       bool cluster_local = host.ends_with("." + suffix) && !host.starts_with("*");
       if (cluster_local && !ix_.serviceByHost(host)) {
         add("ML009", ref, "host " + host + " matches no Service in the manifests");
+      } else if (!host.starts_with("*") && !dr->synthetic && !ix_.inRegistry(host)) {
+        add("ML009", ref, "host " + host + " matches no Service or ServiceEntry: istiod ignores the rule and the "
+                          "traffic passes through; add a ServiceEntry for the host");
       }
       auto checkMutual = [&](const config::ClientTlsSettings& tls, const std::string& where) {
         if (tls.mode == TlsMode::kMutual && tls.credential_name.empty() &&

@@ -20,6 +20,8 @@ const std::vector<ResourceKind>& agentResourceKinds() {
        "AuthorizationPolicy", Selection::kAll, true},
       {"destinationrules", "networking.istio.io", {"v1", "v1beta1", "v1alpha3"}, "destinationrules",
        "DestinationRule", Selection::kAll, true},
+      {"serviceentries", "networking.istio.io", {"v1", "v1beta1", "v1alpha3"}, "serviceentries", "ServiceEntry",
+       Selection::kAll, true},
       {"istios", "sailoperator.io", {"v1"}, "istios", "Istio", Selection::kAll, true},
       {"servicemeshcontrolplanes", "maistra.io", {"v2", "v1"}, "servicemeshcontrolplanes",
        "ServiceMeshControlPlane", Selection::kAll, true},

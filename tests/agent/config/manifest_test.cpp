@@ -188,6 +188,58 @@ TEST(ParseManifests, SyntaxErrorNamesFileDocumentAndLineAndKeepsTheOtherDocument
   EXPECT_EQ(p.state.namespaces.size(), 2u);
 }
 
+// istio/api networking/v1alpha3/service_entry.proto: location and resolution
+// default to their first values (MESH_EXTERNAL, NONE); endpoint ports by name.
+TEST(ParseManifests, ServiceEntry) {
+  auto p = parseManifests(R"(
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com, '*.wiki.example.com']
+  addresses: [240.240.0.10, 240.241.0.0/16]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, targetPort: 8080}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{address: 10.1.2.3, ports: {tls: 8443}, labels: {v: "1"}}, {address: api.internal}]
+  exportTo: ["."]
+  subjectAltNames: [spiffe://cluster.local/ns/shop/sa/api]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: defaults, namespace: shop}
+spec: {hosts: [x.example.com], workloadSelector: {labels: {app: vm}}}
+)",
+                          "se.yaml");
+  ASSERT_TRUE(p.errors.empty()) << allMessages(p);
+  ASSERT_EQ(p.state.service_entries.size(), 2u);
+  const ServiceEntry& se = p.state.service_entries[0];
+  EXPECT_THAT(se.hosts, ::testing::ElementsAre("api.example.com", "*.wiki.example.com"));
+  EXPECT_EQ(se.addresses.size(), 2u);
+  ASSERT_EQ(se.ports.size(), 2u);
+  EXPECT_EQ(se.ports[1].target_port, 8080);
+  EXPECT_EQ(se.location, ServiceEntryLocation::kMeshInternal);
+  EXPECT_EQ(se.resolution, ServiceEntryResolution::kStatic);
+  ASSERT_EQ(se.endpoints.size(), 2u);
+  EXPECT_EQ(se.endpoints[0].ip->toString(), "10.1.2.3");
+  EXPECT_EQ(se.endpoints[0].ports.at("tls"), 8443);
+  EXPECT_FALSE(se.endpoints[1].ip.has_value());
+  EXPECT_EQ(se.subject_alt_names.size(), 1u);
+  const ServiceEntry& defaults = p.state.service_entries[1];
+  EXPECT_EQ(defaults.location, ServiceEntryLocation::kMeshExternal);
+  EXPECT_EQ(defaults.resolution, ServiceEntryResolution::kNone);
+  EXPECT_EQ(defaults.workload_selector->at("app"), "vm");
+
+  auto bad = parseManifests(
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: shop}\n"
+      "spec: {hosts: [a.example.com], resolution: DNS_RR}\n---\n"
+      "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: y, namespace: shop}\nspec: {}\n",
+      "bad.yaml");
+  ASSERT_EQ(bad.errors.size(), 2u) << allMessages(bad);
+  EXPECT_EQ(bad.errors[0].field, "spec.resolution");
+  EXPECT_EQ(bad.errors[1].field, "spec.hosts");
+}
+
 TEST(ParseManifests, UnknownModeNamesTheField) {
   auto p = parseManifests(
       "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x, namespace: shop}\n"

@@ -108,6 +108,14 @@ metadata: {name: typo, namespace: shop}
 spec: {host: wbe, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
 )",
      "ML009 DestinationRule/shop/typo"},
+    // istiod keeps no rule for a host without a service (push_context.go destinationRule).
+    {"ML009_ExternalHostWithoutServiceEntry", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec: {host: api.example.com, trafficPolicy: {tls: {mode: SIMPLE}}}
+)",
+     "ML009 DestinationRule/shop/api"},
     {"ML010_TwoRulesSameHost", R"(
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -217,6 +225,23 @@ spec: {rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]}
 
 INSTANTIATE_TEST_SUITE_P(Codes, ValidateRule, ::testing::ValuesIn(kRows),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Validate, AServiceEntryPutsAnExternalHostInTheRegistry) {
+  const std::string rule = R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec: {host: api.example.com, trafficPolicy: {tls: {mode: SIMPLE}}}
+---
+)";
+  EXPECT_THAT(codes(rule), ::testing::Contains("ML009 DestinationRule/shop/api"));
+  for (const char* hosts : {"[api.example.com]", "['*.example.com']"}) {
+    const std::string entry = std::string("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n") +
+                              "metadata: {name: api, namespace: legacy}\nspec: {hosts: " + hosts +
+                              ", ports: [{number: 443, name: tls, protocol: TLS}]}\n";
+    EXPECT_THAT(codes(rule + entry), ::testing::Not(::testing::Contains("ML009 DestinationRule/shop/api"))) << hosts;
+  }
+}
 
 TEST(Validate, FindingsDescribeThemselves) {
   auto findings = validate(*cluster(kRows[0].yaml));
