@@ -67,6 +67,7 @@ json destinationRuleJson(const config::DestinationRule& rule) {
 std::string_view controlPlaneKind(config::ControlPlaneKind kind) {
   switch (kind) {
     case config::ControlPlaneKind::kIstio: return "Istio";
+    case config::ControlPlaneKind::kIstioOperator: return "IstioOperator";
     case config::ControlPlaneKind::kSmcpV1: return "ServiceMeshControlPlane/v1";
     case config::ControlPlaneKind::kSmcpV2: return "ServiceMeshControlPlane/v2";
     case config::ControlPlaneKind::kMeshConfigMap: return "ConfigMap istio (mesh)";

@@ -644,6 +644,30 @@ void parseIstio(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   out.control_planes.push_back(std::move(cp));
 }
 
+// Maistra writes TLS versions as TLSv1_0 .. TLSv1_3 (and TLS_AUTO). meshlock
+// never goes below TLS 1.2: an older minimum means TLS 1.2 (docs/policy.md).
+template <typename N>
+TlsVersion smcpTlsVersionAt(const At<N>& at) {
+  const std::string text = at.string();
+  if (text == "TLS_AUTO") return TlsVersion::kAuto;
+  if (text == "TLSv1_0" || text == "TLSv1_1" || text == "TLSv1_2") return TlsVersion::kTls12;
+  if (text == "TLSv1_3") return TlsVersion::kTls13;
+  failAt(at.path(), "unknown TLS version \"" + text + "\" (want TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3)");
+}
+
+// install.istio.io IstioOperator: its meshConfig is the mesh's, istiod runs
+// in spec.namespace (default istio-system), as istioctl installs it.
+template <typename N>
+void parseIstioOperator(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  ControlPlane cp;
+  cp.meta = std::move(meta);
+  cp.kind = ControlPlaneKind::kIstioOperator;
+  At spec = doc["spec"];
+  cp.control_namespace = spec["namespace"].string("istio-system");
+  meshConfigAt(spec["meshConfig"], cp.mesh);
+  out.control_planes.push_back(std::move(cp));
+}
+
 template <typename N>
 void parseSmcp(const At<N>& doc, ObjectMeta meta, bool v2, ClusterState& out) {
   ControlPlane cp;
@@ -656,11 +680,18 @@ void parseSmcp(const At<N>& doc, ObjectMeta meta, bool v2, ClusterState& out) {
     cp.mesh_mtls = dp["mtls"].optBool().value_or(false);
     cp.mesh.enable_auto_mtls = dp["automtls"].optBool();
     if (auto td = spec["security"]["trust"]["domain"].optString(); td && !td->empty()) cp.mesh.trust_domain = td;
+    // "the minimum and maximum TLS version used by mesh components" (OSSM 2.x
+    // security docs; maistra/istio-operator sets global.tls.minProtocolVersion).
+    At version = spec["security"]["controlPlane"]["tls"]["minProtocolVersion"];
+    if (version.present()) cp.mesh.min_protocol_version = smcpTlsVersionAt(version);
   } else {
     cp.kind = ControlPlaneKind::kSmcpV1;
     At global = spec["istio"]["global"];
     cp.mesh_mtls = global["mtls"]["enabled"].optBool().value_or(false);
-    cp.mesh.enable_auto_mtls = global["mtls"]["auto"].optBool();
+    // The v1.1 chart's default is `global.mtls.auto: false`, written into the
+    // mesh config as enableAutoMtls (maistra/istio-operator
+    // resources/helm/v1.1/istio/values.yaml, templates/configmap.yaml).
+    cp.mesh.enable_auto_mtls = global["mtls"]["auto"].optBool().value_or(false);
     if (auto td = global["trustDomain"].optString(); td && !td->empty()) cp.mesh.trust_domain = td;
   }
   out.control_planes.push_back(std::move(cp));
@@ -749,6 +780,8 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
     parseDestinationRule(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "networking.istio.io" && kind == "ServiceEntry") {
     parseServiceEntry(doc, metaAt(doc, kind, api, true, where), out);
+  } else if (group == "install.istio.io" && kind == "IstioOperator") {
+    parseIstioOperator(doc, metaAt(doc, kind, api, true, where), out);
   } else if (group == "sailoperator.io" && kind == "Istio") {
     parseIstio(doc, metaAt(doc, kind, api, false, where), out);
   } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {

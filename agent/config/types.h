@@ -329,7 +329,7 @@ struct MeshConfigValues {
   bool operator==(const MeshConfigValues&) const = default;
 };
 
-enum class ControlPlaneKind : uint8_t { kIstio, kSmcpV1, kSmcpV2, kMeshConfigMap };
+enum class ControlPlaneKind : uint8_t { kIstio, kIstioOperator, kSmcpV1, kSmcpV2, kMeshConfigMap };
 
 // sailoperator.io/v1 Istio, maistra.io/v1|v2 ServiceMeshControlPlane, or the
 // `istio` ConfigMap's `mesh` key.

@@ -314,11 +314,12 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     auto rank = [](const config::ControlPlane* cp) {
       switch (cp->kind) {
         case config::ControlPlaneKind::kIstio: return 0;
-        case config::ControlPlaneKind::kSmcpV2: return 1;
-        case config::ControlPlaneKind::kSmcpV1: return 2;
-        case config::ControlPlaneKind::kMeshConfigMap: return 3;
+        case config::ControlPlaneKind::kIstioOperator: return 1;
+        case config::ControlPlaneKind::kSmcpV2: return 2;
+        case config::ControlPlaneKind::kSmcpV1: return 3;
+        case config::ControlPlaneKind::kMeshConfigMap: return 4;
       }
-      return 4;
+      return 5;
     };
     std::stable_sort(planes.begin(), planes.end(), [&](const auto* a, const auto* b) {
       if (rank(a) != rank(b)) return rank(a) < rank(b);
@@ -350,8 +351,11 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       if (used || cp->kind != config::ControlPlaneKind::kMeshConfigMap) m.decided_by.push_back(&cp->meta.ref);
     }
     // ServiceMeshControlPlane mesh-wide mTLS: what the operator creates in
-    // the control plane namespace (a mesh-wide STRICT policy and a `*.local`
-    // ISTIO_MUTUAL rule), named after the SMCP so decisions point at it.
+    // the control plane namespace (maistra/istio-operator
+    // resources/helm/overlays/mesh-config/templates/enable-mesh-mtls.yaml: a
+    // mesh-wide STRICT policy, a `*.local` ISTIO_MUTUAL rule and the
+    // `api-server` DISABLE rule for kubernetes.default, which has no proxy),
+    // named after the SMCP so decisions point at it.
     for (const auto& cp : st.control_planes) {
       if (!cp.mesh_mtls) continue;
       auto pa = std::make_unique<PeerAuthentication>();
@@ -368,7 +372,11 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       dr->tls = config::ClientTlsSettings{.mode = TlsMode::kIstioMutual};
       dr->has_traffic_policy = true;
       dr->synthetic = true;
+      auto api_server = std::make_unique<DestinationRule>(*dr);
+      api_server->host = "kubernetes.default.svc." + m.domain_suffix;
+      api_server->tls = config::ClientTlsSettings{.mode = TlsMode::kDisable};
       ix.synthetic_rules_.push_back(std::move(dr));
+      ix.synthetic_rules_.push_back(std::move(api_server));
     }
   }
   const std::string& root = ix.mesh_.root_namespace;

@@ -87,7 +87,7 @@ json explainPod(const PolicyIndex& ix, const config::Pod& pod, const ExplainOpti
   j["service_account"] = pod.service_account;
   j["identity"] = ix.identityOf(pod).str();
   j["served"] = ix.served(pod);
-  j["served_reason"] = ix.served(pod) ? "namespace enrolled" : ix.servedReason(pod).describe();
+  j["served_reason"] = ix.servedReason(pod).describe();  // what enrolled or excluded it, as /workloads says
   j["min_tls_version"] = std::string(config::toString(ix.mesh().min_protocol_version));
   j["auto_mtls"] = ix.mesh().enable_auto_mtls;
   j["root_namespace"] = ix.mesh().root_namespace;

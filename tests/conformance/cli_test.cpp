@@ -128,6 +128,7 @@ TEST(MeshlockctlAuthz, CheckAndExplainShowTheDecision) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["authorization_policies"], nlohmann::json::array({"shop/same-namespace"}));
+  EXPECT_EQ(j["served_reason"], "namespace label meshlock.io/mtls=enabled");
   std::map<std::string, std::string> decided;  // "from port" -> authorization
   for (const auto& row : j["inbound_authorization"])
     decided[row["from"].get<std::string>() + " " + std::to_string(row["port"].get<int>())] = row["authorization"];

@@ -23,6 +23,7 @@ const std::vector<ResourceKind>& agentResourceKinds() {
       {"serviceentries", "networking.istio.io", {"v1", "v1beta1", "v1alpha3"}, "serviceentries", "ServiceEntry",
        Selection::kAll, true},
       {"istios", "sailoperator.io", {"v1"}, "istios", "Istio", Selection::kAll, true},
+      {"istiooperators", "install.istio.io", {"v1alpha1"}, "istiooperators", "IstioOperator", Selection::kAll, true},
       {"servicemeshcontrolplanes", "maistra.io", {"v2", "v1"}, "servicemeshcontrolplanes",
        "ServiceMeshControlPlane", Selection::kAll, true},
       {"policies.maistra", "authentication.maistra.io", {"v1"}, "policies", "Policy", Selection::kAll, true},

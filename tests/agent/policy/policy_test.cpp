@@ -303,6 +303,96 @@ spec: {security: {dataPlane: {mtls: false}}}
   EXPECT_EQ(inboundMode(*off, "uid-web", 8080), ServerMode::kPermissive);
 }
 
+// What the operator creates with mesh-wide mTLS (maistra/istio-operator
+// resources/helm/overlays/mesh-config/templates/enable-mesh-mtls.yaml):
+// besides STRICT and `*.local` ISTIO_MUTUAL, the `api-server` DISABLE rule,
+// so pods keep reaching kubernetes.default, which has no proxy.
+TEST(Outbound, SmcpMeshMtlsKeepsTheApiServerReachable) {
+  auto ix = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {dataPlane: {mtls: true}}}
+)");
+  for (const char* api : {"kubernetes.default.svc.cluster.local:443", "10.96.0.1:443"}) {
+    auto p = check(*ix, "shop/client", api);
+    EXPECT_EQ(p.client, ClientTls::kDisable) << api;
+    EXPECT_EQ(p.outcome, Outcome::kPlaintext) << api;
+    EXPECT_EQ(p.decided_by[0], "ServiceMeshControlPlane/istio-system/basic") << api;
+  }
+}
+
+// An SMCP v1 without mtls.auto: the v1.1 chart's default global.mtls.auto is
+// false, written into the mesh config (maistra/istio-operator
+// resources/helm/v1.1/istio/values.yaml, templates/configmap.yaml).
+TEST(AutoMtls, SmcpV1WithoutAutoMeansOff) {
+  auto v1 = cluster(R"(
+apiVersion: maistra.io/v1
+kind: ServiceMeshControlPlane
+metadata: {name: basic-install, namespace: istio-system}
+spec: {istio: {global: {mtls: {enabled: false}}}}
+)");
+  EXPECT_FALSE(v1->mesh().enable_auto_mtls);
+  EXPECT_EQ(check(*v1, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+  auto v1_auto = cluster(R"(
+apiVersion: maistra.io/v1
+kind: ServiceMeshControlPlane
+metadata: {name: basic-install, namespace: istio-system}
+spec: {istio: {global: {mtls: {enabled: false, auto: true}}}}
+)");
+  EXPECT_TRUE(v1_auto->mesh().enable_auto_mtls);
+  auto v2 = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {}
+)");
+  EXPECT_TRUE(v2->mesh().enable_auto_mtls) << "the 2.x charts default to auto mTLS";
+}
+
+// OSSM 2.x: spec.security.controlPlane.tls.minProtocolVersion is "the minimum
+// TLS version used by mesh components"; Maistra spells versions TLSv1_x.
+TEST(Mesh, SmcpV2TlsMinimum) {
+  auto v13 = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {controlPlane: {tls: {minProtocolVersion: TLSv1_3}}}}
+)");
+  EXPECT_EQ(v13->mesh().min_protocol_version, config::TlsVersion::kTls13);
+  auto v10 = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {controlPlane: {tls: {minProtocolVersion: TLSv1_0}}}}
+)");
+  EXPECT_EQ(v10->mesh().min_protocol_version, config::TlsVersion::kTls12) << "never below TLS 1.2";
+}
+
+// install.istio.io IstioOperator (istioctl installs): spec.meshConfig is the
+// mesh config, spec.namespace the control plane's namespace.
+TEST(Mesh, IstioOperatorMeshConfig) {
+  auto ix = cluster(R"(
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: installed-state, namespace: istio-system}
+spec:
+  namespace: istio-control
+  meshConfig: {trustDomain: corp.example, enableAutoMtls: false, meshMTLS: {minProtocolVersion: TLSV1_3}}
+)");
+  EXPECT_EQ(ix->mesh().root_namespace, "istio-control");
+  EXPECT_EQ(ix->mesh().trust_domain, "corp.example");
+  EXPECT_FALSE(ix->mesh().enable_auto_mtls);
+  EXPECT_EQ(ix->mesh().min_protocol_version, config::TlsVersion::kTls13);
+  auto root = cluster(R"(
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: installed-state, namespace: istio-system}
+spec: {meshConfig: {rootNamespace: mesh-config}}
+)");
+  EXPECT_EQ(root->mesh().root_namespace, "mesh-config");
+}
+
 TEST(Inbound, SmcpNamespaceIsTheRootWithoutAnIstioResource) {
   auto ix = cluster(R"(
 apiVersion: maistra.io/v2
