@@ -9,11 +9,14 @@ namespace meshlock::cli {
 
 using nlohmann::json;
 
-Result<OfflineModel> loadOffline(const std::string& path) {
-  auto loaded = config::loadManifestDirectory(path);
+Result<OfflineModel> loadOffline(const std::string& path, const std::string& default_namespace) {
+  config::ParseOptions options;
+  options.default_namespace = default_namespace.empty() ? std::nullopt : std::optional(default_namespace);
+  auto loaded = config::loadManifestDirectory(path, options);
   if (!loaded) return std::unexpected(loaded.error());
   OfflineModel model;
   model.errors = std::move(loaded->errors);
+  model.ignored_kinds = std::move(loaded->ignored_kinds);
   model.index = policy::PolicyIndex::build(std::move(loaded->state));
   return model;
 }
@@ -26,6 +29,9 @@ void addOfflineOptions(CLI::App& sub, OfflineOptions& options) {
   declareOutputFormats(sub, {"text", "json", "yaml"});
   sub.add_option("--manifests", options.manifests, "directory (or file) of Kubernetes manifests (required)");
   sub.add_option("-o,--output", options.output, "text (default), json or yaml");
+  sub.add_option("-n,--namespace", options.ns,
+                 "the namespace of objects that have no metadata.namespace (as kubectl apply -n); "
+                 "without it such objects are errors");
 }
 
 bool checkOfflineOptions(const OfflineOptions& options, bool manifests_optional) {
@@ -41,7 +47,7 @@ bool checkOfflineOptions(const OfflineOptions& options, bool manifests_optional)
 }
 
 std::expected<OfflineModel, int> openOffline(const OfflineOptions& options) {
-  auto model = loadOffline(options.manifests);
+  auto model = loadOffline(options.manifests, options.ns);
   if (!model) {
     std::fprintf(stderr, "error: %s\n", model.error().describe().c_str());
     return std::unexpected(kExitInputError);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <expected>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,10 +25,13 @@ inline constexpr int kExitInputError = 1;  // bad manifests, unknown pods, valid
 struct OfflineModel {
   std::shared_ptr<const policy::PolicyIndex> index;
   std::vector<config::ManifestError> errors;
+  std::map<std::string, std::size_t> ignored_kinds;  // "apps/v1 Deployment" → objects not read
 };
 
-// Loads a directory (or a single file) of manifests. Fails only when the path cannot be read.
-[[nodiscard]] Result<OfflineModel> loadOffline(const std::string& path);
+// Loads a directory (or a single file) of manifests. Objects without a
+// namespace go to `default_namespace` (-n), or are errors when it is empty.
+// Fails only when the path cannot be read.
+[[nodiscard]] Result<OfflineModel> loadOffline(const std::string& path, const std::string& default_namespace);
 
 // Prints manifest errors to stderr, one a line, prefixed "error: ".
 void printManifestErrors(const std::vector<config::ManifestError>& errors);
@@ -36,6 +40,7 @@ void printManifestErrors(const std::vector<config::ManifestError>& errors);
 struct OfflineOptions {
   std::string manifests;
   std::string output = "text";
+  std::string ns;  // -n: the namespace of objects that have none
 };
 void addOfflineOptions(CLI::App& sub, OfflineOptions& options);
 // Checks what CLI11 is not asked to (so that usage errors exit 2, not CLI11's

@@ -1,4 +1,5 @@
-// meshlockctl validate: manifest errors and policy warnings; exit 1 on errors.
+// meshlockctl validate: manifest errors and policy warnings; exit 1 on errors
+// (or on warnings too, with --fail-on warning, for CI).
 #include <cstdio>
 #include <memory>
 
@@ -9,12 +10,22 @@
 namespace meshlock::cli {
 namespace {
 
+struct ValidateOptions : OfflineOptions {
+  std::string fail_on = "error";
+};
+
 CommandAction setup(CLI::App& sub) {
-  auto opts = std::make_shared<OfflineOptions>();
+  auto opts = std::make_shared<ValidateOptions>();
   addOfflineOptions(sub, *opts);
+  sub.add_option("--fail-on", opts->fail_on, "error (default): exit 1 on errors; warning: on warnings too")
+      ->capture_default_str();
   return [opts]() -> int {
     if (!checkOfflineOptions(*opts)) return kExitUsage;
-    auto model = loadOffline(opts->manifests);
+    if (opts->fail_on != "error" && opts->fail_on != "warning") {
+      std::fprintf(stderr, "error: --fail-on must be error or warning, not \"%s\"\n", opts->fail_on.c_str());
+      return kExitUsage;
+    }
+    auto model = loadOffline(opts->manifests, opts->ns);
     if (!model) {
       std::fprintf(stderr, "error: %s\n", model.error().describe().c_str());
       return kExitInputError;
@@ -29,6 +40,7 @@ CommandAction setup(CLI::App& sub) {
         j["errors"].push_back({{"file", e.origin}, {"document", e.document + 1}, {"field", e.field},
                                {"message", e.message}});
       }
+      j["ignored_kinds"] = model->ignored_kinds;
       j["findings"] = nlohmann::json::array();
       for (const auto& f : findings) {
         j["findings"].push_back({{"code", f.code}, {"severity", std::string(policy::toString(f.severity))},
@@ -38,15 +50,25 @@ CommandAction setup(CLI::App& sub) {
     } else {
       for (const auto& e : model->errors) std::printf("error: %s\n", e.describe().c_str());
       for (const auto& f : findings) std::printf("%s\n", f.describe().c_str());
-      std::printf("%zu error(s), %zu warning(s) in %zu object(s)\n", errors, findings.size() - (errors - model->errors.size()),
-                  model->index->state().objectCount());
+      if (!model->ignored_kinds.empty()) {
+        std::string kinds;
+        for (const auto& [kind, count] : model->ignored_kinds) {
+          kinds += (kinds.empty() ? "" : ", ") + kind + " (" + std::to_string(count) + ")";
+        }
+        std::printf("not read (kinds meshlock does not use): %s\n", kinds.c_str());
+      }
+      std::printf("%zu error(s), %zu warning(s) in %zu object(s)\n", errors,
+                  findings.size() - (errors - model->errors.size()), model->index->state().objectCount());
     }
-    return errors == 0 ? kExitOk : kExitInputError;
+    const std::size_t warnings = findings.size() - (errors - model->errors.size());
+    if (errors > 0 || (opts->fail_on == "warning" && warnings > 0)) return kExitInputError;
+    return kExitOk;
   };
 }
 
 const CommandRegistrar registrar{Command{
-    "validate", "offline: manifest errors and mesh-policy warnings (exit 1 on errors)", setup}};
+    "validate", "offline: manifest errors and mesh-policy warnings (exit 1 on errors, or warnings with --fail-on warning)",
+    setup}};
 
 }  // namespace
 }  // namespace meshlock::cli

@@ -261,14 +261,23 @@ ClientTlsSettings tlsAt(const At<N>& at) {
 
 template <typename N>
 ObjectMeta metaAt(const At<N>& doc, std::string kind, std::string api_version, bool namespaced,
-                  const SourceLocation& where) {
+                  const SourceLocation& where, const std::optional<std::string>& default_namespace) {
   ObjectMeta meta;
   At md = doc["metadata"];
   if (!md.present()) failAt(md.path(), "required field is missing");
   meta.ref.kind = std::move(kind);
   meta.ref.name = md["name"].required();
-  if (namespaced) meta.ref.ns = md["namespace"].string("default");
-  if (meta.ref.ns.empty() && namespaced) meta.ref.ns = "default";
+  if (namespaced) {
+    meta.ref.ns = md["namespace"].string();
+    if (meta.ref.ns.empty()) {
+      if (!default_namespace) {
+        failAt(md["namespace"].path(), meta.ref.kind + " " + meta.ref.name +
+                                           " has no namespace: give it one, or pass -n NAMESPACE to place "
+                                           "objects without one (as kubectl apply -n does)");
+      }
+      meta.ref.ns = *default_namespace;
+    }
+  }
   meta.api_version = std::move(api_version);
   meta.uid = md["uid"].string();
   meta.labels = md["labels"].labels();
@@ -723,6 +732,7 @@ struct DocContext {
   std::string_view origin;
   int document;
   ParsedManifests& out;
+  const ParseOptions& options;
   // What the items of an API list leave out (they carry no apiVersion/kind).
   std::string_view default_api_version = {};
   std::string_view default_kind = {};
@@ -763,39 +773,40 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
   }
   ClusterState& out = ctx.out.state;
   if (group.empty() && kind == "Namespace") {
-    out.namespaces.push_back({metaAt(doc, kind, api, false, where)});
+    out.namespaces.push_back({metaAt(doc, kind, api, false, where, ctx.options.default_namespace)});
   } else if (group.empty() && kind == "Pod") {
-    parsePod(doc, metaAt(doc, kind, api, true, where), out);
+    parsePod(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group.empty() && kind == "Service") {
-    parseService(doc, metaAt(doc, kind, api, true, where), out);
+    parseService(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group.empty() && kind == "Endpoints") {
-    parseEndpoints(doc, metaAt(doc, kind, api, true, where), out);
+    parseEndpoints(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "discovery.k8s.io" && kind == "EndpointSlice") {
-    parseEndpointSlice(doc, metaAt(doc, kind, api, true, where), out);
+    parseEndpointSlice(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "security.istio.io" && kind == "PeerAuthentication") {
-    parsePeerAuthentication(doc, metaAt(doc, kind, api, true, where), out);
+    parsePeerAuthentication(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "security.istio.io" && kind == "AuthorizationPolicy") {
-    parseAuthorizationPolicy(doc, metaAt(doc, kind, api, true, where), out);
+    parseAuthorizationPolicy(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "networking.istio.io" && kind == "DestinationRule") {
-    parseDestinationRule(doc, metaAt(doc, kind, api, true, where), out);
+    parseDestinationRule(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "networking.istio.io" && kind == "ServiceEntry") {
-    parseServiceEntry(doc, metaAt(doc, kind, api, true, where), out);
+    parseServiceEntry(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "install.istio.io" && kind == "IstioOperator") {
-    parseIstioOperator(doc, metaAt(doc, kind, api, true, where), out);
+    parseIstioOperator(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "sailoperator.io" && kind == "Istio") {
-    parseIstio(doc, metaAt(doc, kind, api, false, where), out);
+    parseIstio(doc, metaAt(doc, kind, api, false, where, ctx.options.default_namespace), out);
   } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {
-    parseSmcp(doc, metaAt(doc, kind, api, true, where), api == "maistra.io/v2", out);
+    parseSmcp(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), api == "maistra.io/v2", out);
   } else if ((group == "authentication.maistra.io" || group == "authentication.istio.io") && kind == "Policy") {
-    parseLegacyPolicy(doc, metaAt(doc, kind, api, true, where), false, out);
+    parseLegacyPolicy(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), false, out);
   } else if ((group == "authentication.maistra.io" && kind == "ServiceMeshPolicy") ||
              (group == "authentication.istio.io" && kind == "MeshPolicy")) {
-    parseLegacyPolicy(doc, metaAt(doc, kind, api, kind != "MeshPolicy", where), true, out);
+    parseLegacyPolicy(doc, metaAt(doc, kind, api, kind != "MeshPolicy", where, ctx.options.default_namespace), true, out);
   } else if (group.empty() && kind == "ConfigMap" &&
-             parseMeshConfigMap(doc, metaAt(doc, kind, api, true, where), out)) {
+             parseMeshConfigMap(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out)) {
   } else {
     std::string name = doc["metadata"]["name"].string();
     ctx.out.ignored.push_back(where.describe() + ": " + api + " " + kind + " " + name + " (kind not used)");
+    ++ctx.out.ignored_kinds[api + " " + kind];
   }
 }
 
@@ -858,7 +869,7 @@ std::vector<RawDocument> splitDocuments(std::string_view text) {
 
 }  // namespace
 
-ParsedManifests parseManifests(std::string_view text, std::string_view origin) {
+ParsedManifests parseManifests(std::string_view text, std::string_view origin, const ParseOptions& options) {
   ParsedManifests out;
   std::vector<RawDocument> raw;
   try {
@@ -868,7 +879,7 @@ ParsedManifests parseManifests(std::string_view text, std::string_view origin) {
     return out;
   }
   for (std::size_t i = 0; i < raw.size(); ++i) {
-    DocContext ctx{origin, static_cast<int>(i), out};
+    DocContext ctx{origin, static_cast<int>(i), out, options};
     YAML::Node node;
     try {
       // The separator line is kept in the text so yaml-cpp's line numbers match the file's.
@@ -892,7 +903,8 @@ ParsedManifests parseManifests(std::string_view text, std::string_view origin) {
 ParsedManifests decodeApiObject(const nlohmann::json& object, std::string_view origin,
                                 std::string_view api_version, std::string_view kind) {
   ParsedManifests out;
-  DocContext ctx{origin, -1, out, api_version, kind};
+  static const ParseOptions kApiOptions;  // API objects always carry their namespace
+  DocContext ctx{origin, -1, out, kApiOptions, api_version, kind};
   parseObjectGuarded(At<JsonTree>(JsonTree(&object), ""), ctx);
   return out;
 }
@@ -933,7 +945,7 @@ Result<std::vector<std::filesystem::path>> listManifestFiles(const std::filesyst
 
 namespace {
 
-ParsedManifests readManifestFile(const std::filesystem::path& file) {
+ParsedManifests readManifestFile(const std::filesystem::path& file, const ParseOptions& options) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
     ParsedManifests out;
@@ -942,7 +954,7 @@ ParsedManifests readManifestFile(const std::filesystem::path& file) {
   }
   std::ostringstream text;
   text << in.rdbuf();
-  ParsedManifests parsed = parseManifests(text.str(), file.string());
+  ParsedManifests parsed = parseManifests(text.str(), file.string(), options);
   for (const std::string& line : parsed.ignored) spdlog::debug("manifests: ignored {}", line);
   return parsed;
 }
@@ -974,7 +986,7 @@ void ManifestSet::reloadFile(const std::filesystem::path& file) {
                               "(setting maxSourceBytes): not read",
                               size, other_bytes + size, limits_.max_bytes));
   }
-  fs.current = readManifestFile(file);
+  fs.current = readManifestFile(file, options_);
   if (const uint64_t objects = fs.current.state.objectCount(); other_objects + objects > limits_.max_objects) {
     return refuse(fmt::format("{} objects, with the other manifests {}, over the source's limit of {} objects "
                               "(setting maxSourceObjects): not taken",
@@ -1023,10 +1035,18 @@ std::vector<ManifestError> ManifestSet::errors() const {
   return all;
 }
 
-Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root) {
-  ManifestSet set;
+Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root, const ParseOptions& options) {
+  ManifestSet set({}, options);
   if (auto st = set.reload(root); !st) return std::unexpected(st.error());
-  return LoadedManifests{set.state(), set.errors()};
+  return LoadedManifests{set.state(), set.errors(), set.ignoredKinds()};
+}
+
+std::map<std::string, std::size_t> ManifestSet::ignoredKinds() const {
+  std::map<std::string, std::size_t> out;
+  for (const auto& [path, file] : files_) {
+    for (const auto& [kind, count] : file.current.ignored_kinds) out[kind] += count;
+  }
+  return out;
 }
 
 }  // namespace meshlock::config

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,10 +35,20 @@ struct ParsedManifests {
   ClusterState state;
   std::vector<ManifestError> errors;
   std::vector<std::string> ignored;  // "a.yaml: document 3: ConfigMap/shop/x (kind not used)"
+  std::map<std::string, std::size_t> ignored_kinds;  // "apps/v1 Deployment" → objects not read
+};
+
+struct ParseOptions {
+  // Where a namespaced object without metadata.namespace goes. The agent's
+  // manifest directory uses "default", as `kubectl apply` with the default
+  // context does; meshlockctl passes its -n, and without one (nullopt) such
+  // an object is an error that names it.
+  std::optional<std::string> default_namespace = "default";
 };
 
 // Parses one text holding one or more documents. `origin` names it in errors.
-[[nodiscard]] ParsedManifests parseManifests(std::string_view text, std::string_view origin);
+[[nodiscard]] ParsedManifests parseManifests(std::string_view text, std::string_view origin,
+                                             const ParseOptions& options = {});
 
 // One object as the Kubernetes API returns it (JSON), decoded by the same code
 // as a manifest document, with the same errors (document -1: errors name
@@ -76,7 +87,8 @@ class ManifestSet {
     bool keeping_last_good = false;  // current read had errors and an older good state is used
   };
 
-  explicit ManifestSet(SourceLimits limits = {}) : limits_(limits) {}
+  explicit ManifestSet(SourceLimits limits = {}, ParseOptions options = {})
+      : limits_(limits), options_(std::move(options)) {}
 
   // Rereads every manifest file below `root`; files that vanished are dropped.
   // Fails only if `root` itself cannot be listed.
@@ -90,20 +102,25 @@ class ManifestSet {
   [[nodiscard]] ClusterState state() const;
   // Errors of the latest read of every file, and a note per file whose last good state is kept.
   [[nodiscard]] std::vector<ManifestError> errors() const;
+  // Objects of kinds meshlock does not read, counted per "apiVersion Kind", over the files in effect.
+  [[nodiscard]] std::map<std::string, std::size_t> ignoredKinds() const;
   [[nodiscard]] const std::map<std::filesystem::path, FileState>& files() const { return files_; }
 
  private:
   SourceLimits limits_;
+  ParseOptions options_;
   std::map<std::filesystem::path, FileState> files_;
 };
 
 struct LoadedManifests {
   ClusterState state;
   std::vector<ManifestError> errors;
+  std::map<std::string, std::size_t> ignored_kinds;
 };
 
 // One-shot load of a directory or single file (what meshlockctl uses).
 // Fails only when the path cannot be read at all; bad documents are in `errors`.
-[[nodiscard]] Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root);
+[[nodiscard]] Result<LoadedManifests> loadManifestDirectory(const std::filesystem::path& root,
+                                                            const ParseOptions& options = {});
 
 }  // namespace meshlock::config

@@ -107,6 +107,32 @@ TEST_F(MeshlockctlCli, ValidateExitCodes) {
   EXPECT_EQ(r.exit_code, 1);
 }
 
+// CI use: --fail-on warning makes warnings fail too; objects without a
+// namespace need -n (never silently "default"); kinds not read are listed once.
+TEST_F(MeshlockctlCli, ValidateFailOnNamespaceAndIgnoredKinds) {
+  std::ofstream(dir_ / "warn.yaml") << "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                                       "metadata: {name: typo, namespace: shop}\n"
+                                       "spec: {host: wbe, trafficPolicy: {tls: {mode: DISABLE}}}\n";
+  EXPECT_EQ(run("validate --manifests " + dir_.string()).exit_code, 0);
+  EXPECT_EQ(run("validate --manifests " + dir_.string() + " --fail-on warning").exit_code, 1);
+  EXPECT_EQ(run("validate --manifests " + dir_.string() + " --fail-on nothing").exit_code, 2);
+  std::filesystem::remove(dir_ / "warn.yaml");
+  std::ofstream(dir_ / "nons.yaml") << "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+                                       "metadata: {name: loose}\nspec: {mtls: {mode: PERMISSIVE}}\n---\n"
+                                       "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: shop}\n---\n"
+                                       "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: e, namespace: shop}\n";
+  CliRun refused = run("validate --manifests " + dir_.string() + " -o json");
+  EXPECT_EQ(refused.exit_code, 1);
+  auto j = nlohmann::json::parse(refused.out);
+  ASSERT_EQ(j["errors"].size(), 1u) << refused.out;
+  EXPECT_EQ(j["errors"][0]["field"], "metadata.namespace");
+  EXPECT_NE(j["errors"][0]["message"].get<std::string>().find("PeerAuthentication loose"), std::string::npos);
+  EXPECT_EQ(j["ignored_kinds"]["apps/v1 Deployment"], 2);
+  EXPECT_EQ(run("validate --manifests " + dir_.string() + " -n shop").exit_code, 0);
+  CliRun check = run("check --manifests " + dir_.string() + " -n legacy --from shop/client --to shop/web:8080 -o json");
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+}
+
 // The authorization keys of `check -o json`, and `explain`'s per-source rows,
 // through the binary on the namespace-isolation case.
 TEST(MeshlockctlAuthz, CheckAndExplainShowTheDecision) {
