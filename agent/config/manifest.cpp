@@ -437,6 +437,7 @@ void parsePeerAuthentication(const At<N>& doc, ObjectMeta meta, ClusterState& ou
   if (spec["selector"].present()) pa.selector = spec["selector"]["matchLabels"].labels();
   At mtls = spec["mtls"];
   if (mtls.present()) pa.mode = peerModeAt(mtls["mode"]);
+  pa.port_level_declared = spec["portLevelMtls"].present();
   for (auto& [key, value] : spec["portLevelMtls"].entries()) {
     int64_t port = 0;
     auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), port);
@@ -570,6 +571,9 @@ void parseDestinationRule(const At<N>& doc, ObjectMeta meta, ClusterState& out) 
     pls.port = *port;
     if (setting["tls"].present()) pls.tls = tlsAt(setting["tls"]);
     dr.port_level.push_back(std::move(pls));
+  }
+  for (const At<N>& subset : spec["subsets"].list()) {
+    if (subset["trafficPolicy"]["tls"].present()) dr.subsets_with_tls.push_back(subset["name"].string());
   }
   out.destination_rules.push_back(std::move(dr));
 }

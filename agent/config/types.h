@@ -198,6 +198,7 @@ struct PeerAuthentication {
   std::optional<Labels> selector;       // matchLabels; nullopt or empty = namespace/mesh wide
   std::optional<PeerMode> mode;         // nullopt when spec.mtls is absent (= UNSET)
   std::map<uint16_t, PeerMode> port_level;  // portLevelMtls, keyed by container port
+  bool port_level_declared = false;          // portLevelMtls present, even empty (Istio rejects `{}`)
   std::vector<LegacyPolicyTarget> maistra_targets;  // legacy Policy `targets`
   bool mesh_wide_kind = false;               // MeshPolicy / ServiceMeshPolicy
   [[nodiscard]] bool hasSelector() const { return selector && !selector->empty(); }
@@ -230,6 +231,7 @@ struct DestinationRule {
   std::optional<ClientTlsSettings> tls;     // trafficPolicy.tls
   std::vector<PortTlsSettings> port_level;  // trafficPolicy.portLevelSettings
   bool has_traffic_policy = false;          // trafficPolicy present, even without tls: merging keeps the first
+  std::vector<std::string> subsets_with_tls;  // subsets whose trafficPolicy sets tls (not applied: no VirtualService)
   bool synthetic = false;  // made by meshlock for a ServiceMeshControlPlane's mesh-wide mTLS
   bool operator==(const DestinationRule&) const = default;
 };

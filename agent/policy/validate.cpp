@@ -48,6 +48,10 @@ class Validator {
   void add(std::string code, const config::ObjectRef& ref, std::string message) {
     out_.push_back(Finding{std::move(code), Severity::kWarning, ref.toString(), std::move(message)});
   }
+  // What Istio's own validation rejects, or what cannot work at all.
+  void addError(std::string code, const config::ObjectRef& ref, std::string message) {
+    out_.push_back(Finding{std::move(code), Severity::kError, ref.toString(), std::move(message)});
+  }
 
   std::vector<const Pod*> podsSelected(const std::string& ns, const config::Labels& selector) const {
     std::vector<const Pod*> out;
@@ -176,10 +180,17 @@ class Validator {
         ns_wide[root].push_back(&pa);
         continue;
       }
+      // istio/istio pkg/config/validation/validation.go ValidatePeerAuthentication.
+      if (pa.port_level_declared && pa.port_level.empty()) {
+        addError("ML023", ref, "portLevelMtls is empty: Istio's validation rejects it (\"port level mTLS, if "
+                               "defined, must have at least one element\")");
+      }
       if (!pa.hasSelector()) {
         ns_wide[ref.ns].push_back(&pa);
         if (!pa.port_level.empty()) {
-          add("ML004", ref, "portLevelMtls only applies to policies with a selector; it is ignored here");
+          addError("ML004", ref, "portLevelMtls on a policy without a selector: Istio's validation rejects it "
+                                 "(\"mesh/namespace peer authentication cannot have port level mTLS\"); "
+                                 "meshlock ignores it");
         }
         continue;
       }
@@ -239,15 +250,37 @@ class Validator {
         add("ML009", ref, "host " + host + " matches no Service or ServiceEntry: istiod ignores the rule and the "
                           "traffic passes through; add a ServiceEntry for the host");
       }
-      auto checkMutual = [&](const config::ClientTlsSettings& tls, const std::string& where) {
+      // The TLS settings meshlock originates with (SIMPLE, MUTUAL).
+      auto checkOrigination = [&](const config::ClientTlsSettings& tls, const std::string& where) {
+        if (tls.mode != TlsMode::kSimple && tls.mode != TlsMode::kMutual) return;
+        const std::string mode = tls.mode == TlsMode::kMutual ? "MUTUAL" : "SIMPLE";
         if (tls.mode == TlsMode::kMutual && tls.credential_name.empty() &&
             (tls.client_certificate.empty() || tls.private_key.empty())) {
-          add("ML014", ref, "MUTUAL TLS" + where + " without clientCertificate and privateKey (or credentialName)");
+          add("ML014", ref, "MUTUAL TLS" + where + " without clientCertificate and privateKey");
+        }
+        if (!tls.credential_name.empty()) {
+          addError("ML024", ref, "credentialName \"" + tls.credential_name + "\"" + where +
+                                     ": meshlock does not read Secrets yet, so it would originate without them; "
+                                     "mount the files and use clientCertificate, privateKey and caCertificates");
+        }
+        if (tls.insecure_skip_verify) {
+          add("ML025", ref, "insecureSkipVerify" + where + " is not applied: meshlock verifies the server's "
+                            "certificate anyway (against caCertificates, or the node's system roots)");
+        }
+        if (tls.ca_certificates.empty() && tls.credential_name.empty()) {
+          // istioctl analyze IST0128/IST0129 (NoServerCertificateVerification...).
+          add("ML026", ref, mode + where + " without caCertificates: the server is verified against the node's "
+                            "system roots (Istio does the same with VERIFY_CERTIFICATE_AT_CLIENT, its default); "
+                            "set caCertificates for a private CA");
         }
       };
-      if (dr->tls) checkMutual(*dr->tls, "");
+      if (dr->tls) checkOrigination(*dr->tls, "");
       for (const auto& pls : dr->port_level) {
-        if (pls.tls) checkMutual(*pls.tls, " on port " + std::to_string(pls.port));
+        if (pls.tls) checkOrigination(*pls.tls, " on port " + std::to_string(pls.port));
+      }
+      for (const std::string& subset : dr->subsets_with_tls) {
+        add("ML027", ref, "subset " + subset + " sets TLS: it applies only where a VirtualService routes to the "
+                          "subset, and meshlock does not read VirtualServices, so it is not applied");
       }
     }
     // istiod keeps the first trafficPolicy (oldest first) and adds the subsets

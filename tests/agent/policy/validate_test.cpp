@@ -173,6 +173,43 @@ metadata: {name: web-grpc, namespace: shop}
 spec: {selector: {app: web}, ports: [{port: 81, targetPort: grpc}]}
 )",
      "ML015 Service/shop/web-grpc"},
+    // istio/istio pkg/config/validation/testdata/crds/peerauth-invalid.yaml: empty-port-level.
+    {"ML023_EmptyPortLevelMtls", R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: web, namespace: shop}
+spec: {selector: {matchLabels: {app: web}}, portLevelMtls: {}}
+)",
+     "ML023 PeerAuthentication/shop/web"},
+    {"ML024_CredentialName", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: MUTUAL, credentialName: db-client}}}
+)",
+     "ML024 DestinationRule/shop/db"},
+    {"ML025_InsecureSkipVerify", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true}}}
+)",
+     "ML025 DestinationRule/shop/db"},
+    // istioctl analyze IST0128 (destination level) and IST0129 (port level).
+    {"ML026_NoCaCertificates", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {portLevelSettings: [{port: {number: 5432}, tls: {mode: SIMPLE}}]}}
+)",
+     "ML026 DestinationRule/shop/db"},
+    {"ML027_SubsetTls", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec: {host: web, subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {tls: {mode: DISABLE}}}]}
+)",
+     "ML027 DestinationRule/shop/web"},
     {"ML017_PodWithoutNamespace", R"(
 apiVersion: v1
 kind: Pod
@@ -241,6 +278,24 @@ spec: {host: api.example.com, trafficPolicy: {tls: {mode: SIMPLE}}}
                               ", ports: [{number: 443, name: tls, protocol: TLS}]}\n";
     EXPECT_THAT(codes(rule + entry), ::testing::Not(::testing::Contains("ML009 DestinationRule/shop/api"))) << hosts;
   }
+}
+
+// What Istio's own validation rejects is an error, not a warning.
+TEST(Validate, IstioRejectsArePortedAsErrors) {
+  auto findings = validate(*cluster(R"(
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {portLevelMtls: {'8080': {mode: STRICT}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}}}
+)"));
+  ASSERT_EQ(findings.size(), 1u) << findings[0].describe();
+  EXPECT_EQ(findings[0].code, "ML004");
+  EXPECT_EQ(findings[0].severity, Severity::kError);
 }
 
 TEST(Validate, FindingsDescribeThemselves) {
