@@ -91,6 +91,12 @@ struct ObjectMeta {
 
 inline constexpr std::string_view kEnrollLabel = "meshlock.io/mtls";          // ns: enabled; pod: disabled
 inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  // ns: ambient; pod: none
+// Set on every pod Istio's injector gave an Envoy sidecar (value "istio"); istiod's
+// auto mTLS reads it from endpoints (pilot/pkg/model: IstioTLSModeLabel).
+inline constexpr std::string_view kIstioTlsModeLabel = "security.istio.io/tlsMode";
+// Namespace labels that turn sidecar injection on (istio-injection=enabled, istio.io/rev=<revision>).
+inline constexpr std::string_view kInjectionLabel = "istio-injection";
+inline constexpr std::string_view kRevisionLabel = "istio.io/rev";
 
 struct Namespace {
   ObjectMeta meta;

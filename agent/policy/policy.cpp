@@ -107,6 +107,7 @@ std::string Reason::describe() const {
     case ReasonKind::kOutsideMesh: s = "outside the mesh"; break;
     case ReasonKind::kEnrolled: s = "namespace label meshlock.io/mtls=enabled"; break;
     case ReasonKind::kEnrolledAmbient: s = "namespace label istio.io/dataplane-mode=ambient"; break;
+    case ReasonKind::kSidecar: s = "Istio sidecar (pod label security.istio.io/tlsMode=istio)"; break;
   }
   if (port != 0) s += " (port " + std::to_string(port) + ")";
   return s;
@@ -138,6 +139,7 @@ struct PortMode {
 struct PolicyIndex::PodEntry {
   const Pod* pod = nullptr;
   bool served = false;
+  bool sidecar = false;  // an Envoy sidecar does its mTLS
   Reason served_reason;
   ServerMode mode = ServerMode::kPermissive;  // inbound, ports without a port-level setting
   Reason mode_reason;
@@ -489,8 +491,16 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     auto ambient = pod.labels().find(config::kAmbientLabel);
     bool opted_out = (opt != pod.labels().end() && opt->second == "disabled") ||
                      (ambient != pod.labels().end() && ambient->second == "none") || pod.host_network;
-    e.served = ns.enrolled && !opted_out;
-    e.served_reason = Reason{!ns.enrolled ? ReasonKind::kNotEnrolled : opted_out ? ReasonKind::kOptedOut : ns.enrolled_by,
+    // A pod Istio injected a sidecar into is its sidecar's: meshlock leaves it
+    // alone (two proxies on one pod would each wrap the other's TLS) and
+    // treats it as a mesh peer, as istiod's auto mTLS does with the label.
+    auto tls_mode = pod.labels().find(config::kIstioTlsModeLabel);
+    e.sidecar = tls_mode != pod.labels().end() && tls_mode->second == "istio" && !pod.host_network;
+    e.served = ns.enrolled && !opted_out && !e.sidecar;
+    e.served_reason = Reason{e.sidecar      ? ReasonKind::kSidecar
+                             : !ns.enrolled ? ReasonKind::kNotEnrolled
+                             : opted_out    ? ReasonKind::kOptedOut
+                                            : ns.enrolled_by,
                              nullptr, 0};
     // Mesh, then namespace, then workload; UNSET (or no mtls) inherits.
     e.mode = ServerMode::kPermissive;
@@ -759,6 +769,8 @@ std::size_t PolicyIndex::podIndex(const Pod& pod) const {
 
 bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(pod)].served; }
 
+bool PolicyIndex::hasSidecar(const Pod& pod) const { return pods_[podIndex(pod)].sidecar; }
+
 Reason PolicyIndex::servedReason(const Pod& pod) const { return pods_[podIndex(pod)].served_reason; }
 
 SpiffeId PolicyIndex::identityOf(const Pod& pod) const {
@@ -778,11 +790,12 @@ InboundDecision PolicyIndex::inbound(const PodUid& uid, uint16_t port) const {
 InboundDecision PolicyIndex::inbound(const Pod& pod, uint16_t port) const {
   const PodEntry& e = pods_[podIndex(pod)];
   InboundDecision d;
-  if (!e.served) {
+  if (!e.served && !e.sidecar) {
     d.mode = ServerMode::kNone;
     d.decided_by.add(e.served_reason);
     return d;
   }
+  if (e.sidecar) d.decided_by.add(e.served_reason);  // the sidecar applies the same PeerAuthentications
   for (const PortMode& pm : e.port_modes) {
     if (pm.port == port) {
       d.mode = pm.mode;

@@ -70,6 +70,7 @@ enum class ReasonKind : uint8_t {
   kOutsideMesh,     // destination is not a pod meshlock knows
   kEnrolled,        // served: namespace label meshlock.io/mtls=enabled
   kEnrolledAmbient, // served: namespace label istio.io/dataplane-mode=ambient
+  kSidecar,         // not served: the pod has an Istio sidecar (security.istio.io/tlsMode=istio), which does mTLS
 };
 
 struct Reason {
@@ -175,11 +176,14 @@ class PolicyIndex {
 
   // Whether meshlock terminates and originates TLS for this pod.
   [[nodiscard]] bool served(const config::Pod& pod) const;
+  // Whether the pod has an Istio (Envoy) sidecar: not served by meshlock, but
+  // a mesh peer whose inbound mode follows the PeerAuthentications as ours does.
+  [[nodiscard]] bool hasSidecar(const config::Pod& pod) const;
   [[nodiscard]] Reason servedReason(const config::Pod& pod) const;
   [[nodiscard]] SpiffeId identityOf(const config::Pod& pod) const;
 
   // Server side: the mode for a connection to `port` (a container port) of the pod.
-  // kNone when meshlock does not serve the pod (or the uid is unknown).
+  // kNone when neither meshlock nor an Istio sidecar serves the pod (or the uid is unknown).
   [[nodiscard]] InboundDecision inbound(const PodUid& pod, uint16_t port) const;
   [[nodiscard]] InboundDecision inbound(const config::Pod& pod, uint16_t port) const;
 

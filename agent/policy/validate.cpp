@@ -327,7 +327,9 @@ class Validator {
           if (!reported.insert(ref.toString() + " " + where).second) continue;
           if (tls->mode == TlsMode::kIstioMutual) {
             bool any_served = std::any_of(backends.begin(), backends.end(),
-                                          [&](const Backend& b) { return b.pod && ix_.served(*b.pod); });
+                                          [&](const Backend& b) {
+                                            return b.pod && (ix_.served(*b.pod) || ix_.hasSidecar(*b.pod));
+                                          });
             if (!any_served) {
               add("ML002", ref, "ISTIO_MUTUAL towards " + where +
                                     ", which has no meshlock or mesh proxy: connections will fail; "
@@ -385,6 +387,21 @@ class Validator {
       add("ML017", pods.front()->meta.ref, "namespace " + ns + " has no Namespace object in the manifests, so its " +
                                                std::to_string(pods.size()) +
                                                " pod(s) are treated as not enrolled");
+    }
+    // Enrolled and injected: new pods get Envoy sidecars, which meshlock then leaves to them.
+    for (const auto& ns : st_.namespaces) {
+      const auto& labels = ns.meta.labels;
+      auto enroll = labels.find(config::kEnrollLabel);
+      auto inject = labels.find(config::kInjectionLabel);
+      auto revision = labels.find(config::kRevisionLabel);
+      const bool enrolled = enroll != labels.end() && enroll->second == "enabled";
+      const bool injected = (inject != labels.end() && inject->second == "enabled") || revision != labels.end();
+      if (enrolled && injected) {
+        add("ML028", ns.meta.ref, "enrolled in meshlock and marked for Istio sidecar injection (" +
+                                      std::string(inject != labels.end() ? "istio-injection" : "istio.io/rev") +
+                                      "): pods created with a sidecar are left to it, not served by meshlock; "
+                                      "remove one of the two labels");
+      }
     }
   }
 

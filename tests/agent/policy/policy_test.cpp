@@ -405,6 +405,49 @@ spec: {}
   EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
 }
 
+// Pods with an Istio sidecar (the injector's label security.istio.io/tlsMode=istio,
+// which istiod's auto mTLS reads from endpoints): their sidecar does mTLS and
+// applies the PeerAuthentications, so meshlock does not serve them, and its
+// clients send them ISTIO_MUTUAL under auto mTLS, as a sidecar client would.
+TEST(Sidecars, PodsWithAnIstioSidecarAreMeshPeersNotMeshlocks) {
+  const std::string pods = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews, namespace: bookinfo, uid: uid-reviews, labels: {app: reviews, security.istio.io/tlsMode: istio}}
+spec: {serviceAccountName: reviews, nodeName: node-a, containers: [{name: reviews, ports: [{containerPort: 9080}]}]}
+status: {podIP: 10.244.1.40}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar-in-shop, namespace: shop, uid: uid-sis, labels: {app: sis, security.istio.io/tlsMode: istio}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 7000}]}]}
+status: {podIP: 10.244.1.41}
+---
+)";
+  auto ix = cluster(pods + pa("bookinfo", "default", "{mtls: {mode: STRICT}}"));
+  const config::Pod* reviews = ix->podByName("bookinfo", "reviews");
+  ASSERT_NE(reviews, nullptr);
+  EXPECT_FALSE(ix->served(*reviews));
+  EXPECT_TRUE(ix->hasSidecar(*reviews));
+  EXPECT_EQ(ix->inbound(*reviews, 9080).mode, ServerMode::kStrict);
+  auto p = check(*ix, "shop/client", "bookinfo/reviews:9080");
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
+  EXPECT_EQ(p.outcome, Outcome::kMtls);
+  EXPECT_THAT(p.identities, ElementsAre("spiffe://cluster.local/ns/bookinfo/sa/reviews"));
+  EXPECT_EQ(check(*ix, "legacy/client", "bookinfo/reviews:9080").outcome, Outcome::kRefused);
+  // In an enrolled namespace too: the sidecar's, not meshlock's.
+  const config::Pod* sis = ix->podByName("shop", "sidecar-in-shop");
+  EXPECT_FALSE(ix->served(*sis));
+  EXPECT_EQ(ix->servedReason(*sis).kind, ReasonKind::kSidecar);
+  EXPECT_EQ(ix->inbound(*sis, 7000).mode, ServerMode::kPermissive);
+  // A sidecar client is not meshlock's either: it sends what its sidecar sends.
+  EXPECT_EQ(check(*ix, "bookinfo/reviews", "shop/web:8080").client, ClientTls::kNone);
+}
+
 // ---- Enrollment ------------------------------------------------------------------
 
 TEST(Enrollment, NamespaceLabelsAndPodOptOut) {

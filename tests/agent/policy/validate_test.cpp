@@ -210,6 +210,12 @@ metadata: {name: web, namespace: shop}
 spec: {host: web, subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {tls: {mode: DISABLE}}}]}
 )",
      "ML027 DestinationRule/shop/web"},
+    {"ML028_EnrolledAndInjected", R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: both, labels: {meshlock.io/mtls: enabled, istio.io/rev: prod-stable}}
+)",
+     "ML028 Namespace/both"},
     {"ML017_PodWithoutNamespace", R"(
 apiVersion: v1
 kind: Pod
