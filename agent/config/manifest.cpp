@@ -637,8 +637,40 @@ void parseServiceEntry(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   out.service_entries.push_back(std::move(se));
 }
 
+// metav1.LabelSelector; an unknown operator is an error (the API server rejects it too).
+template <typename N>
+LabelSelector labelSelectorAt(const At<N>& at) {
+  LabelSelector selector;
+  selector.match_labels = at["matchLabels"].labels();
+  for (const At<N>& e : at["matchExpressions"].list()) {
+    LabelSelector::Requirement r;
+    r.key = e["key"].required();
+    r.op = e["operator"].required();
+    if (r.op != "In" && r.op != "NotIn" && r.op != "Exists" && r.op != "DoesNotExist") {
+      failAt(e["operator"].path(), "unknown operator \"" + r.op + "\" (want In, NotIn, Exists or DoesNotExist)");
+    }
+    r.values = e["values"].strings();
+    selector.match_expressions.push_back(std::move(r));
+  }
+  return selector;
+}
+
+// maistra.io/v1 ServiceMeshMemberRoll.
+template <typename N>
+void parseMemberRoll(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  MemberRoll roll;
+  roll.meta = std::move(meta);
+  At spec = doc["spec"];
+  roll.members = spec["members"].strings();
+  for (const At<N>& selector : spec["memberSelectors"].list()) roll.member_selectors.push_back(labelSelectorAt(selector));
+  out.member_rolls.push_back(std::move(roll));
+}
+
 template <typename N>
 void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
+  for (const At<N>& selector : mc["discoverySelectors"].list()) {
+    values.discovery_selectors.push_back(labelSelectorAt(selector));
+  }
   values.enable_auto_mtls = mc["enableAutoMtls"].optBool();
   if (auto td = mc["trustDomain"].optString(); td && !td->empty()) values.trust_domain = td;
   if (auto root = mc["rootNamespace"].optString(); root && !root->empty()) values.root_namespace = root;
@@ -798,6 +830,8 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
     parseIstioOperator(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "sailoperator.io" && kind == "Istio") {
     parseIstio(doc, metaAt(doc, kind, api, false, where, ctx.options.default_namespace), out);
+  } else if (group == "maistra.io" && kind == "ServiceMeshMemberRoll") {
+    parseMemberRoll(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {
     parseSmcp(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), api == "maistra.io/v2", out);
   } else if ((group == "authentication.maistra.io" || group == "authentication.istio.io") && kind == "Policy") {

@@ -1,6 +1,8 @@
 // Small behaviour of the cluster-state value types.
 #include "config/types.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 
 #include <cstring>
@@ -113,12 +115,27 @@ void ClusterState::append(const ClusterState& other) {
   control_planes.append(other.control_planes);
   authorization_policies.append(other.authorization_policies);
   service_entries.append(other.service_entries);
+  member_rolls.append(other.member_rolls);
+}
+
+bool LabelSelector::matches(const Labels& labels) const {
+  if (!selectorMatches(match_labels, labels)) return false;
+  for (const Requirement& r : match_expressions) {
+    auto it = labels.find(r.key);
+    const bool has = it != labels.end();
+    const bool in = has && std::find(r.values.begin(), r.values.end(), it->second) != r.values.end();
+    if (r.op == "In" && !in) return false;
+    if (r.op == "NotIn" && in) return false;
+    if (r.op == "Exists" && !has) return false;
+    if (r.op == "DoesNotExist" && has) return false;
+  }
+  return true;
 }
 
 std::size_t ClusterState::objectCount() const {
   return namespaces.size() + pods.size() + services.size() + endpoints.size() +
          peer_authentications.size() + destination_rules.size() + control_planes.size() +
-         authorization_policies.size() + service_entries.size();
+         authorization_policies.size() + service_entries.size() + member_rolls.size();
 }
 
 }  // namespace meshlock::config

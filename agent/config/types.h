@@ -49,6 +49,22 @@ using Labels = std::map<std::string, std::string, std::less<>>;
 // True when every selector label is present in `labels` with the same value.
 [[nodiscard]] bool selectorMatches(const Labels& selector, const Labels& labels);
 
+// A Kubernetes LabelSelector (metav1.LabelSelector): matchLabels and
+// matchExpressions (In, NotIn, Exists, DoesNotExist), all ANDed. An empty
+// selector matches everything.
+struct LabelSelector {
+  struct Requirement {
+    std::string key;
+    std::string op;  // In, NotIn, Exists, DoesNotExist
+    std::vector<std::string> values;
+    bool operator==(const Requirement&) const = default;
+  };
+  Labels match_labels;
+  std::vector<Requirement> match_expressions;
+  [[nodiscard]] bool matches(const Labels& labels) const;
+  bool operator==(const LabelSelector&) const = default;
+};
+
 // Where an object was read from: file (or other origin) and document index (0-based).
 struct SourceLocation {
   std::string origin;
@@ -330,6 +346,7 @@ struct AuthorizationPolicy {
 
 // The mesh-wide settings one resource contributes. Unset fields say nothing.
 struct MeshConfigValues {
+  std::vector<LabelSelector> discovery_selectors;  // meshConfig.discoverySelectors: namespaces this control plane sees
   std::optional<bool> enable_auto_mtls;
   std::optional<std::string> trust_domain;
   std::optional<std::string> root_namespace;
@@ -350,6 +367,15 @@ struct ControlPlane {
   bool operator==(const ControlPlane&) const = default;
 };
 
+// maistra.io/v1 ServiceMeshMemberRoll (named `default`, in the control plane's
+// namespace): the namespaces that belong to that ServiceMeshControlPlane's mesh.
+struct MemberRoll {
+  ObjectMeta meta;
+  std::vector<std::string> members;              // spec.members ("*": every namespace)
+  std::vector<LabelSelector> member_selectors;   // spec.memberSelectors
+  bool operator==(const MemberRoll&) const = default;
+};
+
 // Everything read from a source, in input order. Objects are shared and
 // immutable (SharedList): copying a state, as every update does, copies
 // pointers.
@@ -363,6 +389,7 @@ struct ClusterState {
   SharedList<ControlPlane> control_planes;
   SharedList<AuthorizationPolicy> authorization_policies;
   SharedList<ServiceEntry> service_entries;
+  SharedList<MemberRoll> member_rolls;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

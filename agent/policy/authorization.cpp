@@ -248,7 +248,8 @@ struct AuthorizationIndex::Compiled {
   }
 };
 
-AuthorizationIndex::AuthorizationIndex(const config::ClusterState& state, const std::string& root_namespace) {
+AuthorizationIndex::AuthorizationIndex(const config::ClusterState& state, RootOf root_of)
+    : root_of_(std::move(root_of)) {
   std::vector<const config::AuthorizationPolicy*> ordered;
   for (const auto& p : state.authorization_policies) ordered.push_back(&p);
   // Oldest first, as Istio orders policies of one kind; it decides which policy a decision names.
@@ -258,12 +259,15 @@ AuthorizationIndex::AuthorizationIndex(const config::ClusterState& state, const 
     compiled_.push_back(std::make_unique<Compiled>(*policy));
     const Compiled* c = compiled_.back().get();
     const std::string& ns = policy->meta.ref.ns;
+    const bool in_root = root_of_(ns) == ns;  // a root namespace: its policies reach its whole mesh
     if (!policy->hasSelector()) {
-      (ns == root_namespace ? mesh_wide_ : namespace_[ns]).push_back(c);
+      (in_root ? mesh_wide_[ns] : namespace_[ns]).push_back(c);
       continue;
     }
     for (const auto& pod : state.pods) {
-      if ((pod.ns() == ns || ns == root_namespace) && selectorApplies(*policy, pod)) selected_[&pod].push_back(c);
+      if ((pod.ns() == ns || (in_root && root_of_(pod.ns()) == ns)) && selectorApplies(*policy, pod)) {
+        selected_[&pod].push_back(c);
+      }
     }
   }
 }
@@ -272,7 +276,10 @@ AuthorizationIndex::~AuthorizationIndex() = default;
 
 template <typename Fn>
 void AuthorizationIndex::forEachApplying(const config::Pod& destination, Fn&& fn) const {
-  for (const Compiled* c : mesh_wide_) fn(*c);
+  if (!mesh_wide_.empty()) {
+    if (auto it = mesh_wide_.find(root_of_(destination.ns())); it != mesh_wide_.end())
+      for (const Compiled* c : it->second) fn(*c);
+  }
   if (auto it = namespace_.find(destination.ns()); it != namespace_.end())
     for (const Compiled* c : it->second) fn(*c);
   if (auto it = selected_.find(&destination); it != selected_.end())
@@ -280,7 +287,8 @@ void AuthorizationIndex::forEachApplying(const config::Pod& destination, Fn&& fn
 }
 
 bool AuthorizationIndex::anyApplies(const config::Pod& destination) const {
-  return !mesh_wide_.empty() || namespace_.contains(destination.ns()) || selected_.contains(&destination);
+  if (!mesh_wide_.empty() && mesh_wide_.contains(root_of_(destination.ns()))) return true;
+  return namespace_.contains(destination.ns()) || selected_.contains(&destination);
 }
 
 std::vector<const config::AuthorizationPolicy*> AuthorizationIndex::applying(const config::Pod& destination) const {

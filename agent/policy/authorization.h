@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -66,8 +67,10 @@ struct AuthzDecision {
 
 class AuthorizationIndex {
  public:
+  // The root namespace of the mesh that governs a namespace (empty: none).
+  using RootOf = std::function<const std::string&(std::string_view ns)>;
   // Compiles every policy once; `state` must outlive the index (PolicyIndex owns both).
-  AuthorizationIndex(const config::ClusterState& state, const std::string& root_namespace);
+  AuthorizationIndex(const config::ClusterState& state, RootOf root_of);
   ~AuthorizationIndex();
   AuthorizationIndex(const AuthorizationIndex&) = delete;
   AuthorizationIndex& operator=(const AuthorizationIndex&) = delete;
@@ -85,7 +88,8 @@ class AuthorizationIndex {
   void forEachApplying(const config::Pod& destination, Fn&& fn) const;
 
   std::vector<std::unique_ptr<Compiled>> compiled_;
-  std::vector<const Compiled*> mesh_wide_;                                   // root namespace, no selector
+  RootOf root_of_;
+  std::unordered_map<std::string, std::vector<const Compiled*>> mesh_wide_;  // per root namespace, no selector
   std::unordered_map<std::string, std::vector<const Compiled*>> namespace_;  // per namespace, no selector
   std::unordered_map<const config::Pod*, std::vector<const Compiled*>> selected_;  // selector policies per pod
 };

@@ -193,6 +193,13 @@ struct PolicyIndex::IstioServiceEntry {
   std::vector<std::string> identities;         // subjectAltNames, else the pods' SPIFFE IDs
 };
 
+// What decides which namespaces a mesh governs.
+struct PolicyIndex::MeshScope {
+  bool smcp = false;                                // a ServiceMeshControlPlane's mesh: member rolls count
+  std::vector<config::LabelSelector> selectors;     // meshConfig.discoverySelectors
+  std::vector<const config::MemberRoll*> rolls;     // ServiceMeshMemberRolls in its namespace
+};
+
 PolicyIndex::PolicyIndex() = default;
 PolicyIndex::~PolicyIndex() = default;
 
@@ -289,7 +296,7 @@ const std::vector<PolicyIndex::MergedRule>* mostSpecificHostMatch(const PolicyIn
 }  // namespace
 
 std::string PolicyIndex::fqdn(const Service& svc) const {
-  return svc.name() + "." + svc.ns() + ".svc." + mesh_.domain_suffix;
+  return svc.name() + "." + svc.ns() + ".svc." + mesh().domain_suffix;
 }
 
 // A DestinationRule host as Istio resolves it: short names in the rule's namespace.
@@ -302,14 +309,16 @@ static std::string resolveRuleHost(const DestinationRule& rule, std::string_view
 
 std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   auto index = std::shared_ptr<PolicyIndex>(new PolicyIndex());
-  index->root_local_rules_ = std::make_unique<RuleSet>();
   PolicyIndex& ix = *index;
   ix.state_ = std::move(input);
   ClusterState& st = ix.state_;
   const SelectorIndex selectors(st.pods);  // positions in st.pods = entries in pods_
 
-  // Mesh settings. The Istio resource names the control plane namespace; an
-  // SMCP's own namespace stands in for it; meshConfig.rootNamespace overrides.
+  // Meshes. Each control plane namespace is one mesh (an Istio, IstioOperator
+  // or ServiceMeshControlPlane names it; the `istio` ConfigMap of that
+  // namespace joins it), in rank then age order: the first is the primary.
+  // The Istio resource names the control plane namespace; an SMCP's own
+  // namespace stands in for it; meshConfig.rootNamespace overrides the root.
   {
     std::vector<const config::ControlPlane*> planes;
     for (const auto& cp : st.control_planes) planes.push_back(&cp);
@@ -327,30 +336,85 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       if (rank(a) != rank(b)) return rank(a) < rank(b);
       return olderThan(a->meta, b->meta);
     });
-    std::string control_ns = "istio-system";
+    std::vector<std::string> control_namespaces;
     for (const auto* cp : planes) {
-      if (cp->kind != config::ControlPlaneKind::kMeshConfigMap) {
-        control_ns = cp->control_namespace;
-        break;
+      if (cp->kind != config::ControlPlaneKind::kMeshConfigMap &&
+          std::find(control_namespaces.begin(), control_namespaces.end(), cp->control_namespace) ==
+              control_namespaces.end()) {
+        control_namespaces.push_back(cp->control_namespace);
       }
     }
-    MeshSettings& m = ix.mesh_;
-    m.root_namespace = control_ns;
-    bool set_auto = false, set_td = false, set_root = false, set_version = false;
-    for (const auto* cp : planes) {
-      // The mesh ConfigMap counts only in the control plane namespace.
-      if (cp->kind == config::ControlPlaneKind::kMeshConfigMap && cp->control_namespace != control_ns) continue;
-      // Only the first control plane of each kind speaks (validation warns about the others).
-      bool used = false;
-      if (!set_auto && cp->mesh.enable_auto_mtls) m.enable_auto_mtls = *cp->mesh.enable_auto_mtls, set_auto = used = true;
-      if (!set_td && cp->mesh.trust_domain) m.trust_domain = *cp->mesh.trust_domain, set_td = used = true;
-      if (!set_root && cp->mesh.root_namespace) m.root_namespace = *cp->mesh.root_namespace, set_root = used = true;
-      if (!set_version && cp->mesh.min_protocol_version) {
-        m.min_protocol_version = *cp->mesh.min_protocol_version;
-        if (m.min_protocol_version == config::TlsVersion::kAuto) m.min_protocol_version = config::TlsVersion::kTls12;
-        set_version = used = true;
+    if (control_namespaces.empty()) control_namespaces.push_back("istio-system");
+    ix.meshes_.resize(control_namespaces.size());
+    ix.mesh_scopes_.resize(control_namespaces.size());
+    for (std::size_t g = 0; g < control_namespaces.size(); ++g) {
+      const std::string& control_ns = control_namespaces[g];
+      MeshSettings& m = ix.meshes_[g];
+      MeshScope& scope = ix.mesh_scopes_[g];
+      m.control_namespace = control_ns;
+      m.root_namespace = control_ns;
+      bool set_auto = false, set_td = false, set_root = false, set_version = false;
+      for (const auto* cp : planes) {
+        if (cp->control_namespace != control_ns) continue;  // another mesh's (the ConfigMap: its namespace's)
+        // Only the first control plane of each setting speaks (validation warns about the others).
+        bool used = false;
+        if (!set_auto && cp->mesh.enable_auto_mtls) m.enable_auto_mtls = *cp->mesh.enable_auto_mtls, set_auto = used = true;
+        if (!set_td && cp->mesh.trust_domain) m.trust_domain = *cp->mesh.trust_domain, set_td = used = true;
+        if (!set_root && cp->mesh.root_namespace) m.root_namespace = *cp->mesh.root_namespace, set_root = used = true;
+        if (!set_version && cp->mesh.min_protocol_version) {
+          m.min_protocol_version = *cp->mesh.min_protocol_version;
+          if (m.min_protocol_version == config::TlsVersion::kAuto) m.min_protocol_version = config::TlsVersion::kTls12;
+          set_version = used = true;
+        }
+        if (!cp->mesh.discovery_selectors.empty()) used = true;
+        scope.selectors.insert(scope.selectors.end(), cp->mesh.discovery_selectors.begin(),
+                               cp->mesh.discovery_selectors.end());
+        if (cp->kind == config::ControlPlaneKind::kSmcpV1 || cp->kind == config::ControlPlaneKind::kSmcpV2) {
+          scope.smcp = true;
+        }
+        if (used || cp->kind != config::ControlPlaneKind::kMeshConfigMap) m.decided_by.push_back(&cp->meta.ref);
       }
-      if (used || cp->kind != config::ControlPlaneKind::kMeshConfigMap) m.decided_by.push_back(&cp->meta.ref);
+      if (scope.smcp) {
+        for (const config::MemberRoll& roll : st.member_rolls) {
+          if (roll.meta.ref.ns == control_ns) scope.rolls.push_back(&roll);
+        }
+      }
+    }
+    // Which mesh governs each namespace: the first whose discovery takes it.
+    // A control plane's own and root namespaces are always its own; an SMCP
+    // with a ServiceMeshMemberRoll takes its members; a control plane with
+    // discoverySelectors the namespaces they select; one with neither takes
+    // every namespace (meshlock's enrollment label stands in for membership).
+    // Namespaces outside every mesh get defaults and no root namespace (no mesh-wide policy reaches them).
+    ix.unmeshed_ = ix.meshes_.size();
+    ix.meshes_.emplace_back();
+    ix.meshes_.back().root_namespace.clear();
+    ix.meshes_.back().control_namespace.clear();
+    ix.mesh_scopes_.emplace_back();
+    auto assign = [&](const std::string& ns, const config::Labels& labels) {
+      if (ix.mesh_by_namespace_.contains(ns)) return;
+      std::size_t chosen = ix.unmeshed_;
+      for (std::size_t g = 0; g < ix.unmeshed_; ++g) {
+        if (ix.governs(g, ns, labels)) {
+          chosen = g;
+          break;
+        }
+      }
+      ix.mesh_by_namespace_.emplace(ns, chosen);
+    };
+    for (std::size_t g = 0; g < ix.unmeshed_; ++g) {
+      ix.mesh_by_namespace_.emplace(ix.meshes_[g].control_namespace, g);
+      ix.mesh_by_namespace_.emplace(ix.meshes_[g].root_namespace, g);
+      ix.mesh_by_root_.emplace(ix.meshes_[g].root_namespace, g);
+    }
+    for (const auto& ns : st.namespaces) assign(ns.meta.ref.name, ns.meta.labels);
+    // Namespaces known only from their objects: no labels to select on.
+    ix.mesh_for_unknown_ = ix.unmeshed_;
+    for (std::size_t g = 0; g < ix.unmeshed_; ++g) {
+      if (ix.governs(g, "", {})) {
+        ix.mesh_for_unknown_ = g;
+        break;
+      }
     }
     // ServiceMeshControlPlane mesh-wide mTLS: what the operator creates in
     // the control plane namespace (maistra/istio-operator
@@ -360,6 +424,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     // named after the SMCP so decisions point at it.
     for (const auto& cp : st.control_planes) {
       if (!cp.mesh_mtls) continue;
+      const MeshSettings& m = ix.meshes_[ix.meshIndex(cp.control_namespace)];
       auto pa = std::make_unique<PeerAuthentication>();
       pa->meta = cp.meta;
       pa->meta.ref.ns = m.root_namespace;
@@ -381,8 +446,6 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       ix.synthetic_rules_.push_back(std::move(api_server));
     }
   }
-  const std::string& root = ix.mesh_.root_namespace;
-
   auto nsEntry = [&](const std::string& ns) -> NamespaceEntry& {
     auto& slot = ix.namespaces_[ns];
     if (!slot) slot = std::make_unique<NamespaceEntry>();
@@ -401,8 +464,9 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     entry.enrolled = entry.enrolled_by != ReasonKind::kNotEnrolled;
   }
 
-  // PeerAuthentications by level (ComposePeerAuthentication).
-  const PeerAuthentication* mesh_policy = nullptr;
+  // PeerAuthentications by level (ComposePeerAuthentication), the mesh-wide
+  // level once per mesh (its root namespace's).
+  std::vector<const PeerAuthentication*> mesh_policy(ix.meshes_.size(), nullptr);
   auto consider = [](const PeerAuthentication*& slot, const PeerAuthentication* pa) {
     if (!slot || olderThan(pa->meta, slot->meta)) slot = pa;
   };
@@ -451,14 +515,15 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
         consider(nsEntry(pa->meta.ref.ns).namespace_policy, pa);
       }
     } else if (pa->mesh_wide_kind) {
-      consider(mesh_policy, pa);
+      // ServiceMeshPolicy: its SMCP's mesh; MeshPolicy (cluster-scoped): the primary one.
+      consider(mesh_policy[pa->meta.ref.ns.empty() ? 0 : ix.meshIndex(pa->meta.ref.ns)], pa);
     } else if (!pa->hasSelector()) {
-      if (pa->meta.ref.ns == root) {
-        consider(mesh_policy, pa);
+      if (auto g = ix.meshRootedAt(pa->meta.ref.ns)) {
+        consider(mesh_policy[*g], pa);
       } else {
         consider(nsEntry(pa->meta.ref.ns).namespace_policy, pa);
       }
-    } else if (pa->meta.ref.ns != root) {  // Istio ignores selector policies in the root namespace
+    } else if (!ix.meshRootedAt(pa->meta.ref.ns)) {  // Istio ignores selector policies in the root namespace
       nsEntry(pa->meta.ref.ns).workload_policies.push_back(pa);
     }
   }
@@ -511,7 +576,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
         e.mode_reason = byResource(pa->meta);
       }
     };
-    apply(mesh_policy);
+    apply(mesh_policy[ix.meshIndex(pod.ns())]);
     apply(ns.namespace_policy);
     std::size_t idx = ix.pods_.size();
     if (const PeerAuthentication* pa = workload_policy[idx]) {  // the oldest matching workload policy wins
@@ -524,7 +589,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
         }
       }
     }
-    e.identity.push_back(config::spiffeIdFor(ix.mesh_.trust_domain, pod.ns(), pod.service_account).str());
+    e.identity.push_back(config::spiffeIdFor(ix.meshFor(pod.ns()).trust_domain, pod.ns(), pod.service_account).str());
     ix.pods_.push_back(std::move(e));
     ix.pod_by_address_.emplace(&pod, idx);
     ix.pod_by_uid_.emplace(pod.uid, idx);
@@ -678,7 +743,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     return olderThan(a->meta, b->meta);
   });
   for (const DestinationRule* dr : rules) {
-    const std::string host = resolveRuleHost(*dr, ix.mesh_.domain_suffix);
+    const std::string host = resolveRuleHost(*dr, ix.mesh().domain_suffix);
     const std::string& own = dr->meta.ref.ns;
     std::set<std::string> export_to;
     if (dr->workload_selector) {
@@ -694,16 +759,20 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     const bool private_only = export_to.size() == 1 && (export_to.contains(".") || export_to.contains(own));
     if (!private_only) {
       mergeRule(ns.exported, host, dr, export_to);
-    } else if (own == root) {
-      mergeRule(*ix.root_local_rules_, host, dr, export_to);
+    } else if (ix.meshRootedAt(own)) {
+      auto& pool = ix.root_local_rules_[own];
+      if (!pool) pool = std::make_unique<RuleSet>();
+      mergeRule(*pool, host, dr, export_to);
     }
   }
   for (auto& [name, entry] : ix.namespaces_) {
     orderWildcards(entry->local);
     orderWildcards(entry->exported);
   }
-  orderWildcards(*ix.root_local_rules_);
-  ix.authorization_ = std::make_unique<AuthorizationIndex>(st, ix.mesh_.root_namespace);
+  for (auto& [root_ns, pool] : ix.root_local_rules_) orderWildcards(*pool);
+  const PolicyIndex* self = &ix;
+  ix.authorization_ = std::make_unique<AuthorizationIndex>(
+      st, [self](std::string_view ns) -> const std::string& { return self->meshFor(ns).root_namespace; });
   return index;
 }
 
@@ -770,6 +839,57 @@ std::size_t PolicyIndex::podIndex(const Pod& pod) const {
 bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(pod)].served; }
 
 bool PolicyIndex::hasSidecar(const Pod& pod) const { return pods_[podIndex(pod)].sidecar; }
+
+// Which namespaces a mesh takes: a control plane's own and root namespaces
+// always; an SMCP with a ServiceMeshMemberRoll its members; a control plane
+// with discoverySelectors the namespaces they select; one with neither every
+// namespace (meshlock's enrollment label stands in for membership).
+bool PolicyIndex::governs(std::size_t g, std::string_view ns, const config::Labels& labels) const {
+  const MeshScope& scope = mesh_scopes_[g];
+  const MeshSettings& m = meshes_[g];
+  if (ns == m.control_namespace || ns == m.root_namespace) return true;
+  if (!scope.rolls.empty()) {
+    for (const config::MemberRoll* roll : scope.rolls) {
+      for (const std::string& member : roll->members) {
+        if (member == "*" || member == ns) return true;
+      }
+      for (const auto& selector : roll->member_selectors) {
+        if (selector.matches(labels)) return true;
+      }
+    }
+    return false;
+  }
+  if (!scope.selectors.empty()) {
+    return std::any_of(scope.selectors.begin(), scope.selectors.end(),
+                       [&](const config::LabelSelector& sel) { return sel.matches(labels); });
+  }
+  return true;
+}
+
+bool PolicyIndex::discovers(const MeshSettings& mesh, const config::Namespace& ns) const {
+  const auto g = static_cast<std::size_t>(&mesh - meshes_.data());
+  return g < unmeshed_ && governs(g, ns.meta.ref.name, ns.meta.labels);
+}
+
+std::size_t PolicyIndex::meshIndex(std::string_view ns) const {
+  auto it = mesh_by_namespace_.find(ns);
+  return it == mesh_by_namespace_.end() ? mesh_for_unknown_ : it->second;
+}
+
+const MeshSettings& PolicyIndex::meshFor(std::string_view ns) const { return meshes_[meshIndex(ns)]; }
+
+std::optional<std::size_t> PolicyIndex::meshRootedAt(std::string_view ns) const {
+  if (ns.empty()) return std::nullopt;
+  auto it = mesh_by_root_.find(ns);
+  if (it == mesh_by_root_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<const MeshSettings*> PolicyIndex::meshes() const {
+  std::vector<const MeshSettings*> out;
+  for (std::size_t g = 0; g < unmeshed_; ++g) out.push_back(&meshes_[g]);
+  return out;
+}
 
 Reason PolicyIndex::servedReason(const Pod& pod) const { return pods_[podIndex(pod)].served_reason; }
 
@@ -840,17 +960,18 @@ const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::
                                                         const std::string* service_ns) const {
   std::vector<const MergedRule*> candidates;
   const RuleSet* first_pool = nullptr;
-  if (client.ns() != mesh_.root_namespace) {
+  const std::string& root = meshFor(client.ns()).root_namespace;
+  if (client.ns() != root) {
     if (auto it = namespaces_.find(client.ns()); it != namespaces_.end()) first_pool = &it->second->local;
-  } else {
-    first_pool = root_local_rules_.get();
+  } else if (auto it = root_local_rules_.find(root); it != root_local_rules_.end()) {
+    first_pool = it->second.get();
   }
   if (first_pool) {
     if (const auto* list = mostSpecificHostMatch(*first_pool, host)) {
       for (const auto& merged : *list) candidates.push_back(&merged);
     }
   }
-  for (const std::string* owner : {service_ns, &mesh_.root_namespace}) {
+  for (const std::string* owner : {service_ns, &root}) {
     if (!candidates.empty() || !owner) continue;
     if (auto it = namespaces_.find(*owner); it != namespaces_.end()) {
       candidates = exportedTo(it->second->exported, host, client.ns());
@@ -874,7 +995,8 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
                                      std::span<const std::string> identities,
                                      const config::ServiceEntry* entry) const {
   OutboundDecision d;
-  d.min_tls_version = mesh_.min_protocol_version;
+  const MeshSettings& mesh = meshFor(source.ns());
+  d.min_tls_version = mesh.min_protocol_version;
   d.service = svc;
   d.service_port = service_port;
   d.backends = backends;
@@ -898,7 +1020,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
     d.client_tls = toClientTls(tls->mode);
     d.tls = tls;
     d.client_decided_by.add(byResource(rule->meta, rule_port));
-  } else if (mesh_.enable_auto_mtls) {
+  } else if (mesh.enable_auto_mtls) {
     side = Side::kAuto;
     d.client_decided_by.add(Reason{ReasonKind::kAutoMtls, nullptr, 0});
   } else {
@@ -1005,7 +1127,7 @@ OutboundDecision PolicyIndex::outbound(const Pod& source, const Destination& dst
     return outboundToService(source, it->second, port);
   }
   // Short names as the pod's resolver would expand them (search path <ns>.svc.<suffix>, svc.<suffix>, <suffix>).
-  const std::string& suffix = mesh_.domain_suffix;
+  const std::string& suffix = mesh().domain_suffix;
   for (const std::string& candidate : {host + "." + source.ns() + ".svc." + suffix, host + ".svc." + suffix,
                                        host + "." + suffix}) {
     if (auto it = service_by_host_.find(candidate); it != service_by_host_.end()) {
@@ -1122,7 +1244,7 @@ const DestinationRule* PolicyIndex::destinationRuleFor(const Pod& client, std::s
 }
 
 std::string PolicyIndex::ruleHost(const DestinationRule& rule) const {
-  return resolveRuleHost(rule, mesh_.domain_suffix);
+  return resolveRuleHost(rule, mesh().domain_suffix);
 }
 
 bool PolicyIndex::hostMatches(std::string_view rule_host, std::string_view host) {

@@ -139,7 +139,8 @@ struct Destination {
 
 // Mesh-wide settings resolved from Istio / SMCP / the istio ConfigMap.
 struct MeshSettings {
-  std::string root_namespace = "istio-system";
+  std::string control_namespace = "istio-system";  // empty: the settings of namespaces outside every mesh
+  std::string root_namespace = "istio-system";      // empty likewise: no mesh-wide policy reaches them
   std::string trust_domain = "cluster.local";
   std::string domain_suffix = "cluster.local";
   bool enable_auto_mtls = true;
@@ -160,7 +161,18 @@ class PolicyIndex {
   // Builds every index once. The state is moved in and owned.
   [[nodiscard]] static std::shared_ptr<const PolicyIndex> build(config::ClusterState state);
 
-  [[nodiscard]] const MeshSettings& mesh() const { return mesh_; }
+  // The primary mesh (the first control plane's; node-wide settings such as
+  // the agent's trust domain come from it).
+  [[nodiscard]] const MeshSettings& mesh() const { return meshes_.front(); }
+  // The mesh that governs a namespace: the first control plane whose
+  // discovery (ServiceMeshMemberRoll, discoverySelectors, or none: every
+  // namespace) takes it; defaults with no root namespace when none does.
+  [[nodiscard]] const MeshSettings& meshFor(std::string_view ns) const;
+  // Every control plane's mesh, primary first.
+  [[nodiscard]] std::vector<const MeshSettings*> meshes() const;
+  // Whether a mesh (one of meshes()) takes the namespace by its discovery rules,
+  // whether or not an earlier mesh already governs it.
+  [[nodiscard]] bool discovers(const MeshSettings& mesh, const config::Namespace& ns) const;
   [[nodiscard]] const config::ClusterState& state() const { return state_; }
 
   // Pods, by what the agent and the CLI know them by.
@@ -228,6 +240,7 @@ class PolicyIndex {
   struct ServiceEntry;
   struct MergedRule;
   struct IstioServiceEntry;
+  struct MeshScope;
   struct RuleSet;
   struct NamespaceEntry;
 
@@ -257,8 +270,18 @@ class PolicyIndex {
 
   [[nodiscard]] std::size_t podIndex(const config::Pod& pod) const;
 
+  [[nodiscard]] std::size_t meshIndex(std::string_view ns) const;
+  [[nodiscard]] bool governs(std::size_t mesh, std::string_view ns, const config::Labels& labels) const;
+  // The mesh whose root namespace `ns` is, if any.
+  [[nodiscard]] std::optional<std::size_t> meshRootedAt(std::string_view ns) const;
+
   config::ClusterState state_;
-  MeshSettings mesh_;
+  std::vector<MeshSettings> meshes_;  // control planes' meshes, then the one for namespaces outside all
+  std::vector<MeshScope> mesh_scopes_;
+  std::size_t unmeshed_ = 0;          // index of the settings for namespaces outside every mesh
+  std::size_t mesh_for_unknown_ = 0;  // for namespaces without a Namespace object
+  StringMap<std::size_t> mesh_by_namespace_;
+  StringMap<std::size_t> mesh_by_root_;
   std::vector<PodEntry> pods_;
   std::vector<ServiceEntry> services_;
   std::unordered_map<const config::Pod*, std::size_t> pod_by_address_;  // entries follow state_.pods
@@ -269,7 +292,7 @@ class PolicyIndex {
   StringMap<std::size_t> service_by_host_;
   std::unordered_map<IpAddress, std::size_t> service_by_ip_;
   StringMap<std::unique_ptr<NamespaceEntry>> namespaces_;
-  std::unique_ptr<RuleSet> root_local_rules_;
+  StringMap<std::unique_ptr<RuleSet>> root_local_rules_;  // each root namespace's private rules (istiod's rootNamespaceLocal)
   std::vector<IstioServiceEntry> service_entries_;
   StringMap<std::vector<std::size_t>> service_entry_by_host_;
   std::vector<std::pair<std::string, std::size_t>> service_entry_wildcards_;  // suffix after '*', longest first

@@ -88,9 +88,9 @@ json explainPod(const PolicyIndex& ix, const config::Pod& pod, const ExplainOpti
   j["identity"] = ix.identityOf(pod).str();
   j["served"] = ix.served(pod);
   j["served_reason"] = ix.servedReason(pod).describe();  // what enrolled or excluded it, as /workloads says
-  j["min_tls_version"] = std::string(config::toString(ix.mesh().min_protocol_version));
-  j["auto_mtls"] = ix.mesh().enable_auto_mtls;
-  j["root_namespace"] = ix.mesh().root_namespace;
+  j["min_tls_version"] = std::string(config::toString(ix.meshFor(pod.ns()).min_protocol_version));
+  j["auto_mtls"] = ix.meshFor(pod.ns()).enable_auto_mtls;
+  j["root_namespace"] = ix.meshFor(pod.ns()).root_namespace;
   j["inbound"] = json::array();
   std::set<uint16_t> ports;
   for (const auto& p : pod.ports) ports.insert(p.port);

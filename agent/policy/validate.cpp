@@ -149,7 +149,8 @@ class Validator {
   }
 
   void peerAuthentications() {
-    const std::string& root = ix_.mesh().root_namespace;
+    // Whether a namespace is the root namespace of the mesh that governs it.
+    auto isRoot = [&](const std::string& ns) { return !ns.empty() && ix_.meshFor(ns).root_namespace == ns; };
     std::map<std::string, std::vector<const PeerAuthentication*>> ns_wide;
     std::map<const Pod*, std::vector<const PeerAuthentication*>> per_pod;
     for (const PeerAuthentication& pa : st_.peer_authentications) {
@@ -177,7 +178,7 @@ class Validator {
         continue;
       }
       if (pa.mesh_wide_kind) {
-        ns_wide[root].push_back(&pa);
+        ns_wide[ref.ns.empty() ? ix_.mesh().root_namespace : ix_.meshFor(ref.ns).root_namespace].push_back(&pa);
         continue;
       }
       // istio/istio pkg/config/validation/validation.go ValidatePeerAuthentication.
@@ -194,8 +195,8 @@ class Validator {
         }
         continue;
       }
-      if (ref.ns == root) {
-        add("ML008", ref, "a PeerAuthentication with a selector in the root namespace " + root +
+      if (isRoot(ref.ns)) {
+        add("ML008", ref, "a PeerAuthentication with a selector in the root namespace " + ref.ns +
                               " is ignored (Istio applies root-namespace policies mesh-wide only without selector)");
         continue;
       }
@@ -216,7 +217,7 @@ class Validator {
       std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
       for (std::size_t i = 1; i < list.size(); ++i) {
         add("ML003", list[i]->meta.ref,
-            std::string(ns == root ? "more than one mesh-wide" : "more than one namespace-wide") +
+            std::string(isRoot(ns) ? "more than one mesh-wide" : "more than one namespace-wide") +
                 " policy in namespace " + ns + "; the oldest, " + list[0]->meta.ref.toString() + ", wins and this one is ignored");
       }
     }
@@ -406,15 +407,31 @@ class Validator {
   }
 
   void controlPlanes() {
-    std::map<config::ControlPlaneKind, std::vector<const config::ControlPlane*>> by_kind;
-    for (const auto& cp : st_.control_planes) by_kind[cp.kind].push_back(&cp);
+    // Two control planes of one kind for one control namespace: one mesh, the oldest's settings.
+    std::map<std::pair<config::ControlPlaneKind, std::string>, std::vector<const config::ControlPlane*>> by_kind;
+    for (const auto& cp : st_.control_planes) by_kind[{cp.kind, cp.control_namespace}].push_back(&cp);
     for (auto& [kind, list] : by_kind) {
       if (list.size() < 2) continue;
       std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
       for (std::size_t i = 1; i < list.size(); ++i) {
-        add("ML013", list[i]->meta.ref, "more than one " + list[i]->meta.ref.kind + "; the settings of " +
-                                            list[0]->meta.ref.toString() + " are used");
+        add("ML013", list[i]->meta.ref, "more than one " + list[i]->meta.ref.kind + " for control namespace " +
+                                            kind.second + "; the settings of " + list[0]->meta.ref.toString() +
+                                            " are used");
       }
+    }
+    // Several meshes: each namespace must be discovered by one of them only.
+    const auto meshes = ix_.meshes();
+    if (meshes.size() < 2) return;
+    for (const auto& ns : st_.namespaces) {
+      std::vector<std::string> takers;
+      for (const MeshSettings* m : meshes) {
+        if (ix_.discovers(*m, ns)) takers.push_back(m->control_namespace);
+      }
+      if (takers.size() < 2) continue;
+      std::string list;
+      for (const auto& t : takers) list += (list.empty() ? "" : ", ") + t;
+      add("ML029", ns.meta.ref, "discovered by the control planes of " + list + ": the first, " + takers.front() +
+                                    ", governs it; make their discoverySelectors (or member rolls) disjoint");
     }
   }
 

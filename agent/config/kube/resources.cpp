@@ -26,6 +26,8 @@ const std::vector<ResourceKind>& agentResourceKinds() {
       {"istiooperators", "install.istio.io", {"v1alpha1"}, "istiooperators", "IstioOperator", Selection::kAll, true},
       {"servicemeshcontrolplanes", "maistra.io", {"v2", "v1"}, "servicemeshcontrolplanes",
        "ServiceMeshControlPlane", Selection::kAll, true},
+      {"servicemeshmemberrolls", "maistra.io", {"v1"}, "servicemeshmemberrolls", "ServiceMeshMemberRoll",
+       Selection::kAll, true},
       {"policies.maistra", "authentication.maistra.io", {"v1"}, "policies", "Policy", Selection::kAll, true},
       {"servicemeshpolicies", "authentication.maistra.io", {"v1"}, "servicemeshpolicies", "ServiceMeshPolicy",
        Selection::kAll, true},

@@ -240,6 +240,39 @@ spec: {hosts: [x.example.com], workloadSelector: {labels: {app: vm}}}
   EXPECT_EQ(bad.errors[1].field, "spec.hosts");
 }
 
+// metav1.LabelSelector in discoverySelectors and ServiceMeshMemberRoll.
+TEST(ParseManifests, MemberRollAndDiscoverySelectors) {
+  auto p = parseManifests(R"(
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {members: [shop, '*'], memberSelectors: [{matchExpressions: [{key: team, operator: Exists}]}]}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {values: {meshConfig: {discoverySelectors: [{matchLabels: {a: b}}, {matchExpressions: [{key: t, operator: NotIn, values: [x]}]}]}}}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: bad}
+spec: {values: {meshConfig: {discoverySelectors: [{matchExpressions: [{key: t, operator: Near}]}]}}}
+)",
+                          "m.yaml");
+  ASSERT_EQ(p.errors.size(), 1u) << allMessages(p);
+  EXPECT_EQ(p.errors[0].field, "spec.values.meshConfig.discoverySelectors[0].matchExpressions[0].operator");
+  ASSERT_EQ(p.state.member_rolls.size(), 1u);
+  EXPECT_THAT(p.state.member_rolls[0].members, ::testing::ElementsAre("shop", "*"));
+  EXPECT_TRUE(p.state.member_rolls[0].member_selectors[0].matches({{"team", "x"}}));
+  EXPECT_FALSE(p.state.member_rolls[0].member_selectors[0].matches({{"other", "x"}}));
+  ASSERT_EQ(p.state.control_planes.size(), 1u);
+  const auto& selectors = p.state.control_planes[0].mesh.discovery_selectors;
+  ASSERT_EQ(selectors.size(), 2u);
+  EXPECT_TRUE(selectors[0].matches({{"a", "b"}}));
+  EXPECT_TRUE(selectors[1].matches({}));
+  EXPECT_FALSE(selectors[1].matches({{"t", "x"}}));
+}
+
 TEST(ParseManifests, UnknownModeNamesTheField) {
   auto p = parseManifests(
       "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x, namespace: shop}\n"

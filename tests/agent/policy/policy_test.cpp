@@ -448,6 +448,130 @@ status: {podIP: 10.244.1.41}
   EXPECT_EQ(check(*ix, "bookinfo/reviews", "shop/web:8080").client, ClientTls::kNone);
 }
 
+// Several control planes (OSSM 3 multi-tenancy: two Istio resources whose
+// meshConfig.discoverySelectors split the namespaces; sail-operator docs
+// "Deploying multiple service meshes on a single cluster"): each namespace is
+// governed by its own control plane's root namespace and mesh config only.
+TEST(Meshes, DiscoverySelectorsGiveEachNamespaceItsOwnControlPlane) {
+  const std::string tenants = R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: tenant-a}
+spec: {namespace: istio-a, values: {meshConfig: {discoverySelectors: [{matchLabels: {tenant: a}}]}}}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: tenant-b}
+spec:
+  namespace: istio-b
+  values:
+    meshConfig:
+      trustDomain: b.example
+      enableAutoMtls: false
+      discoverySelectors: [{matchExpressions: [{key: tenant, operator: In, values: [b]}]}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app-a, labels: {tenant: a, meshlock.io/mtls: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app-b, labels: {tenant: b, meshlock.io/mtls: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: app-a, uid: uid-a, labels: {app: api}}
+spec: {serviceAccountName: api, nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.3.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: app-b, uid: uid-b, labels: {app: api}}
+spec: {serviceAccountName: api, nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.3.20}
+---
+)";
+  auto ix = cluster(tenants + pa("istio-a", "default", "{mtls: {mode: STRICT}}") +
+                    pa("istio-b", "default", "{mtls: {mode: DISABLE}}"));
+  EXPECT_EQ(ix->meshFor("app-a").root_namespace, "istio-a");
+  EXPECT_EQ(ix->meshFor("app-b").root_namespace, "istio-b");
+  EXPECT_EQ(inboundMode(*ix, "uid-a", 8080), ServerMode::kStrict) << "tenant a's mesh-wide policy";
+  EXPECT_EQ(inboundMode(*ix, "uid-b", 8080), ServerMode::kDisable) << "tenant b's, never a's";
+  EXPECT_EQ(ix->identityOf(*ix->podByName("app-b", "api")).str(), "spiffe://b.example/ns/app-b/sa/api");
+  EXPECT_EQ(ix->identityOf(*ix->podByName("app-a", "api")).str(), "spiffe://cluster.local/ns/app-a/sa/api");
+  // Auto mTLS is the client's mesh's: off in b.
+  EXPECT_EQ(check(*ix, "app-b/api", "app-a/api:8080").client, ClientTls::kDisable);
+  EXPECT_EQ(check(*ix, "app-a/api", "app-a/api:8080").client, ClientTls::kIstioMutual);
+  // shop is discovered by neither: no root namespace reaches it (defaults).
+  EXPECT_EQ(ix->meshFor("shop").root_namespace, "");
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kPermissive);
+
+  // A root namespace's DestinationRule and AuthorizationPolicy reach only its mesh.
+  auto rules = cluster(tenants + R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: catch-all, namespace: istio-a}
+spec: {host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: istio-b}
+spec: {}
+---
+)");
+  auto from_a = check(*rules, "app-a/api", "web.shop.svc.cluster.local:80");
+  EXPECT_EQ(from_a.client, ClientTls::kDisable);
+  EXPECT_EQ(from_a.decided_by[0], "DestinationRule/istio-a/catch-all");
+  EXPECT_EQ(check(*rules, "app-b/api", "web.shop.svc.cluster.local:80").decided_by[0], "auto mTLS disabled")
+      << "tenant a's root rule is not b's";
+  const auto to_a = checkConnection(*rules, {"app-b", "api"}, *parseTarget("app-a/api:8080"));
+  ASSERT_TRUE(to_a);
+  EXPECT_EQ(to_a->authorization, "allow") << "tenant b's allow-nothing is not a's";
+  const auto to_b = checkConnection(*rules, {"app-a", "api"}, *parseTarget("app-b/api:8080"));
+  ASSERT_TRUE(to_b);
+  EXPECT_EQ(to_b->authorization, "deny");
+}
+
+// OSSM 2: a ServiceMeshMemberRoll lists the namespaces of its SMCP's mesh;
+// the SMCP's mesh-wide mTLS reaches them only.
+TEST(Meshes, MemberRollLimitsAnSmcpsMesh) {
+  auto ix = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {dataPlane: {mtls: true}}}
+---
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {members: [shop]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: outside, labels: {meshlock.io/mtls: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: outside, uid: uid-outside, labels: {app: api}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.3.30}
+)");
+  EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
+  EXPECT_EQ(inboundMode(*ix, "uid-outside", 8080), ServerMode::kPermissive) << "not a member";
+  auto selected = cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {dataPlane: {mtls: true}}}
+---
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {memberSelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}
+)");
+  EXPECT_EQ(inboundMode(*selected, "uid-web", 8080), ServerMode::kStrict);
+}
+
 // ---- Enrollment ------------------------------------------------------------------
 
 TEST(Enrollment, NamespaceLabelsAndPodOptOut) {

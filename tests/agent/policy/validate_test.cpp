@@ -156,7 +156,7 @@ spec: {namespace: istio-system}
 apiVersion: sailoperator.io/v1
 kind: Istio
 metadata: {name: b}
-spec: {namespace: other}
+spec: {namespace: istio-system}
 )",
      "ML013 Istio/b"},
     {"ML014_MutualWithoutCertificates", R"(
@@ -216,6 +216,18 @@ kind: Namespace
 metadata: {name: both, labels: {meshlock.io/mtls: enabled, istio.io/rev: prod-stable}}
 )",
      "ML028 Namespace/both"},
+    {"ML029_OverlappingDiscovery", R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: a}
+spec: {namespace: istio-a}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: b}
+spec: {namespace: istio-b, values: {meshConfig: {discoverySelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}}}
+)",
+     "ML029 Namespace/shop"},
     {"ML017_PodWithoutNamespace", R"(
 apiVersion: v1
 kind: Pod
