@@ -125,6 +125,7 @@ class At {
   [[nodiscard]] bool present() const { return node_.defined() && !node_.null(); }
   [[nodiscard]] bool defined() const { return node_.defined(); }
   [[nodiscard]] bool isMap() const { return node_.isMap(); }
+  [[nodiscard]] bool isList() const { return node_.isList(); }
   [[nodiscard]] std::string_view typeName() const { return node_.typeName(); }
   [[nodiscard]] const std::string& path() const { return path_; }
 
@@ -259,6 +260,110 @@ ClientTlsSettings tlsAt(const At<N>& at) {
   return tls;
 }
 
+// mTLS- and identity-relevant fields meshlock does not apply, per kind, with
+// why (docs/policy.md has the full field table). A path segment ending in
+// "[]" walks every item of a list.
+struct UnappliedField {
+  std::string_view path;
+  std::string_view why;
+};
+
+constexpr std::string_view kWhyCiphers = "meshlock uses BoringSSL's AEAD suites and curves, whatever is configured";
+constexpr std::string_view kWhyAliases = "peers of alias trust domains are not accepted (one trust domain per mesh)";
+
+const std::vector<UnappliedField>* unappliedFieldsOf(std::string_view group, std::string_view kind) {
+  static const std::vector<UnappliedField> destination_rule = {
+      {"spec.trafficPolicy.tls.caCrl", "certificate revocation lists are not checked"},
+      {"spec.trafficPolicy.portLevelSettings[].tls.caCrl", "certificate revocation lists are not checked"},
+      {"spec.trafficPolicy.tunnel", "tunnelling to the upstream (HTTP CONNECT) is not done"},
+      {"spec.trafficPolicy.proxyProtocol", "the PROXY protocol header is not sent"},
+  };
+  static const std::vector<UnappliedField> service_entry = {
+      {"spec.endpoints[].serviceAccount", "secure naming uses subjectAltNames and the selected pods' service accounts"},
+      {"spec.endpoints[].network", "multi-network endpoints are not supported"},
+  };
+  static const std::vector<UnappliedField> istio = {
+      {"spec.values.global.caAddress", "certificates come from meshlock's own CA settings (--ca-mode)"},
+  };
+  static const std::vector<UnappliedField> smcp = {
+      {"spec.security.trust.additionalDomains", kWhyAliases},
+      {"spec.security.controlPlane.tls.cipherSuites", kWhyCiphers},
+      {"spec.security.controlPlane.tls.ecdhCurves", kWhyCiphers},
+      {"spec.security.controlPlane.tls.maxProtocolVersion", "meshlock always allows up to TLS 1.3"},
+      {"spec.security.certificateAuthority", "certificates come from meshlock's own CA settings (--ca-mode)"},
+      {"spec.istio.global.trustDomainAliases", kWhyAliases},
+      {"spec.istio.global.tls", kWhyCiphers},
+  };
+  static const std::vector<UnappliedField> legacy_policy = {
+      {"spec.origins", "JWT origins need HTTP: not applicable at L4"},
+      {"spec.principalBinding", "JWT principal binding needs HTTP: not applicable at L4"},
+  };
+  if (group == "networking.istio.io" && kind == "DestinationRule") return &destination_rule;
+  if (group == "networking.istio.io" && kind == "ServiceEntry") return &service_entry;
+  if (group == "sailoperator.io" && kind == "Istio") return &istio;
+  if (group == "install.istio.io" && kind == "IstioOperator") return &istio;
+  if (group == "maistra.io" && kind == "ServiceMeshControlPlane") return &smcp;
+  if ((group == "authentication.maistra.io" || group == "authentication.istio.io") &&
+      (kind == "Policy" || kind == "ServiceMeshPolicy" || kind == "MeshPolicy")) {
+    return &legacy_policy;
+  }
+  return nullptr;
+}
+
+// Whether `path` (dot-separated, "name[]" walks a list) is present below `node`.
+template <typename N>
+bool fieldPresent(const At<N>& node, std::string_view path) {
+  if (!node.present()) return false;
+  if (path.empty()) return true;
+  const std::size_t dot = path.find('.');
+  std::string_view segment = path.substr(0, dot);
+  const std::string_view rest = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+  if (!node.isMap()) return false;
+  if (segment.ends_with("[]")) {
+    segment.remove_suffix(2);
+    const At<N> list = node[segment];
+    if (!list.present() || !list.isList()) return false;
+    for (const At<N>& item : list.list()) {
+      if (fieldPresent(item, rest)) return true;
+    }
+    return false;
+  }
+  return fieldPresent(node[segment], rest);
+}
+
+// The MeshConfig fields (Istio's values.meshConfig, IstioOperator's
+// meshConfig, the istio ConfigMap's data.mesh), relative to the MeshConfig.
+const std::vector<UnappliedField>& unappliedMeshConfigFields() {
+  static const std::vector<UnappliedField> fields = {
+      {"trustDomainAliases", kWhyAliases},
+      {"meshMTLS.ecdhCurves", kWhyCiphers},
+      {"tlsDefaults", kWhyCiphers},
+      {"caCertificates", "extra roots for the mesh are not trusted"},
+      {"defaultDestinationRuleExportTo", "a DestinationRule without exportTo is public"},
+  };
+  return fields;
+}
+
+template <typename N>
+void noteUnapplied(const At<N>& node, const std::vector<UnappliedField>& fields, std::string_view prefix,
+                   std::vector<std::string>& out) {
+  for (const UnappliedField& f : fields) {
+    if (fieldPresent(node, f.path)) out.push_back(std::string(prefix) + std::string(f.path) + ": " + std::string(f.why));
+  }
+}
+
+template <typename N>
+std::vector<std::string> unappliedFieldsIn(const At<N>& doc, std::string_view group, std::string_view kind) {
+  std::vector<std::string> out;
+  if (const auto* fields = unappliedFieldsOf(group, kind)) noteUnapplied(doc, *fields, "", out);
+  if (group == "sailoperator.io" && kind == "Istio") {
+    noteUnapplied(doc["spec"]["values"]["meshConfig"], unappliedMeshConfigFields(), "spec.values.meshConfig.", out);
+  } else if (group == "install.istio.io" && kind == "IstioOperator") {
+    noteUnapplied(doc["spec"]["meshConfig"], unappliedMeshConfigFields(), "spec.meshConfig.", out);
+  }
+  return out;
+}
+
 template <typename N>
 ObjectMeta metaAt(const At<N>& doc, std::string kind, std::string api_version, bool namespaced,
                   const SourceLocation& where, const std::optional<std::string>& default_namespace) {
@@ -289,6 +394,10 @@ ObjectMeta metaAt(const At<N>& doc, std::string kind, std::string api_version, b
     if (controller) break;
   }
   meta.source = where;
+  const std::string group = meta.api_version.find('/') == std::string::npos
+                                ? std::string()
+                                : meta.api_version.substr(0, meta.api_version.find('/'));
+  meta.unapplied = unappliedFieldsIn(doc, group, meta.ref.kind);
   return meta;
 }
 
@@ -758,7 +867,9 @@ bool parseMeshConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
     } catch (const YAML::Exception& e) {
       failAt(mesh.path(), "invalid YAML: " + e.msg + " at line " + std::to_string(e.mark.line + 1));
     }
-    meshConfigAt(At<YamlTree>(YamlTree(inner), mesh.path()), cp.mesh);
+    const At<YamlTree> config(YamlTree(inner), mesh.path());
+    meshConfigAt(config, cp.mesh);
+    noteUnapplied(config, unappliedMeshConfigFields(), "data.mesh.", cp.meta.unapplied);
   }
   out.control_planes.push_back(std::move(cp));
   return true;

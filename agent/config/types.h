@@ -97,6 +97,9 @@ struct ObjectMeta {
   std::string creation_timestamp;  // RFC 3339 as written; empty sorts first (oldest), as in Istio
   std::optional<OwnerRef> owner;
   SourceLocation source;
+  // mTLS- or identity-relevant fields present in the object that meshlock
+  // reads but does not apply: "spec.trafficPolicy.tls.caCrl: <why>" (validate ML030).
+  std::vector<std::string> unapplied;
   bool operator==(const ObjectMeta&) const = default;
 };
 

@@ -37,6 +37,7 @@ class Validator {
     namespaces();
     controlPlanes();
     authorizationPolicies();
+    unappliedFields();
     duplicates();
     std::sort(out_.begin(), out_.end(), [](const Finding& a, const Finding& b) {
       return std::tie(a.code, a.resource, a.message) < std::tie(b.code, b.resource, b.message);
@@ -433,6 +434,17 @@ class Validator {
       add("ML029", ns.meta.ref, "discovered by the control planes of " + list + ": the first, " + takers.front() +
                                     ", governs it; make their discoverySelectors (or member rolls) disjoint");
     }
+  }
+
+  // Fields the parser found that meshlock reads but does not apply (ObjectMeta::unapplied).
+  void unappliedFields() {
+    auto report = [&](const config::ObjectMeta& meta) {
+      for (const std::string& note : meta.unapplied) add("ML030", meta.ref, "not applied: " + note);
+    };
+    for (const auto& x : st_.peer_authentications) report(x.meta);
+    for (const auto& x : st_.destination_rules) report(x.meta);
+    for (const auto& x : st_.service_entries) report(x.meta);
+    for (const auto& x : st_.control_planes) report(x.meta);
   }
 
   void duplicates() {

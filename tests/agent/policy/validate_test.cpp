@@ -216,6 +216,22 @@ kind: Namespace
 metadata: {name: both, labels: {meshlock.io/mtls: enabled, istio.io/rev: prod-stable}}
 )",
      "ML028 Namespace/both"},
+    {"ML030_UnappliedField", R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec: {host: web, trafficPolicy: {portLevelSettings: [{port: {number: 80}, tls: {mode: ISTIO_MUTUAL, caCrl: /etc/crl.pem}}]}}
+)",
+     "ML030 DestinationRule/shop/web"},
+    {"ML030_MeshConfigAliases", R"(
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    trustDomainAliases: [old.example]
+)",
+     "ML030 ConfigMap/istio-system/istio"},
     {"ML029_OverlappingDiscovery", R"(
 apiVersion: sailoperator.io/v1
 kind: Istio
@@ -314,6 +330,22 @@ spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE, ca
   ASSERT_EQ(findings.size(), 1u) << findings[0].describe();
   EXPECT_EQ(findings[0].code, "ML004");
   EXPECT_EQ(findings[0].severity, Severity::kError);
+}
+
+// Each finding names the field path, so a user can find it.
+TEST(Validate, UnappliedFieldsNameTheirPath) {
+  auto findings = validate(*cluster(R"(
+apiVersion: maistra.io/v2
+kind: ServiceMeshControlPlane
+metadata: {name: basic, namespace: istio-system}
+spec: {security: {trust: {additionalDomains: [old.example]}, controlPlane: {tls: {cipherSuites: [TLS_AES_128_GCM_SHA256]}}}}
+)"));
+  std::vector<std::string> messages;
+  for (const auto& f : findings) {
+    if (f.code == "ML030") messages.push_back(f.message);
+  }
+  EXPECT_THAT(messages, ::testing::UnorderedElementsAre(::testing::HasSubstr("spec.security.trust.additionalDomains"),
+                                                        ::testing::HasSubstr("spec.security.controlPlane.tls.cipherSuites")));
 }
 
 TEST(Validate, FindingsDescribeThemselves) {
