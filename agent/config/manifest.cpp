@@ -787,14 +787,17 @@ void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   if (version.present()) values.min_protocol_version = tlsVersionAt(version);
 }
 
+// sailoperator.io Istio (meshConfig under spec.values) and install.istio.io
+// IstioOperator (spec.meshConfig, as istioctl installs): istiod runs in
+// spec.namespace (default istio-system).
 template <typename N>
-void parseIstio(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+void parseIstio(const At<N>& doc, ObjectMeta meta, ControlPlaneKind kind, ClusterState& out) {
   ControlPlane cp;
   cp.meta = std::move(meta);
-  cp.kind = ControlPlaneKind::kIstio;
+  cp.kind = kind;
   At spec = doc["spec"];
   cp.control_namespace = spec["namespace"].string("istio-system");
-  meshConfigAt(spec["values"]["meshConfig"], cp.mesh);
+  meshConfigAt(kind == ControlPlaneKind::kIstio ? spec["values"]["meshConfig"] : spec["meshConfig"], cp.mesh);
   out.control_planes.push_back(std::move(cp));
 }
 
@@ -807,19 +810,6 @@ TlsVersion smcpTlsVersionAt(const At<N>& at) {
   if (text == "TLSv1_0" || text == "TLSv1_1" || text == "TLSv1_2") return TlsVersion::kTls12;
   if (text == "TLSv1_3") return TlsVersion::kTls13;
   failAt(at.path(), "unknown TLS version \"" + text + "\" (want TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3)");
-}
-
-// install.istio.io IstioOperator: its meshConfig is the mesh's, istiod runs
-// in spec.namespace (default istio-system), as istioctl installs it.
-template <typename N>
-void parseIstioOperator(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
-  ControlPlane cp;
-  cp.meta = std::move(meta);
-  cp.kind = ControlPlaneKind::kIstioOperator;
-  At spec = doc["spec"];
-  cp.control_namespace = spec["namespace"].string("istio-system");
-  meshConfigAt(spec["meshConfig"], cp.mesh);
-  out.control_planes.push_back(std::move(cp));
 }
 
 template <typename N>
@@ -938,9 +928,10 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
   } else if (group == "networking.istio.io" && kind == "ServiceEntry") {
     parseServiceEntry(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "install.istio.io" && kind == "IstioOperator") {
-    parseIstioOperator(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
+    parseIstio(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), ControlPlaneKind::kIstioOperator,
+               out);
   } else if (group == "sailoperator.io" && kind == "Istio") {
-    parseIstio(doc, metaAt(doc, kind, api, false, where, ctx.options.default_namespace), out);
+    parseIstio(doc, metaAt(doc, kind, api, false, where, ctx.options.default_namespace), ControlPlaneKind::kIstio, out);
   } else if (group == "maistra.io" && kind == "ServiceMeshMemberRoll") {
     parseMemberRoll(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group == "maistra.io" && kind == "ServiceMeshControlPlane") {

@@ -535,17 +535,14 @@ spec: {}
 // OSSM 2: a ServiceMeshMemberRoll lists the namespaces of its SMCP's mesh;
 // the SMCP's mesh-wide mTLS reaches them only.
 TEST(Meshes, MemberRollLimitsAnSmcpsMesh) {
-  auto ix = cluster(R"(
-apiVersion: maistra.io/v2
-kind: ServiceMeshControlPlane
-metadata: {name: basic, namespace: istio-system}
-spec: {security: {dataPlane: {mtls: true}}}
----
-apiVersion: maistra.io/v1
-kind: ServiceMeshMemberRoll
-metadata: {name: default, namespace: istio-system}
-spec: {members: [shop]}
----
+  // An SMCP with mesh-wide mTLS and its member roll (spec given).
+  auto smcp = [](const std::string& roll_spec) {
+    return "apiVersion: maistra.io/v2\nkind: ServiceMeshControlPlane\n"
+           "metadata: {name: basic, namespace: istio-system}\nspec: {security: {dataPlane: {mtls: true}}}\n---\n"
+           "apiVersion: maistra.io/v1\nkind: ServiceMeshMemberRoll\n"
+           "metadata: {name: default, namespace: istio-system}\nspec: " + roll_spec + "\n---\n";
+  };
+  auto ix = cluster(smcp("{members: [shop]}") + R"(
 apiVersion: v1
 kind: Namespace
 metadata: {name: outside, labels: {meshlock.io/mtls: enabled}}
@@ -558,17 +555,7 @@ status: {podIP: 10.244.3.30}
 )");
   EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
   EXPECT_EQ(inboundMode(*ix, "uid-outside", 8080), ServerMode::kPermissive) << "not a member";
-  auto selected = cluster(R"(
-apiVersion: maistra.io/v2
-kind: ServiceMeshControlPlane
-metadata: {name: basic, namespace: istio-system}
-spec: {security: {dataPlane: {mtls: true}}}
----
-apiVersion: maistra.io/v1
-kind: ServiceMeshMemberRoll
-metadata: {name: default, namespace: istio-system}
-spec: {memberSelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}
-)");
+  auto selected = cluster(smcp("{memberSelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}"));
   EXPECT_EQ(inboundMode(*selected, "uid-web", 8080), ServerMode::kStrict);
 }
 
