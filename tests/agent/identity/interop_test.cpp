@@ -55,6 +55,7 @@ class OneConnectionServer {
   std::optional<SpiffeId> peer;
   std::optional<VerifyFailure> failure;
   std::string version;
+  std::string alpn;  // the protocol the server selected, empty for none
 
  private:
   void serve() {
@@ -72,6 +73,10 @@ class OneConnectionServer {
     if (handshakeOk) {
       peer = peerIdentity(ssl.get());
       version = SSL_get_version(ssl.get());
+      const uint8_t* selected = nullptr;
+      unsigned selected_length = 0;
+      SSL_get0_alpn_selected(ssl.get(), &selected, &selected_length);
+      alpn.assign(reinterpret_cast<const char*>(selected), selected_length);
       char buffer[256];
       while (received.find('\n') == std::string::npos) {
         int n = SSL_read(ssl.get(), buffer, sizeof(buffer));
@@ -110,11 +115,11 @@ class OpensslInterop : public ::testing::Test {
   }
 
   std::string sClient(int port, const std::string& cert, const std::string& key,
-                      const std::string& chain, const std::string& extra = "") {
+                      const std::string& chain, const std::string& extra = "", const std::string& alpn = "istio") {
     std::string d = dir_.path().string();
     auto result = run("sh -c 'echo ping | openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
                       " -cert " + cert + " -key " + key + (chain.empty() ? "" : " -cert_chain " + chain) +
-                      " -CAfile " + d + "/cacerts/root-cert.pem -verify_return_error -alpn istio -quiet " +
+                      " -CAfile " + d + "/cacerts/root-cert.pem -verify_return_error -alpn " + alpn + " -quiet " +
                       extra + "'");
     return result.output;
   }
@@ -133,6 +138,38 @@ TEST_F(OpensslInterop, SClientWithAMeshlockLeafFromAnOpensslChainIsAccepted) {
   EXPECT_EQ(server.received, "ping\n");
   EXPECT_NE(output.find("pong from spiffe://cluster.local/ns/shop/sa/web"), std::string::npos) << output;
   EXPECT_EQ(server.version, "TLSv1.3");
+}
+
+// What an Envoy sidecar offers (istio/istio pilot/pkg/networking/util/util.go
+// ALPNInMesh, ALPNInMeshWithMxc, ALPNInMeshH2, ALPNInMeshH2WithMxc; the
+// istio-http/* and istio-h2 overrides of listener.go mtlsHTTPALPNs), sent by
+// an independent TLS stack: meshlock picks "istio" whenever it is offered,
+// never istio-peer-exchange (that would oblige it to speak metadata exchange),
+// and otherwise goes on without ALPN, as Envoy's inbound does.
+TEST_F(OpensslInterop, SidecarAlpnOffersReachAStrictServer) {
+  const struct {
+    const char* offer;
+    const char* selected;
+  } rows[] = {
+      {"istio", "istio"},
+      {"istio-peer-exchange,istio", "istio"},
+      {"istio,h2", "istio"},
+      {"istio-peer-exchange,istio,h2", "istio"},
+      {"istio-http/1.1", ""},
+      {"istio-h2", ""},
+      {"istio-peer-exchange", ""},
+  };
+  std::string d = dir_.path().string();
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.offer);
+    OneConnectionServer server(std::move(*node_->serverContext(id("db"))));
+    std::string output = sClient(server.port(), d + "/web.pem", d + "/web-key.pem", d + "/web-chain.pem", "", row.offer);
+    server.wait();
+    ASSERT_TRUE(server.handshakeOk) << output << (server.failure ? server.failure->describe() : "");
+    EXPECT_EQ(server.alpn, row.selected);
+    EXPECT_EQ(server.peer, id("web"));
+    EXPECT_NE(output.find("pong from spiffe://cluster.local/ns/shop/sa/web"), std::string::npos) << output;
+  }
 }
 
 TEST_F(OpensslInterop, SClientOverTls12WithAnIstioCipher) {
