@@ -416,6 +416,7 @@ void parsePod(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
     for (const At<N>& c : spec[list].list()) {
       // Init containers only count when they are sidecars (restartPolicy: Always).
       if (std::string_view(list) == "initContainers" && c["restartPolicy"].string() != "Always") continue;
+      if (c["name"].string() == kIstioProxyContainer) pod.istio_proxy = true;
       for (const At<N>& p : c["ports"].list()) {
         ContainerPort port;
         auto number = p["containerPort"].optPort();

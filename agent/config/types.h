@@ -111,8 +111,11 @@ struct ObjectMeta {
 inline constexpr std::string_view kEnrollLabel = "meshlock.io/mtls";          // ns: enabled; pod: disabled
 inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  // ns: ambient; pod: none
 // Set on every pod Istio's injector gave an Envoy sidecar (value "istio"); istiod's
-// auto mTLS reads it from endpoints (pilot/pkg/model: IstioTLSModeLabel).
+// auto mTLS reads it from endpoints (pilot/pkg/model: IstioTLSModeLabel). Pods
+// meshlock serves may carry it too, so sidecar clients send them mTLS.
 inline constexpr std::string_view kIstioTlsModeLabel = "security.istio.io/tlsMode";
+// The container Istio's injector adds (pkg/kube/inject: ProxyContainerName).
+inline constexpr std::string_view kIstioProxyContainer = "istio-proxy";
 // Namespace labels that turn sidecar injection on (istio-injection=enabled, istio.io/rev=<revision>).
 inline constexpr std::string_view kInjectionLabel = "istio-injection";
 inline constexpr std::string_view kRevisionLabel = "istio.io/rev";
@@ -139,6 +142,7 @@ struct Pod {
   std::vector<ContainerPort> ports;
   bool host_network = false;
   bool terminated = false;  // status.phase Succeeded or Failed: no longer an endpoint
+  bool istio_proxy = false;  // a container (or sidecar init container) named istio-proxy: Istio injected Envoy
   [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
   [[nodiscard]] const std::string& name() const { return meta.ref.name; }
   [[nodiscard]] const Labels& labels() const { return meta.labels; }

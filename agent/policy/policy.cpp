@@ -107,7 +107,7 @@ std::string Reason::describe() const {
     case ReasonKind::kOutsideMesh: s = "outside the mesh"; break;
     case ReasonKind::kEnrolled: s = "namespace label meshlock.io/mtls=enabled"; break;
     case ReasonKind::kEnrolledAmbient: s = "namespace label istio.io/dataplane-mode=ambient"; break;
-    case ReasonKind::kSidecar: s = "Istio sidecar (pod label security.istio.io/tlsMode=istio)"; break;
+    case ReasonKind::kSidecar: s = "Istio sidecar (container istio-proxy)"; break;
   }
   if (port != 0) s += " (port " + std::to_string(port) + ")";
   return s;
@@ -556,11 +556,11 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     auto ambient = pod.labels().find(config::kAmbientLabel);
     bool opted_out = (opt != pod.labels().end() && opt->second == "disabled") ||
                      (ambient != pod.labels().end() && ambient->second == "none") || pod.host_network;
-    // A pod Istio injected a sidecar into is its sidecar's: meshlock leaves it
-    // alone (two proxies on one pod would each wrap the other's TLS) and
-    // treats it as a mesh peer, as istiod's auto mTLS does with the label.
-    auto tls_mode = pod.labels().find(config::kIstioTlsModeLabel);
-    e.sidecar = tls_mode != pod.labels().end() && tls_mode->second == "istio" && !pod.host_network;
+    // A pod Istio injected a sidecar into (its istio-proxy container) is its
+    // sidecar's: meshlock leaves it alone (two proxies on one pod would each
+    // wrap the other's TLS) and treats it as a mesh peer, as istiod's auto
+    // mTLS does with the injector's tlsMode label.
+    e.sidecar = pod.istio_proxy && !pod.host_network;
     e.served = ns.enrolled && !opted_out && !e.sidecar;
     e.served_reason = Reason{e.sidecar      ? ReasonKind::kSidecar
                              : !ns.enrolled ? ReasonKind::kNotEnrolled

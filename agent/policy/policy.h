@@ -70,7 +70,7 @@ enum class ReasonKind : uint8_t {
   kOutsideMesh,     // destination is not a pod meshlock knows
   kEnrolled,        // served: namespace label meshlock.io/mtls=enabled
   kEnrolledAmbient, // served: namespace label istio.io/dataplane-mode=ambient
-  kSidecar,         // not served: the pod has an Istio sidecar (security.istio.io/tlsMode=istio), which does mTLS
+  kSidecar,         // not served: the pod has an Istio sidecar (container istio-proxy), which does mTLS
 };
 
 struct Reason {

@@ -405,8 +405,9 @@ spec: {}
   EXPECT_EQ(inboundMode(*ix, "uid-web", 8080), ServerMode::kStrict);
 }
 
-// Pods with an Istio sidecar (the injector's label security.istio.io/tlsMode=istio,
-// which istiod's auto mTLS reads from endpoints): their sidecar does mTLS and
+// Pods with an Istio sidecar (the injector's istio-proxy container; it also
+// sets security.istio.io/tlsMode=istio, which istiod's auto mTLS reads from
+// endpoints, and which meshlock pods may carry too): their sidecar does mTLS and
 // applies the PeerAuthentications, so meshlock does not serve them, and its
 // clients send them ISTIO_MUTUAL under auto mTLS, as a sidecar client would.
 TEST(Sidecars, PodsWithAnIstioSidecarAreMeshPeersNotMeshlocks) {
@@ -418,14 +419,20 @@ metadata: {name: bookinfo, labels: {istio-injection: enabled}}
 apiVersion: v1
 kind: Pod
 metadata: {name: reviews, namespace: bookinfo, uid: uid-reviews, labels: {app: reviews, security.istio.io/tlsMode: istio}}
-spec: {serviceAccountName: reviews, nodeName: node-a, containers: [{name: reviews, ports: [{containerPort: 9080}]}]}
+spec: {serviceAccountName: reviews, nodeName: node-a, containers: [{name: reviews, ports: [{containerPort: 9080}]}, {name: istio-proxy}]}
 status: {podIP: 10.244.1.40}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: sidecar-in-shop, namespace: shop, uid: uid-sis, labels: {app: sis, security.istio.io/tlsMode: istio}}
-spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 7000}]}]}
+metadata: {name: sidecar-in-shop, namespace: shop, uid: uid-sis, labels: {app: sis}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 7000}]}], initContainers: [{name: istio-proxy, restartPolicy: Always}]}
 status: {podIP: 10.244.1.41}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: labelled, namespace: shop, uid: uid-labelled, labels: {app: labelled, security.istio.io/tlsMode: istio}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 7000}]}]}
+status: {podIP: 10.244.1.42}
 ---
 )";
   auto ix = cluster(pods + pa("bookinfo", "default", "{mtls: {mode: STRICT}}"));
@@ -444,6 +451,8 @@ status: {podIP: 10.244.1.41}
   EXPECT_FALSE(ix->served(*sis));
   EXPECT_EQ(ix->servedReason(*sis).kind, ReasonKind::kSidecar);
   EXPECT_EQ(ix->inbound(*sis, 7000).mode, ServerMode::kPermissive);
+  // The tlsMode label alone (set on meshlock pods for sidecar clients' auto mTLS) is not a sidecar.
+  EXPECT_TRUE(ix->served(*ix->podByName("shop", "labelled")));
   // A sidecar client is not meshlock's either: it sends what its sidecar sends.
   EXPECT_EQ(check(*ix, "bookinfo/reviews", "shop/web:8080").client, ClientTls::kNone);
 }
