@@ -199,6 +199,12 @@ class At {
     return static_cast<uint16_t>(*v);
   }
 
+  [[nodiscard]] uint16_t requiredPort() const {
+    auto port = optPort();
+    if (!port) failAt(path_, "required field is missing");
+    return *port;
+  }
+
   [[nodiscard]] Labels labels() const {
     Labels out;
     for (auto& [key, value] : entries()) out[key] = value.string();
@@ -419,9 +425,7 @@ void parsePod(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
       if (c["name"].string() == kIstioProxyContainer) pod.istio_proxy = true;
       for (const At<N>& p : c["ports"].list()) {
         ContainerPort port;
-        auto number = p["containerPort"].optPort();
-        if (!number) failAt(p["containerPort"].path(), "required field is missing");
-        port.port = *number;
+        port.port = p["containerPort"].requiredPort();
         port.name = p["name"].string();
         port.protocol = p["protocol"].string("TCP");
         pod.ports.push_back(std::move(port));
@@ -464,9 +468,7 @@ void parseService(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   }
   for (const At<N>& p : spec["ports"].list()) {
     ServicePort port;
-    auto number = p["port"].optPort();
-    if (!number) failAt(p["port"].path(), "required field is missing");
-    port.port = *number;
+    port.port = p["port"].requiredPort();
     port.name = p["name"].string();
     port.protocol = p["protocol"].string("TCP");
     At target = p["targetPort"];
@@ -507,9 +509,7 @@ void parseEndpoints(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
       for (const At<N>& addr : subset[list].list()) eps.addresses.push_back(endpointAddressAt(addr, "ip"));
     }
     for (const At<N>& p : subset["ports"].list()) {
-      auto port = p["port"].optPort();
-      if (!port) failAt(p["port"].path(), "required field is missing");
-      eps.ports.push_back({p["name"].string(), *port});
+      eps.ports.push_back({p["name"].string(), p["port"].requiredPort()});
     }
   }
   out.endpoints.push_back(std::move(eps));
@@ -676,9 +676,7 @@ void parseDestinationRule(const At<N>& doc, ObjectMeta meta, ClusterState& out) 
   if (policy["tls"].present()) dr.tls = tlsAt(policy["tls"]);
   for (const At<N>& setting : policy["portLevelSettings"].list()) {
     PortTlsSettings pls;
-    auto port = setting["port"]["number"].optPort();
-    if (!port) failAt(setting["port"]["number"].path(), "required field is missing");
-    pls.port = *port;
+    pls.port = setting["port"]["number"].requiredPort();
     if (setting["tls"].present()) pls.tls = tlsAt(setting["tls"]);
     dr.port_level.push_back(std::move(pls));
   }
@@ -701,9 +699,7 @@ void parseServiceEntry(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   se.addresses = spec["addresses"].strings();
   for (const At<N>& port : spec["ports"].list()) {
     ServiceEntryPort p;
-    auto number = port["number"].optPort();
-    if (!number) failAt(port["number"].path(), "required field is missing");
-    p.number = *number;
+    p.number = port["number"].requiredPort();
     p.name = port["name"].string();
     p.protocol = port["protocol"].string();
     p.target_port = port["targetPort"].optPort().value_or(0);
