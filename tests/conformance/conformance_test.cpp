@@ -3,6 +3,8 @@
 // directory exactly as the CLI does.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "case_loader.h"
 #include "config/manifest.h"
 #include "policy/policy.h"
@@ -13,14 +15,37 @@ namespace {
 const std::filesystem::path kSharedCases = std::filesystem::path(MESHLOCK_SHARED_DIR) / "conformance/policy";
 const std::filesystem::path kLocalCases = MESHLOCK_CONFORMANCE_LOCAL_DIR;
 const std::filesystem::path kAuthzCases = std::filesystem::path(MESHLOCK_CONFORMANCE_LOCAL_DIR) / "authz";
+// Real configuration files from Istio and Maistra, each folder with its origin and licence.
+const std::filesystem::path kCorpus = std::filesystem::path(MESHLOCK_CONFORMANCE_LOCAL_DIR) / "corpus";
+
+std::vector<std::filesystem::path> corpusDirs() {
+  std::vector<std::filesystem::path> dirs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(kCorpus, ec)) {
+    if (e.is_directory()) dirs.push_back(e.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
 
 std::vector<std::filesystem::path> allCases() {
   auto all = caseFiles(kSharedCases);
-  for (const auto& dir : {kLocalCases, kAuthzCases}) {
+  auto dirs = corpusDirs();
+  dirs.insert(dirs.begin(), {kLocalCases, kAuthzCases});
+  for (const auto& dir : dirs) {
     auto more = caseFiles(dir);
     all.insert(all.end(), more.begin(), more.end());
   }
   return all;
+}
+
+TEST(Conformance, CorpusIsPresent) {
+  std::size_t files = 0;
+  for (const auto& dir : corpusDirs()) {
+    EXPECT_TRUE(std::filesystem::exists(dir / "README.md")) << dir << " must say where its files come from";
+    files += caseFiles(dir).size();
+  }
+  EXPECT_GE(files, 12u);
 }
 
 TEST(Conformance, AuthorizationCasesArePresent) { EXPECT_GE(caseFiles(kAuthzCases).size(), 9u); }
@@ -88,7 +113,10 @@ TEST(Conformance, EveryCaseFilePasses) {
 
 std::string caseName(const testing::TestParamInfo<std::filesystem::path>& info) {
   const auto dir = info.param.parent_path();
-  std::string prefix = dir == kSharedCases ? "shared_" : dir == kAuthzCases ? "authz_" : "local_";
+  std::string prefix = dir == kSharedCases  ? "shared_"
+                       : dir == kAuthzCases ? "authz_"
+                       : dir == kLocalCases ? "local_"
+                                            : "corpus_";
   std::string name = prefix + info.param.stem().string();
   for (char& ch : name) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
