@@ -418,6 +418,7 @@ void parsePod(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   if (!sa.empty()) pod.service_account = sa;
   pod.node_name = spec["nodeName"].string();
   pod.host_network = spec["hostNetwork"].optBool().value_or(false);
+  pod.ztunnel = doc["metadata"]["annotations"][kAmbientRedirectionAnnotation].string() == "enabled";
   for (const char* list : {"containers", "initContainers"}) {
     for (const At<N>& c : spec[list].list()) {
       // Init containers only count when they are sidecars (restartPolicy: Always).

@@ -114,6 +114,8 @@ inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  //
 // auto mTLS reads it from endpoints (pilot/pkg/model: IstioTLSModeLabel). Pods
 // meshlock serves may carry it too, so sidecar clients send them mTLS.
 inline constexpr std::string_view kIstioTlsModeLabel = "security.istio.io/tlsMode";
+// The annotation istio-cni sets on pods whose traffic ztunnel captures (value "enabled").
+inline constexpr std::string_view kAmbientRedirectionAnnotation = "ambient.istio.io/redirection";
 // The container Istio's injector adds (pkg/kube/inject: ProxyContainerName).
 inline constexpr std::string_view kIstioProxyContainer = "istio-proxy";
 // Namespace labels that turn sidecar injection on (istio-injection=enabled, istio.io/rev=<revision>).
@@ -143,6 +145,7 @@ struct Pod {
   bool host_network = false;
   bool terminated = false;  // status.phase Succeeded or Failed: no longer an endpoint
   bool istio_proxy = false;  // a container (or sidecar init container) named istio-proxy: Istio injected Envoy
+  bool ztunnel = false;      // annotation ambient.istio.io/redirection=enabled: Istio's ztunnel captures it
   [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
   [[nodiscard]] const std::string& name() const { return meta.ref.name; }
   [[nodiscard]] const Labels& labels() const { return meta.labels; }

@@ -108,6 +108,7 @@ std::string Reason::describe() const {
     case ReasonKind::kEnrolled: s = "namespace label meshlock.io/mtls=enabled"; break;
     case ReasonKind::kEnrolledAmbient: s = "namespace label istio.io/dataplane-mode=ambient"; break;
     case ReasonKind::kSidecar: s = "Istio sidecar (container istio-proxy)"; break;
+    case ReasonKind::kZtunnel: s = "Istio ztunnel (annotation ambient.istio.io/redirection=enabled)"; break;
   }
   if (port != 0) s += " (port " + std::to_string(port) + ")";
   return s;
@@ -140,6 +141,7 @@ struct PolicyIndex::PodEntry {
   const Pod* pod = nullptr;
   bool served = false;
   bool sidecar = false;  // an Envoy sidecar does its mTLS
+  bool ztunnel = false;  // Istio's ztunnel captures it (HBONE)
   Reason served_reason;
   ServerMode mode = ServerMode::kPermissive;  // inbound, ports without a port-level setting
   Reason mode_reason;
@@ -561,8 +563,10 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     // wrap the other's TLS) and treats it as a mesh peer, as istiod's auto
     // mTLS does with the injector's tlsMode label.
     e.sidecar = pod.istio_proxy && !pod.host_network;
-    e.served = ns.enrolled && !opted_out && !e.sidecar;
+    e.ztunnel = pod.ztunnel && !e.sidecar && !pod.host_network;  // istio-cni annotates what ztunnel captures
+    e.served = ns.enrolled && !opted_out && !e.sidecar && !e.ztunnel;
     e.served_reason = Reason{e.sidecar      ? ReasonKind::kSidecar
+                             : e.ztunnel    ? ReasonKind::kZtunnel
                              : !ns.enrolled ? ReasonKind::kNotEnrolled
                              : opted_out    ? ReasonKind::kOptedOut
                                             : ns.enrolled_by,
@@ -840,6 +844,8 @@ bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(pod)].ser
 
 bool PolicyIndex::hasSidecar(const Pod& pod) const { return pods_[podIndex(pod)].sidecar; }
 
+bool PolicyIndex::capturedByZtunnel(const Pod& pod) const { return pods_[podIndex(pod)].ztunnel; }
+
 // Which namespaces a mesh takes: a control plane's own and root namespaces
 // always; an SMCP with a ServiceMeshMemberRoll its members; a control plane
 // with discoverySelectors the namespaces they select; one with neither every
@@ -910,12 +916,13 @@ InboundDecision PolicyIndex::inbound(const PodUid& uid, uint16_t port) const {
 InboundDecision PolicyIndex::inbound(const Pod& pod, uint16_t port) const {
   const PodEntry& e = pods_[podIndex(pod)];
   InboundDecision d;
-  if (!e.served && !e.sidecar) {
+  if (!e.served && !e.sidecar && !e.ztunnel) {
     d.mode = ServerMode::kNone;
     d.decided_by.add(e.served_reason);
     return d;
   }
-  if (e.sidecar) d.decided_by.add(e.served_reason);  // the sidecar applies the same PeerAuthentications
+  // A sidecar or ztunnel applies the same PeerAuthentications.
+  if (!e.served) d.decided_by.add(e.served_reason);
   for (const PortMode& pm : e.port_modes) {
     if (pm.port == port) {
       d.mode = pm.mode;
@@ -990,6 +997,25 @@ const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::
   return catch_all->policy ? catch_all->policy : catch_all->first;
 }
 
+namespace {
+
+// What a client sends one backend and what the two ends make of it. Auto
+// mTLS: mesh mTLS to an endpoint whose proxy accepts it, plaintext otherwise.
+// Behind ztunnel mesh mTLS means HBONE to port 15008, which meshlock does not
+// speak yet: auto mTLS sends plaintext (a STRICT peer refuses it), and
+// ISTIO_MUTUAL on the app port reaches the app as TLS it cannot read.
+std::pair<ClientTls, Outcome> backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool ztunnel) {
+  ClientTls client = fixed;
+  if (auto_mtls) {
+    client = mode == ServerMode::kNone || mode == ServerMode::kDisable || ztunnel ? ClientTls::kDisable
+                                                                                  : ClientTls::kIstioMutual;
+  }
+  if (ztunnel && client == ClientTls::kIstioMutual) return {client, Outcome::kBroken};
+  return {client, combine(client, mode)};
+}
+
+}  // namespace
+
 OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint16_t service_port,
                                      std::string_view host, std::span<const Backend> backends,
                                      std::span<const std::string> identities,
@@ -1037,13 +1063,8 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
     } else {
       in.decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
     }
-    ClientTls client = d.client_tls;
-    if (side == Side::kAuto) {
-      // Auto mTLS: mesh mTLS to a meshlock-served endpoint that accepts it, plaintext otherwise.
-      client = in.mode == ServerMode::kNone || in.mode == ServerMode::kDisable ? ClientTls::kDisable
-                                                                                 : ClientTls::kIstioMutual;
-    }
-    Outcome outcome = combine(client, in.mode);
+    const auto [client, outcome] =
+        backendDecision(d.client_tls, side == Side::kAuto, in.mode, b.pod && pods_[podIndex(*b.pod)].ztunnel);
     if (first) {
       d.client_tls = client;
       d.server_mode = in.mode;
@@ -1389,6 +1410,11 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
                         "DestinationRule applies (add a ServiceEntry to originate TLS to it)");
     }
   }
+  const Pod* behind = d.pod ? d.pod : (!d.backends.empty() ? d.backends.front().pod : nullptr);
+  if (behind && index.capturedByZtunnel(*behind)) {
+    r.notes.push_back("the destination is captured by Istio's ztunnel (ambient), which takes mesh mTLS as HBONE "
+                      "only: meshlock does not speak HBONE yet, so it sends plaintext (refused under STRICT)");
+  }
   bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
   for (const Backend& b : d.backends) {
     ConnectionReport::BackendReport br;
@@ -1396,13 +1422,8 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
     br.ip = b.ip.toString();
     br.port = b.port;
     br.server_mode = b.pod ? index.inbound(*b.pod, b.port).mode : ServerMode::kNone;
-    br.client_tls = d.client_tls;
-    if (auto_mtls) {
-      br.client_tls = br.server_mode == ServerMode::kNone || br.server_mode == ServerMode::kDisable
-                          ? ClientTls::kDisable
-                          : ClientTls::kIstioMutual;
-    }
-    br.outcome = combine(br.client_tls, br.server_mode);
+    std::tie(br.client_tls, br.outcome) =
+        backendDecision(d.client_tls, auto_mtls, br.server_mode, b.pod && index.capturedByZtunnel(*b.pod));
     r.backends.push_back(std::move(br));
   }
   if (d.backends_disagree) {

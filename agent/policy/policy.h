@@ -71,6 +71,7 @@ enum class ReasonKind : uint8_t {
   kEnrolled,        // served: namespace label meshlock.io/mtls=enabled
   kEnrolledAmbient, // served: namespace label istio.io/dataplane-mode=ambient
   kSidecar,         // not served: the pod has an Istio sidecar (container istio-proxy), which does mTLS
+  kZtunnel,         // not served: Istio's ztunnel captures the pod (annotation ambient.istio.io/redirection=enabled)
 };
 
 struct Reason {
@@ -191,6 +192,9 @@ class PolicyIndex {
   // Whether the pod has an Istio (Envoy) sidecar: not served by meshlock, but
   // a mesh peer whose inbound mode follows the PeerAuthentications as ours does.
   [[nodiscard]] bool hasSidecar(const config::Pod& pod) const;
+  // Whether Istio's ztunnel captures the pod: not served by meshlock; a mesh
+  // peer that speaks HBONE only, which meshlock cannot yet (issue 16).
+  [[nodiscard]] bool capturedByZtunnel(const config::Pod& pod) const;
   [[nodiscard]] Reason servedReason(const config::Pod& pod) const;
   [[nodiscard]] SpiffeId identityOf(const config::Pod& pod) const;
 

@@ -457,6 +457,52 @@ status: {podIP: 10.244.1.42}
   EXPECT_EQ(check(*ix, "bookinfo/reviews", "shop/web:8080").client, ClientTls::kNone);
 }
 
+// Pods Istio's ztunnel captures (istio-cni's annotation
+// ambient.istio.io/redirection=enabled) take mesh mTLS as HBONE only
+// (port 15008): meshlock leaves them to ztunnel and, until it speaks HBONE,
+// sends them plaintext under auto mTLS; STRICT (ztunnel applies the
+// PeerAuthentications too) refuses it, and ISTIO_MUTUAL on the app port breaks.
+TEST(Ztunnel, AmbientPodsAreNotMeshlocksAndNeedHbone) {
+  const std::string ambient = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: ambient, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: ambient, uid: uid-amb, labels: {app: api}, annotations: {ambient.istio.io/redirection: enabled}}
+spec: {serviceAccountName: api, nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.1.50}
+---
+)";
+  auto permissive = cluster(ambient);
+  const config::Pod* api = permissive->podByName("ambient", "api");
+  EXPECT_FALSE(permissive->served(*api));
+  EXPECT_EQ(permissive->servedReason(*api).kind, ReasonKind::kZtunnel);
+  auto p = check(*permissive, "shop/client", "ambient/api:8080");
+  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.server, ServerMode::kPermissive);
+  EXPECT_EQ(p.outcome, Outcome::kPlaintext);
+  auto strict = cluster(ambient + pa("ambient", "default", "{mtls: {mode: STRICT}}"));
+  EXPECT_EQ(check(*strict, "shop/client", "ambient/api:8080").outcome, Outcome::kRefused);
+  auto forced = cluster(ambient + R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: shop}
+spec: {host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ambient}
+spec: {clusterIP: 10.96.50.1, selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}
+)");
+  auto report = checkConnection(*forced, {"shop", "client"}, *parseTarget("api.ambient.svc.cluster.local:80"));
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->outcome, Outcome::kBroken);
+  ASSERT_EQ(report->backends.size(), 1u);
+  EXPECT_EQ(report->backends[0].outcome, Outcome::kBroken);
+  EXPECT_THAT(report->notes, ::testing::Contains(::testing::HasSubstr("ztunnel")));
+}
+
 // Several control planes (OSSM 3 multi-tenancy: two Istio resources whose
 // meshConfig.discoverySelectors split the namespaces; sail-operator docs
 // "Deploying multiple service meshes on a single cluster"): each namespace is
