@@ -142,6 +142,7 @@ struct PolicyIndex::PodEntry {
   bool served = false;
   bool sidecar = false;  // an Envoy sidecar does its mTLS
   bool ztunnel = false;  // Istio's ztunnel captures it (HBONE)
+  std::size_t mesh = 0;  // the mesh that governs its namespace (index into meshes_)
   Reason served_reason;
   ServerMode mode = ServerMode::kPermissive;  // inbound, ports without a port-level setting
   Reason mode_reason;
@@ -553,6 +554,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
   for (const Pod& pod : st.pods) {
     PodEntry e;
     e.pod = &pod;
+    e.mesh = ix.meshIndex(pod.ns());
     NamespaceEntry& ns = nsEntry(pod.ns());
     auto opt = pod.labels().find(config::kEnrollLabel);
     auto ambient = pod.labels().find(config::kAmbientLabel);
@@ -580,7 +582,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
         e.mode_reason = byResource(pa->meta);
       }
     };
-    apply(mesh_policy[ix.meshIndex(pod.ns())]);
+    apply(mesh_policy[e.mesh]);
     apply(ns.namespace_policy);
     std::size_t idx = ix.pods_.size();
     if (const PeerAuthentication* pa = workload_policy[idx]) {  // the oldest matching workload policy wins
@@ -593,7 +595,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
         }
       }
     }
-    e.identity.push_back(config::spiffeIdFor(ix.meshFor(pod.ns()).trust_domain, pod.ns(), pod.service_account).str());
+    e.identity.push_back(config::spiffeIdFor(ix.meshes_[e.mesh].trust_domain, pod.ns(), pod.service_account).str());
     ix.pods_.push_back(std::move(e));
     ix.pod_by_address_.emplace(&pod, idx);
     ix.pod_by_uid_.emplace(pod.uid, idx);
@@ -963,11 +965,11 @@ std::vector<const PolicyIndex::MergedRule*> exportedTo(const PolicyIndex::RuleSe
 // when none of them then applies to the client. Among them, a rule of the
 // client's own namespace whose selector matches the client wins; otherwise the
 // last one without a selector.
-const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, std::string_view host,
+const DestinationRule* PolicyIndex::findDestinationRule(const Pod& client, const std::string& root,
+                                                        std::string_view host,
                                                         const std::string* service_ns) const {
   std::vector<const MergedRule*> candidates;
   const RuleSet* first_pool = nullptr;
-  const std::string& root = meshFor(client.ns()).root_namespace;
   if (client.ns() != root) {
     if (auto it = namespaces_.find(client.ns()); it != namespaces_.end()) first_pool = &it->second->local;
   } else if (auto it = root_local_rules_.find(root); it != root_local_rules_.end()) {
@@ -1021,13 +1023,13 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
                                      std::span<const std::string> identities,
                                      const config::ServiceEntry* entry) const {
   OutboundDecision d;
-  const MeshSettings& mesh = meshFor(source.ns());
+  const PodEntry& src = pods_[podIndex(source)];
+  const MeshSettings& mesh = meshes_[src.mesh];  // per connection: no namespace lookup
   d.min_tls_version = mesh.min_protocol_version;
   d.service = svc;
   d.service_port = service_port;
   d.backends = backends;
   d.host = host;
-  const PodEntry& src = pods_[podIndex(source)];
 
   // Client side.
   const config::ClientTlsSettings* tls = nullptr;
@@ -1035,7 +1037,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
   uint16_t rule_port = 0;
   if (!host.empty()) {
     const std::string* registry_ns = svc ? &svc->ns() : entry ? &entry->meta.ref.ns : nullptr;
-    rule = findDestinationRule(source, host, registry_ns);
+    rule = findDestinationRule(source, mesh.root_namespace, host, registry_ns);
     if (rule) tls = portTls(*rule, service_port, &rule_port);
   }
   enum class Side { kFixed, kAuto } side = Side::kFixed;
@@ -1261,7 +1263,7 @@ std::span<const Backend> PolicyIndex::backendsOf(const Service& svc, uint16_t se
 
 const DestinationRule* PolicyIndex::destinationRuleFor(const Pod& client, std::string_view host) const {
   const Service* svc = serviceByHost(host);
-  return findDestinationRule(client, host, svc ? &svc->ns() : nullptr);
+  return findDestinationRule(client, meshFor(client.ns()).root_namespace, host, svc ? &svc->ns() : nullptr);
 }
 
 std::string PolicyIndex::ruleHost(const DestinationRule& rule) const {

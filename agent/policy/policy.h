@@ -169,6 +169,8 @@ class PolicyIndex {
   // discovery (ServiceMeshMemberRoll, discoverySelectors, or none: every
   // namespace) takes it; defaults with no root namespace when none does.
   [[nodiscard]] const MeshSettings& meshFor(std::string_view ns) const;
+  // Whether `ns` is the root namespace of a mesh (its policies without selector are mesh-wide).
+  [[nodiscard]] bool isRootNamespace(std::string_view ns) const { return meshRootedAt(ns).has_value(); }
   // Every control plane's mesh, primary first.
   [[nodiscard]] std::vector<const MeshSettings*> meshes() const;
   // Whether a mesh (one of meshes()) takes the namespace by its discovery rules,
@@ -254,7 +256,8 @@ class PolicyIndex {
   PolicyIndex& operator=(const PolicyIndex&) = delete;
 
  private:
-  [[nodiscard]] const config::DestinationRule* findDestinationRule(const config::Pod& client,
+  // `root`: the root namespace of the client's mesh.
+  [[nodiscard]] const config::DestinationRule* findDestinationRule(const config::Pod& client, const std::string& root,
                                                                    std::string_view host,
                                                                    const std::string* service_ns) const;
   [[nodiscard]] OutboundDecision decide(const config::Pod& source, const config::Service* svc,

@@ -150,8 +150,6 @@ class Validator {
   }
 
   void peerAuthentications() {
-    // Whether a namespace is the root namespace of the mesh that governs it.
-    auto isRoot = [&](const std::string& ns) { return !ns.empty() && ix_.meshFor(ns).root_namespace == ns; };
     std::map<std::string, std::vector<const PeerAuthentication*>> ns_wide;
     std::map<const Pod*, std::vector<const PeerAuthentication*>> per_pod;
     for (const PeerAuthentication& pa : st_.peer_authentications) {
@@ -196,7 +194,7 @@ class Validator {
         }
         continue;
       }
-      if (isRoot(ref.ns)) {
+      if (ix_.isRootNamespace(ref.ns)) {
         add("ML008", ref, "a PeerAuthentication with a selector in the root namespace " + ref.ns +
                               " is ignored (Istio applies root-namespace policies mesh-wide only without selector)");
         continue;
@@ -218,7 +216,7 @@ class Validator {
       std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return olderThan(a->meta, b->meta); });
       for (std::size_t i = 1; i < list.size(); ++i) {
         add("ML003", list[i]->meta.ref,
-            std::string(isRoot(ns) ? "more than one mesh-wide" : "more than one namespace-wide") +
+            std::string(ix_.isRootNamespace(ns) ? "more than one mesh-wide" : "more than one namespace-wide") +
                 " policy in namespace " + ns + "; the oldest, " + list[0]->meta.ref.toString() + ", wins and this one is ignored");
       }
     }
