@@ -51,6 +51,7 @@ struct MeshlockMetrics {
   // reason: limit (max connections), decider (no plan: policy or setup error), plaintext_strict
   CounterFamily& engine_connections_refused;   // meshlock_engine_connections_refused_total{reason}
   CounterFamily& engine_plaintext_relayed;     // meshlock_engine_plaintext_relayed_total
+  CounterFamily& engine_tunnel_streams;        // meshlock_engine_tunnel_streams_total{result}
   // Connections ended or refused before their handshake to bound the
   // pre-handshake ones (engine::EngineConfig::max_pending_handshakes*).
   // reason: source_cap (a new one from a source at its cap, refused),

@@ -127,6 +127,7 @@ std::string AccessLog::formatText(const AccessRecord& r) {
   field(out, "duration_ms", std::to_string(r.duration.count()));
   field(out, "end", r.end);
   if (!r.reason.empty()) field(out, "reason", r.reason);
+  field(out, "tunnel", r.tunnel);
   return out;
 }
 
@@ -152,6 +153,7 @@ nlohmann::json AccessLog::toJson(const AccessRecord& r, std::string time) {
       {"policy", r.policy},
       {"decided_by", orNull(r.decided_by)},
       {"security", r.security},
+      {"tunnel", r.tunnel},
       {"tls_version", orNull(r.tls_version)},
       {"tls_cipher", orNull(r.tls_cipher)},
       {"tls_resumed", r.tls_resumed},

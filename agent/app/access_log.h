@@ -35,6 +35,7 @@ struct AccessRecord {
   std::string policy;                // ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE (outbound); STRICT, PERMISSIVE, DISABLE (inbound)
   std::string decided_by;            // the resources (or built-in rules) behind `policy`
   std::string security;              // mutual_tls | tls | none
+  std::string tunnel = "none";       // hbone (a stream of an HBONE tunnel) | istio_mtls | none
   std::string tls_version;           // empty when no TLS was completed
   std::string tls_cipher;
   bool tls_resumed = false;

@@ -45,6 +45,7 @@ admin::Handler Agent::Parts::connectionsHandler() {
           {"destination_service", optional(decision.destination_service)},
           {"destination_identity", c.outbound && c.tls ? json(c.tls->peer_identity) : json(nullptr)},
           {"mode", mode},
+          {"tunnel", tunnelOf(c, c.tls && c.tls->peer_identity.starts_with("spiffe://"))},
           {"decided_by", optional(decision.decided_by)},
           {"tls_version", c.tls ? json(c.tls->version) : json(nullptr)},
           {"cipher", c.tls ? json(c.tls->cipher) : json(nullptr)},

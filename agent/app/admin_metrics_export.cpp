@@ -14,7 +14,7 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
 #define MESHLOCK_COUNT_ONE(name) +1
   constexpr int kEngineCounters = 0 MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNT_ONE);
 #undef MESHLOCK_COUNT_ONE
-  static_assert(kEngineCounters == 26,
+  static_assert(kEngineCounters == 28,
                 "engine::EngineCounters changed: export the new counter here and in MeshlockMetrics");
   m.engine_connections_accepted.labels({}).mirror(c.accepted);
   m.engine_connections_closed.labels({}).mirror(c.closed);
@@ -23,6 +23,8 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
   m.engine_connections_refused.labels({"plaintext_strict"}).mirror(c.refused_plaintext);
   m.engine_connections_refused.labels({"authorization"}).mirror(c.refused_authz);
   m.engine_plaintext_relayed.labels({}).mirror(c.plaintext_relayed);
+  m.engine_tunnel_streams.labels({"accepted"}).mirror(c.tunnel_streams);
+  m.engine_tunnel_streams.labels({"refused"}).mirror(c.tunnel_refused);
   m.connections_shed.labels({"source_cap"}).mirror(c.refused_pending_source);
   m.connections_shed.labels({"oldest_shed"}).mirror(c.shed_pending);
   m.connections_shed.labels({"node_cap"}).mirror(c.refused_pending_node);

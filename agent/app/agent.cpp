@@ -262,9 +262,47 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
   return fail("unknown client TLS mode");
 }
 
+std::unique_ptr<ConnectionReport> Agent::Parts::inboundReport(const policy::PolicyIndex& policy,
+                                                              const config::Pod& pod, const identity::SpiffeId& pod_id,
+                                                              const engine::SocketAddress& peer,
+                                                              const engine::SocketAddress& app,
+                                                              const policy::InboundDecision& decision,
+                                                              engine::InboundMode mode) const {
+  if (!reports) return nullptr;
+  PlannedConnection planned = planReport(pod, pod_id, false);
+  planned.policy = toString(mode);
+  planned.decided_by = decision.decided_by.text();
+  planned.port = pod.hasContainerPort(app.port()) ? app.port() : 0;
+  planned.mesh_mtls = mode != engine::InboundMode::Disable;
+  if (const config::Service* svc = policy.serviceForPodPort(pod, app.port()))
+    labelService(policy.fqdn(*svc), *svc, settings.cluster_id, planned.labels);
+  if (const config::Pod* source = policy.podByIp(peer.ip())) labelWorkload(*source, true, settings.cluster_id, planned.labels);
+  return std::make_unique<ConnectionReport>(reports, std::move(planned));
+}
+
+namespace {
+
+// A mesh server's TLS: the pod's certificate, the peer's SPIFFE identity verified.
+Result<engine::TlsServerSetup> meshServerTls(identity::IdentityManager& identities, const identity::SpiffeId& pod_id) {
+  auto context = identities.serverContext(pod_id);
+  if (!context) return std::unexpected(context.error());
+  engine::TlsServerSetup tls;
+  tls.context = engine::SslContextRef(std::move(*context));
+  tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
+    auto peer = identity::handshakeIdentity(ssl);
+    if (!peer) return fail(peer.error().describe());
+    return peer->uri();
+  };
+  tls.explain_failure = explainRefusal;
+  return tls;
+}
+
+}  // namespace
+
 Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
                                                       const std::shared_ptr<UniqueFd>& netns,
                                                       const engine::AcceptedSocket& accepted) {
+  if (accepted.local.port() == engine::kHbonePort) return planTunnel(pod, pod_id, netns, accepted);
   const PolicyRef policy = currentPolicy();
   const policy::InboundDecision decision = policy->inbound(pod, accepted.local.port());
   engine::InboundPlan plan;
@@ -272,28 +310,12 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   plan.app = accepted.local;  // sk_lookup keeps the original local address
   plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
   const config::Pod* served_pod = policy->podByUid(pod);
-  if (reports && served_pod != nullptr) {
-    PlannedConnection planned = planReport(*served_pod, pod_id, false);
-    planned.policy = toString(plan.mode);
-    planned.decided_by = decision.decided_by.text();
-    planned.port = served_pod->hasContainerPort(accepted.local.port()) ? accepted.local.port() : 0;
-    planned.mesh_mtls = plan.mode != engine::InboundMode::Disable;
-    if (const config::Service* svc = policy->serviceForPodPort(*served_pod, accepted.local.port()))
-      labelService(policy->fqdn(*svc), *svc, settings.cluster_id, planned.labels);
-    if (const config::Pod* source = policy->podByIp(accepted.peer.ip()))
-      labelWorkload(*source, true, settings.cluster_id, planned.labels);
-    plan.observer = std::make_unique<ConnectionReport>(reports, std::move(planned));
-  }
+  if (served_pod != nullptr)
+    plan.observer = inboundReport(*policy, *served_pod, pod_id, accepted.peer, accepted.local, decision, plan.mode);
   if (plan.mode != engine::InboundMode::Disable) {
-    auto context = identities->serverContext(pod_id);
-    if (!context) return std::unexpected(context.error());
-    plan.tls.context = engine::SslContextRef(std::move(*context));
-    plan.tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
-      auto peer = identity::handshakeIdentity(ssl);
-      if (!peer) return fail(peer.error().describe());
-      return peer->uri();
-    };
-    plan.tls.explain_failure = explainRefusal;
+    auto tls = meshServerTls(*identities, pod_id);
+    if (!tls) return std::unexpected(tls.error());
+    plan.tls = std::move(*tls);
   }
   // AuthorizationPolicy, once the peer is known (agent/policy/authorization.h).
   if (served_pod != nullptr && policy->authorization().anyApplies(*served_pod)) {
@@ -302,6 +324,35 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
       return authorizationRefusal(*policy, *served_pod, source, app, peer_identity, server_name);
     };
   }
+  return plan;
+}
+
+// HBONE (docs/hbone.md): mTLS whatever the port's mode, as ztunnel takes it;
+// each stream then reaches its own port, and the authorization policy of the
+// moment decides it with the tunnel's verified peer.
+Result<engine::InboundPlan> Agent::Parts::planTunnel(const config::PodUid& pod, const identity::SpiffeId& pod_id,
+                                                     const std::shared_ptr<UniqueFd>& netns,
+                                                     const engine::AcceptedSocket& accepted) {
+  engine::InboundPlan plan;
+  plan.mode = engine::InboundMode::Strict;
+  plan.app = accepted.local;
+  plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
+  auto tls = meshServerTls(*identities, pod_id);
+  if (!tls) return std::unexpected(tls.error());
+  plan.tls = std::move(*tls);
+  plan.tls.prepare = identity::prepareTunnelServer;
+  plan.tunnel = [this, pod, pod_id](const engine::TunnelRequest& request) -> Result<engine::TunnelPlan> {
+    const PolicyRef policy = currentPolicy();
+    const config::Pod* served_pod = policy->podByUid(pod);
+    if (served_pod == nullptr) return fail("pod " + pod.str() + " is no longer in the cluster state");
+    const policy::InboundDecision decision = policy->inbound(pod, request.target.port());
+    engine::TunnelPlan out;
+    out.observer = inboundReport(*policy, *served_pod, pod_id, request.peer, request.target, decision,
+                                 engine::InboundMode::Strict);
+    if (policy->authorization().anyApplies(*served_pod))
+      out.refusal = authorizationRefusal(*policy, *served_pod, request.peer, request.target, request.peer_identity, {});
+    return out;
+  };
   return plan;
 }
 

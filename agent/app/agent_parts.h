@@ -92,8 +92,17 @@ struct Agent::Parts {
   Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
                                           const std::shared_ptr<UniqueFd>& netns,
                                           const engine::AcceptedSocket& accepted);
+  // HBONE on the pod's port 15008: each stream decided by the current policy.
+  Result<engine::InboundPlan> planTunnel(const config::PodUid& pod, const identity::SpiffeId& pod_id,
+                                         const std::shared_ptr<UniqueFd>& netns,
+                                         const engine::AcceptedSocket& accepted);
   // The labels and names known of a connection to or from a served pod before it starts.
   PlannedConnection planReport(const config::Pod& pod, const identity::SpiffeId& pod_id, bool outbound) const;
+  // An inbound connection's (or HBONE stream's) report, from `peer` to the pod's `app` address.
+  std::unique_ptr<ConnectionReport> inboundReport(const policy::PolicyIndex& policy, const config::Pod& pod,
+                                                  const identity::SpiffeId& pod_id, const engine::SocketAddress& peer,
+                                                  const engine::SocketAddress& app, const policy::InboundDecision& decision,
+                                                  engine::InboundMode mode) const;
   Status servePod(const PolicyRef& policy, const config::Pod& pod);
   void holdClosed(const PolicyRef& policy, const config::Pod& pod);
   void withdrawPod(const config::PodUid& uid);

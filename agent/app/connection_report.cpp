@@ -26,6 +26,11 @@ std::string_view carriage(const PlannedConnection& planned, const engine::Connec
 
 }  // namespace
 
+std::string_view tunnelOf(const engine::ConnectionSnapshot& snapshot, bool mesh_mtls) {
+  if (snapshot.tunnel == "hbone") return "hbone";
+  return snapshot.tls && mesh_mtls ? "istio_mtls" : "none";
+}
+
 void labelWorkload(const config::Pod& pod, bool source, std::string_view cluster_id, admin::IstioTcpLabels& l) {
   const config::WorkloadMeta w = config::workloadOf(pod);
   auto [workload, ns, service, revision, app, version, cluster] =
@@ -191,6 +196,7 @@ void ConnectionReport::closed(const engine::ConnectionSnapshot& snapshot, engine
   record.decided_by = planned_.decided_by;
   record.security = established_ ? std::string(carriage(planned_, snapshot)) : "none";
   if (record.security == "passthrough" || record.security == "plaintext") record.security = "none";
+  record.tunnel = tunnelOf(snapshot, planned_.mesh_mtls);
   if (snapshot.tls) {
     record.tls_version = snapshot.tls->version;
     record.tls_cipher = snapshot.tls->cipher;

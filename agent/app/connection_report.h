@@ -85,6 +85,11 @@ void labelWorkload(const config::Pod& pod, bool source, std::string_view cluster
 void labelService(std::string fqdn, const config::Service& svc, std::string_view cluster_id,
                   admin::IstioTcpLabels& labels);
 
+// How the bytes crossed the network, for `tunnel` in the access log, in
+// /connections and in check: "hbone" (a stream of an HBONE tunnel),
+// "istio_mtls" (mesh mTLS on the app's port, as Istio's sidecars speak it) or "none".
+[[nodiscard]] std::string_view tunnelOf(const engine::ConnectionSnapshot& snapshot, bool mesh_mtls);
+
 // A bounded label for why a handshake failed, from the engine's reason text:
 // the identity part's VerifyError names ("unknown_ca", "san_mismatch", ...),
 // else a few BoringSSL causes ("protocol_version", "peer_refused_certificate",

@@ -69,7 +69,9 @@ void Connection::startInbound(InboundPlan plan) {
   setup_->make_socket = std::move(plan.make_socket);
   setup_->server_tls = std::move(plan.tls);
   setup_->authorize = std::move(plan.authorize);
-  mode_ = plan.mode;
+  setup_->tunnel = std::move(plan.tunnel);
+  // A tunnel is mTLS whatever the mode: plaintext to it is refused.
+  mode_ = setup_->tunnel ? InboundMode::Strict : plan.mode;
   observer_ = std::move(plan.observer);
   if (mode_ == InboundMode::Disable) {
     if (!authorized({}, {})) return;
@@ -86,7 +88,7 @@ void Connection::startInbound(InboundPlan plan) {
 void Connection::refuse() { close(CloseHow::Graceful, ConnectionEnd::Completed); }
 
 std::optional<Refusal> Connection::reauthorize(const Reauthorizer& decide) const {
-  if (outbound_ || phase_ != Phase::Relaying || closing_) return std::nullopt;
+  if (outbound_ || phase_ != Phase::Relaying || closing_ || tunnel_) return std::nullopt;
   TlsInfo info;
   if (sides_[kDown].tls) info = sides_[kDown].tls->info();
   return decide(EstablishedPeer{.pod_key = labels_->pod_key,
@@ -94,6 +96,11 @@ std::optional<Refusal> Connection::reauthorize(const Reauthorizer& decide) const
                                 .app = destination_,
                                 .peer_identity = info.peer_identity,
                                 .server_name = info.server_name});
+}
+
+size_t Connection::reauthorizeStreams(const Reauthorizer& decide) {
+  if (!tunnel_ || closing_) return 0;
+  return tunnel_->reauthorize(decide);
 }
 
 void Connection::deny(Refusal refusal) {
@@ -158,7 +165,7 @@ void Connection::onIoComplete(IoRequest& request, const IoCompletion& completion
     default: break;
   }
   if (closing_) {
-    if (pending_ == 0) finalize();
+    if (pending_ == 0 && tunnelIdle()) finalize();
     return;
   }
   last_activity_ = worker_.now();
@@ -237,6 +244,11 @@ void Connection::onReceived(int side, const IoCompletion& completion) {
     s.read_eof = true;
     if (s.tls && !s.tls_peer_closed) bump(worker_.counters.tls_truncations);
     propagateEof(other);
+    if (tunnel_) {
+      close(CloseHow::Graceful, tunnel_->finished() ? ConnectionEnd::Completed : ConnectionEnd::Reset,
+            tunnel_->finished() ? std::string() : "the peer closed the tunnel with streams open");
+      return;
+    }
   } else if (s.tls) {
     s.tls->feed(completion.data);
     pumpTls(side);
@@ -313,6 +325,8 @@ void Connection::handshakeStep(int side) {
   if (s.tls->info().resumed) bump(worker_.counters.handshakes_resumed);
   if (outbound_) {
     startRelay();
+  } else if (setup_->tunnel) {
+    startTunnel();
   } else {
     if (setup_->authorize) {
       const TlsInfo info = s.tls->info();
@@ -337,7 +351,7 @@ void Connection::startRelay() {
 
 void Connection::armRecv(int side) {
   Side& s = sides_[side];
-  if (closing_ || phase_ != Phase::Relaying || s.recv_armed || s.read_eof) return;
+  if (closing_ || phase_ != Phase::Relaying || !s.connected || s.recv_armed || s.read_eof) return;
   // Back-pressure: nothing more is read while the other side's queue is full.
   if (sides_[1 - side].wire().size() >= worker_.config().buffer_bound) {
     bump(worker_.loop.buffer_full);
@@ -372,7 +386,12 @@ void Connection::pumpTls(int side) {
   int other = 1 - side;
   size_t before = sides_[other].plain_out.size();
   TlsStatus status = s.tls->read(sides_[other].plain_out, SIZE_MAX);
-  countBytes(other, sides_[other].plain_out.size() - before);
+  if (tunnel_) {
+    feedTunnel(sides_[other].plain_out);  // the streams count their own bytes
+    if (closing_) return;
+  } else {
+    countBytes(other, sides_[other].plain_out.size() - before);
+  }
   if (status == TlsStatus::Closed) {
     s.tls_peer_closed = true;
     s.read_eof = true;
@@ -428,6 +447,8 @@ void Connection::onSent(int side, int result) {
     return;
   }
   s.wire().consume(static_cast<size_t>(result));
+  if (tunnel_ && side == kDown) tunnelOutput();  // room in the TLS queue: more frames
+  if (closing_) return;
   flush(side);
   if (!s.send_armed) s.sending.reset();
   armRecv(1 - side);  // room again for the side that feeds this one
@@ -452,6 +473,7 @@ void Connection::onTick(std::chrono::steady_clock::time_point now) {
       }
       return;
     case Phase::Relaying: {
+      if (tunnel_) tunnel_->onTick(now);
       auto idle = worker_.config().idle_timeout;
       if (idle.count() > 0 && now - last_activity_ >= idle) {
         bump(worker_.counters.idle_timeouts);
@@ -471,6 +493,7 @@ void Connection::close(CloseHow how, ConnectionEnd end, std::string reason) {
   closing_ = true;
   phase_ = Phase::Closing;
   worker_.leavePending(this);
+  if (tunnel_) tunnel_->abort(end == ConnectionEnd::Completed ? ConnectionEnd::Reset : end);
   for (int side : {kDown, kUp}) {
     Side& s = sides_[side];
     if (!s.fd) continue;
@@ -487,7 +510,7 @@ void Connection::close(CloseHow how, ConnectionEnd end, std::string reason) {
     if (reset) setResetOnClose(s.fd.get());
     worker_.io().cancel(s.fd.get());
   }
-  if (pending_ == 0) finalize();
+  if (pending_ == 0 && tunnelIdle()) finalize();
 }
 
 void Connection::finalize() {
@@ -517,6 +540,15 @@ void Connection::countBytes(int to, size_t n) {
     bytes_to_downstream_ += n;
     if (observer_) observer_->transferred(0, n);
   }
+}
+
+void Connection::snapshots(std::chrono::steady_clock::time_point now, std::vector<ConnectionSnapshot>& out) const {
+  // A tunnel's streams are the connections its peer made; the carrier is not one.
+  if (tunnel_) {
+    tunnel_->snapshots(now, out);
+    return;
+  }
+  out.push_back(snapshot(now));
 }
 
 ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point now) const {
@@ -551,12 +583,122 @@ void Connection::updateBuffered() {
     now += s.plain_out.size();
     if (s.tls) now += s.tls->output().size() + s.tls->bufferedInput();
   }
+  if (tunnel_) now += tunnel_->buffered() + tunnel_frames_.size();
   if (now > accounted_buffered_) {
     bump(worker_.counters.buffered_bytes, now - accounted_buffered_);
   } else {
     drop(worker_.counters.buffered_bytes, accounted_buffered_ - now);
   }
   accounted_buffered_ = now;
+}
+
+}  // namespace meshlock::engine
+
+namespace meshlock::engine {
+
+void Connection::startTunnel() {
+  Side& down = sides_[kDown];
+  const uint8_t* alpn = nullptr;
+  unsigned alpn_length = 0;
+  SSL_get0_alpn_selected(down.tls->ssl(), &alpn, &alpn_length);
+  const TlsInfo info = down.tls->info();
+  // ztunnel's inbound speaks HTTP/2 over TLS 1.3 only (ALPN h2).
+  std::string refused;
+  if (std::string_view(reinterpret_cast<const char*>(alpn), alpn_length) != "h2")
+    refused = "HBONE needs ALPN h2: the peer did not negotiate it";
+  else if (info.version != "TLSv1.3")
+    refused = "HBONE needs TLS 1.3, the peer negotiated " + info.version;
+  if (refused.empty()) {
+    auto tunnel = HboneTunnel::create(worker_, *this,
+                                      HboneTunnel::Setup{.decide = std::move(setup_->tunnel),
+                                                         .make_socket = std::move(setup_->make_socket),
+                                                         .peer = peer_,
+                                                         .local = destination_,
+                                                         .tls = info,
+                                                         .labels = labels_});
+    if (tunnel) tunnel_ = std::move(*tunnel);
+    else refused = tunnel.error().describe();
+  }
+  if (!refused.empty()) {
+    bump(worker_.counters.handshake_failures);
+    if (worker_.logAllowedFor(peer_)) spdlog::info("engine: {}: {}: {}", labels_->name, peer_.toString(), refused);
+    close(CloseHow::Reset, ConnectionEnd::HandshakeFailed, std::move(refused));
+    return;
+  }
+  phase_ = Phase::Relaying;
+  worker_.leavePending(this);
+  setup_.reset();
+  pumpTls(kDown);  // HTTP/2 that came with the last handshake flight
+  if (closing_) return;
+  tunnelOutput();
+  if (closing_) return;
+  armRecv(kDown);
+}
+
+void Connection::feedTunnel(ByteQueue& plaintext) {
+  iovec iov[8];
+  Status fed;
+  while (fed && !plaintext.empty()) {
+    const int count = plaintext.frontIovecs(iov, 8);
+    size_t taken = 0;
+    for (int i = 0; i < count && fed; ++i) {
+      fed = tunnel_->receive(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len));
+      taken += iov[i].iov_len;
+    }
+    plaintext.consume(taken);
+  }
+  plaintext.clear();
+  tunnelOutput();  // SETTINGS acks, window updates, answers, or the GOAWAY that says why
+  if (!fed && !closing_) {
+    if (worker_.logAllowedFor(peer_))
+      spdlog::info("engine: {}: HBONE from {}: {}", labels_->name, peer_.toString(), fed.error().describe());
+    close(CloseHow::TlsFailure, ConnectionEnd::TlsError, fed.error().describe());
+  }
+}
+
+void Connection::tunnelOutput() {
+  if (!tunnel_ || closing_ || producing_) return;
+  Side& down = sides_[kDown];
+  producing_ = true;
+  Status produced;
+  const size_t bound = worker_.config().buffer_bound;
+  while (produced && down.tls->output().size() < bound) {
+    produced = tunnel_->produce(tunnel_frames_, 64 * 1024);
+    if (tunnel_frames_.empty()) break;
+    iovec iov[8];
+    while (!tunnel_frames_.empty()) {
+      const int count = tunnel_frames_.frontIovecs(iov, 8);
+      size_t taken = 0;
+      for (int i = 0; i < count; ++i) {
+        if (down.tls->write(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len)) ==
+            TlsStatus::Error) {
+          producing_ = false;
+          bump(worker_.counters.tls_errors);
+          close(CloseHow::TlsFailure, ConnectionEnd::TlsError, down.tls->reason());
+          return;
+        }
+        taken += iov[i].iov_len;
+      }
+      tunnel_frames_.consume(taken);
+    }
+  }
+  producing_ = false;
+  if (!produced) {
+    close(CloseHow::TlsFailure, ConnectionEnd::TlsError, produced.error().describe());
+    return;
+  }
+  flush(kDown);
+  armRecv(kDown);
+  if (tunnel_->finished() && down.wire().empty() && !down.send_armed) close(CloseHow::Graceful, ConnectionEnd::Completed);
+}
+
+void Connection::tunnelIoDone() {
+  if (closing_) {
+    if (pending_ == 0 && tunnelIdle()) finalize();
+    return;
+  }
+  last_activity_ = worker_.now();
+  updateBuffered();
 }
 
 }  // namespace meshlock::engine

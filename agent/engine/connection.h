@@ -11,12 +11,13 @@
 
 #include "engine/byte_queue.h"
 #include "engine/engine.h"
+#include "engine/hbone_tunnel.h"
 #include "engine/tls_session.h"
 #include "engine/worker.h"
 
 namespace meshlock::engine {
 
-class Connection final : public IoHandler {
+class Connection final : public IoHandler, HboneTunnel::Host {
  public:
   Connection(Worker& worker, UniqueFd accepted, const SocketAddress& peer,
              std::shared_ptr<const ListenerLabels> labels);
@@ -31,10 +32,13 @@ class Connection final : public IoHandler {
   void onTick(std::chrono::steady_clock::time_point now);
   // Worker shutdown.
   void terminate();
-  [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
+  // The connection, or an HBONE tunnel's streams.
+  void snapshots(std::chrono::steady_clock::time_point now, std::vector<ConnectionSnapshot>& out) const;
   // An established inbound connection: what `decide` says of it now
   // (nullopt: still allowed, or not one to ask about).
   [[nodiscard]] std::optional<Refusal> reauthorize(const Reauthorizer& decide) const;
+  // An HBONE tunnel: its streams asked again, those refused reset; how many.
+  size_t reauthorizeStreams(const Reauthorizer& decide);
   // A policy does not allow it: closed with ConnectionEnd::Denied.
   void deny(Refusal refusal);
 
@@ -69,6 +73,7 @@ class Connection final : public IoHandler {
     std::optional<TlsClientSetup> client_tls;
     TlsServerSetup server_tls;
     Authorizer authorize;
+    TunnelDecider tunnel;
   };
 
   struct Side {
@@ -114,6 +119,13 @@ class Connection final : public IoHandler {
   void finalize();
   void updateBuffered();
   void countBytes(int to, size_t n);
+  [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
+  // HBONE: after the handshake, the plaintext is HTTP/2 for the tunnel.
+  void startTunnel();
+  void feedTunnel(ByteQueue& plaintext);
+  void tunnelOutput() override;
+  void tunnelIoDone() override;
+  [[nodiscard]] bool tunnelIdle() const { return !tunnel_ || tunnel_->idle(); }
   bool outbound() const { return outbound_; }
 
   Worker& worker_;
@@ -138,6 +150,9 @@ class Connection final : public IoHandler {
   std::chrono::steady_clock::time_point deadline_;
   std::chrono::steady_clock::time_point last_activity_;
   size_t accounted_buffered_ = 0;
+  std::unique_ptr<HboneTunnel> tunnel_;
+  ByteQueue tunnel_frames_;    // produced, on their way into the TLS session
+  bool producing_ = false;     // inside tunnelOutput: nghttp2 must not be re-entered
 };
 
 }  // namespace meshlock::engine

@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "engine/hbone_server.h"
 #include "engine/io_backend.h"
 #include "engine/socket_address.h"
 #include "engine/tls_session.h"
@@ -137,6 +138,25 @@ struct EstablishedPeer {
 };
 using Reauthorizer = std::function<std::optional<Refusal>(const EstablishedPeer&)>;
 
+// Istio's HBONE port, inside every pod's network namespace.
+inline constexpr uint16_t kHbonePort = 15008;
+
+// HBONE (Istio's HTTP/2 CONNECT tunnel on 15008): one stream, asked about
+// once its request is complete. The target has the address the tunnel
+// reached (the engine answers 400 to any other) and the app's port.
+struct TunnelRequest {
+  SocketAddress target;            // from :authority
+  std::string_view peer_identity;  // the tunnel's verified peer
+  const SocketAddress& peer;       // the tunnel's TCP peer
+  const HboneRequest& headers;
+};
+struct TunnelPlan {
+  std::optional<Refusal> refusal;                 // an authorization policy refused it: 401
+  std::unique_ptr<ConnectionObserver> observer;  // told about the stream as about a connection; may be empty
+};
+// An error: the stream is answered 503 with it as the reason.
+using TunnelDecider = std::function<Result<TunnelPlan>(const TunnelRequest&)>;
+
 // Inbound: TLS (or plaintext, as the mode allows) from a peer, to the app.
 struct InboundPlan {
   InboundMode mode = InboundMode::Strict;
@@ -145,6 +165,10 @@ struct InboundPlan {
   TlsServerSetup tls;
   Authorizer authorize;  // empty: whatever the mode admits reaches the app
   std::unique_ptr<ConnectionObserver> observer;  // may be empty
+  // Set: the connection is an HBONE tunnel (mTLS whatever the mode, ALPN h2);
+  // each stream is decided here and reaches its own target port, and
+  // `authorize` and `observer` are not used.
+  TunnelDecider tunnel;
 };
 
 // Called on the worker thread that accepted the socket; must be thread-safe
@@ -174,6 +198,8 @@ using ListenerId = uint64_t;
   X(refused_decider)    /* the decider returned an error */                          \
   X(refused_plaintext)  /* STRICT inbound that was not TLS */                        \
   X(refused_authz)      /* inbound the authorization policy denied */                \
+  X(tunnel_streams)     /* HBONE streams answered 200 */                             \
+  X(tunnel_refused)     /* HBONE streams answered 400, 401 or 503 */                 \
   X(plaintext_relayed)  /* PERMISSIVE/DISABLE inbound plaintext, DISABLE outbound */ \
   X(handshakes)         /* completed and verified */                                 \
   X(handshakes_resumed)                                                              \
@@ -218,6 +244,7 @@ struct ConnectionSnapshot {
   std::optional<TlsInfo> tls; // once the handshake completed: version, cipher, resumed, peer identity
   bool plaintext = false;     // relayed without TLS (DISABLE, PERMISSIVE plaintext)
   std::string denied_by;      // ConnectionEnd::Denied: the deciding policy, "NS/NAME" (empty: none named)
+  std::string tunnel;         // "hbone": one stream of an HBONE tunnel (peer, tls: the tunnel's); else empty
   uint64_t bytes_to_upstream = 0;
   uint64_t bytes_to_downstream = 0;
   std::chrono::milliseconds age{0};

@@ -381,7 +381,7 @@ bool Worker::logAllowedFor(const SocketAddress& peer) {
 
 void Worker::snapshot(std::vector<ConnectionSnapshot>& out) const {
   out.reserve(connections_.size());
-  for (const Connection* c : connections_) out.push_back(c->snapshot(now_));
+  for (const Connection* c : connections_) c->snapshots(now_, out);
 }
 
 std::size_t Worker::reauthorize(const Reauthorizer& decide) {
@@ -393,8 +393,11 @@ std::size_t Worker::reauthorize(const Reauthorizer& decide) {
       refused.emplace_back(c, std::move(*refusal));
     }
   }
+  // HBONE streams: reset one by one, their tunnel goes on.
+  std::size_t streams = 0;
+  for (Connection* c : connections_) streams += c->reauthorizeStreams(decide);
   for (auto& [c, refusal] : refused) c->deny(std::move(refusal));
-  return refused.size();
+  return refused.size() + streams;
 }
 
 void Worker::tick() {

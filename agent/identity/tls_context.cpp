@@ -45,6 +45,7 @@ struct ConnectionState {
   bool destinationVerified = false;
   bssl::UniquePtr<SSL_SESSION> newestSession;  // client: the last ticket received, without a sink
   std::shared_ptr<SessionSink> sessionSink;    // client: where tickets go instead
+  bool tunnel = false;                         // server: an HBONE tunnel (ALPN h2 only)
 };
 
 void freeContextState(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
@@ -275,9 +276,25 @@ std::string alpnWire(std::initializer_list<std::string_view> protocols) {
   return wire;
 }
 
+// HBONE's port takes HTTP/2 only, as ztunnel's inbound listener: "h2" or nothing.
+int selectTunnelAlpn(const uint8_t** out, uint8_t* outLength, const uint8_t* in, unsigned inLength) {
+  for (unsigned i = 0; i < inLength;) {
+    uint8_t length = in[i];
+    if (i + 1 + length > inLength) return SSL_TLSEXT_ERR_NOACK;
+    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), length) == kAlpnH2) {
+      *out = in + i + 1;
+      *outLength = length;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + length;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
 int selectAlpn(SSL* ssl, const uint8_t** out, uint8_t* outLength, const uint8_t* in,
                unsigned inLength, void* arg) {
-  (void)ssl;
+  if (const ConnectionState* state = findConnectionState(ssl); state != nullptr && state->tunnel)
+    return selectTunnelAlpn(out, outLength, in, inLength);
   bool peerExchange = arg != nullptr;
   const uint8_t* chosen = nullptr;
   uint8_t chosenLength = 0;
@@ -524,6 +541,14 @@ bssl::UniquePtr<SSL_SESSION> takeResumableSession(SSL* ssl) {
   ConnectionState* state = findConnectionState(ssl);
   if (state == nullptr || !state->newestSession) return nullptr;
   return std::move(state->newestSession);
+}
+
+Status prepareTunnelServer(SSL* ssl) {
+  ConnectionState* state = connectionState(ssl);
+  if (state == nullptr) return fail(takeSslErrors("SSL_set_ex_data"));
+  state->tunnel = true;
+  if (!SSL_set_min_proto_version(ssl, TLS1_3_VERSION)) return fail(takeSslErrors("HBONE: TLS 1.3"));
+  return {};
 }
 
 Status setSessionSink(SSL* ssl, std::shared_ptr<SessionSink> sink) {

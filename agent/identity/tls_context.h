@@ -43,6 +43,7 @@ inline constexpr const char* kIstioTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
 inline constexpr std::string_view kAlpnIstio = "istio";
 inline constexpr std::string_view kAlpnIstioPeerExchange = "istio-peer-exchange";
+inline constexpr std::string_view kAlpnH2 = "h2";  // HBONE
 
 struct MeshTlsSettings {
   TlsMinVersion minVersion = TlsMinVersion::kTls12;
@@ -104,6 +105,10 @@ struct MeshContextParams {
 // any identity of the trust domain unless told otherwise; client connections
 // refuse every server until this is called (secure naming fails closed).
 [[nodiscard]] Status setExpectedPeers(SSL* ssl, ExpectedPeers expected);
+
+// A server connection on HBONE's port (15008): TLS 1.3 at least, and ALPN
+// "h2" selected when offered, nothing else (ztunnel's inbound listener).
+[[nodiscard]] Status prepareTunnelServer(SSL* ssl);
 
 // How often a mesh context's peers presented a chain it had already verified
 // (verified_chains.h); zeros for other contexts.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -9,11 +10,16 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "engine/engine.h"
 #include "engine/tls_context.h"
 
 namespace meshlock::engine::testing {
@@ -105,6 +111,56 @@ inline uint16_t localPort(int fd) {
   socklen_t len = sizeof addr;
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   return ntohs(addr.sin_port);
+}
+
+// A loopback TCP server running `handler` on its own thread per connection.
+class TestServer {
+ public:
+  explicit TestServer(std::function<void(UniqueFd)> handler) : handler_(std::move(handler)) {
+    auto address = SocketAddress::parse("127.0.0.1:0");
+    auto fd = listenTcp(*address, 1024);
+    MESHLOCK_CHECK(fd.has_value());
+    listen_ = std::move(*fd);
+    int flags = fcntl(listen_.get(), F_GETFL);
+    fcntl(listen_.get(), F_SETFL, flags & ~O_NONBLOCK);
+    port_ = localPort(listen_.get());
+    acceptor_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        accepted_.fetch_add(1);
+        std::lock_guard lock(mutex_);
+        threads_.emplace_back([this, c] { handler_(UniqueFd(c)); });
+      }
+    });
+  }
+  ~TestServer() {
+    ::shutdown(listen_.get(), SHUT_RDWR);
+    acceptor_.join();
+    std::lock_guard lock(mutex_);
+    for (auto& t : threads_) t.join();
+  }
+  uint16_t port() const { return port_; }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  std::function<void(UniqueFd)> handler_;
+  UniqueFd listen_;
+  uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::mutex mutex_;
+  std::vector<std::thread> threads_;
+  std::atomic<int> accepted_{0};
+};
+
+inline void echo(UniqueFd fd) {
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    if (!writeAll(fd.get(), buf.data(), static_cast<size_t>(n))) return;
+  }
+  ::shutdown(fd.get(), SHUT_WR);
 }
 
 }  // namespace meshlock::engine::testing

@@ -1,0 +1,249 @@
+// HBONE's HTTP/2 server on nghttp2's callback API, fed from memory.
+#include "engine/hbone_server.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <array>
+#include <string>
+
+namespace meshlock::engine {
+namespace {
+
+std::string_view view(const uint8_t* data, size_t length) {
+  return {reinterpret_cast<const char*>(data), length};
+}
+
+bool isRequestHeaders(const nghttp2_frame* frame) {
+  return frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+}
+
+nghttp2_nv header(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                    NGHTTP2_NV_FLAG_NONE};
+}
+
+}  // namespace
+
+// nghttp2's C callbacks, with access to the server's streams.
+struct HboneCallbacks {
+  static HboneServer& self(void* user_data) { return *static_cast<HboneServer*>(user_data); }
+
+  static int beginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+    if (!isRequestHeaders(frame)) return 0;
+    self(user_data).streams_.emplace(frame->hd.stream_id, std::make_unique<HboneServer::Stream>());
+    return 0;
+  }
+
+  static int onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t name_length,
+                      const uint8_t* value, size_t value_length, uint8_t, void* user_data) {
+    if (!isRequestHeaders(frame)) return 0;
+    HboneServer& server = self(user_data);
+    HboneServer::Stream* s = server.find(frame->hd.stream_id);
+    if (s == nullptr) return 0;
+    s->header_bytes += name_length + value_length;
+    // Over the limit: this stream is reset, the connection goes on.
+    if (s->header_bytes > server.settings_.max_header_bytes) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    const std::string_view n = view(name, name_length);
+    const std::string_view v = view(value, value_length);
+    HboneRequest& r = s->request;
+    // Several baggage or forwarded fields join as one list (RFC 9110 5.3).
+    auto join = [](std::string& into, std::string_view more) {
+      if (!into.empty()) into += ",";
+      into += more;
+    };
+    if (n == ":method") r.method = v;
+    else if (n == ":authority") r.authority = v;
+    else if (n == ":protocol") r.extended_connect = true;
+    else if (n == "baggage") join(r.baggage, v);
+    else if (n == "forwarded") join(r.forwarded, v);
+    else if (n == "traceparent") r.traceparent = v;
+    return 0;
+  }
+
+  static int onFrame(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+    HboneServer& server = self(user_data);
+    const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (isRequestHeaders(frame)) {
+      HboneServer::Stream* s = server.find(frame->hd.stream_id);
+      if (s == nullptr) return 0;
+      server.handler_.onRequest(frame->hd.stream_id, s->request);
+      s = server.find(frame->hd.stream_id);
+      if (end_stream && s != nullptr && !s->refused) server.handler_.onEndOfInput(frame->hd.stream_id);
+      return 0;
+    }
+    if (frame->hd.type == NGHTTP2_DATA && end_stream) {
+      HboneServer::Stream* s = server.find(frame->hd.stream_id);
+      if (s != nullptr && !s->refused) server.handler_.onEndOfInput(frame->hd.stream_id);
+    }
+    return 0;
+  }
+
+  static int onData(nghttp2_session* session, uint8_t, int32_t stream, const uint8_t* data, size_t length,
+                    void* user_data) {
+    HboneServer& server = self(user_data);
+    HboneServer::Stream* s = server.find(stream);
+    if (s == nullptr || s->refused) {
+      // Nobody takes these bytes: give their room back to the connection now.
+      nghttp2_session_consume_connection(session, length);
+      return 0;
+    }
+    server.handler_.onData(stream, std::as_bytes(std::span(data, length)));
+    return 0;
+  }
+
+  static int onClose(nghttp2_session*, int32_t stream, uint32_t error_code, void* user_data) {
+    HboneServer& server = self(user_data);
+    auto it = server.streams_.find(stream);
+    if (it == server.streams_.end()) return 0;
+    const bool refused = it->second->refused;
+    server.streams_.erase(it);
+    if (!refused) server.handler_.onStreamClosed(stream, error_code);
+    return 0;
+  }
+
+  static ssize_t readOutput(nghttp2_session*, int32_t stream, uint8_t* buffer, size_t length, uint32_t* flags,
+                            nghttp2_data_source*, void* user_data) {
+    HboneServer& server = self(user_data);
+    HboneServer::Stream* s = server.find(stream);
+    if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    const size_t before = s->out.size();
+    const size_t n = s->out.read(std::as_writable_bytes(std::span(buffer, length)));
+    if (s->out.empty() && s->output_ended) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+      s->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    const size_t bound = server.settings_.stream_output_bound;
+    if (before >= bound && s->out.size() < bound) server.handler_.onOutputDrained(stream);
+    return static_cast<ssize_t>(n);
+  }
+};
+
+Result<std::unique_ptr<HboneServer>> HboneServer::create(Handler& handler, HboneSettings settings) {
+  std::unique_ptr<HboneServer> server(new HboneServer(handler, settings));
+  nghttp2_session_callbacks* callbacks = nullptr;
+  if (nghttp2_session_callbacks_new(&callbacks) != 0) return fail("HTTP/2: out of memory");
+  nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, HboneCallbacks::beginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(callbacks, HboneCallbacks::onHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, HboneCallbacks::onFrame);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, HboneCallbacks::onData);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, HboneCallbacks::onClose);
+  nghttp2_option* option = nullptr;
+  if (nghttp2_option_new(&option) != 0) {
+    nghttp2_session_callbacks_del(callbacks);
+    return fail("HTTP/2: out of memory");
+  }
+  // Windows open when the app has taken the bytes (consumed), not on receipt.
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  int rv = nghttp2_session_server_new2(&server->session_, callbacks, server.get(), option);
+  nghttp2_option_del(option);
+  nghttp2_session_callbacks_del(callbacks);
+  if (rv != 0) return fail(std::string("HTTP/2 session: ") + nghttp2_strerror(rv));
+
+  const std::array<nghttp2_settings_entry, 3> entries{{
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.stream_window},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, settings.max_frame_size},
+  }};
+  rv = nghttp2_submit_settings(server->session_, NGHTTP2_FLAG_NONE, entries.data(), entries.size());
+  if (rv == 0) rv = nghttp2_session_set_local_window_size(server->session_, NGHTTP2_FLAG_NONE, 0,
+                                                          static_cast<int32_t>(settings.connection_window));
+  if (rv != 0) return fail(std::string("HTTP/2 settings: ") + nghttp2_strerror(rv));
+  return server;
+}
+
+HboneServer::~HboneServer() { nghttp2_session_del(session_); }
+
+HboneServer::Stream* HboneServer::find(int32_t stream) {
+  auto it = streams_.find(stream);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+const HboneServer::Stream* HboneServer::find(int32_t stream) const {
+  auto it = streams_.find(stream);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+Status HboneServer::receive(std::span<const std::byte> data) {
+  const ssize_t rv =
+      nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  if (rv < 0) return fail(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
+  return {};
+}
+
+Status HboneServer::produce(ByteQueue& out, size_t limit) {
+  while (out.size() < limit) {
+    const uint8_t* frames = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &frames);
+    if (n < 0) return fail(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(n)));
+    if (n == 0) break;
+    out.append(std::as_bytes(std::span(frames, static_cast<size_t>(n))));
+  }
+  return {};
+}
+
+void HboneServer::accept(int32_t stream) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->accepted || s->refused) return;
+  s->accepted = true;
+  const std::array<nghttp2_nv, 1> headers{header(":status", "200")};
+  nghttp2_data_provider provider{};
+  provider.read_callback = HboneCallbacks::readOutput;
+  if (nghttp2_submit_response(session_, stream, headers.data(), headers.size(), &provider) != 0) reset(stream);
+}
+
+void HboneServer::refuse(int32_t stream, HboneStatus status) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->accepted || s->refused) return;
+  s->refused = true;
+  const std::string code = std::to_string(static_cast<int>(status));
+  const std::array<nghttp2_nv, 1> headers{header(":status", code)};
+  // Headers only, with END_STREAM; what the client still sends is dropped.
+  if (nghttp2_submit_response(session_, stream, headers.data(), headers.size(), nullptr) != 0)
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, NGHTTP2_REFUSED_STREAM);
+}
+
+void HboneServer::send(int32_t stream, std::span<const std::byte> data) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->output_ended) return;
+  s->out.append(data);
+  resume(stream, *s);
+}
+
+void HboneServer::endOutput(int32_t stream) {
+  Stream* s = find(stream);
+  if (s == nullptr || s->output_ended) return;
+  s->output_ended = true;
+  resume(stream, *s);
+}
+
+void HboneServer::resume(int32_t stream, Stream& s) {
+  if (!s.deferred) return;
+  s.deferred = false;
+  nghttp2_session_resume_data(session_, stream);
+}
+
+void HboneServer::reset(int32_t stream) {
+  if (find(stream) == nullptr) return;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, NGHTTP2_CONNECT_ERROR);
+}
+
+void HboneServer::consumed(int32_t stream, size_t bytes) {
+  if (bytes == 0) return;
+  // A stream nghttp2 closed meanwhile still owes the connection its room.
+  if (find(stream) == nullptr || nghttp2_session_consume(session_, stream, bytes) != 0)
+    nghttp2_session_consume_connection(session_, bytes);
+}
+
+size_t HboneServer::queued(int32_t stream) const {
+  const Stream* s = find(stream);
+  return s == nullptr ? 0 : s->out.size();
+}
+
+bool HboneServer::done() const {
+  return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0;
+}
+
+}  // namespace meshlock::engine

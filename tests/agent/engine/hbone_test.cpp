@@ -1,0 +1,260 @@
+// Inbound HBONE against an independent client: tests/agent/engine/hbone_client.py,
+// on Debian's python3-h2 and Python's ssl (OpenSSL), speaking as ztunnel's
+// outbound does. Expected answers follow ztunnel's inbound
+// (istio/ztunnel src/proxy/inbound.rs, 62d82653): 400 for a request that is
+// not CONNECT or names another address than the one the tunnel reached, 401
+// when the authorization policy refuses the peer, 503 when the app cannot be
+// reached; 200 and the bytes both ways otherwise. Every test runs with both
+// event-loop back ends; every wait is bounded.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "engine/engine.h"
+#include "engine/tls_context.h"
+#include "test_support.h"
+
+namespace meshlock::engine {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using testing::echo;
+using testing::TestServer;
+using testing::testPki;
+
+// The test server's ALPN, as agent/identity selects it on 15008 (h2 or nothing).
+int selectH2(SSL*, const uint8_t** out, uint8_t* out_length, const uint8_t* in, unsigned in_length, void*) {
+  for (unsigned i = 0; i < in_length;) {
+    const uint8_t length = in[i];
+    if (i + 1 + length > in_length) break;
+    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), length) == "h2") {
+      *out = in + i + 1;
+      *out_length = length;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + length;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+struct Seen {
+  std::mutex mutex;
+  std::vector<std::string> peers;
+  std::vector<std::string> baggage;
+  std::vector<std::string> forwarded;
+  std::vector<std::string> traceparent;
+  std::vector<ConnectionEnd> ends;
+  int established = 0;
+};
+
+class Observer final : public ConnectionObserver {
+ public:
+  explicit Observer(std::shared_ptr<Seen> seen) : seen_(std::move(seen)) {}
+  void established(const ConnectionSnapshot& snapshot) override {
+    std::lock_guard lock(seen_->mutex);
+    EXPECT_EQ(snapshot.tunnel, "hbone");
+    ++seen_->established;
+  }
+  void transferred(uint64_t, uint64_t) override {}
+  void closed(const ConnectionSnapshot&, ConnectionEnd end, std::string_view) override {
+    std::lock_guard lock(seen_->mutex);
+    seen_->ends.push_back(end);
+  }
+
+ private:
+  std::shared_ptr<Seen> seen_;
+};
+
+class HboneTest : public ::testing::TestWithParam<IoBackendKind> {
+ protected:
+  void SetUp() override {
+    EngineConfig config;
+    config.threads = 1;
+    config.io = GetParam();
+    auto engine = Engine::start(config);
+    ASSERT_TRUE(engine) << engine.error().describe();
+    engine_ = std::move(*engine);
+    auto ctx = makeMutualTlsContext(true, testPki().files("server"), TlsMinVersion::Tls13);
+    ASSERT_TRUE(ctx);
+    SSL_CTX_set_alpn_select_cb(ctx->get(), selectH2, nullptr);
+    server_ctx_ = *ctx;
+    auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    ASSERT_TRUE(listening);
+    port_ = testing::localPort(listening->get());
+    ListenerSpec spec;
+    spec.name = "shop/server hbone";
+    spec.pod_key = "server";
+    spec.decider = InboundDecider([this](const AcceptedSocket& accepted) -> Result<InboundPlan> {
+      InboundPlan plan;
+      plan.app = accepted.local;
+      plan.tls.context = server_ctx_;
+      plan.tls.verify_peer = expectSpiffeIds({});
+      plan.tunnel = [this](const TunnelRequest& request) -> Result<TunnelPlan> {
+        {
+          std::lock_guard lock(seen_->mutex);
+          seen_->peers.emplace_back(request.peer_identity);
+          seen_->baggage.push_back(request.headers.baggage);
+          seen_->forwarded.push_back(request.headers.forwarded);
+          seen_->traceparent.push_back(request.headers.traceparent);
+        }
+        if (request.target.port() == failing_port_) return fail("no route to the app's namespace");
+        TunnelPlan plan;
+        plan.observer = std::make_unique<Observer>(seen_);
+        if (request.target.port() == denied_port_)
+          plan.refusal = Refusal{.reason = "denied by policy shop/deny-client", .policy = "shop/deny-client"};
+        return plan;
+      };
+      return plan;
+    });
+    auto id = engine_->addListener(std::move(*listening), std::move(spec));
+    ASSERT_TRUE(id) << id.error().describe();
+  }
+
+  // The client's JSON report; `extra` are more command-line arguments.
+  json client(const std::vector<std::string>& targets, const std::string& extra = "") {
+    const auto files = testPki().files("client");
+    std::string command = std::string("/usr/bin/python3 ") + MESHLOCK_SOURCE_DIR + "/tests/agent/engine/hbone_client.py" +
+                          " --connect 127.0.0.1:" + std::to_string(port_) + " --cert " + files.cert + " --key " +
+                          files.key + " --ca " + files.ca + " --timeout 20 " + extra;
+    for (const std::string& target : targets) command += " --stream " + target;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    std::string output;
+    char buffer[4096];
+    while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+    if (pipe != nullptr) ::pclose(pipe);
+    auto parsed = json::parse(output, nullptr, false);
+    EXPECT_FALSE(parsed.is_discarded()) << command << "\n" << output;
+    return parsed.is_discarded() ? json::object() : parsed;
+  }
+
+  static std::string local(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+  // Observers hear a stream's end after its last frame left: wait for `n` of them.
+  void waitForEnds(size_t n) {
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard lock(seen_->mutex);
+        if (seen_->ends.size() >= n) return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+
+  std::unique_ptr<Engine> engine_;
+  SslContextRef server_ctx_;
+  uint16_t port_ = 0;
+  uint16_t denied_port_ = 1;
+  uint16_t failing_port_ = 2;
+  std::shared_ptr<Seen> seen_ = std::make_shared<Seen>();
+};
+
+TEST_P(HboneTest, TwoStreamsOfOneTunnelEachReachTheirApp) {
+  TestServer app(echo);
+  TestServer other_app(echo);
+  json out = client({local(app.port()), local(other_app.port())}, "--bytes 200000 --namespace shop");
+  ASSERT_TRUE(out["error"].is_null()) << out.dump();
+  EXPECT_EQ(out["alpn"], "h2");
+  EXPECT_EQ(out["tls_version"], "TLSv1.3");
+  EXPECT_EQ(out["server_id"], testing::kServerId);
+  ASSERT_EQ(out["streams"].size(), 2u);
+  for (const json& stream : out["streams"]) {
+    EXPECT_EQ(stream["status"], 200) << stream.dump();
+    EXPECT_TRUE(stream["echo_ok"].get<bool>()) << stream.dump();
+    EXPECT_TRUE(stream["ended"].get<bool>()) << "the app's FIN arrives as END_STREAM: " << stream.dump();
+  }
+  EXPECT_EQ(app.accepted(), 1);
+  EXPECT_EQ(other_app.accepted(), 1);
+  waitForEnds(2);
+  std::lock_guard lock(seen_->mutex);
+  EXPECT_EQ(seen_->established, 2);
+  EXPECT_EQ(seen_->ends, (std::vector<ConnectionEnd>{ConnectionEnd::Completed, ConnectionEnd::Completed}));
+  // Each stream decided with the tunnel's verified peer and ztunnel's headers.
+  ASSERT_EQ(seen_->peers.size(), 2u);
+  EXPECT_EQ(seen_->peers[0], testing::kClientId);
+  EXPECT_EQ(seen_->baggage[0], "k8s.namespace.name=shop");
+  EXPECT_EQ(seen_->forwarded[0], "for=10.0.0.9");
+  EXPECT_EQ(seen_->traceparent[0], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  EXPECT_EQ(engine_->counters().tunnel_streams, 2u);
+}
+
+TEST_P(HboneTest, AStreamFarBeyondTheWindowsArrivesWhole) {
+  TestServer app(echo);
+  // 12 MiB each way: three stream windows and more than the engine's buffer bound.
+  json out = client({local(app.port())}, "--bytes 12582912 --timeout 60");
+  ASSERT_TRUE(out["error"].is_null()) << out.dump();
+  EXPECT_EQ(out["streams"][0]["status"], 200);
+  EXPECT_EQ(out["streams"][0]["received"], 12582912);
+  EXPECT_TRUE(out["streams"][0]["echo_ok"].get<bool>());
+}
+
+TEST_P(HboneTest, RefusedStreamsGetZtunnelsStatusesAndTheTunnelGoesOn) {
+  TestServer app(echo);
+  // A port nothing listens on: bound, then closed.
+  uint16_t closed_port = 0;
+  {
+    auto fd = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    ASSERT_TRUE(fd);
+    closed_port = testing::localPort(fd->get());
+  }
+  json out = client({"127.0.0.2:" + std::to_string(app.port()), local(denied_port_), local(closed_port),
+                     local(failing_port_), "not-an-address", local(app.port())});
+  ASSERT_TRUE(out["error"].is_null()) << out.dump();
+  const json& s = out["streams"];
+  ASSERT_EQ(s.size(), 6u);
+  EXPECT_EQ(s[0]["status"], 400) << "another address than the tunnel's";
+  EXPECT_EQ(s[1]["status"], 401) << "the authorization policy refused the peer";
+  EXPECT_EQ(s[2]["status"], 503) << "the app refused the connection";
+  EXPECT_EQ(s[3]["status"], 503) << "the decider could not plan it";
+  EXPECT_EQ(s[4]["status"], 400) << "an authority that is not an address";
+  EXPECT_EQ(s[5]["status"], 200);
+  EXPECT_TRUE(s[5]["echo_ok"].get<bool>());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(s[i]["received"], 0) << s[i].dump();
+  const EngineCounters counters = engine_->counters();
+  EXPECT_EQ(counters.tunnel_refused, 5u);
+  EXPECT_EQ(counters.tunnel_streams, 1u);
+  EXPECT_EQ(counters.refused_authz, 1u);
+  waitForEnds(3);
+  std::lock_guard lock(seen_->mutex);
+  EXPECT_NE(std::find(seen_->ends.begin(), seen_->ends.end(), ConnectionEnd::Denied), seen_->ends.end());
+  EXPECT_NE(std::find(seen_->ends.begin(), seen_->ends.end(), ConnectionEnd::ConnectFailed), seen_->ends.end());
+}
+
+TEST_P(HboneTest, ARequestThatIsNotConnectIsABadRequest) {
+  TestServer app(echo);
+  json out = client({local(app.port())}, "--method GET");
+  ASSERT_TRUE(out["error"].is_null()) << out.dump();
+  EXPECT_EQ(out["streams"][0]["status"], 400);
+  EXPECT_EQ(app.accepted(), 0);
+}
+
+TEST_P(HboneTest, WithoutAlpnH2NoStreamIsServed) {
+  TestServer app(echo);
+  json out = client({local(app.port())}, "--alpn istio");
+  EXPECT_FALSE(out["error"].is_null()) << out.dump();
+  EXPECT_TRUE(out["streams"].empty() || out["streams"][0]["status"].is_null()) << out.dump();
+  EXPECT_EQ(app.accepted(), 0);
+  EXPECT_GE(engine_->counters().handshake_failures, 1u);
+}
+
+TEST_P(HboneTest, PlaintextToTheTunnelPortIsRefused) {
+  UniqueFd fd = testing::connectTcp(port_);
+  ASSERT_TRUE(fd);
+  testing::setRecvTimeout(fd.get(), 5000);
+  const std::string request = "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n";
+  ASSERT_TRUE(testing::writeAll(fd.get(), request.data(), request.size()));
+  std::string reply;
+  testing::readToEof(fd.get(), reply);
+  EXPECT_TRUE(reply.empty());
+  EXPECT_EQ(engine_->counters().refused_plaintext, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HboneTest, ::testing::Values(IoBackendKind::Uring, IoBackendKind::Epoll),
+                         [](const auto& info) { return std::string(toString(info.param)); });
+
+}  // namespace
+}  // namespace meshlock::engine
