@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <thread>
 
 #include "identity/identity_manager.h"
@@ -28,7 +29,9 @@ SpiffeId id(const std::string& sa) { return *SpiffeId::parse("spiffe://cluster.l
 // records what verification said about the client.
 class OneConnectionServer {
  public:
-  explicit OneConnectionServer(bssl::UniquePtr<SSL_CTX> ctx) : ctx_(std::move(ctx)) {
+  // `prepare`, if given, runs on the SSL before the handshake (as the engine's hook).
+  explicit OneConnectionServer(bssl::UniquePtr<SSL_CTX> ctx, std::function<Status(SSL*)> prepare = {})
+      : ctx_(std::move(ctx)), prepare_(std::move(prepare)) {
     listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     MESHLOCK_CHECK(listener_ >= 0);
     sockaddr_in addr{};
@@ -68,6 +71,10 @@ class OneConnectionServer {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
     bssl::UniquePtr<SSL> ssl(SSL_new(ctx_.get()));
     SSL_set_fd(ssl.get(), fd);  // a socket BIO here: the engine's memory BIOs are tested elsewhere
+    if (prepare_ && !prepare_(ssl.get())) {
+      ::close(fd);
+      return;
+    }
     handshakeOk = SSL_accept(ssl.get()) == 1;
     failure = verifyFailure(ssl.get());
     if (handshakeOk) {
@@ -92,6 +99,7 @@ class OneConnectionServer {
   }
 
   bssl::UniquePtr<SSL_CTX> ctx_;
+  std::function<Status(SSL*)> prepare_;
   int listener_ = -1;
   int port_ = 0;
   std::thread thread_;
@@ -170,6 +178,34 @@ TEST_F(OpensslInterop, SidecarAlpnOffersReachAStrictServer) {
     EXPECT_EQ(server.peer, id("web"));
     EXPECT_NE(output.find("pong from spiffe://cluster.local/ns/shop/sa/web"), std::string::npos) << output;
   }
+}
+
+// HBONE's port (15008), as ztunnel's inbound listener configures it: "h2"
+// whatever else is offered, nothing for an offer without it (the engine then
+// refuses the tunnel), and TLS 1.3 only.
+TEST_F(OpensslInterop, TheHboneServerSelectsH2AndTls13Only) {
+  const struct {
+    const char* offer;
+    const char* selected;
+  } rows[] = {
+      {"h2", "h2"},
+      {"istio,h2", "h2"},
+      {"istio-peer-exchange,istio", ""},
+  };
+  std::string d = dir_.path().string();
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.offer);
+    OneConnectionServer server(std::move(*node_->serverContext(id("db"))), prepareTunnelServer);
+    std::string output = sClient(server.port(), d + "/web.pem", d + "/web-key.pem", d + "/web-chain.pem", "", row.offer);
+    server.wait();
+    ASSERT_TRUE(server.handshakeOk) << output;
+    EXPECT_EQ(server.alpn, row.selected);
+    EXPECT_EQ(server.version, "TLSv1.3");
+  }
+  OneConnectionServer server(std::move(*node_->serverContext(id("db"))), prepareTunnelServer);
+  std::string output = sClient(server.port(), d + "/web.pem", d + "/web-key.pem", d + "/web-chain.pem", "-tls1_2", "h2");
+  server.wait();
+  EXPECT_FALSE(server.handshakeOk) << output;
 }
 
 TEST_F(OpensslInterop, SClientOverTls12WithAnIstioCipher) {

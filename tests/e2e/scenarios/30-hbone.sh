@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Scenario 30 (issue 16): a served pod takes HBONE on its port 15008, as
+# ztunnel and tunnelling sidecars send it (istio/ztunnel src/proxy/inbound.rs).
+# The client is independent of meshlock (tests/agent/engine/hbone_client.py:
+# python3-h2 over Python's ssl) and runs in legacy/client, an un-meshed pod,
+# with a mesh certificate as a ztunnel would present for its workload. Two
+# streams on one tunnel reach web's two ports; the access log and the
+# metrics count them; an AuthorizationPolicy answers 401 per stream; the
+# tunnel port refuses plaintext and any TLS without ALPN h2.
+E2E_NAME=s30
+source "$(dirname "$0")/../lib/cluster.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+cluster_up "$HERE/cluster.yaml"
+serve shop/web 8080
+serve shop/web 9090
+
+# A P-256 leaf for the SPIFFE ID, signed by the run's mesh CA, as ztunnel holds one per workload.
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
+  -keyout "$WORK/amb-key.pem" -out "$WORK/amb.csr" 2>/dev/null
+printf 'subjectAltName=critical,URI:spiffe://cluster.local/ns/legacy/sa/default\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' >"$WORK/amb.ext"
+openssl x509 -req -in "$WORK/amb.csr" -CA "$WORK/ca/ca-cert.pem" -CAkey "$WORK/ca/ca-key.pem" -CAcreateserial \
+  -days 1 -extfile "$WORK/amb.ext" -out "$WORK/amb-leaf.pem" 2>/dev/null
+cat "$WORK/amb-leaf.pem" "$WORK/ca/ca-cert.pem" >"$WORK/amb.pem"
+
+hbone() {  # hbone OUT [client arguments]: the client's JSON report in $WORK/OUT.json
+  local out=$1; shift
+  in_pod legacy/client /usr/bin/python3 "$HERE/../../agent/engine/hbone_client.py" --connect 10.244.1.10:15008 \
+    --cert "$WORK/amb.pem" --key "$WORK/amb-key.pem" --ca "$WORK/ca/root-cert.pem" --namespace legacy \
+    --forwarded-for 10.244.2.20 --timeout 15 "$@" >"$WORK/$out.json" 2>"$WORK/$out.err" ||
+    fail "the HBONE client failed: $(cat "$WORK/$out.err")"
+}
+
+log "two streams of one tunnel reach web's ports 8080 and 9090, bytes intact both ways"
+hbone two --stream 10.244.1.10:8080 --stream 10.244.1.10:9090 --bytes 300000
+python3 - "$WORK/two.json" <<'PY' || fail "HBONE streams: $(cat "$WORK/two.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["error"] is None, r
+assert r["alpn"] == "h2" and r["tls_version"] == "TLSv1.3", r
+assert r["server_id"] == "spiffe://cluster.local/ns/shop/sa/web", r   # the destination workload's certificate
+for s in r["streams"]:
+    assert s["status"] == 200 and s["echo_ok"] and s["ended"], s
+PY
+sleep 0.5   # the access line is written when the stream ends
+grep -q 'dst=10.244.1.10:9090 .*src_principal=spiffe://cluster.local/ns/legacy/sa/default\|src_principal=spiffe://cluster.local/ns/legacy/sa/default.*dst=10.244.1.10:9090' \
+  "$WORK/agent-node-a.log" || fail "no access line for the stream to 9090"
+grep 'dst=10.244.1.10:9090' "$WORK/agent-node-a.log" | grep -q 'tunnel=hbone' || fail "the access line does not say tunnel=hbone"
+
+log "an AuthorizationPolicy refuses the tunnel's peer stream by stream: 401, the app never reached"
+printf 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-legacy, namespace: shop}\nspec: {action: DENY, rules: [{from: [{source: {principals: [cluster.local/ns/legacy/sa/default]}}], to: [{operation: {ports: ["8080"]}}]}]}\n' \
+  >"$WORK/deny.yaml"
+apply "$WORK/deny.yaml"
+hbone denied --stream 10.244.1.10:8080 --stream 10.244.1.10:9090
+python3 - "$WORK/denied.json" <<'PY' || fail "HBONE under a DENY policy: $(cat "$WORK/denied.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["streams"]
+assert s[0]["status"] == 401 and s[0]["received"] == 0, s[0]
+assert s[1]["status"] == 200 and s[1]["echo_ok"], s[1]   # the same tunnel, a port the policy leaves alone
+PY
+"$CTL" refused --admin "unix:$WORK/admin-node-a.sock" -o json >"$WORK/refused.json"
+grep -q 'shop/deny-legacy' "$WORK/refused.json" || fail "meshlockctl refused does not name the policy: $(head -c 1500 "$WORK/refused.json")"
+
+log "another pod's address in :authority is a bad request"
+hbone other --stream 10.244.2.10:8080
+python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['streams'][0]; assert s['status'] == 400, s" "$WORK/other.json" ||
+  fail "a stream to another address: $(cat "$WORK/other.json")"
+
+log "the tunnel port takes neither plaintext nor TLS without ALPN h2"
+expect_refused legacy/client 10.244.1.10:15008
+hbone no-h2 --stream 10.244.1.10:8080 --alpn istio
+python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['error'] and not any(s['status'] for s in r['streams']), r" \
+  "$WORK/no-h2.json" || fail "a tunnel without ALPN h2 was served: $(cat "$WORK/no-h2.json")"
+
+log "the agent's metrics count the streams"
+metrics=$(nsenter --net="$(node_field node-a netnsPath)" curl -s http://127.0.0.1:15020/metrics)
+grep -q 'meshlock_engine_tunnel_streams_total{result="accepted"} [3-9]' <<<"$metrics" ||
+  fail "tunnel streams accepted: $(grep tunnel_streams <<<"$metrics")"
+grep -q 'meshlock_engine_tunnel_streams_total{result="refused"} [2-9]' <<<"$metrics" ||
+  fail "tunnel streams refused: $(grep tunnel_streams <<<"$metrics")"
+log "done"
