@@ -92,6 +92,7 @@ void printCheckText(const json& r) {
   std::printf("  server mode:  %-13s (%s)\n", text(r, "server_mode").c_str(),
               joined(r.value("server_decided_by", json::array()), "-").c_str());
   std::printf("  outcome:      %s\n", text(r, "outcome").c_str());
+  std::printf("  tunnel:       %s\n", text(r, "tunnel").c_str());
   std::printf("  expect peer:  %s\n", joined(r.value("expected_identities", json::array()), "-").c_str());
   std::printf("  min TLS:      %s\n", text(r, "min_tls_version").c_str());
   if (r.contains("authorization") && r["authorization"].is_string())

@@ -1004,7 +1004,7 @@ namespace {
 // What a client sends one backend and what the two ends make of it. Auto
 // mTLS: mesh mTLS to an endpoint whose proxy accepts it, plaintext otherwise.
 // Behind ztunnel mesh mTLS means HBONE to port 15008, which meshlock does not
-// speak yet: auto mTLS sends plaintext (a STRICT peer refuses it), and
+// originate yet: auto mTLS sends plaintext (a STRICT peer refuses it), and
 // ISTIO_MUTUAL on the app port reaches the app as TLS it cannot read.
 std::pair<ClientTls, Outcome> backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool ztunnel) {
   ClientTls client = fixed;
@@ -1373,6 +1373,7 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   r.client_tls = d.client_tls;
   r.server_mode = d.server_mode;
   r.outcome = d.outcome;
+  if (d.client_tls == ClientTls::kIstioMutual && d.outcome == Outcome::kMtls) r.tunnel = "istio_mtls";
   r.backends_disagree = d.backends_disagree;
   r.min_tls_version = std::string(config::toString(d.min_tls_version));
   for (const std::string& id : d.expected_identities) r.expected_identities.push_back(id);
@@ -1415,7 +1416,7 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   const Pod* behind = d.pod ? d.pod : (!d.backends.empty() ? d.backends.front().pod : nullptr);
   if (behind && index.capturedByZtunnel(*behind)) {
     r.notes.push_back("the destination is captured by Istio's ztunnel (ambient), which takes mesh mTLS as HBONE "
-                      "only: meshlock does not speak HBONE yet, so it sends plaintext (refused under STRICT)");
+                      "only: meshlock takes HBONE but does not originate it yet, so it sends plaintext (refused under STRICT)");
   }
   bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
   for (const Backend& b : d.backends) {

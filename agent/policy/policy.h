@@ -343,6 +343,12 @@ struct ConnectionReport {
   std::vector<std::string> server_decided_by;
   std::string destination;              // "service shop/web port 80 → 1 pod(s)", "pod shop/web", ...
   std::string min_tls_version;
+  // How the bytes cross the network (docs/hbone.md): "istio_mtls" (mesh mTLS
+  // on the destination's port, ALPN istio, as sidecars speak it), "hbone"
+  // (HTTP/2 CONNECT to the destination's 15008) or "none" (plaintext, or TLS
+  // a DestinationRule originates). meshlock originates istio_mtls; it takes
+  // both from its peers.
+  std::string tunnel = "none";
   bool backends_disagree = false;
   // Each backend of a service destination, with its own decision.
   struct BackendReport {

@@ -20,6 +20,7 @@ json toJson(const ConnectionReport& r) {
   j["server_decided_by"] = r.server_decided_by;
   j["destination"] = r.destination;
   j["min_tls_version"] = r.min_tls_version;
+  j["tunnel"] = r.tunnel;
   j["backends_disagree"] = r.backends_disagree;
   j["backends"] = json::array();
   for (const auto& b : r.backends) {

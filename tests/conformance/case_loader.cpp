@@ -49,6 +49,7 @@ Case loadCase(const std::filesystem::path& file) {
     if (e["server_mode"]) x.server_mode = e["server_mode"].as<std::string>();
     if (e["outcome"]) x.outcome = e["outcome"].as<std::string>();
     if (e["expected_identities"]) x.expected_identities = e["expected_identities"].as<std::vector<std::string>>();
+    if (e["tunnel"]) x.tunnel = e["tunnel"].as<std::string>();
     x.authorization = nullableString(e["authorization"]);
     x.authorization_policy = nullableString(e["authorization_policy"]);
     c.expect.push_back(std::move(x));

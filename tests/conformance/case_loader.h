@@ -18,6 +18,7 @@ struct Expectation {
   std::optional<std::vector<std::string>> expected_identities;
   // authz/ cases: "allow" | "deny" | "audit", or null (nothing decided: the
   // destination is not served); the deciding policy "NS/NAME", or null.
+  std::optional<std::string> tunnel;  // istio_mtls | hbone | none
   std::optional<std::optional<std::string>> authorization;
   std::optional<std::optional<std::string>> authorization_policy;
 };

@@ -86,6 +86,9 @@ void runCase(const std::filesystem::path& file) {
     if (x.expected_identities) {
       EXPECT_EQ(*x.expected_identities, r->expected_identities);
     }
+    if (x.tunnel) {
+      EXPECT_EQ(*x.tunnel, r->tunnel);
+    }
     if (x.authorization) {
       EXPECT_EQ(*x.authorization, r->authorization) << r->authorization_reason;
     }

@@ -498,6 +498,7 @@ spec: {clusterIP: 10.96.50.1, selector: {app: api}, ports: [{port: 80, targetPor
   auto report = checkConnection(*forced, {"shop", "client"}, *parseTarget("api.ambient.svc.cluster.local:80"));
   ASSERT_TRUE(report);
   EXPECT_EQ(report->outcome, Outcome::kBroken);
+  EXPECT_EQ(report->tunnel, "none") << "meshlock originates no HBONE yet";
   ASSERT_EQ(report->backends.size(), 1u);
   EXPECT_EQ(report->backends[0].outcome, Outcome::kBroken);
   EXPECT_THAT(report->notes, ::testing::Contains(::testing::HasSubstr("ztunnel")));
