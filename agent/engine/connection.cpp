@@ -57,6 +57,10 @@ void Connection::startOutbound(OutboundPlan plan) {
   setup_->make_socket = std::move(plan.make_socket);
   setup_->client_tls = std::move(plan.tls);
   observer_ = std::move(plan.observer);
+  if (plan.tunnel) {
+    startTunnelStream(std::move(*plan.tunnel));
+    return;
+  }
   plain_outbound_ = !setup_->client_tls;
   if (plain_outbound_) bump(worker_.counters.plaintext_relayed);
   connectUpstream();
@@ -353,7 +357,7 @@ void Connection::armRecv(int side) {
   Side& s = sides_[side];
   if (closing_ || phase_ != Phase::Relaying || !s.connected || s.recv_armed || s.read_eof) return;
   // Back-pressure: nothing more is read while the other side's queue is full.
-  if (sides_[1 - side].wire().size() >= worker_.config().buffer_bound) {
+  if (queuedToward(1 - side) >= worker_.config().buffer_bound) {
     bump(worker_.loop.buffer_full);
     return;
   }
@@ -368,6 +372,10 @@ void Connection::flush(int side) {
 
 void Connection::deliver(int to, std::span<const std::byte> plaintext) {
   countBytes(to, plaintext.size());
+  if (to == kUp && up_tunnel_ != nullptr) {
+    up_tunnel_->send(*this, plaintext);
+    return;
+  }
   Side& s = sides_[to];
   if (!s.tls) {
     s.plain_out.append(plaintext);
@@ -415,6 +423,12 @@ void Connection::pumpTls(int side) {
 
 void Connection::propagateEof(int to) {
   sides_[to].eof_pending = true;
+  if (to == kUp && up_hbone_) {
+    if (up_tunnel_ != nullptr) up_tunnel_->endOutput(*this);  // END_STREAM after what is queued
+    sides_[kUp].write_shut = true;
+    maybeFinish();
+    return;
+  }
   maybeShutdownWrite(to);
 }
 
@@ -448,6 +462,8 @@ void Connection::onSent(int side, int result) {
   }
   s.wire().consume(static_cast<size_t>(result));
   if (tunnel_ && side == kDown) tunnelOutput();  // room in the TLS queue: more frames
+  // The app took the tunnel stream's bytes: its window opens by as much.
+  if (up_tunnel_ != nullptr && side == kDown) up_tunnel_->consumed(*this, static_cast<size_t>(result));
   if (closing_) return;
   flush(side);
   if (!s.send_armed) s.sending.reset();
@@ -494,6 +510,11 @@ void Connection::close(CloseHow how, ConnectionEnd end, std::string reason) {
   phase_ = Phase::Closing;
   worker_.leavePending(this);
   if (tunnel_) tunnel_->abort(end == ConnectionEnd::Completed ? ConnectionEnd::Reset : end);
+  if (up_tunnel_ != nullptr) {
+    ClientTunnel* tunnel = up_tunnel_;
+    up_tunnel_ = nullptr;
+    tunnel->detach(*this);  // resets the stream unless it ended
+  }
   for (int side : {kDown, kUp}) {
     Side& s = sides_[side];
     if (!s.fd) continue;
@@ -568,6 +589,10 @@ ConnectionSnapshot Connection::snapshot(std::chrono::steady_clock::time_point no
   for (const Side& s : sides_) {
     if (s.tls && s.tls->handshakeDone()) out.tls = s.tls->info();
   }
+  if (up_hbone_) {
+    out.tunnel = "hbone";
+    if (!up_tunnel_tls_.version.empty()) out.tls = up_tunnel_tls_;
+  }
   if (!outbound_ && mode_ != InboundMode::Strict && !sides_[kDown].tls) out.plaintext = true;
   if (outbound_ && plain_outbound_) out.plaintext = true;
   out.denied_by = denied_by_;
@@ -594,111 +619,3 @@ void Connection::updateBuffered() {
 
 }  // namespace meshlock::engine
 
-namespace meshlock::engine {
-
-void Connection::startTunnel() {
-  Side& down = sides_[kDown];
-  const uint8_t* alpn = nullptr;
-  unsigned alpn_length = 0;
-  SSL_get0_alpn_selected(down.tls->ssl(), &alpn, &alpn_length);
-  const TlsInfo info = down.tls->info();
-  // ztunnel's inbound speaks HTTP/2 over TLS 1.3 only (ALPN h2).
-  std::string refused;
-  if (std::string_view(reinterpret_cast<const char*>(alpn), alpn_length) != "h2")
-    refused = "HBONE needs ALPN h2: the peer did not negotiate it";
-  else if (info.version != "TLSv1.3")
-    refused = "HBONE needs TLS 1.3, the peer negotiated " + info.version;
-  if (refused.empty()) {
-    auto tunnel = HboneTunnel::create(worker_, *this,
-                                      HboneTunnel::Setup{.decide = std::move(setup_->tunnel),
-                                                         .make_socket = std::move(setup_->make_socket),
-                                                         .peer = peer_,
-                                                         .local = destination_,
-                                                         .tls = info,
-                                                         .labels = labels_});
-    if (tunnel) tunnel_ = std::move(*tunnel);
-    else refused = tunnel.error().describe();
-  }
-  if (!refused.empty()) {
-    bump(worker_.counters.handshake_failures);
-    if (worker_.logAllowedFor(peer_)) spdlog::info("engine: {}: {}: {}", labels_->name, peer_.toString(), refused);
-    close(CloseHow::Reset, ConnectionEnd::HandshakeFailed, std::move(refused));
-    return;
-  }
-  phase_ = Phase::Relaying;
-  worker_.leavePending(this);
-  setup_.reset();
-  pumpTls(kDown);  // HTTP/2 that came with the last handshake flight
-  if (closing_) return;
-  tunnelOutput();
-  if (closing_) return;
-  armRecv(kDown);
-}
-
-void Connection::feedTunnel(ByteQueue& plaintext) {
-  iovec iov[8];
-  Status fed;
-  while (fed && !plaintext.empty()) {
-    const int count = plaintext.frontIovecs(iov, 8);
-    size_t taken = 0;
-    for (int i = 0; i < count && fed; ++i) {
-      fed = tunnel_->receive(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len));
-      taken += iov[i].iov_len;
-    }
-    plaintext.consume(taken);
-  }
-  plaintext.clear();
-  tunnelOutput();  // SETTINGS acks, window updates, answers, or the GOAWAY that says why
-  if (!fed && !closing_) {
-    if (worker_.logAllowedFor(peer_))
-      spdlog::info("engine: {}: HBONE from {}: {}", labels_->name, peer_.toString(), fed.error().describe());
-    close(CloseHow::TlsFailure, ConnectionEnd::TlsError, fed.error().describe());
-  }
-}
-
-void Connection::tunnelOutput() {
-  if (!tunnel_ || closing_ || producing_) return;
-  Side& down = sides_[kDown];
-  producing_ = true;
-  Status produced;
-  const size_t bound = worker_.config().buffer_bound;
-  while (produced && down.tls->output().size() < bound) {
-    produced = tunnel_->produce(tunnel_frames_, 64 * 1024);
-    if (tunnel_frames_.empty()) break;
-    iovec iov[8];
-    while (!tunnel_frames_.empty()) {
-      const int count = tunnel_frames_.frontIovecs(iov, 8);
-      size_t taken = 0;
-      for (int i = 0; i < count; ++i) {
-        if (down.tls->write(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len)) ==
-            TlsStatus::Error) {
-          producing_ = false;
-          bump(worker_.counters.tls_errors);
-          close(CloseHow::TlsFailure, ConnectionEnd::TlsError, down.tls->reason());
-          return;
-        }
-        taken += iov[i].iov_len;
-      }
-      tunnel_frames_.consume(taken);
-    }
-  }
-  producing_ = false;
-  if (!produced) {
-    close(CloseHow::TlsFailure, ConnectionEnd::TlsError, produced.error().describe());
-    return;
-  }
-  flush(kDown);
-  armRecv(kDown);
-  if (tunnel_->finished() && down.wire().empty() && !down.send_armed) close(CloseHow::Graceful, ConnectionEnd::Completed);
-}
-
-void Connection::tunnelIoDone() {
-  if (closing_) {
-    if (pending_ == 0 && tunnelIdle()) finalize();
-    return;
-  }
-  last_activity_ = worker_.now();
-  updateBuffered();
-}
-
-}  // namespace meshlock::engine

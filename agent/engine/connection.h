@@ -11,13 +11,14 @@
 
 #include "engine/byte_queue.h"
 #include "engine/engine.h"
+#include "engine/hbone_pool.h"
 #include "engine/hbone_tunnel.h"
 #include "engine/tls_session.h"
 #include "engine/worker.h"
 
 namespace meshlock::engine {
 
-class Connection final : public IoHandler, HboneTunnel::Host {
+class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
  public:
   Connection(Worker& worker, UniqueFd accepted, const SocketAddress& peer,
              std::shared_ptr<const ListenerLabels> labels);
@@ -126,6 +127,15 @@ class Connection final : public IoHandler, HboneTunnel::Host {
   void tunnelOutput() override;
   void tunnelIoDone() override;
   [[nodiscard]] bool tunnelIdle() const { return !tunnel_ || tunnel_->idle(); }
+  // Outbound HBONE: this connection is a stream of a pooled client tunnel.
+  void startTunnelStream(TunnelOrigin origin);
+  void onTunnelResponse(int status) override;
+  void onTunnelData(std::span<const std::byte> data) override;
+  void onTunnelEnd() override;
+  void onTunnelClosed(bool failed, ConnectionEnd end, std::string reason) override;
+  void onTunnelDrained() override;
+  // Bytes waiting to leave towards `side`: its queue, or its tunnel stream's.
+  [[nodiscard]] size_t queuedToward(int side) const;
   bool outbound() const { return outbound_; }
 
   Worker& worker_;
@@ -153,6 +163,9 @@ class Connection final : public IoHandler, HboneTunnel::Host {
   std::unique_ptr<HboneTunnel> tunnel_;
   ByteQueue tunnel_frames_;    // produced, on their way into the TLS session
   bool producing_ = false;     // inside tunnelOutput: nghttp2 must not be re-entered
+  ClientTunnel* up_tunnel_ = nullptr;  // outbound HBONE, while the stream lives
+  bool up_hbone_ = false;              // outbound HBONE (for snapshots after the stream is gone)
+  TlsInfo up_tunnel_tls_;              // the tunnel's handshake, kept for the report
 };
 
 }  // namespace meshlock::engine

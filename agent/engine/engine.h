@@ -16,7 +16,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
-#include "engine/hbone_server.h"
+#include "engine/hbone_session.h"
 #include "engine/io_backend.h"
 #include "engine/socket_address.h"
 #include "engine/tls_session.h"
@@ -104,12 +104,23 @@ class ConnectionObserver {
   virtual void closed(const ConnectionSnapshot&, ConnectionEnd end, std::string_view reason) = 0;
 };
 
+// Outbound over HBONE: the connection is one CONNECT stream of a tunnel to
+// the destination's port 15008, which the worker shares with every
+// connection of the same pool key (docs/hbone.md).
+struct TunnelOrigin {
+  SocketAddress address;   // the destination pod's address, port 15008
+  std::string pool_key;    // the source pod, the expected peers, the address
+  HboneRequest request;    // :authority (the destination's ip:port) and the headers ztunnel sends
+  TlsClientSetup tls;      // the source identity; its prepare hook offers ALPN h2
+};
+
 // Outbound: plaintext from a local app, to `destination`, over TLS or plain.
 struct OutboundPlan {
   SocketAddress destination;
   SocketFactory make_socket;
   std::optional<TlsClientSetup> tls;  // nullopt: plain relay (DISABLE)
   std::unique_ptr<ConnectionObserver> observer;  // may be empty
+  std::optional<TunnelOrigin> tunnel;  // set: over HBONE (`tls` unused)
 };
 
 enum class InboundMode { Strict, Permissive, Disable };

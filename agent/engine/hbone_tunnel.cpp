@@ -295,7 +295,7 @@ Result<std::unique_ptr<HboneTunnel>> HboneTunnel::create(Worker& worker, Host& h
   std::unique_ptr<HboneTunnel> tunnel(new HboneTunnel(worker, host, std::move(setup)));
   HboneSettings settings;
   settings.stream_output_bound = worker.config().buffer_bound;
-  auto server = HboneServer::create(*tunnel, settings);
+  auto server = HboneSession::create(HboneSession::Role::kServer, *tunnel, settings);
   if (!server) return std::unexpected(server.error());
   tunnel->server_ = std::move(*server);
   return tunnel;

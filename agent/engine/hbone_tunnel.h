@@ -1,4 +1,4 @@
-// The I/O half of an inbound HBONE tunnel: an HboneServer on the plaintext of
+// The I/O half of an inbound HBONE tunnel: an HboneSession (server) on the plaintext of
 // one verified mTLS connection, and for each CONNECT stream its own TCP
 // connection to the app, relayed with back-pressure both ways. Owned by the
 // Connection that did the handshake (it keeps the TLS side and the worker's
@@ -11,14 +11,14 @@
 #include <vector>
 
 #include "engine/engine.h"
-#include "engine/hbone_server.h"
+#include "engine/hbone_session.h"
 #include "engine/worker.h"
 
 namespace meshlock::engine {
 
 class TunnelStream;
 
-class HboneTunnel final : HboneServer::Handler {
+class HboneTunnel final : HboneSession::Handler {
  public:
   // What the tunnel needs from the connection that carries it.
   class Host {
@@ -64,7 +64,7 @@ class HboneTunnel final : HboneServer::Handler {
 
   // For the streams.
   Worker& worker() { return worker_; }
-  HboneServer& server() { return *server_; }
+  HboneSession& server() { return *server_; }
   Host& host() { return host_; }
   const Setup& setup() const { return setup_; }
   void streamIoDone(TunnelStream& stream);
@@ -83,7 +83,7 @@ class HboneTunnel final : HboneServer::Handler {
   Worker& worker_;
   Host& host_;
   Setup setup_;
-  std::unique_ptr<HboneServer> server_;
+  std::unique_ptr<HboneSession> server_;
   std::unordered_map<int32_t, std::unique_ptr<TunnelStream>> streams_;
   // Streams done with HTTP/2 whose socket still has an operation pending.
   std::vector<std::unique_ptr<TunnelStream>> ending_;

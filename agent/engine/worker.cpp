@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "engine/connection.h"
+#include "engine/hbone_pool.h"
 
 namespace meshlock::engine {
 namespace {
@@ -107,6 +108,7 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
     return;
   }
   io_ = std::move(*backend);
+  hbone_pool_ = std::make_unique<HbonePool>(*this);
   started->set_value(io_->kind());
 
   now_ = std::chrono::steady_clock::now();
@@ -141,10 +143,12 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
       }
       std::vector<Connection*> open = connections_;
       for (Connection* c : open) c->terminate();
+      hbone_pool_->shutdown();
     }
     if (draining) {
       std::erase_if(listeners_, [](auto& item) { return !item.second->armed; });
-      if ((connections_.empty() && listeners_.empty()) || now_ >= drain_deadline) break;
+      hbone_pool_->reap();
+      if ((connections_.empty() && listeners_.empty() && hbone_pool_->quiet()) || now_ >= drain_deadline) break;
     }
   }
   for (Connection* c : graveyard_) delete c;
@@ -153,6 +157,11 @@ void Worker::run(IoBackendKind kind, std::promise<Result<IoBackendKind>>* starte
     spdlog::error("engine: worker {}: {} connections still had I/O in flight at shutdown", index_,
                   connections_.size());
   }
+  if (!hbone_pool_->quiet()) {
+    spdlog::error("engine: worker {}: HBONE tunnels still had I/O in flight at shutdown", index_);
+    (void)hbone_pool_.release();  // left, not freed: the ring may still name them
+  }
+  hbone_pool_.reset();
   io_.reset();
 }
 
@@ -414,6 +423,7 @@ void Worker::tick() {
   for (auto& [id, entry] : listeners_) {
     if (entry->rearm_on_tick && !entry->armed && !entry->removed) arm(*entry);
   }
+  hbone_pool_->onTick(now_);
 }
 
 }  // namespace meshlock::engine

@@ -20,6 +20,7 @@
 namespace meshlock::engine {
 
 class Connection;
+class HbonePool;
 
 struct PodBudget {
   std::atomic<int64_t> active{0};
@@ -108,6 +109,8 @@ class Worker {
   std::size_t reauthorize(const Reauthorizer& decide);
 
   [[nodiscard]] IoBackend& io() { return *io_; }
+  // Outbound HBONE tunnels of this worker (hbone_pool.h).
+  [[nodiscard]] HbonePool& hbonePool() { return *hbone_pool_; }
   [[nodiscard]] const EngineConfig& config() const { return shared_->config; }
   [[nodiscard]] std::chrono::steady_clock::time_point now() const { return now_; }
   WorkerCounters counters;
@@ -162,6 +165,7 @@ class Worker {
   std::shared_ptr<EngineShared> shared_;
   unsigned index_;
   std::unique_ptr<IoBackend> io_;
+  std::unique_ptr<HbonePool> hbone_pool_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::mutex posts_mutex_;

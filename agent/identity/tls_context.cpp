@@ -551,6 +551,15 @@ Status prepareTunnelServer(SSL* ssl) {
   return {};
 }
 
+Status prepareTunnelClient(SSL* ssl) {
+  static const std::string wire = alpnWire({kAlpnH2});
+  // Unlike everything else here, 0 is success.
+  if (SSL_set_alpn_protos(ssl, reinterpret_cast<const uint8_t*>(wire.data()), wire.size()) != 0)
+    return fail(takeSslErrors("HBONE: ALPN h2"));
+  if (!SSL_set_min_proto_version(ssl, TLS1_3_VERSION)) return fail(takeSslErrors("HBONE: TLS 1.3"));
+  return {};
+}
+
 Status setSessionSink(SSL* ssl, std::shared_ptr<SessionSink> sink) {
   ConnectionState* state = connectionState(ssl);
   if (state == nullptr) return fail(takeSslErrors("SSL_set_ex_data"));

@@ -109,6 +109,9 @@ struct MeshContextParams {
 // A server connection on HBONE's port (15008): TLS 1.3 at least, and ALPN
 // "h2" selected when offered, nothing else (ztunnel's inbound listener).
 [[nodiscard]] Status prepareTunnelServer(SSL* ssl);
+// A client connection to HBONE's port: TLS 1.3 at least, ALPN "h2" only (in
+// place of the context's "istio"), as ztunnel's outbound connects.
+[[nodiscard]] Status prepareTunnelClient(SSL* ssl);
 
 // How often a mesh context's peers presented a chain it had already verified
 // (verified_chains.h); zeros for other contexts.

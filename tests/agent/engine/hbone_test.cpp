@@ -12,6 +12,9 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <algorithm>
+#include <atomic>
+#include <functional>
 #include <thread>
 
 #include "engine/engine.h"
@@ -135,11 +138,12 @@ class HboneTest : public ::testing::TestWithParam<IoBackendKind> {
   static std::string local(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
   // Observers hear a stream's end after its last frame left: wait for `n` of them.
-  void waitForEnds(size_t n) {
+  void waitForEnds(size_t n, Seen* seen = nullptr) {
+    if (seen == nullptr) seen = seen_.get();
     for (int i = 0; i < 200; ++i) {
       {
-        std::lock_guard lock(seen_->mutex);
-        if (seen_->ends.size() >= n) return;
+        std::lock_guard lock(seen->mutex);
+        if (seen->ends.size() >= n) return;
       }
       std::this_thread::sleep_for(10ms);
     }
@@ -252,6 +256,156 @@ TEST_P(HboneTest, PlaintextToTheTunnelPortIsRefused) {
   EXPECT_TRUE(reply.empty());
   EXPECT_EQ(engine_->counters().refused_plaintext, 1u);
 }
+
+// ---- Outbound: connections as streams of a pooled client tunnel ---------------
+
+// An app's connection captured on an outbound listener, sent over HBONE to
+// `tunnel` with :authority `target`.
+class HboneOutboundTest : public HboneTest {
+ protected:
+  void startOutbound(uint16_t tunnel_port, std::function<std::string()> target) {
+    auto ctx = makeMutualTlsContext(false, testPki().files("client"), TlsMinVersion::Tls13);
+    ASSERT_TRUE(ctx);
+    client_ctx_ = *ctx;
+    auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    ASSERT_TRUE(listening);
+    outbound_port_ = testing::localPort(listening->get());
+    ListenerSpec spec;
+    spec.name = "shop/client outbound";
+    spec.pod_key = "client";
+    spec.decider = OutboundDecider([this, tunnel_port, target](const AcceptedSocket&) -> Result<OutboundPlan> {
+      OutboundPlan plan;
+      plan.destination = *SocketAddress::parse(target());
+      plan.observer = std::make_unique<Observer>(outbound_seen_);
+      TunnelOrigin origin;
+      origin.address = *SocketAddress::parse("127.0.0.1:" + std::to_string(tunnel_port));
+      origin.pool_key = "client|" + origin.address.toString();
+      origin.request.authority = target();
+      origin.request.baggage = "k8s.namespace.name=shop";
+      origin.request.forwarded = "for=\"127.0.0.1:40000\"";
+      origin.tls.context = client_ctx_;
+      origin.tls.prepare = [](SSL* ssl) -> Status {
+        static const uint8_t kH2[] = {2, 'h', '2'};
+        if (SSL_set_alpn_protos(ssl, kH2, sizeof kH2) != 0) return fail("ALPN");
+        return {};
+      };
+      origin.tls.verify_peer = expectSpiffeIds({testing::kServerId});
+      plan.tunnel = std::move(origin);
+      return plan;
+    });
+    auto id = engine_->addListener(std::move(*listening), std::move(spec));
+    ASSERT_TRUE(id) << id.error().describe();
+  }
+
+  // One app connection through the outbound listener: sends `n` pattern
+  // bytes, half-closes, reads to EOF. True if the echo came back whole.
+  bool roundTrip(size_t n, uint64_t seed, int* error = nullptr) {
+    UniqueFd fd = testing::connectTcp(outbound_port_);
+    if (!fd) return false;
+    testing::setRecvTimeout(fd.get(), 10000);
+    std::string sent(n, '\0');
+    testing::PatternStream(seed).fill(reinterpret_cast<uint8_t*>(sent.data()), n);
+    std::thread writer([&] {
+      testing::writeAll(fd.get(), sent.data(), sent.size());
+      ::shutdown(fd.get(), SHUT_WR);
+    });
+    std::string received;
+    const bool clean = testing::readToEof(fd.get(), received, error);
+    writer.join();
+    return clean && received == sent;
+  }
+
+  SslContextRef client_ctx_;
+  uint16_t outbound_port_ = 0;
+  std::shared_ptr<Seen> outbound_seen_ = std::make_shared<Seen>();
+};
+
+TEST_P(HboneOutboundTest, ConnectionsBetweenTwoAgentsShareOneTunnel) {
+  TestServer app(echo);
+  startOutbound(port_, [&] { return local(app.port()); });
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(roundTrip(100000, i)) << "connection " << i;
+  // Five concurrently, too.
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 5; ++i) clients.emplace_back([&, i] { ok += roundTrip(300000, 10 + i) ? 1 : 0; });
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 5);
+  EXPECT_EQ(app.accepted(), 10);
+  // One TLS handshake on each end of the one tunnel that carried all ten.
+  EXPECT_EQ(engine_->counters().handshakes, 2u);
+  EXPECT_EQ(engine_->counters().tunnel_streams, 10u);
+  waitForEnds(10, outbound_seen_.get());
+  std::lock_guard lock(outbound_seen_->mutex);
+  EXPECT_EQ(outbound_seen_->established, 10);
+  EXPECT_EQ(std::count(outbound_seen_->ends.begin(), outbound_seen_->ends.end(), ConnectionEnd::Completed), 10);
+}
+
+TEST_P(HboneOutboundTest, AnIndependentHboneServerIsReached) {
+  TestServer app(echo);
+  const auto files = testPki().files("server");
+  std::string command = std::string("/usr/bin/python3 ") + MESHLOCK_SOURCE_DIR +
+                        "/tests/agent/engine/hbone_server.py --lifetime 20 --exit-after 3 --cert " + files.cert + " --key " +
+                        files.key + " --ca " + files.ca + " --deny 127.0.0.1:1";
+  FILE* server = ::popen(command.c_str(), "r");
+  ASSERT_NE(server, nullptr);
+  char line[4096];
+  ASSERT_NE(std::fgets(line, sizeof line, server), nullptr);
+  int python_port = 0;
+  ASSERT_EQ(std::sscanf(line, "listening %d", &python_port), 1) << line;
+  uint16_t target_port = app.port();
+  startOutbound(static_cast<uint16_t>(python_port), [&] { return local(target_port); });
+  EXPECT_TRUE(roundTrip(2000000, 1));
+  EXPECT_TRUE(roundTrip(1000, 2));
+  target_port = 1;  // the server's --deny: 401
+  int error = 0;
+  EXPECT_FALSE(roundTrip(1000, 3, &error));
+  // What the server saw of each stream, in order.
+  std::vector<json> streams;
+  while (streams.size() < 3 && std::fgets(line, sizeof line, server) != nullptr) {
+    auto j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("status")) streams.push_back(j);
+  }
+  ::pclose(server);  // the server ends after the third stream
+  ASSERT_EQ(streams.size(), 3u);
+  EXPECT_EQ(streams[0]["status"], 200);
+  EXPECT_EQ(streams[0]["authority"], local(app.port()));
+  EXPECT_EQ(streams[0]["peer_id"], testing::kClientId);
+  EXPECT_EQ(streams[0]["baggage"], "k8s.namespace.name=shop");
+  EXPECT_EQ(streams[0]["forwarded"], "for=\"127.0.0.1:40000\"");
+  EXPECT_EQ(streams[2]["status"], 401);
+  EXPECT_EQ(streams[0]["connection"], streams[2]["connection"]) << "one tunnel for all three";
+  waitForEnds(3, outbound_seen_.get());
+  std::lock_guard lock(outbound_seen_->mutex);
+  EXPECT_EQ(outbound_seen_->ends.back(), ConnectionEnd::Denied);
+}
+
+TEST_P(HboneOutboundTest, AStreamTheServerRefusesEndsTheConnection) {
+  startOutbound(port_, [&] { return local(denied_port_); });
+  int error = 0;
+  EXPECT_FALSE(roundTrip(100, 1, &error));
+  waitForEnds(1, outbound_seen_.get());
+  std::lock_guard lock(outbound_seen_->mutex);
+  ASSERT_FALSE(outbound_seen_->ends.empty());
+  EXPECT_EQ(outbound_seen_->ends.front(), ConnectionEnd::Denied);
+}
+
+TEST_P(HboneOutboundTest, NoTunnelEndpointMeansConnectFailed) {
+  uint16_t closed_port = 0;
+  {
+    auto fd = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    ASSERT_TRUE(fd);
+    closed_port = testing::localPort(fd->get());
+  }
+  startOutbound(closed_port, [&] { return std::string("127.0.0.1:80"); });
+  EXPECT_FALSE(roundTrip(100, 1));
+  waitForEnds(1, outbound_seen_.get());
+  std::lock_guard lock(outbound_seen_->mutex);
+  ASSERT_FALSE(outbound_seen_->ends.empty());
+  EXPECT_EQ(outbound_seen_->ends.front(), ConnectionEnd::ConnectFailed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HboneOutboundTest, ::testing::Values(IoBackendKind::Uring, IoBackendKind::Epoll),
+                         [](const auto& info) { return std::string(toString(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Backends, HboneTest, ::testing::Values(IoBackendKind::Uring, IoBackendKind::Epoll),
                          [](const auto& info) { return std::string(toString(info.param)); });

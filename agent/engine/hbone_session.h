@@ -1,9 +1,9 @@
-// The server half of HBONE, Istio's tunnel: HTTP/2 CONNECT over mTLS on
-// port 15008, one TCP connection to the app per stream (the protocol ztunnel
-// and Istio's sidecars speak; ztunnel src/proxy/inbound.rs). This is the
-// HTTP/2 part only, on nghttp2, and does no I/O: it is fed the plaintext the
-// TLS session decrypted and produces the frames to encrypt, so the event
-// loops, the unit tests and the fuzzer drive the same code.
+// HBONE, Istio's tunnel: HTTP/2 CONNECT over mTLS to port 15008, one stream
+// per TCP connection (the protocol ztunnel and Istio's sidecars speak;
+// ztunnel src/proxy/inbound.rs, outbound.rs). This is the HTTP/2 part only,
+// on nghttp2, for both ends, and does no I/O: it is fed the plaintext the TLS
+// session decrypted and produces the frames to encrypt, so the event loops,
+// the unit tests and the fuzzer drive the same code.
 //
 // Flow control is real back-pressure: received DATA opens the windows again
 // only once the owner says the app took the bytes (consumed), so a slow app
@@ -52,71 +52,91 @@ enum class HboneStatus : uint16_t {
   kServiceUnavailable = 503,  // the app could not be reached
 };
 
-class HboneServer {
+// One HTTP/2 connection of HBONE, either end. The server takes CONNECT
+// requests (accept or refuse each); the client opens them (open) and learns
+// the answer. Both move each stream's bytes with the same calls.
+class HboneSession {
  public:
+  enum class Role { kServer, kClient };
+
   // What the owner does with the streams; called from inside receive() and
   // produce() only, never re-entrantly from the owner's own calls.
   class Handler {
    public:
-    // A complete request: answer with accept() or refuse(), now or later.
-    virtual void onRequest(int32_t stream, const HboneRequest& request) = 0;
-    // Bytes the client sent on an accepted (or not yet answered) stream.
+    // Server: a complete request; answer with accept() or refuse(), now or later.
+    virtual void onRequest(int32_t stream, const HboneRequest& request) { (void)stream, (void)request; }
+    // Client: the server's answer to open().
+    virtual void onResponse(int32_t stream, int status) { (void)stream, (void)status; }
+    // Bytes the peer sent on the stream.
     virtual void onData(int32_t stream, std::span<const std::byte> data) = 0;
-    // The client sent END_STREAM: no more bytes for the app (half-close).
+    // The peer sent END_STREAM: no more bytes (half-close).
     virtual void onEndOfInput(int32_t stream) = 0;
     // The stream is gone from HTTP/2: reset (error_code != 0) or finished.
     virtual void onStreamClosed(int32_t stream, uint32_t error_code) = 0;
-    // The stream's queue (send()) has room again below `bound`.
+    // The stream's queue (send()) has room again below the bound.
     virtual void onOutputDrained(int32_t stream) = 0;
 
    protected:
     ~Handler() = default;
   };
 
-  [[nodiscard]] static Result<std::unique_ptr<HboneServer>> create(Handler& handler, HboneSettings settings = {});
-  ~HboneServer();
-  HboneServer(const HboneServer&) = delete;
-  HboneServer& operator=(const HboneServer&) = delete;
+  [[nodiscard]] static Result<std::unique_ptr<HboneSession>> create(Role role, Handler& handler,
+                                                                    HboneSettings settings = {});
+  ~HboneSession();
+  HboneSession(const HboneSession&) = delete;
+  HboneSession& operator=(const HboneSession&) = delete;
 
-  // Plaintext from the client. An error is a connection error (bad preface,
+  // Plaintext from the peer. An error is a connection error (bad preface,
   // a protocol violation): produce() then holds the GOAWAY that says so.
   [[nodiscard]] Status receive(std::span<const std::byte> data);
   // Frames to send, appended to `out` until it holds `limit` bytes or nothing is left.
   [[nodiscard]] Status produce(ByteQueue& out, size_t limit);
 
-  // 200: the tunnel is open; bytes given to send() flow back as DATA.
+  // Server: 200, the tunnel is open; bytes given to send() flow back as DATA.
   void accept(int32_t stream);
-  // The refusal's status, with END_STREAM.
+  // Server: the refusal's status, with END_STREAM.
   void refuse(int32_t stream, HboneStatus status);
-  // Bytes from the app for the client, queued; they leave as the window allows.
+  // Client: a CONNECT stream to request.authority, with its baggage,
+  // forwarded and traceparent headers when set. Bytes may be sent at once;
+  // onResponse says whether they go anywhere.
+  [[nodiscard]] Result<int32_t> open(const HboneRequest& request);
+  // Client: the server takes another stream now (no GOAWAY, under its concurrency limit).
+  [[nodiscard]] bool canOpen() const;
+
+  // Bytes for the peer, queued; they leave as the window allows.
   void send(int32_t stream, std::span<const std::byte> data);
-  // The app ended its side: END_STREAM once the queue is sent.
+  // Our side ends: END_STREAM once the queue is sent.
   void endOutput(int32_t stream);
-  // The app connection failed or was reset: RST_STREAM (CONNECT_ERROR, RFC 9113 8.5).
+  // RST_STREAM (CONNECT_ERROR, RFC 9113 8.5: the TCP side failed or was reset).
   void reset(int32_t stream);
-  // The app took `bytes` of what onData gave: the windows open by as much.
+  // The owner took `bytes` of what onData gave: the windows open by as much.
   void consumed(int32_t stream, size_t bytes);
   // Bytes queued by send() and not yet framed.
   [[nodiscard]] size_t queued(int32_t stream) const;
   // Whether the session has anything left to read or write.
   [[nodiscard]] bool done() const;
   [[nodiscard]] size_t openStreams() const { return streams_.size(); }
+  // Stop opening and taking streams (GOAWAY); open ones finish.
+  void drain();
 
  private:
   struct Stream {
     HboneRequest request;
     size_t header_bytes = 0;
+    int status = 0;  // client: the answer
     ByteQueue out;
     bool accepted = false;
     bool output_ended = false;
     bool refused = false;
     bool deferred = false;   // nghttp2 waits for resume_data
   };
-  explicit HboneServer(Handler& handler, HboneSettings settings) : handler_(handler), settings_(settings) {}
+  HboneSession(Role role, Handler& handler, HboneSettings settings)
+      : role_(role), handler_(handler), settings_(settings) {}
   Stream* find(int32_t stream);
   const Stream* find(int32_t stream) const;
   void resume(int32_t stream, Stream& s);
 
+  Role role_;
   Handler& handler_;
   HboneSettings settings_;
   nghttp2_session* session_ = nullptr;

@@ -1,10 +1,11 @@
-// HBONE's HTTP/2 server on nghttp2's callback API, fed from memory.
-#include "engine/hbone_server.h"
+// HBONE's HTTP/2, both ends, on nghttp2's callback API, fed from memory.
+#include "engine/hbone_session.h"
 
 #include <nghttp2/nghttp2.h>
 
 #include <array>
 #include <string>
+#include <vector>
 
 namespace meshlock::engine {
 namespace {
@@ -15,6 +16,9 @@ std::string_view view(const uint8_t* data, size_t length) {
 
 bool isRequestHeaders(const nghttp2_frame* frame) {
   return frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+}
+bool isResponseHeaders(const nghttp2_frame* frame) {
+  return frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_RESPONSE;
 }
 
 nghttp2_nv header(std::string_view name, std::string_view value) {
@@ -27,19 +31,28 @@ nghttp2_nv header(std::string_view name, std::string_view value) {
 
 // nghttp2's C callbacks, with access to the server's streams.
 struct HboneCallbacks {
-  static HboneServer& self(void* user_data) { return *static_cast<HboneServer*>(user_data); }
+  static HboneSession& self(void* user_data) { return *static_cast<HboneSession*>(user_data); }
 
   static int beginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
     if (!isRequestHeaders(frame)) return 0;
-    self(user_data).streams_.emplace(frame->hd.stream_id, std::make_unique<HboneServer::Stream>());
+    self(user_data).streams_.emplace(frame->hd.stream_id, std::make_unique<HboneSession::Stream>());
     return 0;
   }
 
   static int onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t name_length,
                       const uint8_t* value, size_t value_length, uint8_t, void* user_data) {
+    HboneSession& server = self(user_data);
+    if (isResponseHeaders(frame)) {
+      HboneSession::Stream* s = server.find(frame->hd.stream_id);
+      if (s != nullptr && view(name, name_length) == ":status") {
+        int status = 0;
+        for (char c : view(value, value_length)) status = c >= '0' && c <= '9' && status < 1000 ? status * 10 + (c - '0') : 1000;
+        s->status = status;
+      }
+      return 0;
+    }
     if (!isRequestHeaders(frame)) return 0;
-    HboneServer& server = self(user_data);
-    HboneServer::Stream* s = server.find(frame->hd.stream_id);
+    HboneSession::Stream* s = server.find(frame->hd.stream_id);
     if (s == nullptr) return 0;
     s->header_bytes += name_length + value_length;
     // Over the limit: this stream is reset, the connection goes on.
@@ -62,18 +75,26 @@ struct HboneCallbacks {
   }
 
   static int onFrame(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
-    HboneServer& server = self(user_data);
+    HboneSession& server = self(user_data);
     const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (isRequestHeaders(frame)) {
-      HboneServer::Stream* s = server.find(frame->hd.stream_id);
+      HboneSession::Stream* s = server.find(frame->hd.stream_id);
       if (s == nullptr) return 0;
       server.handler_.onRequest(frame->hd.stream_id, s->request);
       s = server.find(frame->hd.stream_id);
       if (end_stream && s != nullptr && !s->refused) server.handler_.onEndOfInput(frame->hd.stream_id);
       return 0;
     }
+    if (isResponseHeaders(frame)) {
+      HboneSession::Stream* s = server.find(frame->hd.stream_id);
+      if (s == nullptr) return 0;
+      server.handler_.onResponse(frame->hd.stream_id, s->status);
+      s = server.find(frame->hd.stream_id);
+      if (end_stream && s != nullptr) server.handler_.onEndOfInput(frame->hd.stream_id);
+      return 0;
+    }
     if (frame->hd.type == NGHTTP2_DATA && end_stream) {
-      HboneServer::Stream* s = server.find(frame->hd.stream_id);
+      HboneSession::Stream* s = server.find(frame->hd.stream_id);
       if (s != nullptr && !s->refused) server.handler_.onEndOfInput(frame->hd.stream_id);
     }
     return 0;
@@ -81,8 +102,8 @@ struct HboneCallbacks {
 
   static int onData(nghttp2_session* session, uint8_t, int32_t stream, const uint8_t* data, size_t length,
                     void* user_data) {
-    HboneServer& server = self(user_data);
-    HboneServer::Stream* s = server.find(stream);
+    HboneSession& server = self(user_data);
+    HboneSession::Stream* s = server.find(stream);
     if (s == nullptr || s->refused) {
       // Nobody takes these bytes: give their room back to the connection now.
       nghttp2_session_consume_connection(session, length);
@@ -93,7 +114,7 @@ struct HboneCallbacks {
   }
 
   static int onClose(nghttp2_session*, int32_t stream, uint32_t error_code, void* user_data) {
-    HboneServer& server = self(user_data);
+    HboneSession& server = self(user_data);
     auto it = server.streams_.find(stream);
     if (it == server.streams_.end()) return 0;
     const bool refused = it->second->refused;
@@ -104,8 +125,8 @@ struct HboneCallbacks {
 
   static ssize_t readOutput(nghttp2_session*, int32_t stream, uint8_t* buffer, size_t length, uint32_t* flags,
                             nghttp2_data_source*, void* user_data) {
-    HboneServer& server = self(user_data);
-    HboneServer::Stream* s = server.find(stream);
+    HboneSession& server = self(user_data);
+    HboneSession::Stream* s = server.find(stream);
     if (s == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     const size_t before = s->out.size();
     const size_t n = s->out.read(std::as_writable_bytes(std::span(buffer, length)));
@@ -121,8 +142,8 @@ struct HboneCallbacks {
   }
 };
 
-Result<std::unique_ptr<HboneServer>> HboneServer::create(Handler& handler, HboneSettings settings) {
-  std::unique_ptr<HboneServer> server(new HboneServer(handler, settings));
+Result<std::unique_ptr<HboneSession>> HboneSession::create(Role role, Handler& handler, HboneSettings settings) {
+  std::unique_ptr<HboneSession> server(new HboneSession(role, handler, settings));
   nghttp2_session_callbacks* callbacks = nullptr;
   if (nghttp2_session_callbacks_new(&callbacks) != 0) return fail("HTTP/2: out of memory");
   nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, HboneCallbacks::beginHeaders);
@@ -137,7 +158,8 @@ Result<std::unique_ptr<HboneServer>> HboneServer::create(Handler& handler, Hbone
   }
   // Windows open when the app has taken the bytes (consumed), not on receipt.
   nghttp2_option_set_no_auto_window_update(option, 1);
-  int rv = nghttp2_session_server_new2(&server->session_, callbacks, server.get(), option);
+  int rv = role == Role::kServer ? nghttp2_session_server_new2(&server->session_, callbacks, server.get(), option)
+                                 : nghttp2_session_client_new2(&server->session_, callbacks, server.get(), option);
   nghttp2_option_del(option);
   nghttp2_session_callbacks_del(callbacks);
   if (rv != 0) return fail(std::string("HTTP/2 session: ") + nghttp2_strerror(rv));
@@ -154,26 +176,26 @@ Result<std::unique_ptr<HboneServer>> HboneServer::create(Handler& handler, Hbone
   return server;
 }
 
-HboneServer::~HboneServer() { nghttp2_session_del(session_); }
+HboneSession::~HboneSession() { nghttp2_session_del(session_); }
 
-HboneServer::Stream* HboneServer::find(int32_t stream) {
+HboneSession::Stream* HboneSession::find(int32_t stream) {
   auto it = streams_.find(stream);
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
-const HboneServer::Stream* HboneServer::find(int32_t stream) const {
+const HboneSession::Stream* HboneSession::find(int32_t stream) const {
   auto it = streams_.find(stream);
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
-Status HboneServer::receive(std::span<const std::byte> data) {
+Status HboneSession::receive(std::span<const std::byte> data) {
   const ssize_t rv =
       nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data.data()), data.size());
   if (rv < 0) return fail(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(rv)));
   return {};
 }
 
-Status HboneServer::produce(ByteQueue& out, size_t limit) {
+Status HboneSession::produce(ByteQueue& out, size_t limit) {
   while (out.size() < limit) {
     const uint8_t* frames = nullptr;
     const ssize_t n = nghttp2_session_mem_send(session_, &frames);
@@ -184,7 +206,7 @@ Status HboneServer::produce(ByteQueue& out, size_t limit) {
   return {};
 }
 
-void HboneServer::accept(int32_t stream) {
+void HboneSession::accept(int32_t stream) {
   Stream* s = find(stream);
   if (s == nullptr || s->accepted || s->refused) return;
   s->accepted = true;
@@ -194,7 +216,7 @@ void HboneServer::accept(int32_t stream) {
   if (nghttp2_submit_response(session_, stream, headers.data(), headers.size(), &provider) != 0) reset(stream);
 }
 
-void HboneServer::refuse(int32_t stream, HboneStatus status) {
+void HboneSession::refuse(int32_t stream, HboneStatus status) {
   Stream* s = find(stream);
   if (s == nullptr || s->accepted || s->refused) return;
   s->refused = true;
@@ -205,44 +227,72 @@ void HboneServer::refuse(int32_t stream, HboneStatus status) {
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, NGHTTP2_REFUSED_STREAM);
 }
 
-void HboneServer::send(int32_t stream, std::span<const std::byte> data) {
+Result<int32_t> HboneSession::open(const HboneRequest& request) {
+  std::vector<nghttp2_nv> headers{header(":method", "CONNECT"), header(":authority", request.authority)};
+  if (!request.baggage.empty()) headers.push_back(header("baggage", request.baggage));
+  if (!request.forwarded.empty()) headers.push_back(header("forwarded", request.forwarded));
+  if (!request.traceparent.empty()) headers.push_back(header("traceparent", request.traceparent));
+  nghttp2_data_provider provider{};
+  provider.read_callback = HboneCallbacks::readOutput;
+  // nghttp2 copies the header block: nothing here must outlive the call.
+  const int32_t id = nghttp2_submit_request(session_, nullptr, headers.data(), headers.size(), &provider, nullptr);
+  if (id < 0) return fail(std::string("HTTP/2 CONNECT: ") + nghttp2_strerror(id));
+  auto s = std::make_unique<Stream>();
+  s->request = request;
+  s->accepted = true;
+  streams_.emplace(id, std::move(s));
+  return id;
+}
+
+bool HboneSession::canOpen() const {
+  if (nghttp2_session_check_request_allowed(session_) == 0) return false;
+  const uint32_t limit = nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  return streams_.size() < limit;
+}
+
+void HboneSession::drain() {
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+}
+
+void HboneSession::send(int32_t stream, std::span<const std::byte> data) {
   Stream* s = find(stream);
   if (s == nullptr || s->output_ended) return;
   s->out.append(data);
   resume(stream, *s);
 }
 
-void HboneServer::endOutput(int32_t stream) {
+void HboneSession::endOutput(int32_t stream) {
   Stream* s = find(stream);
   if (s == nullptr || s->output_ended) return;
   s->output_ended = true;
   resume(stream, *s);
 }
 
-void HboneServer::resume(int32_t stream, Stream& s) {
+void HboneSession::resume(int32_t stream, Stream& s) {
   if (!s.deferred) return;
   s.deferred = false;
   nghttp2_session_resume_data(session_, stream);
 }
 
-void HboneServer::reset(int32_t stream) {
+void HboneSession::reset(int32_t stream) {
   if (find(stream) == nullptr) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, NGHTTP2_CONNECT_ERROR);
 }
 
-void HboneServer::consumed(int32_t stream, size_t bytes) {
+void HboneSession::consumed(int32_t stream, size_t bytes) {
   if (bytes == 0) return;
   // A stream nghttp2 closed meanwhile still owes the connection its room.
   if (find(stream) == nullptr || nghttp2_session_consume(session_, stream, bytes) != 0)
     nghttp2_session_consume_connection(session_, bytes);
 }
 
-size_t HboneServer::queued(int32_t stream) const {
+size_t HboneSession::queued(int32_t stream) const {
   const Stream* s = find(stream);
   return s == nullptr ? 0 : s->out.size();
 }
 
-bool HboneServer::done() const {
+bool HboneSession::done() const {
   return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0;
 }
 

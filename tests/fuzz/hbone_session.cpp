@@ -1,4 +1,4 @@
-// HBONE's HTTP/2 server (engine/hbone_server.h) fed a client's whole byte
+// HBONE's HTTP/2 server (engine/hbone_session.h) fed a client's whole byte
 // stream as the TLS session would hand it over, in chunks the input itself
 // sizes. The handler does what the tunnel does: accepts CONNECT streams whose
 // authority is an address, refuses the rest, echoes every byte back and
@@ -9,16 +9,16 @@
 #include <set>
 #include <span>
 
-#include "engine/hbone_server.h"
+#include "engine/hbone_session.h"
 #include "engine/socket_address.h"
 
 using namespace meshlock::engine;
 
 namespace {
 
-class EchoHandler final : public HboneServer::Handler {
+class EchoHandler final : public HboneSession::Handler {
  public:
-  HboneServer* server = nullptr;
+  HboneSession* server = nullptr;
   std::set<int32_t> refused;
 
   void onRequest(int32_t stream, const HboneRequest& request) override {
@@ -44,7 +44,7 @@ class EchoHandler final : public HboneServer::Handler {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   EchoHandler handler;
-  auto server = HboneServer::create(handler);
+  auto server = HboneSession::create(HboneSession::Role::kServer, handler);
   if (!server) return 0;
   handler.server = server->get();
   ByteQueue out;
