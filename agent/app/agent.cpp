@@ -159,6 +159,31 @@ Result<capture::PodSpec> capturePodSpec(const PolicyRef& policy, const config::P
 
 // The workload behind an outbound destination: the pod itself, or the one
 // workload every backend of the service belongs to.
+// The backend an HBONE stream goes to. ztunnel balances a service's endpoints
+// itself (the tunnel names one pod), so meshlock picks, round robin, among the
+// backends that take HBONE; a pod address is its own backend.
+std::optional<policy::Backend> hboneBackend(const policy::PolicyIndex& policy, const policy::OutboundDecision& d,
+                                            std::uint64_t pick) {
+  if (d.pod != nullptr) {
+    if (!d.pod->ip) return std::nullopt;
+    return policy::Backend{.pod = d.pod, .ip = *d.pod->ip, .port = d.pod_port};
+  }
+  std::vector<const policy::Backend*> able;
+  for (const policy::Backend& b : d.backends)
+    if (b.pod != nullptr && policy.takesHbone(*b.pod)) able.push_back(&b);
+  if (able.empty()) return std::nullopt;
+  return *able[pick % able.size()];
+}
+
+// The baggage ztunnel's outbound sends for its source (istio/ztunnel
+// src/baggage.rs baggage_header_val).
+std::string baggageOf(const config::Pod& pod, std::string_view cluster_id) {
+  const config::WorkloadMeta w = config::workloadOf(pod);
+  return fmt::format("k8s.cluster.name={},k8s.namespace.name={},k8s.{}.name={},service.name={},service.version={}",
+                     cluster_id, pod.ns(), w.name == pod.name() ? "pod" : "deployment", w.name, w.canonical_service,
+                     w.canonical_revision);
+}
+
 const config::Pod* destinationPod(const policy::OutboundDecision& decision) {
   if (decision.pod != nullptr) return decision.pod;
   if (decision.backends.empty() || decision.backends.front().pod == nullptr) return nullptr;
@@ -222,6 +247,35 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
       }
       auto context = identities->clientContext(source_id);
       if (!context) return std::unexpected(context.error());
+      if (decision.tunnel == policy::Tunnel::kHbone) {
+        // HBONE (docs/hbone.md): a stream of the pooled tunnel to the backend's 15008.
+        auto backend = hboneBackend(*policy, decision, hbone_picks.fetch_add(1, std::memory_order_relaxed));
+        if (!backend) return fail("no backend of " + destination.toString() + " takes HBONE");
+        const engine::SocketAddress target = toEngineAddress(capture::SocketAddress{backend->ip, backend->port});
+        engine::TunnelOrigin origin;
+        origin.address = toEngineAddress(capture::SocketAddress{backend->ip, engine::kHbonePort});
+        std::string expected_text;
+        for (const std::string& id : decision.expected_identities) expected_text += id + ",";
+        origin.pool_key = source.str() + "|" + origin.address.toString() + "|" + expected_text;
+        origin.request.authority = target.toString();
+        origin.request.baggage = baggageOf(*pod, settings.cluster_id);
+        origin.request.forwarded = "for=\"" + accepted.peer.toString() + "\"" +
+                                   (decision.service ? ";host=" + policy->fqdn(*decision.service) : std::string());
+        origin.tls.context = engine::SslContextRef(std::move(*context));
+        origin.tls.prepare = [expected = std::move(expected)](SSL* ssl) -> Status {
+          if (Status set = identity::setExpectedPeers(ssl, identity::ExpectedPeers::oneOf(expected)); !set) return set;
+          return identity::prepareTunnelClient(ssl);
+        };
+        origin.tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
+          auto peer = identity::handshakeIdentity(ssl);
+          if (!peer) return fail(peer.error().describe());
+          return peer->uri();
+        };
+        origin.tls.explain_failure = explainRefusal;
+        plan.destination = target;
+        plan.tunnel = std::move(origin);
+        return plan;
+      }
       engine::TlsClientSetup tls;
       tls.context = engine::SslContextRef(std::move(*context));
       // Resumption: a session of this source identity to this destination

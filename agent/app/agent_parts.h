@@ -50,6 +50,7 @@ struct Agent::Parts {
   std::atomic<bool> all_pods_served{false};
   // Steady-clock ms of the main loop's last turn (liveness, /healthz/live).
   std::atomic<std::int64_t> loop_beat_ms{0};
+  std::atomic<std::uint64_t> hbone_picks{0};  // round robin over a service's HBONE backends
   kmodfree::ProbeReport kernel;  // the start-up probe, as /status shows it
   std::unique_ptr<config::ClusterSource> source;  // manifests or the Kubernetes API
   std::unique_ptr<identity::IdentityManager> identities;

@@ -419,6 +419,8 @@ void parsePod(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   pod.node_name = spec["nodeName"].string();
   pod.host_network = spec["hostNetwork"].optBool().value_or(false);
   pod.ztunnel = doc["metadata"]["annotations"][kAmbientRedirectionAnnotation].string() == "enabled";
+  if (auto tunnel = pod.meta.labels.find(kTunnelLabel); tunnel != pod.meta.labels.end())
+    pod.native_tunnel = tunnel->second == "http";
   for (const char* list : {"containers", "initContainers"}) {
     for (const At<N>& c : spec[list].list()) {
       // Init containers only count when they are sidecars (restartPolicy: Always).

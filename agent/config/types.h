@@ -116,6 +116,9 @@ inline constexpr std::string_view kAmbientLabel = "istio.io/dataplane-mode";  //
 inline constexpr std::string_view kIstioTlsModeLabel = "security.istio.io/tlsMode";
 // The annotation istio-cni sets on pods whose traffic ztunnel captures (value "enabled").
 inline constexpr std::string_view kAmbientRedirectionAnnotation = "ambient.istio.io/redirection";
+// istiod's TunnelLabel (pilot/pkg/model/service.go): "http" says the pod takes
+// HBONE on its own port 15008 (a native tunnel), as meshlock's pods can.
+inline constexpr std::string_view kTunnelLabel = "networking.istio.io/tunnel";
 // The container Istio's injector adds (pkg/kube/inject: ProxyContainerName).
 inline constexpr std::string_view kIstioProxyContainer = "istio-proxy";
 // Namespace labels that turn sidecar injection on (istio-injection=enabled, istio.io/rev=<revision>).
@@ -146,6 +149,7 @@ struct Pod {
   bool terminated = false;  // status.phase Succeeded or Failed: no longer an endpoint
   bool istio_proxy = false;  // a container (or sidecar init container) named istio-proxy: Istio injected Envoy
   bool ztunnel = false;      // annotation ambient.istio.io/redirection=enabled: Istio's ztunnel captures it
+  bool native_tunnel = false;  // label networking.istio.io/tunnel=http: it takes HBONE itself
   [[nodiscard]] const std::string& ns() const { return meta.ref.ns; }
   [[nodiscard]] const std::string& name() const { return meta.ref.name; }
   [[nodiscard]] const Labels& labels() const { return meta.labels; }

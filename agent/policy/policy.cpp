@@ -52,6 +52,15 @@ std::string_view toString(Outcome outcome) {
   return "?";
 }
 
+std::string_view toString(Tunnel tunnel) {
+  switch (tunnel) {
+    case Tunnel::kNone: return "none";
+    case Tunnel::kIstioMtls: return "istio_mtls";
+    case Tunnel::kHbone: return "hbone";
+  }
+  return "?";
+}
+
 std::optional<ServerMode> parseServerMode(std::string_view text) {
   for (ServerMode m : {ServerMode::kNone, ServerMode::kDisable, ServerMode::kPermissive, ServerMode::kStrict}) {
     if (toString(m) == text) return m;
@@ -142,6 +151,7 @@ struct PolicyIndex::PodEntry {
   bool served = false;
   bool sidecar = false;  // an Envoy sidecar does its mTLS
   bool ztunnel = false;  // Istio's ztunnel captures it (HBONE)
+  bool hbone = false;    // takes mesh mTLS as HBONE on its 15008 (ztunnel's, or a native tunnel)
   std::size_t mesh = 0;  // the mesh that governs its namespace (index into meshes_)
   Reason served_reason;
   ServerMode mode = ServerMode::kPermissive;  // inbound, ports without a port-level setting
@@ -567,6 +577,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     e.sidecar = pod.istio_proxy && !pod.host_network;
     e.ztunnel = pod.ztunnel && !e.sidecar && !pod.host_network;  // istio-cni annotates what ztunnel captures
     e.served = ns.enrolled && !opted_out && !e.sidecar && !e.ztunnel;
+    e.hbone = (e.ztunnel || pod.native_tunnel) && !e.sidecar && !pod.host_network;
     e.served_reason = Reason{e.sidecar      ? ReasonKind::kSidecar
                              : e.ztunnel    ? ReasonKind::kZtunnel
                              : !ns.enrolled ? ReasonKind::kNotEnrolled
@@ -847,6 +858,7 @@ bool PolicyIndex::served(const Pod& pod) const { return pods_[podIndex(pod)].ser
 bool PolicyIndex::hasSidecar(const Pod& pod) const { return pods_[podIndex(pod)].sidecar; }
 
 bool PolicyIndex::capturedByZtunnel(const Pod& pod) const { return pods_[podIndex(pod)].ztunnel; }
+bool PolicyIndex::takesHbone(const Pod& pod) const { return pods_[podIndex(pod)].hbone; }
 
 // Which namespaces a mesh takes: a control plane's own and root namespaces
 // always; an SMCP with a ServiceMeshMemberRoll its members; a control plane
@@ -1003,17 +1015,24 @@ namespace {
 
 // What a client sends one backend and what the two ends make of it. Auto
 // mTLS: mesh mTLS to an endpoint whose proxy accepts it, plaintext otherwise.
-// Behind ztunnel mesh mTLS means HBONE to port 15008, which meshlock does not
-// originate yet: auto mTLS sends plaintext (a STRICT peer refuses it), and
-// ISTIO_MUTUAL on the app port reaches the app as TLS it cannot read.
-std::pair<ClientTls, Outcome> backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool ztunnel) {
+// Mesh mTLS travels as HBONE to a pod that takes it (ztunnel's pods, native
+// tunnels: istiod's setTunnelProtocol), else on the app's port with ALPN istio.
+// ztunnel's pods accept mesh mTLS whatever their mode (ztunnel only takes
+// HBONE as mTLS), so auto mTLS sends them HBONE.
+struct BackendChoice {
+  ClientTls client;
+  Outcome outcome;
+  Tunnel tunnel;
+};
+BackendChoice backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool hbone) {
   ClientTls client = fixed;
   if (auto_mtls) {
-    client = mode == ServerMode::kNone || mode == ServerMode::kDisable || ztunnel ? ClientTls::kDisable
-                                                                                  : ClientTls::kIstioMutual;
+    client = (mode == ServerMode::kNone || mode == ServerMode::kDisable) && !hbone ? ClientTls::kDisable
+                                                                                   : ClientTls::kIstioMutual;
   }
-  if (ztunnel && client == ClientTls::kIstioMutual) return {client, Outcome::kBroken};
-  return {client, combine(client, mode)};
+  if (client != ClientTls::kIstioMutual) return {client, combine(client, mode), Tunnel::kNone};
+  if (hbone) return {client, Outcome::kMtls, Tunnel::kHbone};
+  return {client, combine(client, mode), Tunnel::kIstioMtls};
 }
 
 }  // namespace
@@ -1065,12 +1084,13 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
     } else {
       in.decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
     }
-    const auto [client, outcome] =
-        backendDecision(d.client_tls, side == Side::kAuto, in.mode, b.pod && pods_[podIndex(*b.pod)].ztunnel);
+    const auto [client, outcome, tunnel] =
+        backendDecision(d.client_tls, side == Side::kAuto, in.mode, b.pod && pods_[podIndex(*b.pod)].hbone);
     if (first) {
       d.client_tls = client;
       d.server_mode = in.mode;
       d.outcome = outcome;
+      d.tunnel = tunnel;
       d.server_decided_by = in.decided_by;
       first = false;
     } else if (client != d.client_tls || in.mode != d.server_mode || outcome != d.outcome) {
@@ -1083,6 +1103,7 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
     d.server_mode = ServerMode::kNone;
     d.server_decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
     d.outcome = combine(d.client_tls, d.server_mode);
+    if (d.client_tls == ClientTls::kIstioMutual) d.tunnel = Tunnel::kIstioMtls;
   }
 
   // Secure naming.
@@ -1373,7 +1394,7 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   r.client_tls = d.client_tls;
   r.server_mode = d.server_mode;
   r.outcome = d.outcome;
-  if (d.client_tls == ClientTls::kIstioMutual && d.outcome == Outcome::kMtls) r.tunnel = "istio_mtls";
+  r.tunnel = std::string(toString(d.tunnel));
   r.backends_disagree = d.backends_disagree;
   r.min_tls_version = std::string(config::toString(d.min_tls_version));
   for (const std::string& id : d.expected_identities) r.expected_identities.push_back(id);
@@ -1416,7 +1437,10 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
   const Pod* behind = d.pod ? d.pod : (!d.backends.empty() ? d.backends.front().pod : nullptr);
   if (behind && index.capturedByZtunnel(*behind)) {
     r.notes.push_back("the destination is captured by Istio's ztunnel (ambient), which takes mesh mTLS as HBONE "
-                      "only: meshlock takes HBONE but does not originate it yet, so it sends plaintext (refused under STRICT)");
+                      "only: meshlock sends it an HBONE stream to the pod's port 15008");
+  } else if (behind && index.takesHbone(*behind) && r.tunnel == "hbone") {
+    r.notes.push_back("the destination is labelled networking.istio.io/tunnel=http: mesh mTLS goes as an HBONE "
+                      "stream to its port 15008, pooled with the source's other connections to it");
   }
   bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
   for (const Backend& b : d.backends) {
@@ -1425,8 +1449,10 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
     br.ip = b.ip.toString();
     br.port = b.port;
     br.server_mode = b.pod ? index.inbound(*b.pod, b.port).mode : ServerMode::kNone;
-    std::tie(br.client_tls, br.outcome) =
-        backendDecision(d.client_tls, auto_mtls, br.server_mode, b.pod && index.capturedByZtunnel(*b.pod));
+    const BackendChoice choice =
+        backendDecision(d.client_tls, auto_mtls, br.server_mode, b.pod && index.takesHbone(*b.pod));
+    br.client_tls = choice.client;
+    br.outcome = choice.outcome;
     r.backends.push_back(std::move(br));
   }
   if (d.backends_disagree) {

@@ -48,10 +48,14 @@ enum class ServerMode : uint8_t { kNone, kDisable, kPermissive, kStrict };
 enum class ClientTls : uint8_t { kNone, kDisable, kSimple, kMutual, kIstioMutual };
 // What the two ends produce together.
 enum class Outcome : uint8_t { kMtls, kTls, kPlaintext, kRefused, kBroken };
+// How mesh mTLS crosses the network (docs/hbone.md): on the destination's own
+// port with ALPN istio (sidecars, meshlock), or as an HBONE stream to its 15008.
+enum class Tunnel : uint8_t { kNone, kIstioMtls, kHbone };
 
 [[nodiscard]] std::string_view toString(ServerMode mode);
 [[nodiscard]] std::string_view toString(ClientTls tls);
 [[nodiscard]] std::string_view toString(Outcome outcome);
+[[nodiscard]] std::string_view toString(Tunnel tunnel);
 [[nodiscard]] std::optional<ServerMode> parseServerMode(std::string_view text);
 [[nodiscard]] std::optional<ClientTls> parseClientTls(std::string_view text);
 [[nodiscard]] std::optional<Outcome> parseOutcome(std::string_view text);
@@ -114,6 +118,7 @@ struct OutboundDecision {
   ClientTls client_tls = ClientTls::kNone;
   ServerMode server_mode = ServerMode::kNone;  // of the backends (the first, if they differ)
   Outcome outcome = Outcome::kPlaintext;
+  Tunnel tunnel = Tunnel::kNone;   // how mesh mTLS travels to the (first) backend
   bool backends_disagree = false;  // backends differ in server mode or auto-mTLS result
   // Secure naming: SPIFFE IDs the server must present (ISTIO_MUTUAL), or the
   // rule's subjectAltNames (any TLS mode). Points into the index.
@@ -197,6 +202,8 @@ class PolicyIndex {
   // Whether Istio's ztunnel captures the pod: not served by meshlock; a mesh
   // peer that speaks HBONE only, which meshlock cannot yet (issue 16).
   [[nodiscard]] bool capturedByZtunnel(const config::Pod& pod) const;
+  // The pod takes mesh mTLS as HBONE on its 15008: ztunnel's, or labelled a native tunnel.
+  [[nodiscard]] bool takesHbone(const config::Pod& pod) const;
   [[nodiscard]] Reason servedReason(const config::Pod& pod) const;
   [[nodiscard]] SpiffeId identityOf(const config::Pod& pod) const;
 

@@ -458,11 +458,14 @@ status: {podIP: 10.244.1.42}
 }
 
 // Pods Istio's ztunnel captures (istio-cni's annotation
-// ambient.istio.io/redirection=enabled) take mesh mTLS as HBONE only
-// (port 15008): meshlock leaves them to ztunnel and, until it speaks HBONE,
-// sends them plaintext under auto mTLS; STRICT (ztunnel applies the
-// PeerAuthentications too) refuses it, and ISTIO_MUTUAL on the app port breaks.
-TEST(Ztunnel, AmbientPodsAreNotMeshlocksAndNeedHbone) {
+// ambient.istio.io/redirection=enabled) take mesh mTLS as HBONE only (port
+// 15008): meshlock leaves them to ztunnel and sends them HBONE under auto
+// mTLS and under ISTIO_MUTUAL, whatever their PeerAuthentication (ztunnel
+// takes HBONE as mTLS in every mode); DISABLE still sends plaintext, which
+// STRICT refuses. A pod labelled networking.istio.io/tunnel=http takes HBONE
+// itself (istiod's setTunnelProtocol: a native tunnel), as meshlock's pods can;
+// a sidecar's pod keeps Istio mTLS on its port.
+TEST(Ztunnel, AmbientPodsAreNotMeshlocksAndGetHbone) {
   const std::string ambient = R"(
 apiVersion: v1
 kind: Namespace
@@ -474,34 +477,68 @@ metadata: {name: api, namespace: ambient, uid: uid-amb, labels: {app: api}, anno
 spec: {serviceAccountName: api, nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
 status: {podIP: 10.244.1.50}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ambient}
+spec: {clusterIP: 10.96.50.1, selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}
+---
 )";
   auto permissive = cluster(ambient);
   const config::Pod* api = permissive->podByName("ambient", "api");
   EXPECT_FALSE(permissive->served(*api));
   EXPECT_EQ(permissive->servedReason(*api).kind, ReasonKind::kZtunnel);
+  EXPECT_TRUE(permissive->takesHbone(*api));
   auto p = check(*permissive, "shop/client", "ambient/api:8080");
-  EXPECT_EQ(p.client, ClientTls::kDisable);
+  EXPECT_EQ(p.client, ClientTls::kIstioMutual);
   EXPECT_EQ(p.server, ServerMode::kPermissive);
-  EXPECT_EQ(p.outcome, Outcome::kPlaintext);
+  EXPECT_EQ(p.outcome, Outcome::kMtls);
   auto strict = cluster(ambient + pa("ambient", "default", "{mtls: {mode: STRICT}}"));
-  EXPECT_EQ(check(*strict, "shop/client", "ambient/api:8080").outcome, Outcome::kRefused);
+  auto via_service = checkConnection(*strict, {"shop", "client"}, *parseTarget("api.ambient.svc.cluster.local:80"));
+  ASSERT_TRUE(via_service);
+  EXPECT_EQ(via_service->outcome, Outcome::kMtls);
+  EXPECT_EQ(via_service->tunnel, "hbone");
+  EXPECT_EQ(via_service->expected_identities, std::vector<std::string>{"spiffe://cluster.local/ns/ambient/sa/api"});
+  EXPECT_THAT(via_service->notes, ::testing::Contains(::testing::HasSubstr("ztunnel")));
+  auto disabled = cluster(ambient + pa("ambient", "default", "{mtls: {mode: STRICT}}") + R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: shop}
+spec: {host: '*.local', trafficPolicy: {tls: {mode: DISABLE}}}
+)");
+  auto refused = checkConnection(*disabled, {"shop", "client"}, *parseTarget("api.ambient.svc.cluster.local:80"));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->outcome, Outcome::kRefused);
+  EXPECT_EQ(refused->tunnel, "none");
   auto forced = cluster(ambient + R"(apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: all, namespace: shop}
 spec: {host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: ambient}
-spec: {clusterIP: 10.96.50.1, selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}
 )");
   auto report = checkConnection(*forced, {"shop", "client"}, *parseTarget("api.ambient.svc.cluster.local:80"));
   ASSERT_TRUE(report);
-  EXPECT_EQ(report->outcome, Outcome::kBroken);
-  EXPECT_EQ(report->tunnel, "none") << "meshlock originates no HBONE yet";
+  EXPECT_EQ(report->outcome, Outcome::kMtls);
+  EXPECT_EQ(report->tunnel, "hbone");
   ASSERT_EQ(report->backends.size(), 1u);
-  EXPECT_EQ(report->backends[0].outcome, Outcome::kBroken);
-  EXPECT_THAT(report->notes, ::testing::Contains(::testing::HasSubstr("ztunnel")));
+  EXPECT_EQ(report->backends[0].outcome, Outcome::kMtls);
+
+  // Native tunnels: an enrolled pod labelled networking.istio.io/tunnel=http gets HBONE.
+  auto native = cluster(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: tunnelled, namespace: shop, uid: uid-tun, labels: {app: tunnelled, networking.istio.io/tunnel: http}}
+spec: {serviceAccountName: tunnelled, nodeName: node-b, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.2.60}
+---
+)");
+  const config::Pod* tunnelled = native->podByName("shop", "tunnelled");
+  EXPECT_TRUE(native->served(*tunnelled));
+  EXPECT_TRUE(native->takesHbone(*tunnelled));
+  auto to_native = checkConnection(*native, {"shop", "client"}, *parseTarget("shop/tunnelled:8080"));
+  ASSERT_TRUE(to_native);
+  EXPECT_EQ(to_native->tunnel, "hbone");
+  EXPECT_EQ(to_native->outcome, Outcome::kMtls);
+  auto to_plain_meshlock = checkConnection(*native, {"shop", "client"}, *parseTarget("shop/web:8080"));
+  ASSERT_TRUE(to_plain_meshlock);
+  EXPECT_EQ(to_plain_meshlock->tunnel, "istio_mtls");
 }
 
 // Several control planes (OSSM 3 multi-tenancy: two Istio resources whose
