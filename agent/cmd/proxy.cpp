@@ -9,6 +9,7 @@
 #include <ctime>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,8 @@ struct ProxyOptions {
   unsigned max_pending_per_source = engine::EngineConfig{}.max_pending_handshakes_per_source;
   unsigned stats_interval_s = 0;
   bool resume = false;
+  bool hbone = false;
+  std::string hbone_target;
 };
 
 // originate --resume: the newest session ticket the terminating side sent,
@@ -106,10 +109,22 @@ int runProxy(const ProxyOptions& o) {
   }
   bool originate = o.mode == "originate";
   engine::TlsMinVersion min = o.min_tls == "1.3" ? engine::TlsMinVersion::Tls13 : engine::TlsMinVersion::Tls12;
+  // HBONE's tunnel is TLS 1.3 only (docs/hbone.md).
+  if (o.hbone) min = engine::TlsMinVersion::Tls13;
   auto context = engine::makeMutualTlsContext(!originate, engine::TlsFiles{o.cert, o.key, o.ca}, min);
   if (!context) {
     std::fprintf(stderr, "proxy: %s\n", context.error().describe().c_str());
     return 1;
+  }
+  if (o.hbone && !originate) engine::selectHboneAlpn(context->get());
+  std::optional<engine::SocketAddress> hbone_target;
+  if (o.hbone && originate) {
+    auto target = engine::SocketAddress::parse(o.hbone_target);
+    if (!target) {
+      std::fprintf(stderr, "proxy: --hbone-target: %s\n", target.error().describe().c_str());
+      return 2;
+    }
+    hbone_target = *target;
   }
 
   engine::EngineConfig config;
@@ -164,23 +179,48 @@ int runProxy(const ProxyOptions& o) {
       tls.prepare = [cache](SSL* ssl) { return cache->offer(ssl); };
     }
     engine::SocketAddress destination = *connect_address;
-    spec.decider = engine::OutboundDecider([tls, destination](const engine::AcceptedSocket&) {
-      engine::OutboundPlan plan;
-      plan.destination = destination;
-      plan.tls = tls;
-      return Result<engine::OutboundPlan>(std::move(plan));
-    });
+    if (hbone_target) {
+      // Every connection a stream of the worker's pooled tunnel to --connect.
+      tls.prepare = engine::offerHboneAlpn;
+      spec.decider = engine::OutboundDecider([tls, destination, target = *hbone_target](const engine::AcceptedSocket&) {
+        engine::OutboundPlan plan;
+        plan.destination = target;
+        engine::TunnelOrigin origin;
+        origin.address = destination;
+        origin.pool_key = destination.toString();
+        origin.request.authority = target.toString();
+        origin.tls = tls;
+        plan.tunnel = std::move(origin);
+        return Result<engine::OutboundPlan>(std::move(plan));
+      });
+    } else {
+      spec.decider = engine::OutboundDecider([tls, destination](const engine::AcceptedSocket&) {
+        engine::OutboundPlan plan;
+        plan.destination = destination;
+        plan.tls = tls;
+        return Result<engine::OutboundPlan>(std::move(plan));
+      });
+    }
   } else {
     engine::InboundMode mode = o.inbound_mode == "permissive" ? engine::InboundMode::Permissive
                                : o.inbound_mode == "disable"  ? engine::InboundMode::Disable
                                                               : engine::InboundMode::Strict;
     engine::TlsServerSetup tls{*context, verifier, {}, {}};
     engine::SocketAddress app = *connect_address;
-    spec.decider = engine::InboundDecider([tls, app, mode](const engine::AcceptedSocket&) {
+    const bool hbone = o.hbone;
+    spec.decider = engine::InboundDecider([tls, app, mode, hbone](const engine::AcceptedSocket&) {
       engine::InboundPlan plan;
       plan.mode = mode;
       plan.app = app;
       plan.tls = tls;
+      if (hbone) {
+        // HBONE: streams may reach --connect only (the stream's target must
+        // also be the listener's address, as for a pod's 15008).
+        plan.tunnel = [app](const engine::TunnelRequest& request) -> Result<engine::TunnelPlan> {
+          if (request.target.port() != app.port()) return fail("the proxy serves " + app.toString() + " only");
+          return engine::TunnelPlan{};
+        };
+      }
       return Result<engine::InboundPlan>(std::move(plan));
     });
   }
@@ -234,6 +274,11 @@ const CommandRegistrar kProxy{Command{
       sub.add_option("--max-pending-handshakes-per-source", o->max_pending_per_source,
                      "of those, from one source IP; more are refused");
       sub.add_option("--stats-interval-s", o->stats_interval_s, "print counters to stderr this often");
+      sub.add_flag("--hbone", o->hbone,
+                   "HBONE (HTTP/2 CONNECT over mTLS, docs/hbone.md): originate pools every connection as a stream "
+                   "of one tunnel to --connect; terminate takes streams to --connect's port");
+      sub.add_option("--hbone-target", o->hbone_target,
+                     "originate --hbone: the :authority each stream asks for (the app behind the terminating side)");
       sub.add_flag("--resume", o->resume,
                    "originate: offer the newest session ticket from the terminating side (TLS resumption)");
       return [o] { return runProxy(*o); };

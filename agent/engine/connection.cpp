@@ -424,9 +424,10 @@ void Connection::pumpTls(int side) {
 void Connection::propagateEof(int to) {
   sides_[to].eof_pending = true;
   if (to == kUp && up_hbone_) {
-    if (up_tunnel_ != nullptr) up_tunnel_->endOutput(*this);  // END_STREAM after what is queued
-    sides_[kUp].write_shut = true;
-    maybeFinish();
+    // END_STREAM after what is queued. The stream's write side counts as shut
+    // only once HTTP/2 closed the stream (onTunnelClosed): closing earlier
+    // would reset a stream whose last bytes are still queued.
+    if (up_tunnel_ != nullptr) up_tunnel_->endOutput(*this);
     return;
   }
   maybeShutdownWrite(to);

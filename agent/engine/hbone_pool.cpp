@@ -192,6 +192,8 @@ void ClientTunnel::fail(ConnectionEnd end, std::string reason) {
   closing_ = true;
   failed_with_ = end;
   failure_ = reason;
+  if (end != ConnectionEnd::IdleTimeout && end != ConnectionEnd::Shutdown && worker_.logAllowedFor(address_))
+    spdlog::info("engine: {} ended ({}): {}; {} stream(s) reset", name_, toString(end), reason, riders_.size());
   if (fd_) {
     linger lg{1, 0};
     setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);

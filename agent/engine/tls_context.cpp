@@ -13,6 +13,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <string_view>
 #include <vector>
 
 namespace meshlock::engine {
@@ -124,6 +125,31 @@ Result<SslContextRef> makeMutualTlsContext(bool server, const TlsFiles& files, T
   }
   // Renegotiation is never allowed (BoringSSL's default; stated for the reader).
   return SslContextRef(std::move(ctx));
+}
+
+void selectHboneAlpn(SSL_CTX* server) {
+  SSL_CTX_set_alpn_select_cb(
+      server,
+      [](SSL*, const uint8_t** out, uint8_t* out_length, const uint8_t* in, unsigned in_length, void*) {
+        for (unsigned i = 0; i < in_length;) {
+          const uint8_t length = in[i];
+          if (i + 1 + length > in_length) break;
+          if (std::string_view(reinterpret_cast<const char*>(in + i + 1), length) == "h2") {
+            *out = in + i + 1;
+            *out_length = length;
+            return SSL_TLSEXT_ERR_OK;
+          }
+          i += 1 + length;
+        }
+        return SSL_TLSEXT_ERR_NOACK;
+      },
+      nullptr);
+}
+
+Status offerHboneAlpn(SSL* client) {
+  static const uint8_t kH2[] = {2, 'h', '2'};
+  if (SSL_set_alpn_protos(client, kH2, sizeof kH2) != 0) return fail("ALPN h2: " + drainSslErrors());
+  return {};
 }
 
 PeerVerifier expectSpiffeIds(std::vector<std::string> expected) {

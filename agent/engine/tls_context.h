@@ -26,6 +26,11 @@ enum class TlsMinVersion { Tls12, Tls13 };
 [[nodiscard]] Result<SslContextRef> makeMutualTlsContext(bool server, const TlsFiles& files,
                                                          TlsMinVersion min_version = TlsMinVersion::Tls12);
 
+// HBONE's ALPN for these contexts (the agent's own are in agent/identity):
+// a server context selects "h2" or nothing; a client connection offers "h2" only.
+void selectHboneAlpn(SSL_CTX* server);
+[[nodiscard]] Status offerHboneAlpn(SSL* client);
+
 // Accepts a peer whose certificate carries one of `expected` as its SPIFFE
 // URI SAN (any SPIFFE ID if `expected` is empty) and returns it.
 [[nodiscard]] PeerVerifier expectSpiffeIds(std::vector<std::string> expected);

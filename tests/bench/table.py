@@ -148,6 +148,34 @@ def table(values, setups, subject, base, haproxy_values, haproxy_setup, haproxy_
         print("| " + " | ".join(cells) + " |")
 
 
+def hbone_table(values):
+    """HBONE (pooled streams) beside per-connection mTLS and HAProxy, with
+    issue 16's goals: conn/s at least 10x HAProxy's full handshakes, one
+    stream's throughput within 10 % of direct mTLS."""
+    if not any(s == "meshlock_hbone" for (s, _) in values):
+        return
+    print("\n**HBONE**, the meshlock pair speaking HBONE (every connection a stream of one pooled tunnel):\n")
+    print("| measure | meshlock mTLS | meshlock HBONE | HAProxy | HBONE ÷ mTLS | HBONE ÷ HAProxy | goal | met? |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    rows = [("conn_full", "new connections/s", "≥ 10× HAProxy", lambda h, m, hp: h >= 10 * hp),
+            ("gbit_1", "throughput, 1 stream (Gbit/s)", "within 10 % of mTLS", lambda h, m, hp: h >= 0.9 * m),
+            ("gbit_8", "throughput, 8 streams (Gbit/s)", "", None),
+            ("pp_64_p50", "64 B ping-pong p50 (µs)", "", None),
+            ("pp_64_p99", "64 B ping-pong p99 (µs)", "", None),
+            ("conn_full_cpu_ms", "CPU ms per connection", "", None),
+            ("idle_kib_per_conn_orig", "KiB per idle connection, originating side", "", None)]
+    for metric, label, goal, check in rows:
+        h, m, hp = (values.get((s, metric)) for s in ("meshlock_hbone", "meshlock", "haproxy"))
+        if h is None:
+            continue
+        met = "" if check is None or m is None or hp is None else ("met" if check(h, m, hp) else "missed")
+        print(f"| {label} | {fmt(m, metric)} | {fmt(h, metric)} | {fmt(hp, metric)} | {ratio(h, m)} | {ratio(h, hp)} | {goal} | {met} |")
+    direct = values.get(("direct", "pp_64_p50"))
+    h, m = values.get(("meshlock_hbone", "pp_64_p50")), values.get(("meshlock", "pp_64_p50"))
+    if None not in (direct, h, m):
+        print(f"\n64 B round trip added over direct: HBONE {h - direct:.0f} µs, per-connection mTLS {m - direct:.0f} µs.")
+
+
 def main():
     profile, path = sys.argv[1], sys.argv[2]
     values = load(path)
@@ -161,6 +189,7 @@ def main():
         errors = {s: int(v) for (s, m), v in values.items() if m.endswith("_errors") and v > 0}
         if errors:
             print(f"\nConnection errors during conn/s runs: {errors}.")
+        hbone_table(values)
         share = values.get(("meshlock", "conn_resumed_share"))
         if share is not None:
             print(f"\nmeshlock resumed {share:.0%} of its handshakes in the resumption run (terminating side's counters).")

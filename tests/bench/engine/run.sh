@@ -95,6 +95,24 @@ setup_meshlock() {
   wait_port $t && wait_port $o
 }
 
+# The same pair speaking HBONE (docs/hbone.md): every connection a stream of
+# one pooled tunnel, so a new connection costs a stream, not a handshake.
+setup_meshlock_hbone() {
+  local app=$1 o=$((port_base + 6)) t=$((port_base + 7))
+  "$agent" proxy --mode terminate --hbone --listen 127.0.0.1:$t --connect 127.0.0.1:$app --threads 1 \
+    --cert "$pki/server.pem" --key "$pki/server.key" --ca "$pki/ca.pem" \
+    --expect-identity spiffe://cluster.local/ns/shop/sa/client \
+    --max-connections 200000 >"$work/meshlock_hbone-t.log" 2>&1 &
+  TERM_PID=$!; pids+=("$TERM_PID")
+  "$agent" proxy --mode originate --hbone --hbone-target 127.0.0.1:$app --listen 127.0.0.1:$o --connect 127.0.0.1:$t \
+    --threads 1 --cert "$pki/client.pem" --key "$pki/client.key" --ca "$pki/ca.pem" \
+    --expect-identity spiffe://cluster.local/ns/shop/sa/server \
+    --max-connections 200000 >"$work/meshlock_hbone-o.log" 2>&1 &
+  ORIG=$!; pids+=("$ORIG")
+  ENTRY=$o
+  wait_port $t && wait_port $o
+}
+
 # TLS 1.3 with AES-128-GCM only, the suite the crypto floor assumes
 # (OpenSSL would otherwise pick AES-256-GCM); client certificates required.
 setup_haproxy() {
@@ -277,7 +295,7 @@ idle_memory() {
   fi
 }
 
-setups=(direct meshlock haproxy stunnel)
+setups=(direct meshlock meshlock_hbone haproxy stunnel)
 ORIG=; TERM_PID=; ENTRY=
 
 progress "iperf3 (${secs}s each)"
@@ -316,7 +334,8 @@ for setup in "${setups[@]}"; do
   idle_memory "$setup"
   [ "$setup" != meshlock ] || grep -h "first handshake" "$work/meshlock-o.log" | head -1 | sed 's/.*first handshake //' > "$work/meshlock-cipher" || true
   stop_setup
-  if [ "$setup" != direct ]; then
+  # HBONE pools instead of resuming: its "full" run is already one handshake.
+  if [ "$setup" != direct ] && [ "$setup" != meshlock_hbone ]; then
     progress "$setup: connections (resumption)"
     start "$setup" $ECHO 1 || continue
     conn_rate "$setup" resumed
