@@ -609,7 +609,7 @@ void Connection::updateBuffered() {
     now += s.plain_out.size();
     if (s.tls) now += s.tls->output().size() + s.tls->bufferedInput();
   }
-  if (tunnel_) now += tunnel_->buffered() + tunnel_frames_.size();
+  if (tunnel_) now += tunnel_->buffered();
   if (now > accounted_buffered_) {
     bump(worker_.counters.buffered_bytes, now - accounted_buffered_);
   } else {

@@ -161,7 +161,6 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   std::chrono::steady_clock::time_point last_activity_;
   size_t accounted_buffered_ = 0;
   std::unique_ptr<HboneTunnel> tunnel_;
-  ByteQueue tunnel_frames_;    // produced, on their way into the TLS session
   bool producing_ = false;     // inside tunnelOutput: nghttp2 must not be re-entered
   ClientTunnel* up_tunnel_ = nullptr;  // outbound HBONE, while the stream lives
   bool up_hbone_ = false;              // outbound HBONE (for snapshots after the stream is gone)

@@ -72,30 +72,10 @@ void Connection::tunnelOutput() {
   if (!tunnel_ || closing_ || producing_) return;
   Side& down = sides_[kDown];
   producing_ = true;
-  Status produced;
-  const size_t bound = worker_.config().buffer_bound;
-  while (produced && down.tls->output().size() < bound) {
-    produced = tunnel_->produce(tunnel_frames_, 64 * 1024);
-    if (tunnel_frames_.empty()) break;
-    iovec iov[8];
-    while (!tunnel_frames_.empty()) {
-      const int count = tunnel_frames_.frontIovecs(iov, 8);
-      size_t taken = 0;
-      for (int i = 0; i < count; ++i) {
-        if (down.tls->write(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len)) ==
-            TlsStatus::Error) {
-          producing_ = false;
-          bump(worker_.counters.tls_errors);
-          close(CloseHow::TlsFailure, ConnectionEnd::TlsError, down.tls->reason());
-          return;
-        }
-        taken += iov[i].iov_len;
-      }
-      tunnel_frames_.consume(taken);
-    }
-  }
+  const Status produced = tunnel_->produce(*down.tls, worker_.config().buffer_bound);
   producing_ = false;
   if (!produced) {
+    bump(worker_.counters.tls_errors);
     close(CloseHow::TlsFailure, ConnectionEnd::TlsError, produced.error().describe());
     return;
   }

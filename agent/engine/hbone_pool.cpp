@@ -350,28 +350,8 @@ void ClientTunnel::onReceived(const IoCompletion& completion) {
 
 void ClientTunnel::pump() {
   if (closing_ || in_session_ || !session_) return;
-  const size_t bound = worker_.config().buffer_bound;
-  Status produced;
-  while (produced && tls_->output().size() < bound) {
-    produced = session_->produce(frames_, 64 * 1024);
-    if (frames_.empty()) break;
-    iovec iov[8];
-    while (!frames_.empty()) {
-      const int count = frames_.frontIovecs(iov, 8);
-      size_t taken = 0;
-      for (int i = 0; i < count; ++i) {
-        if (tls_->write(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len)) ==
-            TlsStatus::Error) {
-          bump(worker_.counters.tls_errors);
-          fail(ConnectionEnd::TlsError, tls_->reason());
-          return;
-        }
-        taken += iov[i].iov_len;
-      }
-      frames_.consume(taken);
-    }
-  }
-  if (!produced) {
+  if (Status produced = encryptFrames(*session_, *tls_, worker_.config().buffer_bound); !produced) {
+    bump(worker_.counters.tls_errors);
     fail(ConnectionEnd::TlsError, produced.error().describe());
     return;
   }

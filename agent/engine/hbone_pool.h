@@ -136,7 +136,6 @@ class ClientTunnel final : public IoHandler, HboneSession::Handler {
   std::unique_ptr<TlsSession> tls_;
   std::optional<TlsClientSetup> setup_;
   std::unique_ptr<HboneSession> session_;
-  ByteQueue frames_;
   ByteQueue plaintext_;
   std::vector<Rider> riders_;
   Phase phase_ = Phase::Connecting;

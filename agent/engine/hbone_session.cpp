@@ -1,6 +1,8 @@
 // HBONE's HTTP/2, both ends, on nghttp2's callback API, fed from memory.
 #include "engine/hbone_session.h"
 
+#include "engine/tls_session.h"
+
 #include <nghttp2/nghttp2.h>
 
 #include <array>
@@ -195,15 +197,38 @@ Status HboneSession::receive(std::span<const std::byte> data) {
   return {};
 }
 
-Status HboneSession::produce(ByteQueue& out, size_t limit) {
-  while (out.size() < limit) {
+Status HboneSession::produce(const FrameSink& sink, size_t limit) {
+  size_t sent = 0;
+  while (sent < limit) {
     const uint8_t* frames = nullptr;
     const ssize_t n = nghttp2_session_mem_send(session_, &frames);
     if (n < 0) return fail(std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(n)));
     if (n == 0) break;
-    out.append(std::as_bytes(std::span(frames, static_cast<size_t>(n))));
+    if (Status taken = sink(std::as_bytes(std::span(frames, static_cast<size_t>(n)))); !taken) return taken;
+    sent += static_cast<size_t>(n);
   }
   return {};
+}
+
+Status HboneSession::produce(ByteQueue& out, size_t limit) {
+  if (out.size() >= limit) return {};
+  return produce(
+      [&out](std::span<const std::byte> frames) -> Status {
+        out.append(frames);
+        return {};
+      },
+      limit - out.size());
+}
+
+Status encryptFrames(HboneSession& session, TlsSession& tls, size_t bound) {
+  const size_t queued = tls.output().size();
+  if (queued >= bound) return {};
+  return session.produce(
+      [&tls](std::span<const std::byte> frames) -> Status {
+        if (tls.write(frames) == TlsStatus::Error) return fail("TLS write: " + tls.reason());
+        return {};
+      },
+      bound - queued);
 }
 
 void HboneSession::accept(int32_t stream) {

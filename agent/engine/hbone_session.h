@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -91,6 +92,10 @@ class HboneSession {
   [[nodiscard]] Status receive(std::span<const std::byte> data);
   // Frames to send, appended to `out` until it holds `limit` bytes or nothing is left.
   [[nodiscard]] Status produce(ByteQueue& out, size_t limit);
+  // Frames to send, handed to `sink` as nghttp2 makes them (valid during the
+  // call only), until `limit` bytes went or nothing is left.
+  using FrameSink = std::function<Status(std::span<const std::byte>)>;
+  [[nodiscard]] Status produce(const FrameSink& sink, size_t limit);
 
   // Server: 200, the tunnel is open; bytes given to send() flow back as DATA.
   void accept(int32_t stream);
@@ -143,5 +148,10 @@ class HboneSession {
   std::map<int32_t, std::unique_ptr<Stream>> streams_;
   friend struct HboneCallbacks;
 };
+
+class TlsSession;
+// The session's frames encrypted straight into `tls` (no copy in between),
+// until its output holds `bound` bytes or nothing is left.
+[[nodiscard]] Status encryptFrames(HboneSession& session, TlsSession& tls, size_t bound);
 
 }  // namespace meshlock::engine

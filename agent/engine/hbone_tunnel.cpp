@@ -311,7 +311,6 @@ Status HboneTunnel::receive(std::span<const std::byte> plaintext) {
   return server_->receive(plaintext);
 }
 
-Status HboneTunnel::produce(ByteQueue& out, size_t limit) { return server_->produce(out, limit); }
 
 bool HboneTunnel::finished() const { return streams_.empty() && server_->done(); }
 

@@ -47,8 +47,8 @@ class HboneTunnel final : HboneSession::Handler {
   // Plaintext the TLS session decrypted; an error ends the tunnel (produce()
   // still holds the GOAWAY that says why).
   [[nodiscard]] Status receive(std::span<const std::byte> plaintext);
-  // Frames to encrypt and send, until `out` holds `limit` bytes.
-  [[nodiscard]] Status produce(ByteQueue& out, size_t limit);
+  // Frames encrypted into `tls` until its output holds `bound` bytes.
+  [[nodiscard]] Status produce(TlsSession& tls, size_t bound) { return encryptFrames(*server_, tls, bound); }
   // HTTP/2 has nothing left to read or write and no stream is open.
   [[nodiscard]] bool finished() const;
   // The tunnel connection is ending: every stream still open is reset
