@@ -272,8 +272,7 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
           return peer->uri();
         };
         origin.tls.explain_failure = explainRefusal;
-        plan.destination = target;
-        plan.tunnel = std::move(origin);
+        plan.tunnel = std::move(origin);  // plan.destination stays what the app asked for
         return plan;
       }
       engine::TlsClientSetup tls;
@@ -321,13 +320,13 @@ std::unique_ptr<ConnectionReport> Agent::Parts::inboundReport(const policy::Poli
                                                               const engine::SocketAddress& peer,
                                                               const engine::SocketAddress& app,
                                                               const policy::InboundDecision& decision,
-                                                              engine::InboundMode mode) const {
+                                                              engine::InboundMode mode, bool tunnel) const {
   if (!reports) return nullptr;
   PlannedConnection planned = planReport(pod, pod_id, false);
   planned.policy = toString(mode);
   planned.decided_by = decision.decided_by.text();
   planned.port = pod.hasContainerPort(app.port()) ? app.port() : 0;
-  planned.mesh_mtls = mode != engine::InboundMode::Disable;
+  planned.mesh_mtls = tunnel || mode != engine::InboundMode::Disable;  // an HBONE stream is mTLS whatever the mode
   if (const config::Service* svc = policy.serviceForPodPort(pod, app.port()))
     labelService(policy.fqdn(*svc), *svc, settings.cluster_id, planned.labels);
   if (const config::Pod* source = policy.podByIp(peer.ip())) labelWorkload(*source, true, settings.cluster_id, planned.labels);
@@ -401,8 +400,9 @@ Result<engine::InboundPlan> Agent::Parts::planTunnel(const config::PodUid& pod, 
     if (served_pod == nullptr) return fail("pod " + pod.str() + " is no longer in the cluster state");
     const policy::InboundDecision decision = policy->inbound(pod, request.target.port());
     engine::TunnelPlan out;
+    // The access log names the port's mode, as for a connection to the port itself.
     out.observer = inboundReport(*policy, *served_pod, pod_id, request.peer, request.target, decision,
-                                 engine::InboundMode::Strict);
+                                 toEngineMode(decision.mode), true);
     if (policy->authorization().anyApplies(*served_pod))
       out.refusal = authorizationRefusal(*policy, *served_pod, request.peer, request.target, request.peer_identity, {});
     return out;
@@ -799,6 +799,9 @@ int Agent::run(std::stop_token stop) {
   if (parts.admin_server) parts.admin_server->stop();
   if (parts.admin_tcp_server) parts.admin_tcp_server->stop();
   if (parts.metrics_server) parts.metrics_server->stop();
+  // HBONE tunnels from other nodes' agents stay open for their next streams:
+  // GOAWAY sends those to the next agent process; open streams finish here.
+  parts.engine->drainTunnels();
   spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;

@@ -103,7 +103,7 @@ struct Agent::Parts {
   std::unique_ptr<ConnectionReport> inboundReport(const policy::PolicyIndex& policy, const config::Pod& pod,
                                                   const identity::SpiffeId& pod_id, const engine::SocketAddress& peer,
                                                   const engine::SocketAddress& app, const policy::InboundDecision& decision,
-                                                  engine::InboundMode mode) const;
+                                                  engine::InboundMode mode, bool tunnel = false) const;
   Status servePod(const PolicyRef& policy, const config::Pod& pod);
   void holdClosed(const PolicyRef& policy, const config::Pod& pod);
   void withdrawPod(const config::PodUid& uid);

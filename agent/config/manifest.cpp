@@ -345,7 +345,6 @@ const std::vector<UnappliedField>& unappliedMeshConfigFields() {
       {"meshMTLS.ecdhCurves", kWhyCiphers},
       {"tlsDefaults", kWhyCiphers},
       {"caCertificates", "extra roots for the mesh are not trusted"},
-      {"defaultDestinationRuleExportTo", "a DestinationRule without exportTo is public"},
   };
   return fields;
 }
@@ -785,6 +784,11 @@ void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   if (auto root = mc["rootNamespace"].optString(); root && !root->empty()) values.root_namespace = root;
   At version = mc["meshMTLS"]["minProtocolVersion"];
   if (version.present()) values.min_protocol_version = tlsVersionAt(version);
+  if (At exports = mc["defaultDestinationRuleExportTo"]; exports.present()) {
+    std::vector<std::string> list;
+    for (const At<N>& e : exports.list()) list.push_back(e.string());
+    values.default_destination_rule_export_to = std::move(list);
+  }
 }
 
 // sailoperator.io Istio (meshConfig under spec.values) and install.istio.io

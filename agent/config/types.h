@@ -365,6 +365,9 @@ struct MeshConfigValues {
   std::optional<std::string> trust_domain;
   std::optional<std::string> root_namespace;
   std::optional<TlsVersion> min_protocol_version;
+  // meshConfig.defaultDestinationRuleExportTo: what a DestinationRule without
+  // exportTo exports (empty: public, "*")
+  std::optional<std::vector<std::string>> default_destination_rule_export_to;
   bool operator==(const MeshConfigValues&) const = default;
 };
 

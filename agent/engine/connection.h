@@ -40,6 +40,8 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   [[nodiscard]] std::optional<Refusal> reauthorize(const Reauthorizer& decide) const;
   // An HBONE tunnel: its streams asked again, those refused reset; how many.
   size_t reauthorizeStreams(const Reauthorizer& decide);
+  // An HBONE tunnel: GOAWAY, then closed once its streams ended.
+  void drainTunnel();
   // A policy does not allow it: closed with ConnectionEnd::Denied.
   void deny(Refusal refusal);
 

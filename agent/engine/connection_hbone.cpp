@@ -84,6 +84,12 @@ void Connection::tunnelOutput() {
   if (tunnel_->finished() && down.wire().empty() && !down.send_armed) close(CloseHow::Graceful, ConnectionEnd::Completed);
 }
 
+void Connection::drainTunnel() {
+  if (!tunnel_ || closing_) return;
+  tunnel_->drain();
+  tunnelOutput();  // sends the GOAWAY; closes at once if no stream is open
+}
+
 void Connection::tunnelIoDone() {
   if (closing_) {
     if (pending_ == 0 && tunnelIdle()) finalize();

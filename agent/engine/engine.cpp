@@ -144,6 +144,13 @@ std::size_t Engine::reauthorize(const Reauthorizer& decide) {
   return total;
 }
 
+void Engine::drainTunnels() {
+  for (const auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->post([w] { w->drainTunnels(); });
+  }
+}
+
 EngineCounters Engine::counters() const {
   EngineCounters total;
   for (const auto& worker : workers_) {

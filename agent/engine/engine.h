@@ -285,6 +285,9 @@ class Engine {
   // closed (ConnectionEnd::Denied), as Istio's ztunnel does. Waits for every
   // worker; returns how many were closed.
   std::size_t reauthorize(const Reauthorizer& decide);
+  // Draining: every inbound HBONE tunnel sends GOAWAY (no new streams; the
+  // open ones finish, then the tunnel closes), as ztunnel does on shutdown.
+  void drainTunnels();
   [[nodiscard]] IoBackendKind backend() const { return backend_; }
   [[nodiscard]] unsigned threads() const;
 

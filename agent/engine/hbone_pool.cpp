@@ -192,11 +192,14 @@ void ClientTunnel::fail(ConnectionEnd end, std::string reason) {
   closing_ = true;
   failed_with_ = end;
   failure_ = reason;
-  if (end != ConnectionEnd::IdleTimeout && end != ConnectionEnd::Shutdown && worker_.logAllowedFor(address_))
+  const bool quiet = end == ConnectionEnd::IdleTimeout || end == ConnectionEnd::Shutdown || end == ConnectionEnd::Completed;
+  if (!quiet && worker_.logAllowedFor(address_))
     spdlog::info("engine: {} ended ({}): {}; {} stream(s) reset", name_, toString(end), reason, riders_.size());
   if (fd_) {
-    linger lg{1, 0};
-    setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (end != ConnectionEnd::Completed) {  // a clean end leaves a FIN, anything else a reset
+      linger lg{1, 0};
+      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
     if (pending_ > 0) worker_.io().cancel(fd_.get());
   }
   // Told after the list is emptied: a user closing itself calls detach().
@@ -304,7 +307,8 @@ void ClientTunnel::onReceived(const IoCompletion& completion) {
     return;
   }
   if (completion.result == 0) {
-    fail(ConnectionEnd::Reset, "the server closed the tunnel");
+    // Without streams, a server closing the tunnel (after its GOAWAY) ends it cleanly.
+    fail(riders_.empty() ? ConnectionEnd::Completed : ConnectionEnd::Reset, "the server closed the tunnel");
     return;
   }
   tls_->feed(completion.data);
@@ -345,6 +349,11 @@ void ClientTunnel::onReceived(const IoCompletion& completion) {
   }
   openWaiting();
   pump();
+  // The server said GOAWAY (it drains) and no stream is left: this tunnel is done.
+  if (session_->done() && riders_.empty()) {
+    fail(ConnectionEnd::Completed, "the server ended the tunnel");
+    return;
+  }
   armRecv();
 }
 

@@ -49,6 +49,8 @@ class HboneTunnel final : HboneSession::Handler {
   [[nodiscard]] Status receive(std::span<const std::byte> plaintext);
   // Frames encrypted into `tls` until its output holds `bound` bytes.
   [[nodiscard]] Status produce(TlsSession& tls, size_t bound) { return encryptFrames(*server_, tls, bound); }
+  // GOAWAY: no new streams, the open ones finish.
+  void drain() { server_->drain(); }
   // HTTP/2 has nothing left to read or write and no stream is open.
   [[nodiscard]] bool finished() const;
   // The tunnel connection is ending: every stream still open is reset

@@ -409,6 +409,11 @@ std::size_t Worker::reauthorize(const Reauthorizer& decide) {
   return refused.size() + streams;
 }
 
+void Worker::drainTunnels() {
+  std::vector<Connection*> open = connections_;  // draining may close one (swap-removal)
+  for (Connection* c : open) c->drainTunnel();
+}
+
 void Worker::tick() {
   if (now_ - peer_log_swept_at_ >= std::chrono::seconds(10)) {
     peer_log_swept_at_ = now_;

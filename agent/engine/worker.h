@@ -107,6 +107,7 @@ class Worker {
   void snapshot(std::vector<ConnectionSnapshot>& out) const;
   // Engine::reauthorize, on this worker's thread: how many it closed.
   std::size_t reauthorize(const Reauthorizer& decide);
+  void drainTunnels();
 
   [[nodiscard]] IoBackend& io() { return *io_; }
   // Outbound HBONE tunnels of this worker (hbone_pool.h).

@@ -366,7 +366,7 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
       MeshScope& scope = ix.mesh_scopes_[g];
       m.control_namespace = control_ns;
       m.root_namespace = control_ns;
-      bool set_auto = false, set_td = false, set_root = false, set_version = false;
+      bool set_auto = false, set_td = false, set_root = false, set_version = false, set_exports = false;
       for (const auto* cp : planes) {
         if (cp->control_namespace != control_ns) continue;  // another mesh's (the ConfigMap: its namespace's)
         // Only the first control plane of each setting speaks (validation warns about the others).
@@ -378,6 +378,10 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
           m.min_protocol_version = *cp->mesh.min_protocol_version;
           if (m.min_protocol_version == config::TlsVersion::kAuto) m.min_protocol_version = config::TlsVersion::kTls12;
           set_version = used = true;
+        }
+        if (!set_exports && cp->mesh.default_destination_rule_export_to) {
+          m.default_destination_rule_export_to = *cp->mesh.default_destination_rule_export_to;
+          set_exports = used = true;
         }
         if (!cp->mesh.discovery_selectors.empty()) used = true;
         scope.selectors.insert(scope.selectors.end(), cp->mesh.discovery_selectors.begin(),
@@ -577,7 +581,8 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     e.sidecar = pod.istio_proxy && !pod.host_network;
     e.ztunnel = pod.ztunnel && !e.sidecar && !pod.host_network;  // istio-cni annotates what ztunnel captures
     e.served = ns.enrolled && !opted_out && !e.sidecar && !e.ztunnel;
-    e.hbone = (e.ztunnel || pod.native_tunnel) && !e.sidecar && !pod.host_network;
+    // meshlock's own pods take HBONE on 15008 (docs/hbone.md), labelled or not.
+    e.hbone = (e.ztunnel || pod.native_tunnel || e.served) && !e.sidecar && !pod.host_network;
     e.served_reason = Reason{e.sidecar      ? ReasonKind::kSidecar
                              : e.ztunnel    ? ReasonKind::kZtunnel
                              : !ns.enrolled ? ReasonKind::kNotEnrolled
@@ -772,8 +777,13 @@ std::shared_ptr<const PolicyIndex> PolicyIndex::build(ClusterState input) {
     if (export_to.empty() || export_to.contains("*") || export_to.contains(".") || export_to.contains(own)) {
       mergeRule(ns.local, host, dr, export_to);
     }
-    // meshConfig.defaultDestinationRuleExportTo is not read: no exportTo means public.
-    const bool private_only = export_to.size() == 1 && (export_to.contains(".") || export_to.contains(own));
+    // Without exportTo the governing mesh's meshConfig.defaultDestinationRuleExportTo
+    // decides, and istiod honours only "." there (PushContext.setDestinationRules,
+    // initDefaultExportMaps; unset means "*"). The rule keeps its empty set.
+    const auto& defaults = ix.meshes_[ix.meshIndex(own)].default_destination_rule_export_to;
+    const bool private_only =
+        (export_to.empty() && std::find(defaults.begin(), defaults.end(), ".") != defaults.end()) ||
+        (export_to.size() == 1 && (export_to.contains(".") || export_to.contains(own)));
     if (!private_only) {
       mergeRule(ns.exported, host, dr, export_to);
     } else if (ix.meshRootedAt(own)) {
@@ -1015,20 +1025,21 @@ namespace {
 
 // What a client sends one backend and what the two ends make of it. Auto
 // mTLS: mesh mTLS to an endpoint whose proxy accepts it, plaintext otherwise.
-// Mesh mTLS travels as HBONE to a pod that takes it (ztunnel's pods, native
-// tunnels: istiod's setTunnelProtocol), else on the app's port with ALPN istio.
-// ztunnel's pods accept mesh mTLS whatever their mode (ztunnel only takes
-// HBONE as mTLS), so auto mTLS sends them HBONE.
+// Mesh mTLS travels as HBONE to a pod that takes it (meshlock's, ztunnel's,
+// native tunnels: istiod's setTunnelProtocol), else on the app's port with
+// ALPN istio (sidecars). A tunnel's end takes HBONE as mTLS whatever the
+// port's mode; ztunnel takes nothing else, so auto mTLS sends its pods HBONE
+// even where their mode is DISABLE.
 struct BackendChoice {
   ClientTls client;
   Outcome outcome;
   Tunnel tunnel;
 };
-BackendChoice backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool hbone) {
+BackendChoice backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool hbone, bool ztunnel) {
   ClientTls client = fixed;
   if (auto_mtls) {
-    client = (mode == ServerMode::kNone || mode == ServerMode::kDisable) && !hbone ? ClientTls::kDisable
-                                                                                   : ClientTls::kIstioMutual;
+    client = (mode == ServerMode::kNone || mode == ServerMode::kDisable) && !ztunnel ? ClientTls::kDisable
+                                                                                     : ClientTls::kIstioMutual;
   }
   if (client != ClientTls::kIstioMutual) return {client, combine(client, mode), Tunnel::kNone};
   if (hbone) return {client, Outcome::kMtls, Tunnel::kHbone};
@@ -1085,7 +1096,8 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
       in.decided_by.add(Reason{ReasonKind::kOutsideMesh, nullptr, 0});
     }
     const auto [client, outcome, tunnel] =
-        backendDecision(d.client_tls, side == Side::kAuto, in.mode, b.pod && pods_[podIndex(*b.pod)].hbone);
+        backendDecision(d.client_tls, side == Side::kAuto, in.mode, b.pod && pods_[podIndex(*b.pod)].hbone,
+                        b.pod && pods_[podIndex(*b.pod)].ztunnel);
     if (first) {
       d.client_tls = client;
       d.server_mode = in.mode;
@@ -1439,8 +1451,8 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
     r.notes.push_back("the destination is captured by Istio's ztunnel (ambient), which takes mesh mTLS as HBONE "
                       "only: meshlock sends it an HBONE stream to the pod's port 15008");
   } else if (behind && index.takesHbone(*behind) && r.tunnel == "hbone") {
-    r.notes.push_back("the destination is labelled networking.istio.io/tunnel=http: mesh mTLS goes as an HBONE "
-                      "stream to its port 15008, pooled with the source's other connections to it");
+    r.notes.push_back("mesh mTLS goes as an HBONE stream to the destination's port 15008, pooled with the source "
+                      "pod's other connections to it");
   }
   bool auto_mtls = d.client_decided_by.size() > 0 && d.client_decided_by.begin()->kind == ReasonKind::kAutoMtls;
   for (const Backend& b : d.backends) {
@@ -1450,7 +1462,8 @@ Result<ConnectionReport> checkConnection(const PolicyIndex& index, const PodRef&
     br.port = b.port;
     br.server_mode = b.pod ? index.inbound(*b.pod, b.port).mode : ServerMode::kNone;
     const BackendChoice choice =
-        backendDecision(d.client_tls, auto_mtls, br.server_mode, b.pod && index.takesHbone(*b.pod));
+        backendDecision(d.client_tls, auto_mtls, br.server_mode, b.pod && index.takesHbone(*b.pod),
+                        b.pod && index.capturedByZtunnel(*b.pod));
     br.client_tls = choice.client;
     br.outcome = choice.outcome;
     r.backends.push_back(std::move(br));

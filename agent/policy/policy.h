@@ -151,6 +151,8 @@ struct MeshSettings {
   std::string domain_suffix = "cluster.local";
   bool enable_auto_mtls = true;
   config::TlsVersion min_protocol_version = config::TlsVersion::kTls12;
+  // What a DestinationRule without exportTo exports (meshConfig.defaultDestinationRuleExportTo; empty: "*").
+  std::vector<std::string> default_destination_rule_export_to;
   std::vector<const config::ObjectRef*> decided_by;  // resources that set these
 };
 

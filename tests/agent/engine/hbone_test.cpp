@@ -341,6 +341,22 @@ TEST_P(HboneOutboundTest, ThousandsOfShortConnectionsKeepOneTunnel) {
   EXPECT_EQ(engine_->counters().resets, 0u);
 }
 
+// Draining (an agent that hands over to its successor): inbound tunnels send
+// GOAWAY; the client tunnel closes cleanly once idle, and the next connection
+// opens a new tunnel (to whoever listens now), losing nothing.
+TEST_P(HboneOutboundTest, ADrainedTunnelClosesCleanlyAndTheNextConnectionOpensAnother) {
+  TestServer app(echo);
+  startOutbound(port_, [&] { return local(app.port()); });
+  ASSERT_TRUE(roundTrip(1000, 1));
+  EXPECT_EQ(engine_->counters().handshakes, 2u);
+  engine_->drainTunnels();
+  for (int i = 0; i < 200 && engine_->counters().active > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(engine_->counters().active, 0u) << "the drained tunnel closed";
+  ASSERT_TRUE(roundTrip(1000, 2));
+  EXPECT_EQ(engine_->counters().handshakes, 4u) << "a new tunnel for the next connection";
+  EXPECT_EQ(engine_->counters().resets, 0u);
+}
+
 TEST_P(HboneOutboundTest, AnIndependentHboneServerIsReached) {
   TestServer app(echo);
   const auto files = testPki().files("server");

@@ -536,9 +536,15 @@ status: {podIP: 10.244.2.60}
   ASSERT_TRUE(to_native);
   EXPECT_EQ(to_native->tunnel, "hbone");
   EXPECT_EQ(to_native->outcome, Outcome::kMtls);
-  auto to_plain_meshlock = checkConnection(*native, {"shop", "client"}, *parseTarget("shop/web:8080"));
-  ASSERT_TRUE(to_plain_meshlock);
-  EXPECT_EQ(to_plain_meshlock->tunnel, "istio_mtls");
+  // meshlock's own pods take HBONE, labelled or not; a DISABLE port gets plaintext still.
+  auto to_meshlock = checkConnection(*native, {"shop", "client"}, *parseTarget("shop/web:8080"));
+  ASSERT_TRUE(to_meshlock);
+  EXPECT_EQ(to_meshlock->tunnel, "hbone");
+  auto disable = cluster(pa("shop", "default", "{mtls: {mode: DISABLE}}"));
+  auto to_disabled = checkConnection(*disable, {"shop", "client"}, *parseTarget("shop/web:8080"));
+  ASSERT_TRUE(to_disabled);
+  EXPECT_EQ(to_disabled->tunnel, "none");
+  EXPECT_EQ(to_disabled->outcome, Outcome::kPlaintext);
 }
 
 // Several control planes (OSSM 3 multi-tenancy: two Istio resources whose
@@ -732,6 +738,34 @@ TEST(Outbound, ExportToLimitsVisibility) {
   // A private rule still applies to its own namespace's clients.
   auto ix4 = cluster(dr("shop", "private", "{host: web, exportTo: ['.'], trafficPolicy: {tls: {mode: DISABLE}}}"));
   EXPECT_EQ(check(*ix4, "shop/client", "web.shop.svc.cluster.local:80").client, ClientTls::kDisable);
+}
+
+// meshConfig.defaultDestinationRuleExportTo (istio/istio pilot/pkg/model
+// push_context.go initDefaultExportMaps and setDestinationRules, 86c9f01f): a
+// rule without exportTo is private when the default is "." (istiod honours
+// only "." and "*" there), public otherwise; a rule's own exportTo wins.
+TEST(Outbound, DefaultDestinationRuleExportToMakesRulesWithoutExportToPrivate) {
+  const std::string istio_private = R"(apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: istio-system, values: {meshConfig: {defaultDestinationRuleExportTo: ['.']}}}
+---
+)";
+  const std::string rule = dr("legacy", "db", "{host: db, trafficPolicy: {tls: {mode: SIMPLE}}}");
+  auto ix = cluster(istio_private + rule);
+  EXPECT_EQ(check(*ix, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kDisable);
+  EXPECT_EQ(check(*ix, "legacy/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kNone)
+      << "legacy is not served: the rule reaches its own namespace, meshlock sends nothing there";
+  auto explicit_public = cluster(istio_private + dr("legacy", "db", "{host: db, exportTo: ['*'], trafficPolicy: {tls: {mode: SIMPLE}}}"));
+  EXPECT_EQ(check(*explicit_public, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kSimple);
+  const std::string istio_public = R"(apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: default}
+spec: {namespace: istio-system, values: {meshConfig: {defaultDestinationRuleExportTo: ['*']}}}
+---
+)";
+  auto public_default = cluster(istio_public + rule);
+  EXPECT_EQ(check(*public_default, "shop/client", "db.legacy.svc.cluster.local:5432").client, ClientTls::kSimple);
 }
 
 TEST(Outbound, PortLevelSettingsOverrideTheRule) {

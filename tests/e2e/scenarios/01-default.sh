@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scenario 1 (both seeds: PERMISSIVE default, auto mTLS on): enrolled →
 # enrolled is mTLS, proved on the wire (TLS records between the nodes, the
-# payload marker never in clear); legacy → enrolled is accepted in plaintext.
+# payload marker never in clear; meshlock to meshlock is HBONE, so the records
+# are on port 15008); legacy → enrolled is accepted in plaintext.
 E2E_NAME=s01
 source "$(dirname "$0")/../lib/cluster.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,9 +30,9 @@ log "enrolled → enrolled: curl through the mesh"
 body=$(wire mesh in_pod shop/client curl -s --max-time 5 http://web.shop.svc.cluster.local/marker.txt) || true
 [ "$body" = "$marker" ] || fail "shop/client got '$body' from web, want the marker"
 grep -qa "$marker" "$WORK/mesh.pcap" && fail "the payload marker crossed the node link in clear"
-records=$(tshark -r "$WORK/mesh.pcap" -d tcp.port==8080,tls -Y 'tls.record.opaque_type == 23 || tls.record.content_type == 23' 2>/dev/null | wc -l)
+records=$(tshark -r "$WORK/mesh.pcap" -d tcp.port==8080,tls -d tcp.port==15008,tls -Y 'tls.record.opaque_type == 23 || tls.record.content_type == 23' 2>/dev/null | wc -l)
 [ "$records" -gt 0 ] || fail "no TLS application-data records on the node link"
-hello=$(tshark -r "$WORK/mesh.pcap" -d tcp.port==8080,tls -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l)
+hello=$(tshark -r "$WORK/mesh.pcap" -d tcp.port==8080,tls -d tcp.port==15008,tls -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l)
 [ "$hello" -gt 0 ] || fail "no TLS ClientHello on the node link"
 log "wire: $records TLS application-data records, $hello ClientHello, marker absent"
 

@@ -27,7 +27,7 @@ served_on_b() { agent_status node-b 's["pods_served"]'; }
 accepted_on_b() { agent_status node-b 's["connections"]["total"]'; }
 # The address batch's app saw for its last request (python's access log).
 batch_saw() { grep -a '"GET /marker.txt' "$WORK/batch-http.log" | tail -1 | cut -d' ' -f1; }
-client_hellos() { tshark -r "$WORK/$1.pcap" -d tcp.port==9090,tls -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l; }
+client_hellos() { tshark -r "$WORK/$1.pcap" -d tcp.port==9090,tls -d tcp.port==15008,tls -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l; }
 
 
 log "opted out: node-b serves shop/client only; meshlockctl says why batch is not"

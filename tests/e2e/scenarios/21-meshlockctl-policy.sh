@@ -151,7 +151,8 @@ def get(name):
     assert name in samples, (name, [k for k in samples if k.startswith(name.split("{")[0])])
     return samples[name]
 assert get("meshlock_engine_connections_accepted_total") >= 2
-assert get('meshlock_engine_handshakes_total{result="success"}') >= 2
+# HBONE pools a pod's connections to one destination: one handshake may carry them all.
+assert get('meshlock_engine_handshakes_total{result="success"}') >= 1
 assert get('meshlock_engine_bytes_total{direction="to_upstream"}') >= 65536
 assert get('meshlock_capture_events_total{event="connect_captured"}') >= 2
 assert get('meshlock_capture_redirects_total{hook="connect"}') >= 2
