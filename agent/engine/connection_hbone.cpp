@@ -48,18 +48,7 @@ void Connection::startTunnel() {
 }
 
 void Connection::feedTunnel(ByteQueue& plaintext) {
-  iovec iov[8];
-  Status fed;
-  while (fed && !plaintext.empty()) {
-    const int count = plaintext.frontIovecs(iov, 8);
-    size_t taken = 0;
-    for (int i = 0; i < count && fed; ++i) {
-      fed = tunnel_->receive(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len));
-      taken += iov[i].iov_len;
-    }
-    plaintext.consume(taken);
-  }
-  plaintext.clear();
+  const Status fed = tunnel_->receive(plaintext);
   tunnelOutput();  // SETTINGS acks, window updates, answers, or the GOAWAY that says why
   if (!fed && !closing_) {
     if (worker_.logAllowedFor(peer_))

@@ -319,18 +319,7 @@ void ClientTunnel::onReceived(const IoCompletion& completion) {
   last_used_ = worker_.now();
   const TlsStatus status = tls_->read(plaintext_, SIZE_MAX);
   in_session_ = true;
-  Status fed;
-  iovec iov[8];
-  while (fed && !plaintext_.empty()) {
-    const int count = plaintext_.frontIovecs(iov, 8);
-    size_t taken = 0;
-    for (int i = 0; i < count && fed; ++i) {
-      fed = session_->receive(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len));
-      taken += iov[i].iov_len;
-    }
-    plaintext_.consume(taken);
-  }
-  plaintext_.clear();
+  const Status fed = session_->receive(plaintext_);
   in_session_ = false;
   if (closing_) return;
   if (!fed) {

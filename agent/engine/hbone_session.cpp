@@ -197,6 +197,22 @@ Status HboneSession::receive(std::span<const std::byte> data) {
   return {};
 }
 
+Status HboneSession::receive(ByteQueue& plaintext) {
+  iovec iov[8];
+  Status fed;
+  while (fed && !plaintext.empty()) {
+    const int count = plaintext.frontIovecs(iov, 8);
+    size_t taken = 0;
+    for (int i = 0; i < count && fed; ++i) {
+      fed = receive(std::span(static_cast<const std::byte*>(iov[i].iov_base), iov[i].iov_len));
+      taken += iov[i].iov_len;
+    }
+    plaintext.consume(taken);
+  }
+  plaintext.clear();
+  return fed;
+}
+
 Status HboneSession::produce(const FrameSink& sink, size_t limit) {
   size_t sent = 0;
   while (sent < limit) {

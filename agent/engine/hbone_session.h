@@ -90,6 +90,8 @@ class HboneSession {
   // Plaintext from the peer. An error is a connection error (bad preface,
   // a protocol violation): produce() then holds the GOAWAY that says so.
   [[nodiscard]] Status receive(std::span<const std::byte> data);
+  // All of `plaintext`, which is left empty (what follows an error is dropped).
+  [[nodiscard]] Status receive(ByteQueue& plaintext);
   // Frames to send, appended to `out` until it holds `limit` bytes or nothing is left.
   [[nodiscard]] Status produce(ByteQueue& out, size_t limit);
   // Frames to send, handed to `sink` as nghttp2 makes them (valid during the

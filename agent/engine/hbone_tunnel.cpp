@@ -306,7 +306,7 @@ TunnelStream* HboneTunnel::find(int32_t stream) {
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
-Status HboneTunnel::receive(std::span<const std::byte> plaintext) {
+Status HboneTunnel::receive(ByteQueue& plaintext) {
   reap();
   return server_->receive(plaintext);
 }

@@ -46,7 +46,7 @@ class HboneTunnel final : HboneSession::Handler {
 
   // Plaintext the TLS session decrypted; an error ends the tunnel (produce()
   // still holds the GOAWAY that says why).
-  [[nodiscard]] Status receive(std::span<const std::byte> plaintext);
+  [[nodiscard]] Status receive(ByteQueue& plaintext);
   // Frames encrypted into `tls` until its output holds `bound` bytes.
   [[nodiscard]] Status produce(TlsSession& tls, size_t bound) { return encryptFrames(*server_, tls, bound); }
   // GOAWAY: no new streams, the open ones finish.

@@ -71,13 +71,7 @@ class HboneTest : public ::testing::TestWithParam<IoBackendKind> {
     ASSERT_TRUE(ctx);
     selectHboneAlpn(ctx->get());  // as agent/identity selects on 15008: h2 or nothing
     server_ctx_ = *ctx;
-    auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
-    ASSERT_TRUE(listening);
-    port_ = testing::localPort(listening->get());
-    ListenerSpec spec;
-    spec.name = "shop/server hbone";
-    spec.pod_key = "server";
-    spec.decider = InboundDecider([this](const AcceptedSocket& accepted) -> Result<InboundPlan> {
+    port_ = listen("shop/server hbone", "server", InboundDecider([this](const AcceptedSocket& accepted) -> Result<InboundPlan> {
       InboundPlan plan;
       plan.app = accepted.local;
       plan.tls.context = server_ctx_;
@@ -98,9 +92,19 @@ class HboneTest : public ::testing::TestWithParam<IoBackendKind> {
         return plan;
       };
       return plan;
-    });
-    auto id = engine_->addListener(std::move(*listening), std::move(spec));
-    ASSERT_TRUE(id) << id.error().describe();
+    }));
+  }
+
+  // A listener on 127.0.0.1 (any port) with `decider`; returns its port.
+  uint16_t listen(std::string name, std::string pod_key, std::variant<OutboundDecider, InboundDecider> decider) {
+    auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
+    EXPECT_TRUE(listening);
+    if (!listening) return 0;
+    const uint16_t port = testing::localPort(listening->get());
+    auto id = engine_->addListener(std::move(*listening),
+                                   ListenerSpec{.name = std::move(name), .pod_key = std::move(pod_key), .decider = std::move(decider)});
+    EXPECT_TRUE(id) << id.error().describe();
+    return port;
   }
 
   // The client's JSON report; `extra` are more command-line arguments.
@@ -252,13 +256,7 @@ class HboneOutboundTest : public HboneTest {
     auto ctx = makeMutualTlsContext(false, testPki().files("client"), TlsMinVersion::Tls13);
     ASSERT_TRUE(ctx);
     client_ctx_ = *ctx;
-    auto listening = listenTcp(*SocketAddress::parse("127.0.0.1:0"));
-    ASSERT_TRUE(listening);
-    outbound_port_ = testing::localPort(listening->get());
-    ListenerSpec spec;
-    spec.name = "shop/client outbound";
-    spec.pod_key = "client";
-    spec.decider = OutboundDecider([this, tunnel_port, target](const AcceptedSocket&) -> Result<OutboundPlan> {
+    outbound_port_ = listen("shop/client outbound", "client", OutboundDecider([this, tunnel_port, target](const AcceptedSocket&) -> Result<OutboundPlan> {
       OutboundPlan plan;
       plan.destination = *SocketAddress::parse(target());
       plan.observer = std::make_unique<Observer>(outbound_seen_);
@@ -273,9 +271,7 @@ class HboneOutboundTest : public HboneTest {
       origin.tls.verify_peer = expectSpiffeIds({testing::kServerId});
       plan.tunnel = std::move(origin);
       return plan;
-    });
-    auto id = engine_->addListener(std::move(*listening), std::move(spec));
-    ASSERT_TRUE(id) << id.error().describe();
+    }));
   }
 
   // One app connection through the outbound listener: sends `n` pattern

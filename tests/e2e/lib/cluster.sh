@@ -251,6 +251,18 @@ held_echo() {
   fail "held connection $name did not open in 10 s"
 }
 
+# mesh_leaf NAME SPIFFE_ID [CA_DIR]: a P-256 leaf for the identity, signed by
+# CA_DIR's ca-cert (default: the run's mesh CA), as $WORK/NAME.pem and
+# $WORK/NAME-key.pem: a peer with a mesh certificate that meshlock did not issue.
+mesh_leaf() {
+  local ca=${3:-$WORK/ca}
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
+    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
+  printf 'subjectAltName=critical,URI:%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' "$2" >"$WORK/$1.ext"
+  openssl x509 -req -in "$WORK/$1.csr" -CA "$ca/ca-cert.pem" -CAkey "$ca/ca-key.pem" -CAcreateserial \
+    -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
+}
+
 expect_ok() { send "$1" "$2" || fail "$1 -> $2: expected the bytes back intact"; }
 expect_refused() { if send "$1" "$2"; then fail "$1 -> $2: expected refused, got through"; fi; }
 

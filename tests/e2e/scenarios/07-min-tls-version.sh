@@ -15,11 +15,7 @@ cluster_up "$WORK/cluster.yaml"
 serve shop/web 8080
 
 # A valid mesh certificate for legacy/client's service account, from the mesh CA.
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
-  -keyout "$WORK/leaf-key.pem" -out "$WORK/leaf.csr" 2>/dev/null
-printf 'subjectAltName=critical,URI:spiffe://cluster.local/ns/legacy/sa/default\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' >"$WORK/leaf.ext"
-openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca/ca-cert.pem" -CAkey "$WORK/ca/ca-key.pem" -CAcreateserial \
-  -days 1 -extfile "$WORK/leaf.ext" -out "$WORK/leaf.pem" 2>/dev/null
+mesh_leaf leaf spiffe://cluster.local/ns/legacy/sa/default
 
 handshake() {  # handshake VERSION_FLAG: 0 when the handshake completes
   echo | in_pod legacy/client timeout 5 openssl s_client -connect 10.244.1.10:8080 "$1" \

@@ -8,14 +8,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cluster_up "$HERE/cluster.yaml"
 serve shop/web 8080
 
-# leaf NAME SPIFFE_ID CA_DIR: a P-256 leaf for the identity, signed by CA_DIR's ca-cert.
-leaf() {
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
-    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
-  printf 'subjectAltName=critical,URI:%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' "$2" >"$WORK/$1.ext"
-  openssl x509 -req -in "$WORK/$1.csr" -CA "$3/ca-cert.pem" -CAkey "$3/ca-key.pem" -CAcreateserial \
-    -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
-}
 
 # The destination: db in legacy (no proxy), reached with ISTIO_MUTUAL by rule,
 # so meshlock's client insists on db's identity, legacy/sa/default.
@@ -39,14 +31,14 @@ tls_server() {  # tls_server NAME: openssl s_server in legacy/db on 5432 with le
 fetch() { in_pod shop/client curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://db.legacy.svc.cluster.local:5432/; }
 
 log "server presents the expected identity: accepted"
-leaf db spiffe://cluster.local/ns/legacy/sa/default "$WORK/ca"
+mesh_leaf db spiffe://cluster.local/ns/legacy/sa/default "$WORK/ca"
 tls_server db
 code=$(fetch) || true
 [ "$code" = 200 ] || fail "with the right identity the request failed (HTTP '$code'): $(tail -3 "$WORK/s_server-db.log")"
 wait "$SERVER_PID" 2>/dev/null || true  # -naccept 1: it exits after that connection
 
 log "server presents a valid mesh certificate for another service account: refused by the client side"
-leaf imposter spiffe://cluster.local/ns/shop/sa/imposter "$WORK/ca"
+mesh_leaf imposter spiffe://cluster.local/ns/shop/sa/imposter "$WORK/ca"
 tls_server imposter
 code=$(fetch) || true
 [ "$code" != 200 ] || fail "a server with another identity was accepted"
@@ -55,7 +47,7 @@ kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
 
 log "client certificate from another CA: refused by the server side"
 make_ca "$WORK/other-ca"
-leaf foreign spiffe://cluster.local/ns/legacy/sa/default "$WORK/other-ca"
+mesh_leaf foreign spiffe://cluster.local/ns/legacy/sa/default "$WORK/other-ca"
 failures_on_a() { "$CTL" status --admin "unix:$WORK/admin-node-a.sock" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['handshakes']['failure'])"; }
 before=$(failures_on_a)
 # TLS 1.3 sends the client certificate after the client considers the

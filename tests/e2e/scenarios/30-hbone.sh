@@ -17,17 +17,13 @@ serve shop/web 8080
 serve shop/web 9090
 
 # A P-256 leaf for the SPIFFE ID, signed by the run's mesh CA, as ztunnel holds one per workload.
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=e2e" \
-  -keyout "$WORK/amb-key.pem" -out "$WORK/amb.csr" 2>/dev/null
-printf 'subjectAltName=critical,URI:spiffe://cluster.local/ns/legacy/sa/default\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n' >"$WORK/amb.ext"
-openssl x509 -req -in "$WORK/amb.csr" -CA "$WORK/ca/ca-cert.pem" -CAkey "$WORK/ca/ca-key.pem" -CAcreateserial \
-  -days 1 -extfile "$WORK/amb.ext" -out "$WORK/amb-leaf.pem" 2>/dev/null
+mesh_leaf amb-leaf spiffe://cluster.local/ns/legacy/sa/default
 cat "$WORK/amb-leaf.pem" "$WORK/ca/ca-cert.pem" >"$WORK/amb.pem"
 
 hbone() {  # hbone OUT [client arguments]: the client's JSON report in $WORK/OUT.json
   local out=$1; shift
   in_pod legacy/client /usr/bin/python3 "$HERE/../../agent/engine/hbone_client.py" --connect 10.244.1.10:15008 \
-    --cert "$WORK/amb.pem" --key "$WORK/amb-key.pem" --ca "$WORK/ca/root-cert.pem" --namespace legacy \
+    --cert "$WORK/amb.pem" --key "$WORK/amb-leaf-key.pem" --ca "$WORK/ca/root-cert.pem" --namespace legacy \
     --forwarded-for 10.244.2.20 --timeout 15 "$@" >"$WORK/$out.json" 2>"$WORK/$out.err" ||
     fail "the HBONE client failed: $(cat "$WORK/$out.err")"
 }
