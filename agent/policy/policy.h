@@ -202,9 +202,9 @@ class PolicyIndex {
   // a mesh peer whose inbound mode follows the PeerAuthentications as ours does.
   [[nodiscard]] bool hasSidecar(const config::Pod& pod) const;
   // Whether Istio's ztunnel captures the pod: not served by meshlock; a mesh
-  // peer that speaks HBONE only, which meshlock cannot yet (issue 16).
+  // peer that takes mesh mTLS as HBONE only (docs/hbone.md).
   [[nodiscard]] bool capturedByZtunnel(const config::Pod& pod) const;
-  // The pod takes mesh mTLS as HBONE on its 15008: ztunnel's, or labelled a native tunnel.
+  // The pod takes mesh mTLS as HBONE on its 15008: meshlock's, ztunnel's, or labelled a native tunnel.
   [[nodiscard]] bool takesHbone(const config::Pod& pod) const;
   [[nodiscard]] Reason servedReason(const config::Pod& pod) const;
   [[nodiscard]] SpiffeId identityOf(const config::Pod& pod) const;
