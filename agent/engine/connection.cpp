@@ -13,22 +13,6 @@ namespace {
 
 constexpr std::byte kTlsHandshakeRecord{0x16};
 
-void setNoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-void setResetOnClose(int fd) {
-  linger lg{1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-}
-
-Result<UniqueFd> defaultSocket(const SocketAddress& destination) {
-  UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return failErrno("socket");
-  return fd;
-}
-
 }  // namespace
 
 Connection::Connection(Worker& worker, UniqueFd accepted, const SocketAddress& peer,
@@ -143,7 +127,7 @@ void Connection::submitSend(int side) {
 
 void Connection::connectUpstream() {
   MESHLOCK_CHECK(setup_ != nullptr);
-  Result<UniqueFd> fd = setup_->make_socket ? setup_->make_socket(destination_) : defaultSocket(destination_);
+  Result<UniqueFd> fd = openUpstreamSocket(setup_->make_socket, destination_);
   if (!fd) {
     spdlog::warn("engine: upstream socket for {}: {}", destination_.toString(), fd.error().describe());
     bump(worker_.counters.connect_failures);
@@ -151,7 +135,6 @@ void Connection::connectUpstream() {
     return;
   }
   sides_[kUp].fd = std::move(*fd);
-  setNoDelay(sides_[kUp].fd.get());
   phase_ = Phase::Connecting;
   deadline_ = worker_.now() + worker_.config().connect_timeout;
   ++pending_;
@@ -619,4 +602,3 @@ void Connection::updateBuffered() {
 }
 
 }  // namespace meshlock::engine
-

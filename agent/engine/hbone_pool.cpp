@@ -81,19 +81,13 @@ ClientTunnel::~ClientTunnel() {
 
 void ClientTunnel::start(const SocketFactory& make_socket, TlsClientSetup tls) {
   setup_ = std::move(tls);
-  Result<UniqueFd> fd = make_socket ? make_socket(address_) : [&]() -> Result<UniqueFd> {
-    UniqueFd s(::socket(address_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!s) return failErrno("socket");
-    return s;
-  }();
+  Result<UniqueFd> fd = openUpstreamSocket(make_socket, address_);
   if (!fd) {
     bump(worker_.counters.connect_failures);
     fail(ConnectionEnd::ConnectFailed, fd.error().describe());
     return;
   }
   fd_ = std::move(*fd);
-  int one = 1;
-  setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   deadline_ = worker_.now() + worker_.config().connect_timeout;
   ++pending_;
   worker_.io().connect(fd_.get(), address_.get(), address_.length(), connect_request_);
@@ -117,67 +111,66 @@ void ClientTunnel::attach(TunnelUser& user, HboneRequest request) {
     return;
   }
   last_used_ = worker_.now();
-  riders_.push_back(Rider{.user = &user, .request = std::move(request), .stream = 0});
+  riders_.emplace(&user, Rider{.request = std::move(request), .stream = 0});
+  waiting_.push_back(&user);
   if (phase_ == Phase::Ready) {
     openWaiting();
     pump();
   }
 }
 
-ClientTunnel::Rider* ClientTunnel::riderOf(const TunnelUser& user) {
-  for (Rider& r : riders_)
-    if (r.user == &user) return &r;
-  return nullptr;
+int32_t ClientTunnel::streamOf(const TunnelUser& user) const {
+  if (!session_) return 0;
+  auto it = riders_.find(&user);
+  return it == riders_.end() ? 0 : it->second.stream;
 }
 
-const ClientTunnel::Rider* ClientTunnel::riderOf(const TunnelUser& user) const {
-  for (const Rider& r : riders_)
-    if (r.user == &user) return &r;
-  return nullptr;
-}
-
-ClientTunnel::Rider* ClientTunnel::riderOf(int32_t stream) {
-  for (Rider& r : riders_)
-    if (r.stream == stream) return &r;
-  return nullptr;
+TunnelUser* ClientTunnel::userOf(int32_t stream) const {
+  auto it = by_stream_.find(stream);
+  return it == by_stream_.end() ? nullptr : it->second;
 }
 
 void ClientTunnel::detach(TunnelUser& user) {
-  Rider* r = riderOf(user);
-  if (r == nullptr) return;
-  const int32_t stream = r->stream;
-  std::erase_if(riders_, [&](const Rider& x) { return x.user == &user; });
+  auto it = riders_.find(&user);
+  if (it == riders_.end()) return;
+  const int32_t stream = it->second.stream;
+  riders_.erase(it);
   last_used_ = worker_.now();
-  if (stream != 0 && session_) {
+  if (stream == 0) {
+    std::erase(waiting_, &user);
+    return;
+  }
+  by_stream_.erase(stream);
+  if (session_) {
     session_->reset(stream);
     pump();
   }
 }
 
 void ClientTunnel::send(TunnelUser& user, std::span<const std::byte> data) {
-  Rider* r = riderOf(user);
-  if (r == nullptr || r->stream == 0 || !session_) return;
-  session_->send(r->stream, data);
-  pump();
+  if (const int32_t stream = streamOf(user)) {
+    session_->send(stream, data);
+    pump();
+  }
 }
 
 void ClientTunnel::endOutput(TunnelUser& user) {
-  Rider* r = riderOf(user);
-  if (r == nullptr || r->stream == 0 || !session_) return;
-  session_->endOutput(r->stream);
-  pump();
+  if (const int32_t stream = streamOf(user)) {
+    session_->endOutput(stream);
+    pump();
+  }
 }
 
 void ClientTunnel::consumed(TunnelUser& user, size_t bytes) {
-  Rider* r = riderOf(user);
-  if (r == nullptr || r->stream == 0 || !session_) return;
-  session_->consumed(r->stream, bytes);
-  pump();
+  if (const int32_t stream = streamOf(user)) {
+    session_->consumed(stream, bytes);
+    pump();
+  }
 }
 
 size_t ClientTunnel::queued(const TunnelUser& user) const {
-  const Rider* r = riderOf(user);
-  return r == nullptr || r->stream == 0 || !session_ ? 0 : session_->queued(r->stream);
+  const int32_t stream = streamOf(user);
+  return stream == 0 ? 0 : session_->queued(stream);
 }
 
 void ClientTunnel::onTick(std::chrono::steady_clock::time_point now) {
@@ -196,17 +189,17 @@ void ClientTunnel::fail(ConnectionEnd end, std::string reason) {
   if (!quiet && worker_.logAllowedFor(address_))
     spdlog::info("engine: {} ended ({}): {}; {} stream(s) reset", name_, toString(end), reason, riders_.size());
   if (fd_) {
-    if (end != ConnectionEnd::Completed) {  // a clean end leaves a FIN, anything else a reset
-      linger lg{1, 0};
-      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    }
+    if (end != ConnectionEnd::Completed) setResetOnClose(fd_.get());  // a clean end leaves a FIN
     if (pending_ > 0) worker_.io().cancel(fd_.get());
   }
-  // Told after the list is emptied: a user closing itself calls detach().
-  std::vector<Rider> riders;
-  riders.swap(riders_);
-  for (Rider& r : riders)
-    r.user->onTunnelClosed(true, end, name_ + ": " + reason);
+  // Told after the lists are emptied: a user closing itself calls detach().
+  std::vector<TunnelUser*> users;
+  users.reserve(riders_.size());
+  for (const auto& [user, rider] : riders_) users.push_back(const_cast<TunnelUser*>(user));
+  riders_.clear();
+  by_stream_.clear();
+  waiting_.clear();
+  for (TunnelUser* user : users) user->onTunnelClosed(true, end, name_ + ": " + reason);
 }
 
 void ClientTunnel::onIoComplete(IoRequest& request, const IoCompletion& completion) {
@@ -284,19 +277,20 @@ void ClientTunnel::handshakeStep() {
 }
 
 void ClientTunnel::openWaiting() {
-  for (Rider& r : riders_) {
-    if (r.stream != 0) continue;
-    if (!session_->canOpen()) break;  // opened as streams end
-    auto id = session_->open(r.request);
+  while (!waiting_.empty() && session_->canOpen()) {  // the rest open as streams end
+    TunnelUser* user = waiting_.front();
+    waiting_.pop_front();
+    auto it = riders_.find(user);
+    if (it == riders_.end()) continue;
+    auto id = session_->open(it->second.request);
     if (!id) {
-      TunnelUser* user = r.user;
-      r.user = nullptr;
+      riders_.erase(it);
       user->onTunnelClosed(true, ConnectionEnd::ConnectFailed, id.error().describe());
       continue;
     }
-    r.stream = *id;
+    it->second.stream = *id;
+    by_stream_.emplace(*id, user);
   }
-  std::erase_if(riders_, [](const Rider& r) { return r.user == nullptr; });
 }
 
 void ClientTunnel::onReceived(const IoCompletion& completion) {
@@ -387,26 +381,26 @@ void ClientTunnel::armRecv() {
 }
 
 void ClientTunnel::onResponse(int32_t stream, int status) {
-  if (Rider* r = riderOf(stream)) r->user->onTunnelResponse(status);
+  if (TunnelUser* user = userOf(stream)) user->onTunnelResponse(status);
 }
 
 void ClientTunnel::onData(int32_t stream, std::span<const std::byte> data) {
-  if (Rider* r = riderOf(stream)) {
-    r->user->onTunnelData(data);
+  if (TunnelUser* user = userOf(stream)) {
+    user->onTunnelData(data);
   } else {
     session_->consumed(stream, data.size());
   }
 }
 
 void ClientTunnel::onEndOfInput(int32_t stream) {
-  if (Rider* r = riderOf(stream)) r->user->onTunnelEnd();
+  if (TunnelUser* user = userOf(stream)) user->onTunnelEnd();
 }
 
 void ClientTunnel::onStreamClosed(int32_t stream, uint32_t error_code) {
-  Rider* r = riderOf(stream);
-  if (r == nullptr) return;
-  TunnelUser* user = r->user;
-  std::erase_if(riders_, [&](const Rider& x) { return x.stream == stream; });
+  TunnelUser* user = userOf(stream);
+  if (user == nullptr) return;
+  by_stream_.erase(stream);
+  riders_.erase(user);
   last_used_ = worker_.now();
   user->onTunnelClosed(error_code != 0, ConnectionEnd::Reset,
                        error_code != 0 ? "the server reset the stream (HTTP/2 error " + std::to_string(error_code) + ")"
@@ -414,7 +408,7 @@ void ClientTunnel::onStreamClosed(int32_t stream, uint32_t error_code) {
 }
 
 void ClientTunnel::onOutputDrained(int32_t stream) {
-  if (Rider* r = riderOf(stream)) r->user->onTunnelDrained();
+  if (TunnelUser* user = userOf(stream)) user->onTunnelDrained();
 }
 
 }  // namespace meshlock::engine

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -96,7 +97,6 @@ class ClientTunnel final : public IoHandler, HboneSession::Handler {
  private:
   enum class Phase { Connecting, Handshaking, Ready };
   struct Rider {
-    TunnelUser* user = nullptr;
     HboneRequest request;
     int32_t stream = 0;  // 0 until opened
   };
@@ -109,9 +109,9 @@ class ClientTunnel final : public IoHandler, HboneSession::Handler {
   void pump();  // frames out, through TLS, to the socket
   void flush();
   void armRecv();
-  Rider* riderOf(const TunnelUser& user);
-  const Rider* riderOf(const TunnelUser& user) const;
-  Rider* riderOf(int32_t stream);
+  // The user's open stream, or 0 (not opened yet, or not riding here).
+  [[nodiscard]] int32_t streamOf(const TunnelUser& user) const;
+  [[nodiscard]] TunnelUser* userOf(int32_t stream) const;
 
   // HboneSession::Handler
   void onResponse(int32_t stream, int status) override;
@@ -137,7 +137,10 @@ class ClientTunnel final : public IoHandler, HboneSession::Handler {
   std::optional<TlsClientSetup> setup_;
   std::unique_ptr<HboneSession> session_;
   ByteQueue plaintext_;
-  std::vector<Rider> riders_;
+  // Looked up per read and write of every stream: by user and by stream id.
+  std::unordered_map<const TunnelUser*, Rider> riders_;
+  std::unordered_map<int32_t, TunnelUser*> by_stream_;
+  std::deque<TunnelUser*> waiting_;  // attached, not yet opened, in order
   Phase phase_ = Phase::Connecting;
   std::chrono::steady_clock::time_point deadline_;
   std::chrono::steady_clock::time_point last_used_;

@@ -31,8 +31,6 @@ class TunnelStream final : public IoHandler {
 
   void start(UniqueFd fd) {
     fd_ = std::move(fd);
-    int one = 1;
-    setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     deadline_ = tunnel_.worker().now() + tunnel_.worker().config().connect_timeout;
     ++pending_;
     tunnel_.worker().io().connect(fd_.get(), target_.get(), target_.length(), connect_request_);
@@ -228,10 +226,7 @@ class TunnelStream final : public IoHandler {
   void finish(bool reset, ConnectionEnd end, std::string reason) {
     if (ended_) return;
     ended_ = true;
-    if (reset) {
-      linger lg{1, 0};
-      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    }
+    if (reset) setResetOnClose(fd_.get());
     // What the client sent and the app never took still holds connection window.
     if (!to_app_.empty() && !h2_closed_) tunnel_.server().consumed(id_, to_app_.size());
     to_app_.clear();
@@ -397,11 +392,7 @@ void HboneTunnel::onRequest(int32_t stream, const HboneRequest& request) {
     }
     return;
   }
-  Result<UniqueFd> fd = setup_.make_socket ? setup_.make_socket(*target) : [&]() -> Result<UniqueFd> {
-    UniqueFd s(::socket(target->family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!s) return failErrno("socket");
-    return s;
-  }();
+  Result<UniqueFd> fd = openUpstreamSocket(setup_.make_socket, *target);
   if (!fd) {
     bump(worker_.counters.connect_failures);
     refuse(stream, HboneStatus::kServiceUnavailable, fd.error().describe());

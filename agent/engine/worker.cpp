@@ -2,6 +2,8 @@
 // the connections it accepted and checks their deadlines on a coarse tick.
 #include "engine/worker.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -12,14 +14,25 @@
 #include "engine/hbone_pool.h"
 
 namespace meshlock::engine {
-namespace {
+void setNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
 
 void setResetOnClose(int fd) {
   linger lg{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-}  // namespace
+Result<UniqueFd> openUpstreamSocket(const SocketFactory& make_socket, const SocketAddress& destination) {
+  Result<UniqueFd> fd = make_socket ? make_socket(destination) : [&]() -> Result<UniqueFd> {
+    UniqueFd s(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!s) return failErrno("socket");
+    return s;
+  }();
+  if (fd) setNoDelay(fd->get());
+  return fd;
+}
 
 SourceBudgets::Key SourceBudgets::keyOf(const SocketAddress& peer) {
   // FNV-1a over the address (IPv4-mapped IPv6 as IPv4, the port left out),

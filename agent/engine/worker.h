@@ -22,6 +22,14 @@ namespace meshlock::engine {
 class Connection;
 class HbonePool;
 
+// Socket helpers shared by the engine's connections and tunnels.
+void setNoDelay(int fd);
+// SO_LINGER 0: close() sends a reset (the peer sees one) and leaves no TIME_WAIT.
+void setResetOnClose(int fd);
+// An upstream socket for `destination`, from `make_socket` (e.g. inside a
+// pod's netns) or a plain non-blocking one; Nagle off either way.
+[[nodiscard]] Result<UniqueFd> openUpstreamSocket(const SocketFactory& make_socket, const SocketAddress& destination);
+
 struct PodBudget {
   std::atomic<int64_t> active{0};
 };
