@@ -23,7 +23,9 @@
 /* bpf_sk_lookup.ingress_ifindex appeared in 5.17; on older kernels the
  * verifier rejects the access: meshlock needs >= 5.17. */
 
-/* bpf_sock_ops.local_port is in host byte order, remote_port in network
- * byte order (historic asymmetry kept by the UAPI). */
+/* bpf_sock_ops.local_port and sk_msg_md.local_port are in host byte order,
+ * remote_port in network byte order as a 32-bit value: the port sits in the
+ * high half on little-endian machines (historic asymmetry kept by the UAPI). */
+#define ML_REMOTE_PORT(field) ((__u16)bpf_ntohl(field))
 
 #endif /* MESHLOCK_BPF_COMPAT_BPF_H */

@@ -55,6 +55,37 @@ struct {
 	__type(value, struct ml_orig_dst);
 } ml_orig_dst SEC(".maps");
 
+/* Both ends of every pod-local connection (app <-> agent), for the sk_msg
+ * shortcut. The kernel drops a socket from it when the socket closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ML_MAX_POD_LEGS);
+	__type(key, struct ml_leg_key);
+	__type(value, __u64);
+} ml_pod_legs SEC(".maps");
+
+/* The same sockets' addresses, for sk_msg to read the peer's TCP state (how
+ * much it has read, how much waits in its queue): sk_msg may not hold a
+ * socket reference, so the pointer is kept as a number and read with
+ * bpf_probe_read_kernel. It is used only while the peer is in ml_pod_legs
+ * (a redirect to a key no longer there fails and the message goes by TCP),
+ * and a stale entry ages out (LRU) or is overwritten by the next socket with
+ * the same key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ML_MAX_POD_LEGS);
+	__type(key, struct ml_leg_key);
+	__type(value, __u64);
+} ml_leg_socks SEC(".maps");
+
+/* Socket -> enum ml_leg_mark, written by the agent through the socket's fd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} ml_leg_marks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ML_CTR_MAX);

@@ -22,6 +22,7 @@
 #define ML_MAX_PORT_RULES 65536
 #define ML_MAX_INFLIGHT 65536 /* connects between connect() and established */
 #define ML_MAX_ORIG_DST 65536 /* established, not yet accepted by the agent */
+#define ML_MAX_POD_LEGS 131072 /* pod-local sockets (two per app<->agent pair) */
 
 /* An IPv4 or IPv6 address in 16 bytes; IPv4 as ::ffff:a.b.c.d, the form an
  * IPv6 socket sees a v4-mapped peer in, so one key serves both families. */
@@ -88,6 +89,32 @@ struct ml_flow_key {
 	__u16 reserved[3];
 };
 
+/* Key of ml_pod_legs, the sockhash of pod-local sockets (an app's socket and
+ * the agent's socket at the other end of the same loopback connection): one
+ * end as it sees itself. The peer's key is the same with the ends swapped. */
+struct ml_leg_key {
+	__u64 netns_cookie;
+	struct ml_addr local;
+	struct ml_addr remote;
+	__u16 local_port;  /* host byte order */
+	__u16 remote_port; /* host byte order */
+	__u32 reserved;
+};
+
+/* Value of ml_leg_marks (socket storage): set by the agent on a socket it is
+ * about to connect to a pod's app, so sockops puts it in ml_pod_legs. */
+enum ml_leg_mark {
+	ML_LEG_MARK_AGENT_UPSTREAM = 1, /* the agent's connection to a pod's app (inbound leg) */
+	ML_LEG_MARK_AGENT_ACCEPTED = 2, /* the agent's end of an app's captured connect (outbound leg); set by sockops */
+};
+
+/* Which way the pod-local shortcut carries bytes (the loader's setting). */
+enum ml_leg_mode {
+	ML_LEG_OFF = 0,
+	ML_LEG_APP_TO_AGENT = 1, /* the agent reads with recv(): safe for every app */
+	ML_LEG_BOTH = 2,         /* also agent -> app: the app must read with recv()/read(), not splice() */
+};
+
 /* Per-CPU counters, one per decision (index into ml_counters). */
 enum ml_counter {
 	ML_CTR_CONNECT_CAPTURED = 0,
@@ -106,6 +133,12 @@ enum ml_counter {
 	ML_CTR_LOOKUP_NO_LISTENER_DROPPED,
 	ML_CTR_LOOKUP_NO_LISTENER_PASSED,
 	ML_CTR_LOOKUP_ERROR,
+	ML_CTR_LEG_INSERTED,       /* a pod-local socket entered ml_pod_legs */
+	ML_CTR_LEG_INSERT_ERROR,   /* ... could not: it stays on plain TCP */
+	ML_CTR_LEG_REDIRECTED,     /* a message went straight to the peer's queue */
+	ML_CTR_LEG_PASS_NO_PEER,   /* ... went by TCP: the peer is not in the map (yet, or any more) */
+	ML_CTR_LEG_PASS_UNREAD,    /* ... went by TCP: bytes sent by TCP are still unread */
+	ML_CTR_LEG_PASS_BACKLOG,   /* ... went by TCP: the peer's queue is full (TCP's window pushes back) */
 	ML_CTR_MAX,
 };
 

@@ -16,6 +16,7 @@ static_assert(sizeof(ml_port_key) == 16);
 static_assert(sizeof(ml_listener_key) == 16);
 static_assert(sizeof(ml_orig_dst) == 32);
 static_assert(sizeof(ml_flow_key) == 32);
+static_assert(sizeof(ml_leg_key) == 48);
 
 namespace meshlock::capture {
 
@@ -37,12 +38,18 @@ inline constexpr std::array<std::string_view, ML_CTR_MAX> kCounterNames = {
     "lookup_no_listener_dropped",
     "lookup_no_listener_passed",
     "lookup_error",
+    "leg_inserted",
+    "leg_insert_error",
+    "leg_redirected",
+    "leg_pass_no_peer",
+    "leg_pass_unread",
+    "leg_pass_backlog",
 };
 
 // The maps every BPF object shares, pinned under <pin dir>/maps/<name>.
-inline constexpr std::array<std::string_view, 7> kSharedMapNames = {
-    "ml_pod_cgroups", "ml_pod_addrs", "ml_ports",   "ml_listeners",
-    "ml_inflight",    "ml_orig_dst",  "ml_counters",
+inline constexpr std::array<std::string_view, 10> kSharedMapNames = {
+    "ml_pod_cgroups", "ml_pod_addrs", "ml_ports",    "ml_listeners", "ml_inflight",
+    "ml_orig_dst",    "ml_counters",  "ml_pod_legs", "ml_leg_socks", "ml_leg_marks",
 };
 
 }  // namespace meshlock::capture
