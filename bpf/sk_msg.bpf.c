@@ -9,10 +9,11 @@
  *   TCP has been read by the peer (our write_seq == the peer's rcv_nxt, and
  *   nothing waits in its TCP queue); otherwise it goes by TCP behind them. The reverse switch is always safe:
  *   a reader takes the redirected queue before the TCP queue.
- * - Backpressure. The redirected queue has no window. When the peer holds
- *   more than its receive buffer there, the message goes by TCP, whose
- *   window then stops the writer; so a slow reader never grows a queue
- *   beyond its receive buffer plus one message.
+ * - Backpressure. The redirected queue has no window (on Linux 6.18 a reader
+ *   that reads nothing takes 256 MB and more). When the peer holds what TCP
+ *   would let one socket hold (tcp_rmem's maximum) there, the message goes
+ *   by TCP, whose window then stops the writer; so a slow reader never
+ *   holds more than with TCP alone, plus one message.
  * - No peer, no shortcut. A peer not in the map (closed, or not yet there)
  *   means TCP; the kernel drops a closing socket from the map itself.
  *
@@ -86,6 +87,17 @@ static __always_inline __u32 queued_for(struct tcp_sock *peer)
 	return BPF_CORE_READ(psock, msg_tot_len);
 }
 
+/* The most the peer's redirected queue may hold: what TCP would let one
+ * socket hold (net.ipv4.tcp_rmem's maximum, of the peer's netns), or its
+ * receive buffer if that cannot be read. */
+static __always_inline __u32 queue_limit(struct tcp_sock *peer)
+{
+	int limit = BPF_CORE_READ(peer, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, ipv4.sysctl_tcp_rmem[2]);
+	int rcvbuf = BPF_CORE_READ(peer, inet_conn.icsk_inet.sk.sk_rcvbuf);
+
+	return (__u32)(limit > rcvbuf ? limit : rcvbuf);
+}
+
 static __always_inline bool agent_end(struct bpf_sock *self)
 {
 	__u32 *mark = bpf_sk_storage_get(&ml_leg_marks, self, 0, 0);
@@ -129,7 +141,7 @@ int ml_pod_leg_msg(struct sk_msg_md *msg)
 		unread = BPF_CORE_READ(peer_tp, inet_conn.icsk_inet.sk.sk_receive_queue.qlen);
 	if (unread != 0)
 		verdict = ML_CTR_LEG_PASS_UNREAD;
-	else if (queued_for(peer_tp) >= (__u32)BPF_CORE_READ(peer_tp, inet_conn.icsk_inet.sk.sk_rcvbuf))
+	else if (queued_for(peer_tp) >= queue_limit(peer_tp))
 		verdict = ML_CTR_LEG_PASS_BACKLOG;
 	else if (bpf_msg_redirect_hash(msg, &ml_pod_legs, &peer, BPF_F_INGRESS) != SK_PASS)
 		verdict = ML_CTR_LEG_PASS_NO_PEER; /* the peer left the map: TCP tells the app */

@@ -352,6 +352,16 @@ Result<engine::TlsServerSetup> meshServerTls(identity::IdentityManager& identiti
 
 }  // namespace
 
+engine::SocketFactory Agent::Parts::appSocketFactory(const std::shared_ptr<UniqueFd>& netns) const {
+  const capture::Datapath* capture = datapath ? &*datapath : nullptr;
+  return [netns, capture](const engine::SocketAddress& to) -> Result<UniqueFd> {
+    auto fd = capture::socketInNetns(netns->get(), to.family());
+    if (fd && capture != nullptr)
+      if (auto marked = capture->markAgentUpstream(fd->get()); !marked) return std::unexpected(marked.error());
+    return fd;
+  };
+}
+
 Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
                                                       const std::shared_ptr<UniqueFd>& netns,
                                                       const engine::AcceptedSocket& accepted) {
@@ -361,7 +371,7 @@ Result<engine::InboundPlan> Agent::Parts::planInbound(const config::PodUid& pod,
   engine::InboundPlan plan;
   plan.mode = toEngineMode(decision.mode);
   plan.app = accepted.local;  // sk_lookup keeps the original local address
-  plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
+  plan.make_socket = appSocketFactory(netns);
   const config::Pod* served_pod = policy->podByUid(pod);
   if (served_pod != nullptr)
     plan.observer = inboundReport(*policy, *served_pod, pod_id, accepted.peer, accepted.local, decision, plan.mode);
@@ -389,7 +399,7 @@ Result<engine::InboundPlan> Agent::Parts::planTunnel(const config::PodUid& pod, 
   engine::InboundPlan plan;
   plan.mode = engine::InboundMode::Strict;
   plan.app = accepted.local;
-  plan.make_socket = [netns](const engine::SocketAddress& to) { return capture::socketInNetns(netns->get(), to.family()); };
+  plan.make_socket = appSocketFactory(netns);
   auto tls = meshServerTls(*identities, pod_id);
   if (!tls) return std::unexpected(tls.error());
   plan.tls = std::move(*tls);
@@ -713,12 +723,23 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   capture_config.pods_cgroup_root = *pods_root;
   capture_config.outbound_port = kOutboundPort;
   capture_config.inbound_port = kInboundPort;
+  capture_config.pod_leg_shortcut = settings.pod_leg_shortcut;
+  if (settings.pod_leg_shortcut != capture::LegShortcut::Off) {
+    // The agent's own sockets must be seen by sockops too (docs/datapath.md).
+    auto agent_cgroup = capture::agentCgroupFor(*pods_root);
+    if (agent_cgroup) {
+      capture_config.agent_cgroup = *agent_cgroup;
+    } else {
+      spdlog::warn("pod-local shortcut off: {}", agent_cgroup.error().describe());
+      capture_config.pod_leg_shortcut = capture::LegShortcut::Off;
+    }
+  }
   auto datapath = capture::Datapath::install(capture_config);
   if (!datapath) return std::unexpected(datapath.error().context("capture"));
   parts->datapath.emplace(std::move(*datapath));
-  spdlog::info("capture {} at {} (programs pinned in {})",
+  spdlog::info("capture {} at {} (programs pinned in {}); pod-local shortcut {}",
                parts->datapath->reusedPinnedLinks() ? "taken over" : "installed", pods_root->string(),
-               settings.bpf_pin_dir.string());
+               settings.bpf_pin_dir.string(), capture::toString(capture_config.pod_leg_shortcut));
 
   engine::EngineConfig engine_config;
   engine_config.threads = settings.threads;

@@ -90,6 +90,9 @@ struct Agent::Parts {
   Result<engine::OutboundPlan> planOutbound(const config::PodUid& source, const identity::SpiffeId& source_id,
                                             const std::shared_ptr<UniqueFd>& netns,
                                             const engine::AcceptedSocket& accepted);
+  // Sockets to a pod's app, opened in its netns (and marked for the pod-local
+  // shortcut when it is on).
+  engine::SocketFactory appSocketFactory(const std::shared_ptr<UniqueFd>& netns) const;
   Result<engine::InboundPlan> planInbound(const config::PodUid& pod, const identity::SpiffeId& pod_id,
                                           const std::shared_ptr<UniqueFd>& netns,
                                           const engine::AcceptedSocket& accepted);

@@ -138,6 +138,7 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     else if (key == "maxSourceBytes") status = number(settings.max_source_bytes, 1ull << 40);
     else if (key == "maxSourceObjects") status = number(settings.max_source_objects, kMaxCount);
     else if (key == "io") status = parsed(settings.io, parseIoBackend);
+    else if (key == "podLegShortcut") status = parsed(settings.pod_leg_shortcut, capture::parseLegShortcut);
     else if (key == "logFormat") status = parsed(settings.log_format, parseLogFormat);
     else if (key == "accessLog") status = toggle(settings.access_log);
     else if (key == "adminSocketTakeOver") status = toggle(settings.admin_socket_take_over);

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "capture/leg_shortcut.h"
 #include "common/error.h"
 #include "config/manifest.h"
 
@@ -46,6 +47,8 @@ struct AgentSettings {
   std::string metrics_address = "0.0.0.0:15020";
   unsigned threads = 0;                                  // 0: one per core
   IoBackend io = IoBackend::Auto;
+  // App <-> agent bytes in the pod without loopback TCP (docs/datapath.md).
+  capture::LegShortcut pod_leg_shortcut = capture::LegShortcut::Off;
   LogFormat log_format = LogFormat::Text;
   std::string log_level = "info";
   bool access_log = true;                                // one line per connection when it ends

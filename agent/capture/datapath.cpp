@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <system_error>
 
@@ -19,7 +20,9 @@
 #include "capture/netns.h"
 #include "capture_connect.skel.h"
 #include "capture_reuseport.skel.h"
+#include "capture/pod_discovery.h"
 #include "capture_sk_lookup.skel.h"
+#include "capture_sk_msg.skel.h"
 #include "capture_sockops.skel.h"
 
 namespace meshlock::capture {
@@ -36,6 +39,9 @@ struct SockopsSkelDeleter {
 };
 struct SkLookupSkelDeleter {
   void operator()(capture_sk_lookup* s) const { capture_sk_lookup__destroy(s); }
+};
+struct SkMsgSkelDeleter {
+  void operator()(capture_sk_msg* s) const { capture_sk_msg__destroy(s); }
 };
 struct ReuseportSkelDeleter {
   void operator()(capture_reuseport* s) const { capture_reuseport__destroy(s); }
@@ -63,6 +69,28 @@ Status pinSharedMaps(bpf_object* obj, const fs::path& maps_dir) {
       return failErrno("bpf_map__set_pin_path " + path, -err);
   }
   return {};
+}
+
+std::uint32_t legMode(LegShortcut shortcut) {
+  switch (shortcut) {
+    case LegShortcut::Off: return ML_LEG_OFF;
+    case LegShortcut::AppToAgent: return ML_LEG_APP_TO_AGENT;
+    case LegShortcut::Both: return ML_LEG_BOTH;
+  }
+  return ML_LEG_OFF;
+}
+
+// A pinned counter array of another size (an agent of another version
+// pinned it) cannot be reused: libbpf refuses the whole load. Counters are
+// only counters: unpin it, and this agent starts a new one (the old
+// programs keep theirs until they are replaced).
+void dropPinnedCountersOfAnotherSize(const fs::path& maps_dir) {
+  const fs::path pin = maps_dir / "ml_counters";
+  UniqueFd fd(bpf_obj_get(pin.c_str()));
+  if (!fd) return;
+  bpf_map_info info{};
+  std::uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) == 0 && info.max_entries != ML_CTR_MAX) ::unlink(pin.c_str());
 }
 
 bool validPodUid(const std::string& uid) {
@@ -110,12 +138,32 @@ void deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
 
 static Result<Counters> readCounters(int counters_fd);
 
+Result<fs::path> agentCgroupFor(const fs::path& pods_root) {
+  auto mount = findCgroup2Mount();
+  if (!mount) return std::unexpected(mount.error());
+  std::ifstream in("/proc/self/cgroup");
+  std::string line, own;
+  while (std::getline(in, line))
+    if (line.rfind("0::", 0) == 0) own = line.substr(3);
+  if (own.empty()) return fail("no cgroup v2 entry in /proc/self/cgroup");
+  if (own == "/")
+    return fail("the agent runs in the root cgroup (v2): sockops there would see every socket of the machine; "
+                "run it in a cgroup of its own (its DaemonSet pod on a node)");
+  const fs::path dir = *mount / fs::path(own).relative_path();
+  const std::string root = pods_root.lexically_normal().string();
+  const std::string mine = dir.lexically_normal().string();
+  if (mine == root || mine.rfind(root + "/", 0) == 0) return fs::path();  // seen from the pods root already
+  return dir;
+}
+
+
 struct Datapath::State {
   DatapathConfig config;
   std::unique_ptr<capture_connect, ConnectSkelDeleter> connect;
   std::unique_ptr<capture_sockops, SockopsSkelDeleter> sockops;
   std::unique_ptr<capture_sk_lookup, SkLookupSkelDeleter> sk_lookup;
   std::unique_ptr<capture_reuseport, ReuseportSkelDeleter> reuseport;
+  std::unique_ptr<capture_sk_msg, SkMsgSkelDeleter> sk_msg;  // only with the shortcut on
   bool reused_links = false;
   int pod_cgroups_fd = -1, pod_addrs_fd = -1, ports_fd = -1, listeners_fd = -1, orig_dst_fd = -1,
       counters_fd = -1;  // owned by the connect skeleton
@@ -135,6 +183,14 @@ Datapath::~Datapath() = default;
 
 const DatapathConfig& Datapath::config() const { return state_->config; }
 bool Datapath::reusedPinnedLinks() const { return state_->reused_links; }
+
+Status Datapath::markAgentUpstream(int fd) const {
+  if (state_->config.pod_leg_shortcut == LegShortcut::Off) return {};
+  const std::uint32_t mark = ML_LEG_MARK_AGENT_UPSTREAM;
+  if (bpf_map__update_elem(state_->connect->maps.ml_leg_marks, &fd, sizeof fd, &mark, sizeof mark, BPF_ANY) != 0)
+    return failErrno("mark the agent's socket for the pod-local shortcut");
+  return {};
+}
 
 Result<Datapath> Datapath::install(const DatapathConfig& config) {
   auto state = std::make_unique<State>();
@@ -170,9 +226,21 @@ Result<Datapath> Datapath::install(const DatapathConfig& config) {
     state->sk_lookup->rodata->agent_ports[i] = config.agent_ports[i];
   }
 
+  const std::uint32_t leg_mode = legMode(config.pod_leg_shortcut);
+  state->sockops->rodata->pod_legs = leg_mode;
+  state->sockops->rodata->outbound_port = config.outbound_port;
+  if (config.pod_leg_shortcut != LegShortcut::Off) {
+    state->sk_msg.reset(capture_sk_msg__open());
+    if (!state->sk_msg) return failErrno("open BPF skeleton sk_msg");
+    state->sk_msg->rodata->leg_mode = leg_mode;
+  }
+
   for (bpf_object* obj : {state->connect->obj, state->sockops->obj, state->sk_lookup->obj}) {
     if (auto ok = pinSharedMaps(obj, state->mapsDir()); !ok) return std::unexpected(ok.error());
   }
+  if (state->sk_msg)
+    if (auto ok = pinSharedMaps(state->sk_msg->obj, state->mapsDir()); !ok) return std::unexpected(ok.error());
+  dropPinnedCountersOfAnotherSize(state->mapsDir());
   if (int err = capture_connect__load(state->connect.get()); err != 0)
     return fail("load connect programs: " + libbpfError(err));
   if (int err = capture_sockops__load(state->sockops.get()); err != 0)
@@ -181,6 +249,15 @@ Result<Datapath> Datapath::install(const DatapathConfig& config) {
     return fail("load sk_lookup program: " + libbpfError(err));
   state->reuseport.reset(capture_reuseport__open_and_load());
   if (!state->reuseport) return failErrno("load sk_reuseport program");
+  if (state->sk_msg) {
+    if (int err = capture_sk_msg__load(state->sk_msg.get()); err != 0)
+      return fail("load sk_msg program (the pod-local shortcut; turn it off with podLegShortcut: off): " +
+                  libbpfError(err));
+    // Attached to the pinned sockhash itself: a new agent's program replaces the old one.
+    if (bpf_prog_attach(bpf_program__fd(state->sk_msg->progs.ml_pod_leg_msg),
+                        bpf_map__fd(state->connect->maps.ml_pod_legs), BPF_SK_MSG_VERDICT, 0) != 0)
+      return failErrno("attach sk_msg to ml_pod_legs");
+  }
 
   auto& maps = state->connect->maps;
   state->pod_cgroups_fd = bpf_map__fd(maps.ml_pod_cgroups);
@@ -205,6 +282,19 @@ Result<Datapath> Datapath::install(const DatapathConfig& config) {
                                  state->linksDir() / hook.name);
     if (!reused) return std::unexpected(reused.error().context(std::string("attach ") + hook.name));
     state->reused_links = state->reused_links || *reused;
+  }
+  // The agent's own sockets, where its cgroup is not below the pods root.
+  const fs::path agent_link = state->linksDir() / "sockops-agent";
+  if (config.pod_leg_shortcut != LegShortcut::Off && !config.agent_cgroup.empty()) {
+    UniqueFd agent_cg(::open(config.agent_cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!agent_cg) return failErrno("open " + config.agent_cgroup.string());
+    auto reused = attachOrUpdate(bpf_program__fd(state->sockops->progs.ml_sockops), agent_cg.get(),
+                                 BPF_CGROUP_SOCK_OPS, agent_link);
+    if (!reused) return std::unexpected(reused.error().context("attach sockops at the agent's cgroup"));
+  } else if (fs::exists(agent_link, ec)) {
+    UniqueFd link(bpf_obj_get(agent_link.c_str()));
+    if (link) bpf_link_detach(link.get());
+    ::unlink(agent_link.c_str());
   }
 
   // Pods enrolled by a previous process keep their sk_lookup links; move
@@ -556,8 +646,10 @@ Result<DatapathInfo> Datapath::describe() const {
       {"cgroup/connect6", s.connect->progs.ml_connect6},
       {"sockops", s.sockops->progs.ml_sockops},
       {"sk_lookup", s.sk_lookup->progs.ml_sk_lookup},
+      {"sk_msg", s.sk_msg ? s.sk_msg->progs.ml_pod_leg_msg : nullptr},
   };
   for (const Hook& hook : hooks) {
+    if (hook.prog == nullptr) continue;  // sk_msg with the shortcut off
     bpf_prog_info info{};
     std::uint32_t len = sizeof info;
     if (bpf_obj_get_info_by_fd(bpf_program__fd(hook.prog), &info, &len) != 0)
@@ -591,6 +683,11 @@ Result<DatapathInfo> Datapath::describe() const {
   std::error_code ec;
   for (const char* name : {"connect4", "connect6", "sockops"})
     addLink(s.linksDir() / name, s.config.pods_cgroup_root.string());
+  addLink(s.linksDir() / "sockops-agent", s.config.agent_cgroup.string());
+  if (s.sk_msg) {  // attached to the map, not through a link
+    for (ProgramInfo& prog : out.programs)
+      if (prog.attach_type == "sk_msg") prog.links.push_back({.id = 0, .target = "map ml_pod_legs"});
+  }
   for (const auto& entry : fs::directory_iterator(s.podsDir(), ec)) {
     const std::string dir = entry.path().filename().string();
     addLink(entry.path() / "sk_lookup", "pod " + dir.substr(0, dir.rfind('@')));

@@ -11,9 +11,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "capture/bpf_abi.h"
+#include "capture/leg_shortcut.h"
 #include "capture/pod_discovery.h"
 #include "capture/socket_address.h"
 #include "common/error.h"
@@ -32,7 +34,18 @@ struct DatapathConfig {
   std::uint16_t inbound_port = 15006;
   // Destination ports never captured in either direction (the agent's own).
   std::vector<std::uint16_t> agent_ports = {15000, 15001, 15006, 15020};
+  LegShortcut pod_leg_shortcut = LegShortcut::Off;
+  // The agent's own cgroup (v2), where sockops also attaches so the agent's
+  // sockets join the shortcut; empty when the agent is below
+  // pods_cgroup_root (its DaemonSet pod on a node), which sockops sees.
+  std::filesystem::path agent_cgroup;
 };
+
+// The agent's own cgroup v2 directory when it is neither below `pods_root`
+// nor the mount's root (where a hook would see every socket of the machine):
+// where the shortcut's sockops must also attach. Empty when nothing is
+// needed; an error when the shortcut cannot see the agent's sockets.
+[[nodiscard]] Result<std::filesystem::path> agentCgroupFor(const std::filesystem::path& pods_root);
 
 // What the agent wants for one pod. Enrolment decisions (labels, policy)
 // are made upstream; capture applies them.
@@ -125,6 +138,11 @@ class Datapath {
   // Removes the pod from every map and detaches its sk_lookup link.
   [[nodiscard]] Status withdrawPod(const PodUid& uid);
   [[nodiscard]] std::vector<PinnedPod> pinnedPods() const;
+
+  // Marks a socket the agent is about to connect to a pod's app, so that
+  // with the shortcut on sockops puts it (and the app's end) in the sockhash.
+  // A no-op when the shortcut is off.
+  [[nodiscard]] Status markAgentUpstream(int fd) const;
 
   // Where an accepted outbound connection (from an outbound listener) was
   // going. Consumes the entry: call once per accepted socket.

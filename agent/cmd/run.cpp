@@ -38,6 +38,7 @@ struct RunFlags {
   std::string admin_address;
   std::string metrics_address;
   std::string io;
+  std::string pod_leg_shortcut;
   std::string log_format;
   std::string log_level;
   std::string access_log;
@@ -187,6 +188,11 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     if (!io) return std::unexpected(io.error());
     settings.io = *io;
   }
+  if (!flags.pod_leg_shortcut.empty()) {
+    auto shortcut = capture::parseLegShortcut(flags.pod_leg_shortcut);
+    if (!shortcut) return std::unexpected(shortcut.error());
+    settings.pod_leg_shortcut = *shortcut;
+  }
   if (!flags.access_log.empty()) {
     auto on = app::parseSwitch("--access-log", flags.access_log);
     if (!on) return std::unexpected(on.error());
@@ -278,6 +284,8 @@ const CommandRegistrar kRun({
           sub.add_option("--metrics-address", flags->metrics_address, "metrics and readiness address");
           sub.add_option("--threads", flags->threads, "engine threads (0: one per core)");
           sub.add_option("--io", flags->io, "event loop: auto, uring or epoll");
+          sub.add_option("--pod-leg-shortcut", flags->pod_leg_shortcut,
+                         "app <-> agent bytes in the pod without loopback TCP: off, app-to-agent or both");
           sub.add_option("--log-format", flags->log_format, "text or json");
           sub.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error");
           sub.add_option("--access-log", flags->access_log, "on or off: a line per connection when it ends (default on)");

@@ -31,6 +31,7 @@ adminAddress: 127.0.0.1:16000
 metricsAddress: 127.0.0.1:16020
 threads: 2
 io: epoll
+podLegShortcut: app-to-agent
 logFormat: json
 logLevel: debug
 certLifetimeSeconds: 60
@@ -49,6 +50,7 @@ maxSourceObjects: 20000
   EXPECT_EQ(settings->manifests_dir, "/run/m");
   EXPECT_EQ(settings->threads, 2u);
   EXPECT_EQ(settings->io, IoBackend::Epoll);
+  EXPECT_EQ(settings->pod_leg_shortcut, capture::LegShortcut::AppToAgent);
   EXPECT_EQ(settings->log_format, LogFormat::Json);
   EXPECT_EQ(settings->cert_lifetime, std::chrono::seconds(60));
   EXPECT_EQ(settings->drain_deadline, std::chrono::seconds(5));
@@ -60,6 +62,16 @@ maxSourceObjects: 20000
   EXPECT_EQ(settings->max_source_bytes, 1048576u);
   EXPECT_EQ(settings->max_source_objects, 20000u);
   EXPECT_TRUE(validateSettings(*settings));
+}
+
+TEST(AgentSettings, PodLegShortcutIsOffByDefaultAndNamesItsValues) {
+  EXPECT_EQ(AgentSettings{}.pod_leg_shortcut, capture::LegShortcut::Off);
+  auto both = parseSettings("podLegShortcut: both\n", "agent.yaml");
+  ASSERT_TRUE(both);
+  EXPECT_EQ(both->pod_leg_shortcut, capture::LegShortcut::Both);
+  auto bad = parseSettings("podLegShortcut: sockmap\n", "agent.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().describe().find("expected off, app-to-agent or both"), std::string::npos) << bad.error().describe();
 }
 
 TEST(ConnectionCaps, DefaultsAreSizedFromTheOpenFileLimit) {

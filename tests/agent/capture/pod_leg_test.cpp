@@ -293,11 +293,13 @@ TEST_F(PodLeg, ASlowReaderStopsTheWriterLosesNothingAndTheShortcutComesBack) {
     written += static_cast<size_t>(n);
   }
   ASSERT_LT(written, limit) << "the writer was never pushed back: the queue is unbounded";
-  int rcvbuf = 0;
-  socklen_t len = sizeof rcvbuf;
-  ASSERT_EQ(::getsockopt(agent.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len), 0);
-  // The shortcut queue (up to the receive buffer) plus what TCP holds.
-  EXPECT_LT(written, static_cast<size_t>(rcvbuf) * 4 + (8u << 20)) << "rcvbuf " << rcvbuf;
+  // The shortcut queue holds up to tcp_rmem's maximum, then TCP's own
+  // buffers (the reader's receive and the writer's send buffer) fill.
+  std::ifstream rmem("/proc/sys/net/ipv4/tcp_rmem"), wmem("/proc/sys/net/ipv4/tcp_wmem");
+  size_t rmin = 0, rdef = 0, rmax = 0, wmin = 0, wdef = 0, wmax = 0;
+  rmem >> rmin >> rdef >> rmax;
+  wmem >> wmin >> wdef >> wmax;
+  EXPECT_LT(written, 2 * rmax + 2 * wmax + (1u << 20)) << "tcp_rmem max " << rmax << ", tcp_wmem max " << wmax;
   EXPECT_GE(counter(ML_CTR_LEG_REDIRECTED), 1u);
   EXPECT_GE(counter(ML_CTR_LEG_PASS_BACKLOG), 1u);
   EXPECT_GE(counter(ML_CTR_LEG_PASS_UNREAD), 1u);  // behind the TCP bytes while they are unread
@@ -313,7 +315,7 @@ TEST_F(PodLeg, ASlowReaderStopsTheWriterLosesNothingAndTheShortcutComesBack) {
     sendAll(app.get(), more);
     EXPECT_EQ(readN(agent.get(), more.size()), more);
   }
-  EXPECT_EQ(counter(ML_CTR_LEG_REDIRECTED), before + 1) << counters();
+  EXPECT_GE(counter(ML_CTR_LEG_REDIRECTED), before + 1) << counters();
 }
 
 TEST_F(PodLeg, HalfCloseDeliversTheBytesThenEndOfFile) {

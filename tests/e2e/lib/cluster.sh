@@ -166,12 +166,19 @@ start_agent() {
   cgroup_root=$(node_field "$node" cgroupRoot)
   # A restarted agent appends to the same log: wait for one more ready line.
   ready_before=$(grep -c "ready: node $node" "$WORK/agent-$node.log" 2>/dev/null || true)
-  # nsenter switches only the network namespace: `ip netns exec` would also
-  # remount /sys and hide bpffs and the cgroup2 mount.
-  nsenter --net="$netns" "$AGENT" run --node "$node" $src \
-    --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
-    $(agent_ca_flags "$node") --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" "$@" \
-    >>"$WORK/agent-$node.log" 2>&1 &
+  # The agent runs in a cgroup of its own beside the node's kubepods, as its
+  # DaemonSet pod would (the pod-local shortcut hooks the agent's sockets
+  # there). nsenter switches only the network namespace: `ip netns exec`
+  # would also remount /sys and hide bpffs and the cgroup2 mount.
+  local agent_cgroup="$cgroup_root/meshlock-agent"
+  mkdir -p "$agent_cgroup"
+  (
+    echo "$BASHPID" >"$agent_cgroup/cgroup.procs"
+    exec nsenter --net="$netns" "$AGENT" run --node "$node" $src \
+      --cgroup-root "$cgroup_root" --bpf-pin-dir "$(pin_dir "$node")" --state-dir "$WORK/state-$node" \
+      $(agent_ca_flags "$node") --admin-socket "$WORK/admin-$node.sock" --drain-deadline "${DRAIN_DEADLINE:-3}" \
+      --pod-leg-shortcut "${E2E_POD_LEG_SHORTCUT:-off}" "$@"
+  ) >>"$WORK/agent-$node.log" 2>&1 &
   AGENT_PIDS+=($!)
   AGENT_PID_OF[$node]=$!
   local logged=""

@@ -115,21 +115,27 @@ PY
 log "/capture: programs with their links, maps with their fill"
 curl -sf --unix-socket "$WORK/admin-node-a.sock" http://agent/capture >"$WORK/capture.json" || fail "GET /capture"
 python3 - "$WORK/capture.json" <<'PY' || fail "capture JSON: $(cat "$WORK/capture.json")"
-import json, sys
+import json, os, sys
 c = json.load(open(sys.argv[1]))
 assert c["error"] is None, c["error"]
 progs = {p["attach_type"]: p for p in c["programs"]}
-assert set(progs) == {"cgroup/connect4", "cgroup/connect6", "sockops", "sk_lookup"}, set(progs)
+shortcut = os.environ.get("E2E_POD_LEG_SHORTCUT", "off") != "off"
+assert set(progs) == {"cgroup/connect4", "cgroup/connect6", "sockops", "sk_lookup"} | ({"sk_msg"} if shortcut else set()), set(progs)
 for p in progs.values():
     assert p["id"] > 0 and p["name"].startswith("ml_") and p["type"], p
-for hook in ["cgroup/connect4", "cgroup/connect6", "sockops"]:
+for hook in ["cgroup/connect4", "cgroup/connect6"] + ([] if shortcut else ["sockops"]):
     assert progs[hook]["attachments"] == 1 and progs[hook]["links"][0]["target"].startswith("cgroup "), progs[hook]
 assert progs["cgroup/connect4"]["type"] == "cgroup_sock_addr", progs["cgroup/connect4"]
 # One sk_lookup link per served pod's netns: web only on node-a.
 assert progs["sk_lookup"]["attachments"] == 1, progs["sk_lookup"]
 assert progs["sk_lookup"]["links"][0]["target"].startswith("netns "), progs["sk_lookup"]
 maps = {m["name"]: m for m in c["maps"]}
-assert set(maps) == {"ml_pod_cgroups", "ml_pod_addrs", "ml_ports", "ml_listeners", "ml_inflight", "ml_orig_dst", "ml_counters"}
+assert set(maps) == {"ml_pod_cgroups", "ml_pod_addrs", "ml_ports", "ml_listeners", "ml_inflight", "ml_orig_dst", "ml_counters",
+                     "ml_pod_legs", "ml_leg_socks", "ml_leg_marks"}, set(maps)
+assert maps["ml_pod_legs"]["type"] == "sockhash" and maps["ml_leg_marks"]["entries"] is None, maps
+if shortcut:  # the pods root and the agent's own cgroup
+    assert progs["sockops"]["attachments"] == 2, progs["sockops"]
+    assert progs["sk_msg"]["links"][0]["target"] == "map ml_pod_legs", progs["sk_msg"]
 assert maps["ml_pod_cgroups"]["entries"] == 1 and maps["ml_pod_cgroups"]["max_entries"] == 4096, maps["ml_pod_cgroups"]
 assert maps["ml_counters"]["entries"] is None and maps["ml_counters"]["type"] == "percpu_array"
 assert maps["ml_listeners"]["type"] == "sockhash" and maps["ml_listeners"]["entries"] >= 1
