@@ -71,15 +71,16 @@ const volatile __u32 leg_mode = ML_LEG_APP_TO_AGENT;
  * (include/net/sock.h: SK_USER_DATA_PTRMASK). */
 #define ML_USER_DATA_PTRMASK (~7UL)
 
-/* Bytes the peer holds in its redirected queue, not yet read (0 on kernels
- * without the count: then only the receive buffer of TCP bounds anything). */
+/* Bytes the peer holds in its redirected queue, not yet read. A kernel
+ * without the count cannot bound the queue: there it reads as full, and
+ * every message goes by TCP. */
 static __always_inline __u32 queued_for(struct tcp_sock *peer)
 {
 	struct sk_psock *psock;
 	__u64 data;
 
 	if (!bpf_core_field_exists(struct sk_psock, msg_tot_len))
-		return 0;
+		return 0xffffffff;
 	data = (__u64)BPF_CORE_READ(peer, inet_conn.icsk_inet.sk.sk_user_data);
 	psock = (struct sk_psock *)(data & ML_USER_DATA_PTRMASK);
 	if (!psock)

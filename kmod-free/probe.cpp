@@ -1,6 +1,7 @@
 // The kernel feature probe (probe.h).
 #include "kmod-free/probe.h"
 
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
@@ -163,7 +164,7 @@ ProbeReport probeKernel(const ProbeRoots& roots) {
         {"prog_type:sk_lookup", BPF_PROG_TYPE_SK_LOOKUP, true,
          "inbound capture impossible (Linux >= 5.9 needed)"},
         {"prog_type:sk_msg", BPF_PROG_TYPE_SK_MSG, false,
-         "no sockmap shortcut (optional, off by default)"},
+         "no pod-local shortcut (podLegShortcut; off by default)"},
     };
     for (const auto& p : progs)
       out.push_back(fromLibbpf(p.name, p.required, libbpf_probe_bpf_prog_type(p.type, nullptr), p.if_absent));
@@ -200,6 +201,23 @@ ProbeReport probeKernel(const ProbeRoots& roots) {
     for (const auto& h : helpers)
       out.push_back(fromLibbpf(h.name, true, libbpf_probe_bpf_helper(h.type, h.helper, nullptr),
                                h.if_absent));
+    // The shortcut bounds its queue with the psock's byte count (Linux 6.x);
+    // without it sk_msg sends every message by TCP (docs/datapath.md).
+    out.push_back(fromLibbpf("helper:get_netns_cookie(sk_msg)", false,
+                             libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_MSG, BPF_FUNC_get_netns_cookie, nullptr),
+                             "no pod-local shortcut (Linux >= 5.15 needed)"));
+    bool counted = false;
+    if (struct btf* vmlinux = btf__load_vmlinux_btf()) {
+      const int id = btf__find_by_name_kind(vmlinux, "sk_psock", BTF_KIND_STRUCT);
+      const struct btf_type* type = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr;
+      const struct btf_member* member = type != nullptr ? btf_members(type) : nullptr;
+      for (int i = 0; type != nullptr && i < btf_vlen(type); ++i)
+        counted = counted || std::string_view(btf__name_by_offset(vmlinux, member[i].name_off)) == "msg_tot_len";
+      btf__free(vmlinux);
+    }
+    out.push_back(feature("btf:sk_psock.msg_tot_len", false, counted, "the redirected queue's byte count, in BTF",
+                          "the pod-local shortcut cannot bound its queue: every message goes by TCP",
+                          "the pod-local shortcut bounds its queue at tcp_rmem's maximum"));
   }
 
   if (roots.probe_syscalls) {

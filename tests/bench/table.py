@@ -176,6 +176,40 @@ def hbone_table(values):
         print(f"\n64 B round trip added over direct: HBONE {h - direct:.0f} µs, per-connection mTLS {m - direct:.0f} µs.")
 
 
+def shortcut_table(values):
+    """The pod-local shortcut (issue 17) beside mTLS without it, with the
+    issue's goals, all against the same run's plaintext."""
+    setups = [s for s in ("shortcut", "shortcut_both") if any(k == s for (k, _) in values)]
+    if not setups:
+        return
+    names = {"mtls": "mTLS", "shortcut": "mTLS + shortcut (app→agent)", "shortcut_both": "mTLS + shortcut (both ways)"}
+    print("\n**Pod-local shortcut** (sockops + sk_msg; same cluster, agents restarted with `--pod-leg-shortcut`):\n")
+    cols = ["mtls"] + setups
+    print("| measure | plaintext | " + " | ".join(names[c] for c in cols) + " | goal |")
+    print("| --- | ---: | " + "---: | " * len(cols) + "--- |")
+    plain = lambda m: values.get(("plaintext", m))
+    rows = [("agent_cpu_gb_1", "agents' CPU-s per GB, 1 stream", lambda v: v, "≤ 1.1"),
+            ("agent_cpu_gb_8", "agents' CPU-s per GB, 8 streams", lambda v: v, ""),
+            ("gbit_1", "throughput, 1 stream ÷ plaintext", lambda v: v / plain("gbit_1") if plain("gbit_1") else None, "≥ 0.65×"),
+            ("gbit_8", "throughput, 8 streams ÷ plaintext", lambda v: v / plain("gbit_8") if plain("gbit_8") else None, ""),
+            ("pp_64_p50", "64 B RTT p50 added over plaintext (µs)",
+             lambda v: v - plain("pp_64_p50") if plain("pp_64_p50") is not None else None, "≤ +20 µs"),
+            ("pp_1024_p50", "1 KiB RTT p50 added over plaintext (µs)",
+             lambda v: v - plain("pp_1024_p50") if plain("pp_1024_p50") is not None else None, "")]
+    for metric, label, derive, goal in rows:
+        cells = []
+        for c in cols:
+            v = values.get((c, metric))
+            d = derive(v) if v is not None else None
+            cells.append("–" if d is None else (f"{d:.2f}×" if "÷" in label else f"{d:.2f}" if "CPU" in label else f"{d:+.1f}"))
+        p = plain(metric)
+        print(f"| {label} | {fmt(p, metric) if 'CPU' not in label else '–'} | " + " | ".join(cells) + f" | {goal} |")
+    for s in setups:
+        r = values.get((s, "leg_redirected_b"))
+        if r is not None:
+            print(f"\n{names[s]}: node-b's sk_msg redirected {r:,.0f} messages in the run.")
+
+
 def main():
     profile, path = sys.argv[1], sys.argv[2]
     values = load(path)
@@ -202,6 +236,7 @@ def main():
         hp = [m for (s, m) in engine if s == "haproxy"]
         if hp:
             print("\nHAProxy figures: the engine section's loopback HAProxy pair, measured in the same run.")
+        shortcut_table(values)
 
 
 if __name__ == "__main__":

@@ -175,15 +175,35 @@ restart_agents() {
   sleep 1
 }
 
+# MESHLOCK_BENCH_FULLPATH_SETUPS picks setups (plaintext and mtls always run):
+# shortcut and shortcut_both are mtls with the pod-local shortcut
+# (--pod-leg-shortcut app-to-agent | both, issue 17), without the idle run.
+setups=${MESHLOCK_BENCH_FULLPATH_SETUPS:-plaintext mtls shortcut shortcut_both capture}
+wants() { [[ " $setups " == *" $1 "* ]]; }
 wait_served 0
 measure plaintext
 "$MESHSIM" label --name "$RUN" namespace bench meshlock.io/mtls=enabled >/dev/null
 wait_served 1
 restart_agents 1
 measure mtls
-apply "$here/capture-only.yaml"
-restart_agents 1
-measure capture
+for setup in shortcut shortcut_both; do
+  wants "$setup" || continue
+  export E2E_POD_LEG_SHORTCUT=$([ "$setup" = shortcut ] && echo app-to-agent || echo both)
+  restart_agents 1
+  record "$setup" agent_rss_fresh_kib "$(agents_rss)"
+  log "$setup: throughput"; throughput "$setup" 1; throughput "$setup" 8
+  log "$setup: latency"; latency "$setup" 64; latency "$setup" 1024
+  curl -s --unix-socket "$WORK/admin-node-b.sock" http://agent/capture | python3 -c "
+import json, sys
+c = json.load(sys.stdin).get('counters', {})
+print('$setup', 'leg_redirected_b', c.get('leg_redirected', 0))" >> "$results" || true
+done
+export E2E_POD_LEG_SHORTCUT=off
+if wants capture; then
+  apply "$here/capture-only.yaml"
+  restart_agents 1
+  measure capture
+fi
 
 section() {
   echo "meshsim, two nodes (veth pairs and a bridge between network namespaces on this machine), one agent per node;"
@@ -204,6 +224,7 @@ section() {
   awk '$2 == "conn_full_errors" && $3 > 0 {printf "%s: %s connection errors in the conn/s run.\n", $1, $3}' "$results"
 }
 section >&3
+[ "${MESHLOCK_BENCH_FULLPATH_EXTRAS:-1}" = 1 ] || exit 0
 echo >&3
 bash "$here/startup.sh" "$build" >&3
 echo >&3
