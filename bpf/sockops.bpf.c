@@ -25,7 +25,9 @@ const volatile __u32 pod_legs = 0;
 const volatile __u16 outbound_port = 15001;
 
 /* Context fields are read one by one (ML_CTX_READ): the verifier refuses
- * loads through a modified ctx pointer. */
+ * loads through a modified ctx pointer. (sk_msg.bpf.c has the same two
+ * readers for its context: one macro for both, tried, let clang compute
+ * ctx+offset once again, and both programs were refused.) */
 static __always_inline void local_end(struct bpf_sock_ops *skops, struct ml_addr *addr)
 {
 	__u32 ip6[4];
