@@ -192,6 +192,7 @@ TEST(AgentSettings, DaemonSetConfigMapLoads) {
   EXPECT_EQ(settings->log_format, LogFormat::Json);
   // In a container the agent must not mount a bpffs of its own.
   EXPECT_FALSE(settings->mount_bpffs);
+  EXPECT_EQ(settings->pod_leg_shortcut, capture::LegShortcut::Off);  // said out loud, and off
 }
 
 TEST(AgentSettings, MountBpffsIsASwitch) {
