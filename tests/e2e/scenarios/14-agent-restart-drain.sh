@@ -140,7 +140,9 @@ for pid in "$old_a" "$old_b"; do
 done
 # Whichever old agent reaches its deadline first cuts the connection; the
 # other may then see it end just before its own.
-cat "$WORK"/agent-node-{a,b}.log | grep -q "drained: [1-9][0-9]* connections still open at exit" ||
+# (grep reads the files itself: `cat | grep -q` fails under pipefail when
+# grep stops at a match before cat has written everything.)
+grep -qh "drained: [1-9][0-9]* connections still open at exit" "$WORK"/agent-node-{a,b}.log ||
   fail "no old agent reported the endless connection open at its deadline: $(grep -h drained "$WORK"/agent-node-{a,b}.log)"
 expect_ok shop/client 10.244.1.10:8080
 log "done"
