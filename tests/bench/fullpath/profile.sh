@@ -27,17 +27,9 @@ cluster_up "$here/cluster.yaml"
 BG_PIDS+=($!)
 sleep 1
 
-restart_agents() {
-  local pid node
-  for pid in "${AGENT_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${AGENT_PIDS[@]}"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  AGENT_PIDS=()
-  for node in "${NODES[@]}"; do rm -f "$WORK/admin-$node.sock"; start_agent "$node"; done
-  # start_agent returns once /ready; then the client pod must be served on node-b.
+fresh_agents() {
+  restart_agents
+  # Each agent is up to /ready; then the client pod must be served on node-b.
   for _ in $(seq 100); do
     [ "$("$CTL" status --admin "unix:$WORK/admin-node-b.sock" -o json 2>/dev/null |
          python3 -c "import json,sys; print(json.load(sys.stdin)['pods_served'])" 2>/dev/null)" = 1 ] && break
@@ -48,7 +40,7 @@ restart_agents() {
 
 for mode in "${modes[@]}"; do
   export E2E_POD_LEG_SHORTCUT=$mode
-  restart_agents
+  fresh_agents
   in_pod bench/client iperf3 -c 10.244.1.10 -p 5201 -t $((secs + 4)) >"$WORK/iperf-$mode.txt" 2>&1 &
   client=$!
   sleep 2

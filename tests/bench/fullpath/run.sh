@@ -161,16 +161,8 @@ wait_served() {
 
 # Fresh agents before each measured setup, so that RSS at idle and its growth
 # are not blurred by the previous setup's allocator high-water.
-restart_agents() {
-  local pid node
-  for pid in "${AGENT_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${AGENT_PIDS[@]}"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  AGENT_PIDS=()
-  for node in "${NODES[@]}"; do rm -f "$WORK/admin-$node.sock"; start_agent "$node"; done
+fresh_agents() {
+  restart_agents
   wait_served "$1"
   sleep 1
 }
@@ -184,12 +176,12 @@ wait_served 0
 measure plaintext
 "$MESHSIM" label --name "$RUN" namespace bench meshlock.io/mtls=enabled >/dev/null
 wait_served 1
-restart_agents 1
+fresh_agents 1
 measure mtls
 for setup in shortcut shortcut_both; do
   wants "$setup" || continue
   export E2E_POD_LEG_SHORTCUT=$([ "$setup" = shortcut ] && echo app-to-agent || echo both)
-  restart_agents 1
+  fresh_agents 1
   record "$setup" agent_rss_fresh_kib "$(agents_rss)"
   log "$setup: throughput"; throughput "$setup" 1; throughput "$setup" 8
   log "$setup: latency"; latency "$setup" 64; latency "$setup" 1024
@@ -201,7 +193,7 @@ done
 export E2E_POD_LEG_SHORTCUT=off
 if wants capture; then
   apply "$here/capture-only.yaml"
-  restart_agents 1
+  fresh_agents 1
   measure capture
 fi
 

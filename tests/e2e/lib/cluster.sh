@@ -201,6 +201,20 @@ start_agent() {
   die "agent on $node: /ready not 200 within 10 s of its ready line"
 }
 
+# restart_agents: SIGTERM every agent (SIGKILL after 10 s), then a fresh one
+# per node, each up to /ready (the benchmarks' fresh agents between setups).
+restart_agents() {
+  local pid node
+  for pid in "${AGENT_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${AGENT_PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  AGENT_PIDS=()
+  for node in "${NODES[@]}"; do rm -f "$WORK/admin-$node.sock"; start_agent "$node"; done
+}
+
 # cluster_up SPEC [agent flags...]: meshsim cluster plus one agent per node.
 cluster_up() {
   local spec=$1; shift
