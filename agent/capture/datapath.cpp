@@ -12,15 +12,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <system_error>
 
 #include "capture/bpffs.h"
 #include "capture/netns.h"
+#include "capture/pod_discovery.h"
 #include "capture_connect.skel.h"
 #include "capture_reuseport.skel.h"
-#include "capture/pod_discovery.h"
 #include "capture_sk_lookup.skel.h"
 #include "capture_sk_msg.skel.h"
 #include "capture_sockops.skel.h"
@@ -139,23 +138,17 @@ void deleteMatching(int map_fd, std::uint64_t pod_cgroup_id,
 static Result<Counters> readCounters(int counters_fd);
 
 Result<fs::path> agentCgroupFor(const fs::path& pods_root) {
+  auto dir = ownCgroup2Dir();
+  if (!dir) return std::unexpected(dir.error());
   auto mount = findCgroup2Mount();
-  if (!mount) return std::unexpected(mount.error());
-  std::ifstream in("/proc/self/cgroup");
-  std::string line, own;
-  while (std::getline(in, line))
-    if (line.rfind("0::", 0) == 0) own = line.substr(3);
-  if (own.empty()) return fail("no cgroup v2 entry in /proc/self/cgroup");
-  if (own == "/")
+  if (mount && *dir == *mount)
     return fail("the agent runs in the root cgroup (v2): sockops there would see every socket of the machine; "
                 "run it in a cgroup of its own (its DaemonSet pod on a node)");
-  const fs::path dir = *mount / fs::path(own).relative_path();
   const std::string root = pods_root.lexically_normal().string();
-  const std::string mine = dir.lexically_normal().string();
+  const std::string mine = dir->lexically_normal().string();
   if (mine == root || mine.rfind(root + "/", 0) == 0) return fs::path();  // seen from the pods root already
-  return dir;
+  return *dir;
 }
-
 
 struct Datapath::State {
   DatapathConfig config;

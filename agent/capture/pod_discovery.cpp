@@ -151,4 +151,24 @@ Result<fs::path> findCgroup2Mount() {
   return mounts.front();
 }
 
+std::string parseCgroup2Path(std::string_view proc_cgroup) {
+  std::istringstream in{std::string(proc_cgroup)};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("0::", 0) == 0) return line.substr(3);
+  return {};
+}
+
+Result<fs::path> ownCgroup2Dir() {
+  auto mount = findCgroup2Mount();
+  if (!mount) return std::unexpected(mount.error());
+  std::ifstream in("/proc/self/cgroup");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string own = parseCgroup2Path(text.str());
+  if (own.empty()) return fail("no cgroup v2 entry in /proc/self/cgroup");
+  if (own == "/") return *mount;
+  return *mount / fs::path(own).relative_path();
+}
+
 }  // namespace meshlock::capture

@@ -60,4 +60,10 @@ struct PodCgroup {
 // The first cgroup2 mount of this process's mount namespace.
 [[nodiscard]] Result<std::filesystem::path> findCgroup2Mount();
 
+// The cgroup v2 path ("/a/b", relative to the hierarchy's root) in a
+// /proc/<pid>/cgroup text; empty when it has no "0::" line.
+[[nodiscard]] std::string parseCgroup2Path(std::string_view proc_cgroup);
+// This process's cgroup v2 directory under the cgroup2 mount.
+[[nodiscard]] Result<std::filesystem::path> ownCgroup2Dir();
+
 }  // namespace meshlock::capture

@@ -122,6 +122,14 @@ TEST(Cgroup2Mounts, ParsedFromMountinfo) {
   EXPECT_TRUE(parseCgroup2Mounts("garbage\n\n").empty());
 }
 
+TEST(PodDiscovery, Cgroup2PathIsTheZeroLine) {
+  EXPECT_EQ(parseCgroup2Path("12:cpu,cpuacct:/x\n0::/meshsim-r/node-a/meshlock-agent\n"),
+            "/meshsim-r/node-a/meshlock-agent");
+  EXPECT_EQ(parseCgroup2Path("0::/\n"), "/");
+  EXPECT_EQ(parseCgroup2Path("1:name=systemd:/user.slice\n"), "");  // cgroup v1 only
+  EXPECT_EQ(parseCgroup2Path(""), "");
+}
+
 TEST(PodCgroupCandidates, UnderscoresOnlyForSystemd) {
   auto c = podCgroupCandidates(PodUid{"a-b"});
   ASSERT_EQ(c.size(), 6u);

@@ -46,15 +46,6 @@ struct SockopsDeleter {
   void operator()(capture_sockops* s) const { capture_sockops__destroy(s); }
 };
 
-// The cgroup v2 path of this process, relative to the mount ("0::/x/y").
-std::string ownCgroup() {
-  std::ifstream in("/proc/self/cgroup");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("0::", 0) == 0) return line.substr(3);
-  return "/";
-}
-
 bool joinCgroup(const fs::path& dir) {
   std::ofstream procs(dir / "cgroup.procs");
   procs << ::getpid() << std::flush;
@@ -116,9 +107,10 @@ class PodLeg : public ::testing::Test {
 
     auto mount = findCgroup2Mount();
     ASSERT_TRUE(mount) << mount.error().describe();
-    cgroup_mount = *mount;
-    home_cgroup = ownCgroup();
-    test_cgroup = cgroup_mount / ("meshlock-podleg-" + std::to_string(::getpid()));
+    auto home = ownCgroup2Dir();
+    ASSERT_TRUE(home) << home.error().describe();
+    home_cgroup = *home;
+    test_cgroup = *mount / ("meshlock-podleg-" + std::to_string(::getpid()));
     fs::create_directories(test_cgroup);
     UniqueFd cg(::open(test_cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     ASSERT_TRUE(cg);
@@ -140,7 +132,7 @@ class PodLeg : public ::testing::Test {
     app.reset();
     agent.reset();
     listener.reset();
-    if (joined) joinCgroup(cgroup_mount / home_cgroup.substr(1));
+    if (joined) joinCgroup(home_cgroup);
     if (!test_cgroup.empty()) ::rmdir(test_cgroup.c_str());
   }
 
@@ -275,8 +267,7 @@ class PodLeg : public ::testing::Test {
   std::unique_ptr<capture_sockops, SockopsDeleter> sockops;
   int legs = -1;
   sockaddr_in listen_addr{};
-  fs::path cgroup_mount, test_cgroup;
-  std::string home_cgroup;
+  fs::path home_cgroup, test_cgroup;
   bool joined = false;
   UniqueFd listener, app, agent;
 };
