@@ -55,6 +55,25 @@ class ByteQueue {
     return count;
   }
 
+  // Copies up to out.size() bytes starting `offset` bytes from the front,
+  // consuming nothing (e.g. a TLS record header not yet whole).
+  size_t peek(size_t offset, std::span<std::byte> out) const {
+    size_t done = 0;
+    for (size_t i = head_; i < chunks_.size() && done < out.size(); ++i) {
+      const Chunk& c = chunks_[i];
+      const size_t length = c.end - c.begin;
+      if (offset >= length) {
+        offset -= length;
+        continue;
+      }
+      const size_t n = std::min(out.size() - done, length - offset);
+      std::memcpy(out.data() + done, c.data.get() + c.begin + offset, n);
+      done += n;
+      offset = 0;
+    }
+    return done;
+  }
+
   // Copies up to out.size() bytes from the front and consumes them.
   size_t read(std::span<std::byte> out) {
     size_t done = 0;

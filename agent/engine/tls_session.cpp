@@ -6,33 +6,24 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <array>
 #include <mutex>
 
 namespace meshlock::engine {
 namespace {
 
-// The BIO's data pointer is the ByteQueue it reads from or appends to.
+// The output BIO's data pointer is the ByteQueue it appends to; the input
+// BIO's is the session's Input, of which it hands out whole records only.
 int queueWrite(BIO* bio, const char* data, int len) {
   auto* queue = static_cast<ByteQueue*>(BIO_get_data(bio));
   queue->append({reinterpret_cast<const std::byte*>(data), static_cast<size_t>(len)});
   return len;
 }
 
-int queueRead(BIO* bio, char* out, int len) {
-  auto* queue = static_cast<ByteQueue*>(BIO_get_data(bio));
-  BIO_clear_retry_flags(bio);
-  if (queue->empty()) {
-    BIO_set_retry_read(bio);
-    return -1;
-  }
-  return static_cast<int>(queue->read({reinterpret_cast<std::byte*>(out), static_cast<size_t>(len)}));
-}
-
 long queueCtrl(BIO* bio, int cmd, long, void*) {
   switch (cmd) {
     case BIO_CTRL_FLUSH:
       return 1;
-    case BIO_CTRL_PENDING:
     case BIO_CTRL_WPENDING:
       return static_cast<long>(static_cast<ByteQueue*>(BIO_get_data(bio))->size());
     default:
@@ -40,25 +31,38 @@ long queueCtrl(BIO* bio, int cmd, long, void*) {
   }
 }
 
-const BIO_METHOD* queueBioMethod() {
-  static BIO_METHOD* method = [] {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "meshlock-queue");
-    MESHLOCK_CHECK(m != nullptr);
-    BIO_meth_set_write(m, queueWrite);
-    BIO_meth_set_read(m, queueRead);
-    BIO_meth_set_ctrl(m, queueCtrl);
-    return m;
-  }();
-  return method;
+template <typename Input>
+int wholeRecordsRead(BIO* bio, char* out, int len) {
+  auto* input = static_cast<Input*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  if (input->whole == 0) {
+    BIO_set_retry_read(bio);
+    return -1;
+  }
+  const size_t n = input->bytes.read(
+      {reinterpret_cast<std::byte*>(out), std::min(static_cast<size_t>(len), input->whole)});
+  input->whole -= n;
+  return static_cast<int>(n);
 }
 
-bssl::UniquePtr<BIO> makeQueueBio(ByteQueue* queue) {
-  bssl::UniquePtr<BIO> bio(BIO_new(queueBioMethod()));
+long inputCtrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+
+BIO_METHOD* newMethod(const char* name) {
+  BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, name);
+  MESHLOCK_CHECK(m != nullptr);
+  return m;
+}
+
+bssl::UniquePtr<BIO> makeBio(const BIO_METHOD* method, void* data) {
+  bssl::UniquePtr<BIO> bio(BIO_new(method));
   MESHLOCK_CHECK(bio != nullptr);
-  BIO_set_data(bio.get(), queue);
+  BIO_set_data(bio.get(), data);
   BIO_set_init(bio.get(), 1);
   return bio;
 }
+
+// The largest record TLS 1.2 allows (RFC 5246 6.2.3).
+constexpr size_t kLongestRecord = 16384 + 2048;
 
 }  // namespace
 
@@ -103,7 +107,19 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslConte
   if (!session->ssl_) return fail("tls: SSL_new: " + drainSslErrors());
   SSL* ssl = session->ssl_.get();
   // Both BIOs are owned by the SSL (SSL_set_bio takes one reference each).
-  SSL_set_bio(ssl, makeQueueBio(&session->input_).release(), makeQueueBio(&session->output_).release());
+  static const BIO_METHOD* const input_method = [] {
+    BIO_METHOD* m = newMethod("meshlock-records-in");
+    BIO_meth_set_read(m, wholeRecordsRead<Input>);
+    BIO_meth_set_ctrl(m, inputCtrl);
+    return m;
+  }();
+  static const BIO_METHOD* const output_method = [] {
+    BIO_METHOD* m = newMethod("meshlock-records-out");
+    BIO_meth_set_write(m, queueWrite);
+    BIO_meth_set_ctrl(m, queueCtrl);
+    return m;
+  }();
+  SSL_set_bio(ssl, makeBio(input_method, &session->input_).release(), makeBio(output_method, &session->output_).release());
   if (role == Role::Client) {
     SSL_set_connect_state(ssl);
     if (!server_name.empty() &&
@@ -125,8 +141,75 @@ Result<std::unique_ptr<TlsSession>> TlsSession::create(Role role, const SslConte
   return session;
 }
 
+void TlsSession::feed(std::span<const std::byte> ciphertext) {
+  input_.bytes.append(ciphertext);
+  if (records_) return;  // the record layer finds its own boundaries
+  std::array<std::byte, 5> header;
+  while (input_.bytes.peek(input_.whole, header) == header.size()) {
+    const size_t length = (static_cast<size_t>(header[3]) << 8) | static_cast<size_t>(header[4]);
+    const auto type = static_cast<uint8_t>(header[0]);
+    // Not a TLS record header (content types 20-23, version 3.x): BoringSSL
+    // refuses it at once rather than waiting for a "record" that never ends.
+    if (type < 20 || type > 23 || header[1] != std::byte{3} || length > kLongestRecord) {
+      input_.whole = input_.bytes.size();
+      break;
+    }
+    if (input_.bytes.size() - input_.whole < header.size() + length) break;
+    input_.whole += header.size() + length;
+  }
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::resume(TlsHandover handover) {
+  Result<std::unique_ptr<TlsRecordLayer>> records = TlsRecordLayer::create(handover.keys);
+  if (!records) return std::unexpected(records.error());
+  std::unique_ptr<TlsSession> session(new TlsSession());
+  session->records_ = std::move(*records);
+  session->resumed_info_ = std::move(handover.info);
+  session->input_.bytes.append(handover.unread);
+  session->output_.append(handover.unsent);
+  session->handshake_done_ = true;
+  return session;
+}
+
+namespace {
+std::vector<std::byte> takeAll(ByteQueue& queue) {
+  std::vector<std::byte> bytes(queue.size());
+  queue.read(bytes);
+  queue.clear();
+  return bytes;
+}
+}  // namespace
+
+Result<TlsHandover> TlsSession::handOver() {
+  if (failed_) return fail("tls: the connection failed: " + reason_);
+  if (!handshake_done_) return fail("tls: the handshake has not completed");
+  TlsHandover handover;
+  if (records_) {
+    if (records_->pendingPlaintext() > 0) return fail("tls: plaintext not yet read");
+    if (records_->closeNotifySent()) return fail("tls: close_notify was sent");
+    handover.keys = records_->keys();
+    handover.info = resumed_info_;
+  } else {
+    SSL* ssl = ssl_.get();
+    if (SSL_get_shutdown(ssl) != 0) return fail("tls: close_notify was sent or received");
+    // Whole records only reach BoringSSL (Input), so anything it holds is
+    // plaintext not yet read or a record not yet opened: read first.
+    if (SSL_has_pending(ssl) || input_.whole > 0) return fail("tls: received records not yet read");
+    Result<TrafficKeys> keys = exportTrafficKeys(ssl);
+    if (!keys) return std::unexpected(keys.error());
+    handover.keys = std::move(*keys);
+    handover.info = info();
+  }
+  handover.unread = takeAll(input_.bytes);
+  input_.whole = 0;
+  handover.unsent = takeAll(output_);
+  failed_ = true;
+  reason_ = "tls: handed over";
+  return handover;
+}
+
 TlsSession::~TlsSession() {
-  if (handshake_done_ && releaser_) releaser_(ssl_.get());
+  if (handshake_done_ && releaser_ && ssl_) releaser_(ssl_.get());
 }
 
 TlsStatus TlsSession::failWith(const char* operation, int ret) {
@@ -169,6 +252,7 @@ TlsStatus TlsSession::wantStatus() const {
 
 TlsStatus TlsSession::handshake() {
   if (failed_) return TlsStatus::Error;
+  if (records_) return TlsStatus::Done;
   if (handshake_done_) return TlsStatus::Done;
   int ret = SSL_do_handshake(ssl_.get());
   if (ret != 1) {
@@ -198,6 +282,7 @@ TlsStatus TlsSession::handshake() {
 }
 
 TlsInfo TlsSession::info() const {
+  if (records_) return resumed_info_;
   TlsInfo info;
   if (!handshake_done_) return info;
   const SSL* ssl = ssl_.get();
@@ -211,13 +296,14 @@ TlsInfo TlsSession::info() const {
 
 TlsStatus TlsSession::read(ByteQueue& plaintext, size_t limit) {
   if (failed_) return TlsStatus::Error;
+  if (records_) return fromRecords(records_->open(input_.bytes, plaintext, limit, output_));
   // Nothing fed and nothing decrypted ahead: do not make `plaintext` allocate a chunk.
-  if (input_.empty() && SSL_pending(ssl_.get()) == 0 && !(SSL_get_shutdown(ssl_.get()) & SSL_RECEIVED_SHUTDOWN)) {
+  if (input_.bytes.empty() && SSL_pending(ssl_.get()) == 0 && !(SSL_get_shutdown(ssl_.get()) & SSL_RECEIVED_SHUTDOWN)) {
     return TlsStatus::NeedRead;
   }
   TlsStatus status = readInto(plaintext, limit);
   plaintext.releaseIfEmpty();
-  input_.releaseIfEmpty();
+  input_.bytes.releaseIfEmpty();
   return status;
 }
 
@@ -240,8 +326,17 @@ TlsStatus TlsSession::readInto(ByteQueue& plaintext, size_t limit) {
   return TlsStatus::Done;
 }
 
+TlsStatus TlsSession::fromRecords(TlsStatus status) {
+  if (status == TlsStatus::Error) {
+    reason_ = records_->reason();
+    failed_ = true;
+  }
+  return status;
+}
+
 TlsStatus TlsSession::write(std::span<const std::byte> plaintext) {
   if (failed_) return TlsStatus::Error;
+  if (records_) return fromRecords(records_->seal(plaintext, output_));
   while (!plaintext.empty()) {
     int n = static_cast<int>(std::min<size_t>(plaintext.size(), 1 << 30));
     int ret = SSL_write(ssl_.get(), plaintext.data(), n);
@@ -253,6 +348,7 @@ TlsStatus TlsSession::write(std::span<const std::byte> plaintext) {
 
 TlsStatus TlsSession::shutdown() {
   if (failed_) return TlsStatus::Error;
+  if (records_) return fromRecords(records_->close(output_));
   int ret = SSL_shutdown(ssl_.get());
   if (ret < 0) {
     int code = SSL_get_error(ssl_.get(), ret);

@@ -13,6 +13,8 @@
 #include "common/error.h"
 #include "common/ssl_errors.h"
 #include "engine/byte_queue.h"
+#include "engine/tls_records.h"
+#include "engine/tls_status.h"
 
 namespace meshlock::engine {
 
@@ -62,15 +64,6 @@ class SslContextRef {
   bssl::UniquePtr<SSL_CTX> ctx_;
 };
 
-enum class TlsStatus {
-  Done,       // the step finished (handshake complete, bytes read/written)
-  NeedRead,   // more ciphertext must be fed first (send output() before waiting)
-  WantFlush,  // output() holds bytes that must be sent before anything else can happen
-  Closed,     // the peer sent close_notify: no more plaintext will come
-  Error,      // fatal; reason() says why; output() may hold an alert worth sending
-};
-
-const char* toString(TlsStatus status);
 
 // What the handshake established, kept for metrics and the CLI.
 struct TlsInfo {
@@ -80,6 +73,8 @@ struct TlsInfo {
   std::string peer_identity;  // from the verifier, or the peer's URI SAN
   std::string server_name;    // the SNI the client sent (server side), if any
 };
+
+struct TlsHandover;
 
 class TlsSession {
  public:
@@ -92,12 +87,16 @@ class TlsSession {
   TlsSession& operator=(const TlsSession&) = delete;
   ~TlsSession();
 
+  // Carries on an established TLS 1.3 connection that another session
+  // (maybe in another process) handed over: no SSL, records of our own.
+  [[nodiscard]] static Result<std::unique_ptr<TlsSession>> resume(TlsHandover handover);
+
   // Ciphertext received from the peer.
-  void feed(std::span<const std::byte> ciphertext) { input_.append(ciphertext); }
+  void feed(std::span<const std::byte> ciphertext);
   // Ciphertext to send to the peer, in order; consume what was sent.
   [[nodiscard]] ByteQueue& output() { return output_; }
   // Ciphertext fed but not yet processed.
-  [[nodiscard]] size_t bufferedInput() const { return input_.size(); }
+  [[nodiscard]] size_t bufferedInput() const { return input_.bytes.size(); }
 
   // Advances the handshake. Done once complete and the peer verified.
   TlsStatus handshake();
@@ -117,16 +116,36 @@ class TlsSession {
   // The failure was the peer's alert refusing our certificate (unknown CA,
   // bad, expired, revoked, unsupported or required certificate, access denied).
   [[nodiscard]] bool peerRefusedOurCertificate() const;
+  // Null once resumed from a handover.
   [[nodiscard]] SSL* ssl() const { return ssl_.get(); }
+  [[nodiscard]] bool resumedFromHandover() const { return records_ != nullptr; }
+
+  // Everything needed to carry the connection on elsewhere; the session is
+  // spent afterwards. Only an established TLS 1.3 connection that has
+  // neither sent nor received close_notify, and whose every received record
+  // was read (read() with no limit first), can be handed over.
+  [[nodiscard]] Result<TlsHandover> handOver();
 
  private:
   TlsSession() = default;
   TlsStatus failWith(const char* operation, int ret);
   TlsStatus readInto(ByteQueue& plaintext, size_t limit);
   TlsStatus wantStatus() const;
+  // A record layer's answer, its failure recorded as the session's.
+  TlsStatus fromRecords(TlsStatus status);
+
+  // The input BIO gives BoringSSL whole records only, so at any time every
+  // byte it took has been opened: what is left here is all a handover must
+  // carry (see handOver). `whole`: the front bytes that are whole records.
+  struct Input {
+    ByteQueue bytes;
+    size_t whole = 0;
+  };
 
   bssl::UniquePtr<SSL> ssl_;
-  ByteQueue input_;
+  std::unique_ptr<TlsRecordLayer> records_;  // instead of ssl_, once resumed
+  TlsInfo resumed_info_;
+  Input input_;
   ByteQueue output_;
   PeerVerifier verifier_;
   SslReleaser releaser_;
@@ -136,6 +155,14 @@ class TlsSession {
   uint32_t error_ = 0;  // the first BoringSSL error of the failure, 0 if none
   bool handshake_done_ = false;
   bool failed_ = false;
+};
+
+// An established connection between two TlsSessions (handOver, resume).
+struct TlsHandover {
+  TrafficKeys keys;
+  TlsInfo info;
+  std::vector<std::byte> unread;  // ciphertext received, not yet opened (a partial record)
+  std::vector<std::byte> unsent;  // ciphertext sealed, not yet sent
 };
 
 // The peer's leaf certificate, parsed from the chain the SSL keeps as bytes

@@ -220,5 +220,246 @@ TEST(TlsSession, FailingPrepareRefusesTheSession) {
   EXPECT_NE(session.error().describe().find("no expected peers"), std::string::npos);
 }
 
+// ---- Handing an established connection over (engine/tls_records.h) ----
+// The other end is always a BoringSSL SSL that never learns of the handover:
+// whatever our record layer gets wrong, it refuses.
+
+// `session`, handed over and carried on by a new one, as the next process would.
+void handOverAndResume(std::unique_ptr<TlsSession>& session) {
+  Result<TlsHandover> handover = session->handOver();
+  ASSERT_TRUE(handover) << handover.error().describe();
+  Result<std::unique_ptr<TlsSession>> resumed = TlsSession::resume(std::move(*handover));
+  ASSERT_TRUE(resumed) << resumed.error().describe();
+  session = std::move(*resumed);
+  EXPECT_TRUE(session->resumedFromHandover());
+}
+
+std::string pattern(size_t size, uint64_t seed) {
+  std::string out(size, '\0');
+  testing::PatternStream(seed).fill(reinterpret_cast<uint8_t*>(out.data()), out.size());
+  return out;
+}
+
+Pair establishedPair() {
+  Pair pair = makePair(context(false, "client"), context(true, "server"), expectSpiffeIds({kServerId}));
+  pair.handshake();
+  EXPECT_EQ(pair.client_status, TlsStatus::Done) << pair.client->reason();
+  EXPECT_EQ(pair.server_status, TlsStatus::Done) << pair.server->reason();
+  return pair;
+}
+
+TEST(TlsHandover, BothEndsCarryOnWithEveryByteAndTheirIdentities) {
+  Pair pair = establishedPair();
+  const std::string request = pattern(200000, 1);
+  ASSERT_EQ(pair.client->write(bytes(request)), TlsStatus::Done);
+  shuttle(*pair.client, *pair.server);
+  EXPECT_EQ(readAllPlain(*pair.server), request);
+  const TlsInfo before = pair.server->info();
+  handOverAndResume(pair.server);
+  handOverAndResume(pair.client);
+  EXPECT_EQ(pair.server->info().peer_identity, kClientId);
+  EXPECT_EQ(pair.server->info().version, before.version);
+  EXPECT_EQ(pair.server->info().cipher, before.cipher);
+  EXPECT_EQ(pair.client->info().peer_identity, kServerId);
+  // Each resumed end talks to the other, and three handovers in a row change nothing.
+  for (int round = 0; round < 3; ++round) {
+    const std::string up = pattern(70000 + round, 10 + round);
+    const std::string down = pattern(50000 + round, 20 + round);
+    ASSERT_EQ(pair.client->write(bytes(up)), TlsStatus::Done);
+    ASSERT_EQ(pair.server->write(bytes(down)), TlsStatus::Done);
+    shuttle(*pair.client, *pair.server);
+    shuttle(*pair.server, *pair.client);
+    EXPECT_EQ(readAllPlain(*pair.server), up);
+    EXPECT_EQ(readAllPlain(*pair.client), down);
+    handOverAndResume(round % 2 ? pair.client : pair.server);
+  }
+}
+
+TEST(TlsHandover, ABoringSslPeerNeverNoticesAndItsKeyUpdatesWork) {
+  Pair pair = establishedPair();
+  handOverAndResume(pair.server);
+  // The client (BoringSSL) updates its keys and asks for ours (RFC 8446 4.6.3).
+  ASSERT_EQ(SSL_key_update(pair.client->ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
+  const std::string after = pattern(40000, 3);
+  ASSERT_EQ(pair.client->write(bytes(after)), TlsStatus::Done);
+  shuttle(*pair.client, *pair.server);
+  EXPECT_EQ(readAllPlain(*pair.server), after);
+  // Our answer (a KeyUpdate under the old key, then the new key) reaches it first.
+  const std::string reply = pattern(30000, 4);
+  ASSERT_EQ(pair.server->write(bytes(reply)), TlsStatus::Done);
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), reply);
+  EXPECT_GT(SSL_get_read_sequence(pair.client->ssl()), 0u);
+  // Handed over again after the update: the new keys travel, not the first ones.
+  handOverAndResume(pair.server);
+  ASSERT_EQ(SSL_key_update(pair.client->ssl(), SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+  ASSERT_EQ(pair.client->write(bytes("twice")), TlsStatus::Done);
+  shuttle(*pair.client, *pair.server);
+  EXPECT_EQ(readAllPlain(*pair.server), "twice");
+  ASSERT_EQ(pair.server->write(bytes("still")), TlsStatus::Done);
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), "still");
+}
+
+TEST(TlsHandover, AResumedClientSkipsTheServersSessionTickets) {
+  Pair pair = makePair(context(false, "client"), context(true, "server"));
+  // The client completes (its Finished still unsent) and is handed over
+  // before the server's NewSessionTickets, sent after it, arrive.
+  EXPECT_EQ(pair.client->handshake(), TlsStatus::WantFlush);
+  shuttle(*pair.client, *pair.server);
+  EXPECT_EQ(pair.server->handshake(), TlsStatus::WantFlush);
+  shuttle(*pair.server, *pair.client);
+  ASSERT_EQ(pair.client->handshake(), TlsStatus::Done);
+  handOverAndResume(pair.client);
+  shuttle(*pair.client, *pair.server);
+  ASSERT_EQ(pair.server->handshake(), TlsStatus::Done) << pair.server->reason();
+  ASSERT_EQ(pair.server->write(bytes("hello")), TlsStatus::Done);
+  ASSERT_GT(pair.server->output().size(), 100u);  // tickets, then the data
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), "hello");
+}
+
+TEST(TlsHandover, APartialRecordTravelsAndIsCompletedByTheNextProcess) {
+  Pair pair = establishedPair();
+  const std::string data = pattern(50000, 5);
+  ASSERT_EQ(pair.client->write(bytes(data)), TlsStatus::Done);
+  ByteQueue& wire = pair.client->output();
+  // Half of the ciphertext arrives before the handover, the rest after.
+  std::vector<std::byte> first(wire.size() / 2 + 3);
+  wire.read(first);
+  pair.server->feed(first);
+  const std::string before = readAllPlain(*pair.server);
+  handOverAndResume(pair.server);
+  shuttle(*pair.client, *pair.server);
+  EXPECT_EQ(before + readAllPlain(*pair.server), data);
+}
+
+TEST(TlsHandover, UnsentCiphertextTravelsToo) {
+  Pair pair = establishedPair();
+  ASSERT_EQ(pair.server->write(bytes("sealed before")), TlsStatus::Done);
+  handOverAndResume(pair.server);  // nothing was sent yet
+  ASSERT_EQ(pair.server->write(bytes(", sealed after")), TlsStatus::Done);
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), "sealed before, sealed after");
+}
+
+TEST(TlsHandover, CloseNotifyBothWaysAfterAResume) {
+  Pair pair = establishedPair();
+  handOverAndResume(pair.server);
+  ASSERT_EQ(pair.client->write(bytes("last")), TlsStatus::Done);
+  ASSERT_EQ(pair.client->shutdown(), TlsStatus::Done);
+  shuttle(*pair.client, *pair.server);
+  ByteQueue plain;
+  EXPECT_EQ(pair.server->read(plain, SIZE_MAX), TlsStatus::Closed);
+  EXPECT_EQ(plain.size(), 4u);
+  ASSERT_EQ(pair.server->write(bytes("bye")), TlsStatus::Done);
+  ASSERT_EQ(pair.server->shutdown(), TlsStatus::Done);
+  EXPECT_EQ(pair.server->write(bytes("more")), TlsStatus::Error);
+  shuttle(*pair.server, *pair.client);
+  ByteQueue reply;
+  EXPECT_EQ(pair.client->read(reply, SIZE_MAX), TlsStatus::Closed);
+  EXPECT_EQ(reply.size(), 3u);
+}
+
+TEST(TlsHandover, ATamperedRecordIsRefusedAndThePeerTold) {
+  Pair pair = establishedPair();
+  handOverAndResume(pair.server);
+  ASSERT_EQ(pair.client->write(bytes("integrity")), TlsStatus::Done);
+  ByteQueue& wire = pair.client->output();
+  std::vector<std::byte> record(wire.size());
+  wire.read(record);
+  record[8] ^= std::byte{1};
+  pair.server->feed(record);
+  ByteQueue plain;
+  EXPECT_EQ(pair.server->read(plain, SIZE_MAX), TlsStatus::Error);
+  EXPECT_NE(pair.server->reason().find("authentication"), std::string::npos) << pair.server->reason();
+  EXPECT_EQ(plain.size(), 0u);
+  // The alert reaches the peer sealed: it reads it as bad_record_mac.
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(pair.client->read(plain, SIZE_MAX), TlsStatus::Error);
+  EXPECT_NE(pair.client->reason().find("BAD_RECORD_MAC"), std::string::npos) << pair.client->reason();
+}
+
+TEST(TlsHandover, ReadLimitHoldsAfterAResume) {
+  Pair pair = establishedPair();
+  handOverAndResume(pair.server);
+  const std::string data = pattern(100000, 6);
+  ASSERT_EQ(pair.client->write(bytes(data)), TlsStatus::Done);
+  shuttle(*pair.client, *pair.server);
+  ByteQueue plain;
+  EXPECT_EQ(pair.server->read(plain, 1000), TlsStatus::Done);
+  EXPECT_EQ(plain.size(), 1000u);
+  // Pending plaintext must be read before the next handover.
+  EXPECT_FALSE(pair.server->handOver());
+  EXPECT_EQ(pair.server->read(plain, SIZE_MAX), TlsStatus::NeedRead);
+  std::string out(plain.size(), '\0');
+  plain.read({reinterpret_cast<std::byte*>(out.data()), out.size()});
+  EXPECT_EQ(out, data);
+  handOverAndResume(pair.server);
+}
+
+TEST(TlsHandover, OnlyAnEstablishedTls13ConnectionIsHandedOver) {
+  // TLS 1.2: BoringSSL keeps no traffic secrets to carry on with.
+  SslContextRef client_ctx = context(false, "client");
+  SSL_CTX_set_max_proto_version(client_ctx.get(), TLS1_2_VERSION);
+  Pair tls12 = makePair(client_ctx, context(true, "server"));
+  tls12.handshake();
+  ASSERT_EQ(tls12.server_status, TlsStatus::Done);
+  auto refused = tls12.server->handOver();
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().describe().find("TLS 1.3"), std::string::npos) << refused.error().describe();
+  // Mid-handshake, and after close_notify.
+  Pair early = makePair(context(false, "client"), context(true, "server"));
+  EXPECT_FALSE(early.server->handOver());
+  Pair closed = establishedPair();
+  ASSERT_EQ(closed.client->shutdown(), TlsStatus::Done);
+  EXPECT_FALSE(closed.client->handOver());
+  // Received records not yet read stay with the session that has them.
+  Pair unread = establishedPair();
+  ASSERT_EQ(unread.client->write(bytes("unread")), TlsStatus::Done);
+  shuttle(*unread.client, *unread.server);
+  EXPECT_FALSE(unread.server->handOver());
+  EXPECT_EQ(readAllPlain(*unread.server), "unread");
+  EXPECT_TRUE(unread.server->handOver());
+}
+
+TEST(TlsRecordLayer, KeysDeriveAsRfc8448Says) {
+  // RFC 8448 section 3 (Simple 1-RTT Handshake), "derive write traffic keys
+  // for application data" of the server, TLS_AES_128_GCM_SHA256.
+  const std::vector<uint8_t> secret = {0xa1, 0x1a, 0xf9, 0xf0, 0x55, 0x31, 0xf8, 0x56, 0xad, 0x47, 0x11,
+                                       0x6b, 0x45, 0xa9, 0x50, 0x32, 0x82, 0x04, 0xb4, 0xf4, 0x4b, 0xfb,
+                                       0x6b, 0x3a, 0x4b, 0x4f, 0x1f, 0x3f, 0xcb, 0x63, 0x16, 0x43};
+  Result<RecordKey> key = recordKeyOf(kTlsAes128GcmSha256, secret);
+  ASSERT_TRUE(key) << key.error().describe();
+  EXPECT_EQ(key->key, (std::vector<uint8_t>{0x9f, 0x02, 0x28, 0x3b, 0x6c, 0x9c, 0x07, 0xef, 0xc2, 0x6b, 0xb9, 0xf2,
+                                            0xac, 0x92, 0xe3, 0x56}));
+  EXPECT_EQ(key->iv, (std::vector<uint8_t>{0xcf, 0x78, 0x2b, 0x88, 0xdd, 0x83, 0x54, 0x9a, 0xad, 0xf1, 0xe9, 0x84}));
+  EXPECT_FALSE(recordKeyOf(0x1304, secret));  // TLS_AES_128_CCM_SHA256: not offered by BoringSSL
+  EXPECT_FALSE(recordKeyOf(kTlsAes256GcmSha384, secret));  // a SHA-256-sized secret
+}
+
+TEST(TlsRecordLayer, EverySuiteSealsWhatTheOtherEndOpens) {
+  for (uint16_t suite : {kTlsAes128GcmSha256, kTlsAes256GcmSha384, kTlsChacha20Poly1305Sha256}) {
+    const size_t length = suite == kTlsAes256GcmSha384 ? 48 : 32;
+    std::vector<uint8_t> a(length, 0x11), b(length, 0x22);
+    TrafficKeys client{.server = false, .cipher_suite = suite, .read_secret = a, .write_secret = b,
+                       .read_sequence = 7, .write_sequence = 9};
+    TrafficKeys server{.server = true, .cipher_suite = suite, .read_secret = b, .write_secret = a,
+                       .read_sequence = 9, .write_sequence = 7};
+    auto c = TlsRecordLayer::create(client);
+    auto s = TlsRecordLayer::create(server);
+    ASSERT_TRUE(c && s) << suite;
+    const std::string data = pattern(40000, suite);
+    ByteQueue wire, plain, unused;
+    ASSERT_EQ((*c)->seal(bytes(data), wire), TlsStatus::Done);
+    EXPECT_EQ(wire.size(), data.size() + 3 * (5 + 1 + 16));  // three records: 16 KiB, 16 KiB, the rest
+    EXPECT_EQ((*s)->open(wire, plain, SIZE_MAX, unused), TlsStatus::NeedRead);
+    std::string out(plain.size(), '\0');
+    plain.read({reinterpret_cast<std::byte*>(out.data()), out.size()});
+    EXPECT_EQ(out, data) << suite;
+    EXPECT_EQ((*s)->keys().read_sequence, 12u);
+  }
+}
+
 }  // namespace
 }  // namespace meshlock::engine
