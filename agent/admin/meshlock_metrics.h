@@ -48,6 +48,8 @@ struct MeshlockMetrics {
   // Engine totals over all workers (engine::EngineCounters), mirrored at scrape.
   CounterFamily& engine_connections_accepted;  // meshlock_engine_connections_accepted_total
   CounterFamily& engine_connections_closed;    // meshlock_engine_connections_closed_total
+  // direction: handed_over (to the next agent process), adopted (from the previous one)
+  CounterFamily& engine_connections_handed;    // meshlock_engine_connections_handed_total{direction}
   // reason: limit (max connections), decider (no plan: policy or setup error), plaintext_strict
   CounterFamily& engine_connections_refused;   // meshlock_engine_connections_refused_total{reason}
   CounterFamily& engine_plaintext_relayed;     // meshlock_engine_plaintext_relayed_total

@@ -14,10 +14,12 @@ void exportEngineCounters(const engine::EngineCounters& c, admin::MeshlockMetric
 #define MESHLOCK_COUNT_ONE(name) +1
   constexpr int kEngineCounters = 0 MESHLOCK_ENGINE_COUNTERS(MESHLOCK_COUNT_ONE);
 #undef MESHLOCK_COUNT_ONE
-  static_assert(kEngineCounters == 28,
+  static_assert(kEngineCounters == 30,
                 "engine::EngineCounters changed: export the new counter here and in MeshlockMetrics");
   m.engine_connections_accepted.labels({}).mirror(c.accepted);
   m.engine_connections_closed.labels({}).mirror(c.closed);
+  m.engine_connections_handed.labels({"handed_over"}).mirror(c.handed_over);
+  m.engine_connections_handed.labels({"adopted"}).mirror(c.adopted);
   m.engine_connections_refused.labels({"limit"}).mirror(c.refused_limit);
   m.engine_connections_refused.labels({"decider"}).mirror(c.refused_decider);
   m.engine_connections_refused.labels({"plaintext_strict"}).mirror(c.refused_plaintext);

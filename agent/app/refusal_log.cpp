@@ -18,6 +18,7 @@ bool RefusalLog::isRefusal(engine::ConnectionEnd end) {
     case ConnectionEnd::IdleTimeout:
     case ConnectionEnd::TlsError:
     case ConnectionEnd::Shutdown:
+    case ConnectionEnd::HandedOver:
       return false;
   }
   return false;

@@ -155,6 +155,17 @@ void Connection::onIoComplete(IoRequest& request, const IoCompletion& completion
     if (pending_ == 0 && tunnelIdle()) finalize();
     return;
   }
+  if (handover_) {
+    onHandoverCompletion(request, completion);
+    if (!closing_) updateBuffered();
+    return;
+  }
+  if (completion.result == -ECANCELED && (request.op == IoOp::Recv || request.op == IoOp::Send)) {
+    // Cancelled for a handover that left this connection here: carry on.
+    if (request.op == IoOp::Recv) armRecv(side);
+    else flush(side);
+    return;
+  }
   last_activity_ = worker_.now();
   switch (request.op) {
     case IoOp::Recv: onReceived(side, completion); break;

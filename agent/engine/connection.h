@@ -11,6 +11,7 @@
 
 #include "engine/byte_queue.h"
 #include "engine/engine.h"
+#include "engine/handover.h"
 #include "engine/hbone_pool.h"
 #include "engine/hbone_tunnel.h"
 #include "engine/tls_session.h"
@@ -28,6 +29,12 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   void startInbound(InboundPlan plan);
   // The decider refused it, or a limit did.
   void refuse();
+  // Carries on a connection another engine handed over (in place of start*).
+  void adopt(HandedConnection handed, std::unique_ptr<ConnectionObserver> observer);
+  // An upgrade: stops reading; once what is in flight has landed, the
+  // connection is exported into `collector` and leaves this engine. False:
+  // not one that can be handed over (it carries on here).
+  bool beginHandover(std::shared_ptr<HandoverCollector> collector);
 
   void onIoComplete(IoRequest& request, const IoCompletion& completion) override;
   void onTick(std::chrono::steady_clock::time_point now);
@@ -123,6 +130,12 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   void updateBuffered();
   void countBytes(int to, size_t n);
   [[nodiscard]] ConnectionSnapshot snapshot(std::chrono::steady_clock::time_point now) const;
+  // Upgrade (connection_handover.cpp).
+  void onHandoverCompletion(IoRequest& request, const IoCompletion& completion);
+  void finishHandover();
+  // It stays: bookkeeping, then relaying resumes (unless it was closed meanwhile).
+  void stayAfterHandover(std::string_view why);
+  void leaveHandover(std::string_view why);  // the bookkeeping only
   // HBONE: after the handshake, the plaintext is HTTP/2 for the tunnel.
   void startTunnel();
   void feedTunnel(ByteQueue& plaintext);
@@ -167,6 +180,7 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   ClientTunnel* up_tunnel_ = nullptr;  // outbound HBONE, while the stream lives
   bool up_hbone_ = false;              // outbound HBONE (for snapshots after the stream is gone)
   TlsInfo up_tunnel_tls_;              // the tunnel's handshake, kept for the report
+  std::shared_ptr<HandoverCollector> handover_;  // set while quiescing for a handover
 };
 
 }  // namespace meshlock::engine

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <thread>
 
+#include "engine/handover.h"
 #include "engine/worker.h"
 
 namespace meshlock::engine {
@@ -37,6 +38,7 @@ const char* toString(ConnectionEnd end) {
     case ConnectionEnd::Shutdown: return "shutdown";
     case ConnectionEnd::Shed: return "shed";
     case ConnectionEnd::Denied: return "denied";
+    case ConnectionEnd::HandedOver: return "handed_over";
   }
   return "?";
 }
@@ -74,17 +76,7 @@ Result<ListenerId> Engine::addListener(UniqueFd listening_fd, ListenerSpec spec)
   auto listener = std::make_shared<ListenerState>();
   listener->id = next_listener_.fetch_add(1);
   listener->fd = std::move(listening_fd);
-  std::shared_ptr<PodBudget> budget;
-  {
-    std::lock_guard lock(shared_->pods_mutex);
-    std::weak_ptr<PodBudget>& slot = shared_->pods[spec.pod_key];
-    budget = slot.lock();
-    if (!budget) {
-      budget = std::make_shared<PodBudget>();
-      slot = budget;
-    }
-    std::erase_if(shared_->pods, [](auto& item) { return item.second.expired(); });
-  }
+  std::shared_ptr<PodBudget> budget = budgetFor(spec.pod_key);
   listener->labels = std::make_shared<const ListenerLabels>(ListenerLabels{spec.name, spec.pod_key, budget});
   listener->spec = std::move(spec);
   std::latch armed(static_cast<std::ptrdiff_t>(workers_.size()));
@@ -97,6 +89,18 @@ Result<ListenerId> Engine::addListener(UniqueFd listening_fd, ListenerSpec spec)
   }
   armed.wait();
   return listener->id;
+}
+
+std::shared_ptr<PodBudget> Engine::budgetFor(const std::string& pod_key) {
+  std::lock_guard lock(shared_->pods_mutex);
+  std::weak_ptr<PodBudget>& slot = shared_->pods[pod_key];
+  std::shared_ptr<PodBudget> budget = slot.lock();
+  if (!budget) {
+    budget = std::make_shared<PodBudget>();
+    slot = budget;
+  }
+  std::erase_if(shared_->pods, [](auto& item) { return item.second.expired(); });
+  return budget;
 }
 
 Status Engine::removeListener(ListenerId id) {
@@ -142,6 +146,35 @@ std::size_t Engine::reauthorize(const Reauthorizer& decide) {
   std::size_t total = 0;
   for (std::size_t n : closed) total += n;
   return total;
+}
+
+HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout) {
+  auto collector = std::make_shared<HandoverCollector>();
+  collector->marking = workers_.size();
+  for (const auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->post([w, collector] { w->handOver(collector); });
+  }
+  std::unique_lock lock(collector->mutex);
+  collector->changed.wait_for(lock, timeout, [&] { return collector->marking == 0 && collector->outstanding == 0; });
+  // Those still quiescing (or not yet offered) stay and carry on here.
+  collector->closed = true;
+  collector->outcome.stayed += collector->outstanding;
+  return std::move(collector->outcome);
+}
+
+Status Engine::adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer) {
+  if (!connection.down.fd || !connection.up.fd) return fail("adopt: a handed-over connection without its sockets");
+  auto labels = std::make_shared<const ListenerLabels>(
+      ListenerLabels{connection.listener, connection.pod_key, budgetFor(connection.pod_key)});
+  Worker* w = workers_[next_adopter_.fetch_add(1, std::memory_order_relaxed) % workers_.size()].get();
+  // The connection is moved into the task: std::function needs a copyable callable.
+  auto handed = std::make_shared<HandedConnection>(std::move(connection));
+  auto shared_observer = std::make_shared<std::unique_ptr<ConnectionObserver>>(std::move(observer));
+  w->post([w, handed, shared_observer, labels]() mutable {
+    w->adopt(std::move(*handed), std::move(labels), std::move(*shared_observer));
+  });
+  return {};
 }
 
 void Engine::drainTunnels() {

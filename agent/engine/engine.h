@@ -85,6 +85,7 @@ enum class ConnectionEnd {
   Shutdown,          // the engine stopped with the connection open
   Shed,              // still in the handshake when the engine-wide pending cap made room for a newer one
   Denied,            // an authorization policy refused the peer (inbound, before the app is reached)
+  HandedOver,        // carried on by another engine (an agent upgrade, engine/handover.h)
 };
 const char* toString(ConnectionEnd end);
 
@@ -225,6 +226,8 @@ using ListenerId = uint64_t;
   X(bytes_to_upstream)  /* plaintext bytes from the accepted side */                 \
   X(bytes_to_downstream)                                                             \
   X(buffered_bytes)     /* queued inside the engine right now (gauge) */             \
+  X(handed_over)        /* left for another engine with their sockets (upgrade) */  \
+  X(adopted)            /* carried on from another engine (upgrade) */              \
   X(closed)
 
 // Totals over all workers, read at any time (each worker counts in its own atomics).
@@ -263,6 +266,9 @@ struct ConnectionSnapshot {
 
 class Worker;
 struct EngineShared;
+struct PodBudget;
+struct HandedConnection;
+struct HandoverOutcome;
 
 class Engine {
  public:
@@ -288,15 +294,24 @@ class Engine {
   // Draining: every inbound HBONE tunnel sends GOAWAY (no new streams; the
   // open ones finish, then the tunnel closes), as ztunnel does on shutdown.
   void drainTunnels();
+  // An agent upgrade (engine/handover.h): every established connection that
+  // can be carried on elsewhere stops reading, lets what is in flight land
+  // and leaves with its sockets and TLS state; the rest stays and drains.
+  // Waits up to `timeout`: one that quiesces later stays here.
+  [[nodiscard]] HandoverOutcome handOver(std::chrono::milliseconds timeout);
+  // Carries on a connection another engine handed over, as established.
+  [[nodiscard]] Status adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer);
   [[nodiscard]] IoBackendKind backend() const { return backend_; }
   [[nodiscard]] unsigned threads() const;
 
  private:
   Engine() = default;
+  [[nodiscard]] std::shared_ptr<PodBudget> budgetFor(const std::string& pod_key);
   std::shared_ptr<EngineShared> shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   IoBackendKind backend_ = IoBackendKind::Auto;
   std::atomic<ListenerId> next_listener_{1};
+  std::atomic<size_t> next_adopter_{0};
 };
 
 // A listening TCP socket on `address` (SO_REUSEADDR, non-blocking), for the

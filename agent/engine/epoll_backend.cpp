@@ -105,6 +105,8 @@ class EpollBackend final : public IoBackend {
     s = Slot{};
   }
 
+  void adoptSocket(int fd) override { setNonBlocking(fd); }
+
   Status runOnce(std::chrono::milliseconds timeout) override {
     bool work_queued = !ready_.empty() || !cancelled_.empty();
     epoll_event events[256];

@@ -70,6 +70,9 @@ class IoBackend {
   virtual void cancel(int fd) = 0;
   // The fd is about to be closed and has no operation pending.
   virtual void forget(int fd) = 0;
+  // A connected socket made elsewhere (another engine, before an upgrade):
+  // given the mode this back end needs before its first operation.
+  virtual void adoptSocket(int fd) = 0;
 
   // Submits queued work, waits up to `timeout` for completions, dispatches them.
   virtual Status runOnce(std::chrono::milliseconds timeout) = 0;

@@ -124,6 +124,8 @@ class UringBackend final : public IoBackend {
 
   void forget(int) override {}
 
+  void adoptSocket(int fd) override { setBlocking(fd); }
+
   Status runOnce(std::chrono::milliseconds timeout) override {
     // Receives that found the buffer ring empty are retried once buffers came back.
     if (!starved_.empty()) {

@@ -422,6 +422,40 @@ std::size_t Worker::reauthorize(const Reauthorizer& decide) {
   return refused.size() + streams;
 }
 
+void Worker::handOver(const std::shared_ptr<HandoverCollector>& collector) {
+  std::vector<Connection*> open = connections_;  // one may leave at once (swap-removal)
+  for (Connection* c : open) {
+    {
+      std::lock_guard lock(collector->mutex);
+      ++collector->outstanding;
+    }
+    if (!c->beginHandover(collector)) {
+      std::lock_guard lock(collector->mutex);
+      --collector->outstanding;
+      ++collector->outcome.stayed;
+    }
+  }
+  {
+    std::lock_guard lock(collector->mutex);
+    --collector->marking;
+  }
+  collector->changed.notify_all();
+}
+
+void Worker::adopt(HandedConnection handed, std::shared_ptr<const ListenerLabels> labels,
+                   std::unique_ptr<ConnectionObserver> observer) {
+  // No limit refuses it: the connection exists already, refusing would reset it.
+  shared_->active.fetch_add(1, std::memory_order_relaxed);
+  labels->budget->active.fetch_add(1, std::memory_order_relaxed);
+  bump(counters.active);
+  UniqueFd down = std::move(handed.down.fd);
+  const SocketAddress peer = handed.peer;
+  auto* connection = new Connection(*this, std::move(down), peer, std::move(labels));
+  connection->worker_slot = connections_.size();
+  connections_.push_back(connection);
+  connection->adopt(std::move(handed), std::move(observer));
+}
+
 void Worker::drainTunnels() {
   std::vector<Connection*> open = connections_;  // draining may close one (swap-removal)
   for (Connection* c : open) c->drainTunnel();

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <future>
 #include <map>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/handover.h"
 
 namespace meshlock::engine {
 
@@ -74,6 +76,16 @@ class SourceBudgets {
   std::array<std::atomic<uint32_t>, kCounters> rows_[2]{};
 };
 
+// One Engine::handOver: what the workers exported, filled under `mutex`.
+struct HandoverCollector {
+  std::mutex mutex;
+  std::condition_variable changed;
+  size_t marking = 0;      // workers still choosing their connections
+  size_t outstanding = 0;  // chosen, not yet exported or given up
+  bool closed = false;     // the engine stopped waiting: the rest stay
+  HandoverOutcome outcome;
+};
+
 struct EngineShared {
   EngineConfig config;
   std::atomic<int64_t> active{0};
@@ -116,6 +128,11 @@ class Worker {
   // Engine::reauthorize, on this worker's thread: how many it closed.
   std::size_t reauthorize(const Reauthorizer& decide);
   void drainTunnels();
+  // Engine::handOver: offers every connection to `collector`.
+  void handOver(const std::shared_ptr<HandoverCollector>& collector);
+  // Engine::adopt, on this worker's thread.
+  void adopt(HandedConnection handed, std::shared_ptr<const ListenerLabels> labels,
+             std::unique_ptr<ConnectionObserver> observer);
 
   [[nodiscard]] IoBackend& io() { return *io_; }
   // Outbound HBONE tunnels of this worker (hbone_pool.h).

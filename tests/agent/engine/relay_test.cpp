@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "engine/handover.h"
 #include "engine/tls_context.h"
 #include "identity/identity_manager.h"
 #include "identity/tls_context.h"
@@ -280,6 +281,140 @@ TEST_P(RelayTest, BulkTransfersBothWaysArriveExact) {
   EXPECT_GE(counters.bytes_to_upstream, 2 * 4 * kPerStream);
   EXPECT_TRUE(waitIdle());
   EXPECT_EQ(engine_->counters().buffered_bytes, 0u);
+}
+
+// An echo stream that sends until told to stop, then checks that every byte
+// came back, in order: what an upgrade must not disturb.
+class EchoStream {
+ public:
+  EchoStream(uint16_t port, uint64_t seed) : fd_(connectTcp(port)), seed_(seed) {
+    writer_ = std::thread([this] {
+      PatternStream pattern(seed_);
+      std::vector<uint8_t> buf(16 * 1024);
+      while (!stop_.load() && fd_) {
+        pattern.fill(buf.data(), buf.size());
+        if (!writeAll(fd_.get(), buf.data(), buf.size())) return;
+        sent_ += buf.size();
+      }
+      ::shutdown(fd_.get(), SHUT_WR);
+    });
+    reader_ = std::thread([this] {
+      PatternStream expected(seed_);
+      std::vector<uint8_t> buf(64 * 1024), want(64 * 1024);
+      for (;;) {
+        ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
+        if (n <= 0) {
+          reset_ = n < 0;
+          return;
+        }
+        expected.fill(want.data(), static_cast<size_t>(n));
+        if (std::memcmp(buf.data(), want.data(), static_cast<size_t>(n)) != 0) corrupt_ = true;
+        received_ += static_cast<uint64_t>(n);
+      }
+    });
+  }
+  uint64_t received() const { return received_.load(); }
+  // Stops sending; true if everything sent came back intact and the stream ended cleanly.
+  ::testing::AssertionResult finish() {
+    stop_ = true;
+    writer_.join();
+    reader_.join();
+    if (corrupt_) return ::testing::AssertionFailure() << "stream " << seed_ << ": corrupt bytes";
+    if (reset_) return ::testing::AssertionFailure() << "stream " << seed_ << ": reset";
+    if (received_ != sent_)
+      return ::testing::AssertionFailure() << "stream " << seed_ << ": " << received_ << " of " << sent_ << " bytes came back";
+    return ::testing::AssertionSuccess() << sent_;
+  }
+
+ private:
+  UniqueFd fd_;
+  uint64_t seed_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> received_{0};
+  bool corrupt_ = false;
+  bool reset_ = false;
+  std::thread writer_, reader_;
+};
+
+TEST_P(RelayTest, HandoverCarriesEveryStreamOnThroughThreeEnginesWithoutALostByte) {
+  TestServer app(echo);
+  uint16_t port = addPair(app.port());
+  std::vector<std::unique_ptr<EchoStream>> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(std::make_unique<EchoStream>(port, 300 + i));
+  auto flowing = [&] {
+    for (auto& s : streams)
+      if (s->received() < 1'000'000) return false;
+    return true;
+  };
+  ASSERT_TRUE(waitFor(flowing));
+  EngineConfig config;
+  config.threads = 2;
+  config.io = GetParam();
+  // Three upgrades in a row, each while all four streams carry bytes both
+  // ways: outbound (plaintext app -> TLS) and inbound (TLS -> app) hops alike.
+  std::unique_ptr<Engine> current = std::move(engine_);
+  for (int upgrade = 1; upgrade <= 3; ++upgrade) {
+    auto next = Engine::start(config);
+    ASSERT_TRUE(next) << next.error().describe();
+    HandoverOutcome outcome = current->handOver(5s);
+    EXPECT_EQ(outcome.connections.size(), 8u) << "upgrade " << upgrade;
+    EXPECT_EQ(outcome.stayed, 0u);
+    for (HandedConnection& handed : outcome.connections) {
+      const bool inbound = !handed.outbound;
+      EXPECT_EQ(handed.down.tls.has_value(), inbound);
+      EXPECT_EQ(handed.up.tls.has_value(), !inbound);
+      ASSERT_TRUE((*next)->adopt(std::move(handed), std::make_unique<RecordingObserver>(events_, inbound ? "in2" : "out2")));
+    }
+    EXPECT_EQ(current->counters().handed_over, 8u);
+    current.reset();  // the old process exits: nothing of the streams goes with it
+    current = std::move(*next);
+    const uint64_t before = streams[0]->received();
+    ASSERT_TRUE(waitFor([&] { return streams[0]->received() > before + 1'000'000; })) << "upgrade " << upgrade;
+    EXPECT_EQ(current->counters().adopted, 8u);
+    EXPECT_EQ(current->counters().active, 8u);
+  }
+  for (auto& s : streams) EXPECT_TRUE(s->finish());
+  engine_ = std::move(current);
+  EXPECT_TRUE(waitIdle());
+  const EngineCounters counters = engine_->counters();
+  EXPECT_EQ(counters.resets + counters.tls_errors + counters.tls_truncations, 0u);
+  EXPECT_EQ(counters.handshakes, 0u);  // no handshake after the first engine's
+  // The first engine reported each connection as handed over, not closed.
+  for (const char* listener : {"in", "out"}) {
+    for (const auto& closed : events_->closedOn(listener)) EXPECT_EQ(closed.end, ConnectionEnd::HandedOver);
+  }
+  // Adopted connections carry their history on: the last engine's snapshots end them completed.
+  for (const auto& closed : events_->closedOn("in2")) {
+    if (closed.end == ConnectionEnd::HandedOver) continue;
+    EXPECT_EQ(closed.end, ConnectionEnd::Completed);
+    ASSERT_TRUE(closed.snapshot.tls.has_value());
+    EXPECT_EQ(closed.snapshot.tls->peer_identity, testing::kClientId);
+    EXPECT_GT(closed.snapshot.bytes_to_upstream, 1'000'000u);
+  }
+}
+
+TEST_P(RelayTest, HandoverLeavesHalfClosedConnectionsToDrain) {
+  TestServer app([](UniqueFd fd) {
+    // Reads the request to its end, then answers after a pause.
+    std::string request;
+    (void)readToEof(fd.get(), request);
+    std::this_thread::sleep_for(300ms);
+    writeAll(fd.get(), "late answer", 11);
+  });
+  uint16_t port = addPair(app.port());
+  UniqueFd client = connectTcp(port);
+  ASSERT_TRUE(writeAll(client.get(), "request", 7));
+  ::shutdown(client.get(), SHUT_WR);
+  ASSERT_TRUE(waitFor([&] { return engine_->counters().bytes_to_upstream >= 14; }));
+  std::this_thread::sleep_for(50ms);  // the FIN travels both hops
+  HandoverOutcome outcome = engine_->handOver(2s);
+  EXPECT_EQ(outcome.connections.size(), 0u);
+  EXPECT_EQ(outcome.stayed, 2u);
+  // They carry on here: the answer arrives through the old engine.
+  std::string answer;
+  EXPECT_TRUE(readToEof(client.get(), answer));
+  EXPECT_EQ(answer, "late answer");
 }
 
 TEST_P(RelayTest, SmallMessagesAndManyConnections) {
