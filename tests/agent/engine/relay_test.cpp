@@ -30,6 +30,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::connectTcp;
+using testing::EchoStream;
 using testing::echo;
 using testing::TestServer;
 using testing::PatternStream;
@@ -282,60 +283,6 @@ TEST_P(RelayTest, BulkTransfersBothWaysArriveExact) {
   EXPECT_TRUE(waitIdle());
   EXPECT_EQ(engine_->counters().buffered_bytes, 0u);
 }
-
-// An echo stream that sends until told to stop, then checks that every byte
-// came back, in order: what an upgrade must not disturb.
-class EchoStream {
- public:
-  EchoStream(uint16_t port, uint64_t seed) : fd_(connectTcp(port)), seed_(seed) {
-    writer_ = std::thread([this] {
-      PatternStream pattern(seed_);
-      std::vector<uint8_t> buf(16 * 1024);
-      while (!stop_.load() && fd_) {
-        pattern.fill(buf.data(), buf.size());
-        if (!writeAll(fd_.get(), buf.data(), buf.size())) return;
-        sent_ += buf.size();
-      }
-      ::shutdown(fd_.get(), SHUT_WR);
-    });
-    reader_ = std::thread([this] {
-      PatternStream expected(seed_);
-      std::vector<uint8_t> buf(64 * 1024), want(64 * 1024);
-      for (;;) {
-        ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
-        if (n <= 0) {
-          reset_ = n < 0;
-          return;
-        }
-        expected.fill(want.data(), static_cast<size_t>(n));
-        if (std::memcmp(buf.data(), want.data(), static_cast<size_t>(n)) != 0) corrupt_ = true;
-        received_ += static_cast<uint64_t>(n);
-      }
-    });
-  }
-  uint64_t received() const { return received_.load(); }
-  // Stops sending; true if everything sent came back intact and the stream ended cleanly.
-  ::testing::AssertionResult finish() {
-    stop_ = true;
-    writer_.join();
-    reader_.join();
-    if (corrupt_) return ::testing::AssertionFailure() << "stream " << seed_ << ": corrupt bytes";
-    if (reset_) return ::testing::AssertionFailure() << "stream " << seed_ << ": reset";
-    if (received_ != sent_)
-      return ::testing::AssertionFailure() << "stream " << seed_ << ": " << received_ << " of " << sent_ << " bytes came back";
-    return ::testing::AssertionSuccess() << sent_;
-  }
-
- private:
-  UniqueFd fd_;
-  uint64_t seed_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> sent_{0};
-  std::atomic<uint64_t> received_{0};
-  bool corrupt_ = false;
-  bool reset_ = false;
-  std::thread writer_, reader_;
-};
 
 TEST_P(RelayTest, HandoverCarriesEveryStreamOnThroughThreeEnginesWithoutALostByte) {
   TestServer app(echo);
