@@ -644,7 +644,9 @@ Agent::~Agent() {
     parts_->served.erase(it);
   }
   // The engine before the rest: connections it still closes report into the
-  // metrics registry and the access log, which must outlive it.
+  // metrics registry and the access log, which must outlive it. The
+  // handover receiver before the engine it adopts into.
+  parts_->handover.reset();
   parts_->engine.reset();
 }
 
@@ -777,6 +779,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
 
   parts->reconcile(policy);
   if (auto admin = parts->startAdmin(); !admin) return std::unexpected(admin.error().context("admin"));
+  if (auto handover = parts->startHandover(); !handover) return std::unexpected(handover.error().context("handover"));
   parts->beat();
   parts->ready = initial.has_value();
   return std::unique_ptr<Agent>(new Agent(std::move(parts)));
@@ -823,12 +826,21 @@ int Agent::run(std::stop_token stop) {
   // HBONE tunnels from other nodes' agents stay open for their next streams:
   // GOAWAY sends those to the next agent process; open streams finish here.
   parts.engine->drainTunnels();
+  // An upgrade: a newer agent, ready, takes the established connections
+  // over (docs/upgrade.md). One may start after this one was told to stop:
+  // the offer is made again each second while connections remain.
+  bool handed = parts.offerConnections(true);
   spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
+  auto next_offer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline) {
     parts.beat();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!handed && std::chrono::steady_clock::now() >= next_offer) {
+      handed = parts.offerConnections(false);
+      next_offer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
   }
   spdlog::info("drained: {} connections still open at exit", parts.engine->counters().active);
   return 0;

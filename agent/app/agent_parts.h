@@ -25,6 +25,7 @@
 #include "identity/identity_manager.h"
 #include "kmod-free/probe.h"
 #include "policy/policy.h"
+#include "upgrade/handover.h"
 
 namespace meshlock::app {
 
@@ -57,6 +58,8 @@ struct Agent::Parts {
   std::unique_ptr<identity::DestinationTlsContexts> destination_tls;
   std::optional<capture::Datapath> datapath;
   std::unique_ptr<engine::Engine> engine;
+  // The newest agent's side of an upgrade; goes before the engine it feeds.
+  std::unique_ptr<upgrade::HandoverReceiver> handover;
 
   // Written by the reconcile loop, read by admin handlers.
   mutable std::mutex served_mutex;
@@ -112,6 +115,14 @@ struct Agent::Parts {
   void withdrawPod(const config::PodUid& uid);
   void reconcile(const PolicyRef& policy);
   void applyUpdate(const config::ManifestUpdate& update);
+
+  // agent_upgrade.cpp: established connections between agent processes.
+  Status startHandover();
+  // Offers this agent's established connections to a newer agent; false
+  // when none took the offer (not there yet, not ready): try again later.
+  bool offerConnections(bool log_refusal);
+  // The report of a connection another agent process handed over.
+  std::unique_ptr<engine::ConnectionObserver> handedReport(const engine::HandedConnection& handed) const;
 
   // admin_endpoints.cpp: the admin API (Unix socket + 127.0.0.1) and metrics/readiness,
   // each endpoint with its own budget, routes from one table.

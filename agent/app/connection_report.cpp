@@ -117,7 +117,7 @@ void ConnectionReport::established(const engine::ConnectionSnapshot& snapshot) {
   active_ = sinks_->meshlock.active_connections.labels({direction(), how});
   active_.add(1);
   established_ = true;
-  if (snapshot.tls) {
+  if (snapshot.tls && !planned_.adopted) {
     // A TLS 1.3 client learns that the server refused its certificate only
     // from the first record after the handshake: count success once the
     // server has said something, or the connection ended otherwise.

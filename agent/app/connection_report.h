@@ -50,6 +50,7 @@ struct PlannedConnection {
   // create 65,535 series.
   uint16_t port = 0;
   bool mesh_mtls = false;            // TLS with mesh identities (ISTIO_MUTUAL / inbound mTLS)
+  bool adopted = false;              // handed over by the previous agent: its handshake was counted there
 };
 
 class ConnectionReport final : public engine::ConnectionObserver {

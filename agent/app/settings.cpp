@@ -142,6 +142,7 @@ Result<AgentSettings> parseSettings(std::string_view yaml, std::string_view orig
     else if (key == "logFormat") status = parsed(settings.log_format, parseLogFormat);
     else if (key == "accessLog") status = toggle(settings.access_log);
     else if (key == "adminSocketTakeOver") status = toggle(settings.admin_socket_take_over);
+    else if (key == "handoverSocket") status = text(settings.handover_socket);
     else if (key == "mountBpffs") status = toggle(settings.mount_bpffs);
     else return fail(std::string(origin) + ": unknown setting \"" + key + "\"");
     if (!status) return where(status.error());
@@ -197,6 +198,14 @@ Status validateSettings(const AgentSettings& settings) {
     if (settings.ca_token_file.empty()) return fail("caTokenFile: required with caMode istiod (a token for istio-ca)");
   }
   return {};
+}
+
+std::filesystem::path handoverSocketOf(const AgentSettings& settings) {
+  if (settings.handover_socket == "off") return {};
+  if (!settings.handover_socket.empty()) return settings.handover_socket;
+  // Beside the admin socket and named after it: two agents of one host
+  // (meshsim's nodes) never share it.
+  return settings.admin_socket.parent_path() / (settings.admin_socket.stem().string() + "-handover.sock");
 }
 
 }  // namespace meshlock::app

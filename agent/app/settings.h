@@ -43,6 +43,10 @@ struct AgentSettings {
   std::filesystem::path ca_token_file = "/var/run/secrets/tokens/istio-token";  // audience istio-ca
   std::filesystem::path admin_socket = "/run/meshlock/admin.sock";
   bool admin_socket_take_over = false;                   // replace a live agent's socket (rolling update)
+  // Where the newest agent takes established connections over at an upgrade
+  // (docs/upgrade.md). Empty: beside the admin socket, "<its stem>-handover.sock";
+  // "off": no handover (an upgrade drains them).
+  std::string handover_socket;
   std::string admin_address = "127.0.0.1:15000";
   std::string metrics_address = "0.0.0.0:15020";
   unsigned threads = 0;                                  // 0: one per core
@@ -83,6 +87,8 @@ inline constexpr uint64_t kReservedFds = 1024;
 // Each connection may hold two fds (accepted and upstream): the default is
 // every fd but the reserve; pending handshakes default to a quarter of that
 // (at most 4,096) and 256 per source (at most the pending cap).
+// The handover socket's path (empty when handover is off).
+[[nodiscard]] std::filesystem::path handoverSocketOf(const AgentSettings& settings);
 [[nodiscard]] ConnectionCaps connectionCapsFor(const AgentSettings& settings, uint64_t fd_limit);
 
 // Reads the YAML settings file; unknown keys are an error naming the key, so a

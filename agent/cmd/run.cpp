@@ -35,6 +35,7 @@ struct RunFlags {
   std::string ca_root_file;
   std::string ca_token_file;
   std::string admin_socket;
+  std::string handover_socket;
   std::string admin_address;
   std::string metrics_address;
   std::string io;
@@ -173,6 +174,7 @@ Result<app::AgentSettings> settingsFrom(const RunFlags& flags) {
     settings.ca_mode = *mode;
   }
   set(flags.admin_socket, settings.admin_socket);
+  if (!flags.handover_socket.empty()) settings.handover_socket = flags.handover_socket;
   set(flags.admin_address, settings.admin_address);
   set(flags.metrics_address, settings.metrics_address);
   set(flags.log_level, settings.log_level);
@@ -277,6 +279,8 @@ const CommandRegistrar kRun({
           sub.add_option("--ca-root-file", flags->ca_root_file, "the mesh root (PEM) the CA and peers chain to");
           sub.add_option("--ca-token-file", flags->ca_token_file, "a token for the CA (audience istio-ca)");
           sub.add_option("--admin-socket", flags->admin_socket, "admin API Unix socket");
+          sub.add_option("--handover-socket", flags->handover_socket,
+                         "where a newer agent takes established connections over at an upgrade ('off': drain them)");
           sub.add_option("--admin-socket-take-over", flags->admin_socket_take_over,
                          "on or off: replace the admin socket even if another agent still serves it "
                          "(a rolling update with surge; default off)");

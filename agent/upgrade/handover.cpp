@@ -85,7 +85,7 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     }
     const uint64_t id = next_id++;
     const std::string packet = encodeConnection(id, connection);
-    if (packet.size() > kMaxPacketBytes) {  // a queue far beyond the engine's bounds: it stays
+    if (packet.size() > channel->maxPacket()) {  // more queued than the socket takes at once: it stays
       back.push_back(std::move(connection));
       continue;
     }
@@ -179,7 +179,9 @@ void HandoverReceiver::serve(UniqueFd fd) {
   }
   const std::string welcome = encodeWelcome(!not_ready, not_ready.value_or(""));
   if (Status sent = channel.send(std::as_bytes(std::span(welcome)), {}, 5s); !sent || not_ready) {
-    spdlog::info("handover: agent {} (pid {}) offered its connections; refused: {}", hello->agent_version, hello->pid,
+    // The agent's own offers (each second of its drain, no newer agent there) are not news.
+    const bool own = hello->instance != 0 && hello->instance == instance_;
+    spdlog::log(own ? spdlog::level::debug : spdlog::level::info,"handover: agent {} (pid {}) offered its connections; refused: {}", hello->agent_version, hello->pid,
                  not_ready.value_or(sent ? "" : sent.error().describe()));
     return;
   }

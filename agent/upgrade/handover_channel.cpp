@@ -7,6 +7,7 @@
 #include <sys/un.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 namespace meshlock::upgrade {
@@ -125,6 +126,16 @@ Result<std::optional<HandoverChannel::Packet>> HandoverChannel::receive(std::chr
 
 void HandoverChannel::stopReceiving() { ::shutdown(fd_.get(), SHUT_RD); }
 
+size_t HandoverChannel::maxPacket() const {
+  int buffer = 0;
+  socklen_t length = sizeof buffer;
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &buffer, &length) != 0) return 64 * 1024;
+  // The kernel reports twice what it accounts for data; a packet must stay
+  // below the buffer (unix_dgram_sendmsg) with room for its own overhead.
+  const size_t usable = static_cast<size_t>(buffer) / 2 > 4096 ? static_cast<size_t>(buffer) / 2 - 4096 : 0;
+  return std::min(usable, kMaxPacketBytes);
+}
+
 Result<pid_t> HandoverChannel::peerPid() const {
   ucred credentials{};
   socklen_t length = sizeof credentials;
@@ -149,7 +160,7 @@ Result<UniqueFd> listenHandover(const std::filesystem::path& path) {
   const int bound = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*staged), sizeof *staged);
   ::umask(previous);
   if (bound != 0) return failErrno("bind " + temporary.string());
-  if (::listen(fd.get(), 4) != 0) return failErrno("listen " + temporary.string());
+  if (::listen(fd.get(), 16) != 0) return failErrno("listen " + temporary.string());
   // rename(): the path names a live socket at every instant.
   if (::rename(temporary.c_str(), path.c_str()) != 0) return failErrno("rename to " + path.string());
   return fd;

@@ -41,6 +41,9 @@ class HandoverChannel {
   // No packet can be queued to us after this returns; those already queued stay readable.
   void stopReceiving();
   [[nodiscard]] Result<pid_t> peerPid() const;
+  // The largest packet the socket takes (its send buffer: 8 MiB where the
+  // agent may force it, the system's wmem_max otherwise), at most kMaxPacketBytes.
+  [[nodiscard]] size_t maxPacket() const;
   [[nodiscard]] int fd() const { return fd_.get(); }
 
  private:

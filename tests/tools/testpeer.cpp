@@ -24,6 +24,8 @@
 #include <cstring>
 #include <string>
 #include <thread>
+
+#include <sys/resource.h>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -34,7 +36,6 @@ using meshlock::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kExitOk = 0, kExitCorrupt = 1, kExitUsage = 2, kExitConnect = 3, kExitTimeout = 4, kExitReset = 5;
-constexpr size_t kMaxConnections = 512;
 
 // Deterministic bytes from a seed (xorshift64*), so both sides could agree.
 class ByteStream {
@@ -140,13 +141,19 @@ void echo(UniqueFd conn, std::string peer, int idleSeconds, bool verbose) {
   if (verbose) std::fprintf(stderr, "testpeer: %s: %llu bytes echoed, %s\n", peer.c_str(), (unsigned long long)total, end);
 }
 
-int serve(int port, const std::string& bindIp, bool once, int idleSeconds, bool verbose) {
+int serve(int port, const std::string& bindIp, bool once, int idleSeconds, size_t maxConnections, bool verbose) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, bindIp.c_str(), &addr.sin_addr) != 1) {
     std::fprintf(stderr, "testpeer: --bind: %s is not an IPv4 address\n", bindIp.c_str());
     return kExitUsage;
+  }
+  // One fd per connection: as many as the hard limit allows.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
   UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;
@@ -171,7 +178,7 @@ int serve(int port, const std::string& bindIp, bool once, int idleSeconds, bool 
       echo(std::move(conn), peerName(peer), idleSeconds, verbose);
       return kExitOk;
     }
-    if (active.load() >= kMaxConnections) continue;  // closes the connection: bounded load
+    if (active.load() >= maxConnections) continue;  // closes the connection: bounded load
     ++active;
     std::thread([&active, c = std::move(conn), p = peerName(peer), idleSeconds, verbose]() mutable {
       echo(std::move(c), p, idleSeconds, verbose);
@@ -295,6 +302,9 @@ int main(int argc, char** argv) {
   serveCmd->add_flag("--once", once, "exit after the first connection");
   serveCmd->add_option("--idle-timeout", idle, "close a connection idle this long (seconds, default 30)")
       ->check(CLI::Range(1, 3600));
+  size_t maxConnections = 512;
+  serveCmd->add_option("--max-connections", maxConnections, "connections served at once; more are closed (default 512)")
+      ->check(CLI::Range(size_t{1}, size_t{100000}));
   serveCmd->add_flag("-v,--verbose", verbose, "log each connection to stderr");
 
   CLI::App* sendCmd = app.add_subcommand("send", "send bytes, read the echo, verify");
@@ -315,6 +325,6 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitUsage;
   }
-  if (serveCmd->parsed()) return serve(port, bindIp, once, idle, verbose);
+  if (serveCmd->parsed()) return serve(port, bindIp, once, idle, maxConnections, verbose);
   return sendBytes(to, bytes, timeout, halfClose, seed);
 }

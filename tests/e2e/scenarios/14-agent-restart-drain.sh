@@ -5,12 +5,13 @@
 # link ids, new programs swapped in, nothing attached twice); new connections
 # go through the new agents; a held connection that ends within the drain
 # deadline carries bytes to its end; one that outlives the deadline is cut at
-# the deadline, when the old agent exits.
+# the deadline, when the old agent exits. Handover is off here: this is the
+# drain an upgrade falls back to (scenario 32 hands connections over).
 E2E_NAME=s14
 DRAIN_DEADLINE=8
 source "$(dirname "$0")/../lib/cluster.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
-cluster_up "$HERE/cluster.yaml"
+cluster_up "$HERE/cluster.yaml" --handover-socket off
 serve shop/web 8080
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -68,8 +69,8 @@ for node in node-a node-b; do
   for _ in $(seq 50); do grep -q "draining:" "$WORK/agent-$node.log" && break; sleep 0.1; done
   grep -q "draining:" "$WORK/agent-$node.log" || fail "the old agent on $node did not start draining"
 done
-start_agent node-a
-start_agent node-b
+start_agent node-a --handover-socket off
+start_agent node-b --handover-socket off
 ready=$(now_ms)
 log "new agents ready $((ready - sigterm)) ms after SIGTERM"
 # Both old agents hold both connections (node-b's the outbound side, node-a's
