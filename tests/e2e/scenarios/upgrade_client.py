@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import socket
 import sys
 import threading
@@ -98,6 +99,9 @@ def main():
     parser.add_argument("--progress-file", required=True)
     parser.add_argument("--max-seconds", type=float, default=180)
     args = parser.parse_args()
+    # A socket per connection: as many as the hard limit allows.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     host, port = args.to.rsplit(":", 1)
     address = (host, int(port))
 
