@@ -107,6 +107,14 @@ class ByteQueue {
     }
   }
 
+  // Everything queued, as one buffer; the queue is left empty.
+  [[nodiscard]] std::vector<std::byte> takeAll() {
+    std::vector<std::byte> bytes(size_);
+    read(bytes);
+    clear();
+    return bytes;
+  }
+
   // Frees everything, the chunk list included: an idle connection has several queues.
   void clear() {
     std::vector<Chunk>().swap(chunks_);

@@ -7,16 +7,6 @@
 #include "engine/connection.h"
 
 namespace meshlock::engine {
-namespace {
-
-std::vector<std::byte> takeAll(ByteQueue& queue) {
-  std::vector<std::byte> bytes(queue.size());
-  queue.read(bytes);
-  queue.clear();
-  return bytes;
-}
-
-}  // namespace
 
 bool Connection::beginHandover(std::shared_ptr<HandoverCollector> collector) {
   // Only a connection relaying both ways is carried on: one still in its
@@ -138,7 +128,7 @@ void Connection::finishHandover() {
   handed.age = now.age;
   for (int i : {kDown, kUp}) {
     Side& s = sides_[i];
-    out[i]->plain_unsent = takeAll(s.plain_out);
+    out[i]->plain_unsent = s.plain_out.takeAll();
     worker_.io().forget(s.fd.get());
     out[i]->fd = std::move(s.fd);
   }

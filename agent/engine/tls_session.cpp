@@ -171,15 +171,6 @@ Result<std::unique_ptr<TlsSession>> TlsSession::resume(TlsHandover handover) {
   return session;
 }
 
-namespace {
-std::vector<std::byte> takeAll(ByteQueue& queue) {
-  std::vector<std::byte> bytes(queue.size());
-  queue.read(bytes);
-  queue.clear();
-  return bytes;
-}
-}  // namespace
-
 Result<TlsHandover> TlsSession::handOver() {
   if (failed_) return fail("tls: the connection failed: " + reason_);
   if (!handshake_done_) return fail("tls: the handshake has not completed");
@@ -200,9 +191,9 @@ Result<TlsHandover> TlsSession::handOver() {
     handover.keys = std::move(*keys);
     handover.info = info();
   }
-  handover.unread = takeAll(input_.bytes);
+  handover.unread = input_.bytes.takeAll();
   input_.whole = 0;
-  handover.unsent = takeAll(output_);
+  handover.unsent = output_.takeAll();
   failed_ = true;
   reason_ = "tls: handed over";
   return handover;
