@@ -827,9 +827,8 @@ int Agent::run(std::stop_token stop) {
   // GOAWAY sends those to the next agent process; open streams finish here.
   parts.engine->drainTunnels();
   // An upgrade: a newer agent, ready, takes the established connections
-  // over (docs/upgrade.md). One may start after this one was told to stop:
-  // the offer is made again each second while connections remain.
-  bool handed = parts.offerConnections(true);
+  // over (docs/upgrade.md).
+  parts.offerConnections(true);
   spdlog::info("draining: listeners and admin endpoints closed, waiting up to {}s for {} connections",
                parts.settings.drain_deadline.count(), parts.engine->counters().active);
   const auto deadline = std::chrono::steady_clock::now() + parts.settings.drain_deadline;
@@ -837,8 +836,10 @@ int Agent::run(std::stop_token stop) {
   while (parts.engine->counters().active > 0 && std::chrono::steady_clock::now() < deadline) {
     parts.beat();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!handed && std::chrono::steady_clock::now() >= next_offer) {
-      handed = parts.offerConnections(false);
+    // Again each second: a newer agent that started late, or connections
+    // that finished their handshake here since the last offer.
+    if (std::chrono::steady_clock::now() >= next_offer) {
+      parts.offerConnections(false);
       next_offer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }

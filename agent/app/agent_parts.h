@@ -119,7 +119,8 @@ struct Agent::Parts {
   // agent_upgrade.cpp: established connections between agent processes.
   Status startHandover();
   // Offers this agent's established connections to a newer agent; false
-  // when none took the offer (not there yet, not ready): try again later.
+  // when none took the offer (not there yet, not ready). Quiet (but for
+  // errors) unless `log_refusal` or something was handed over.
   bool offerConnections(bool log_refusal);
   // The report of a connection another agent process handed over.
   std::unique_ptr<engine::ConnectionObserver> handedReport(const engine::HandedConnection& handed) const;

@@ -61,6 +61,7 @@ bool Agent::Parts::offerConnections(bool log_refusal) {
     if (log_refusal) spdlog::info("handover: none: {}; the connections drain here", report->refused);
     return false;
   }
+  if (report->handed == 0 && report->returned == 0 && !log_refusal) return true;  // nothing new to say
   spdlog::info("handover: {} established connections taken by the new agent in {} ms; {} stay to drain here{}",
                report->handed, report->took.count(), report->stayed + report->returned,
                report->returned ? " (" + std::to_string(report->returned) + " offered and not taken)" : "");

@@ -185,7 +185,7 @@ void HandoverReceiver::serve(UniqueFd fd) {
                  not_ready.value_or(sent ? "" : sent.error().describe()));
     return;
   }
-  spdlog::info("handover: taking the established connections of agent {} (pid {})", hello->agent_version, hello->pid);
+  spdlog::debug("handover: taking the established connections of agent {} (pid {})", hello->agent_version, hello->pid);
   uint64_t taken = 0;
   for (;;) {
     // The old agent sends as fast as it quiesces; a long silence means it is gone.
@@ -200,7 +200,10 @@ void HandoverReceiver::serve(UniqueFd fd) {
       continue;
     }
     if (const DonePacket* done = std::get_if<DonePacket>(&*packet)) {
-      spdlog::info("handover: took {} connections; {} stayed with the old agent to drain", taken, done->stayed);
+      // An old agent offers again each second of its drain: only news is logged.
+      spdlog::log(taken > 0 ? spdlog::level::info : spdlog::level::debug,
+                  "handover: took {} connections from agent {} (pid {}); {} stayed with it to drain", taken,
+                  hello->agent_version, hello->pid, done->stayed);
       break;
     }
     ConnectionPacket* offered = std::get_if<ConnectionPacket>(&*packet);

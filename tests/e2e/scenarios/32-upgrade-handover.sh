@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scenario 32 (issue 18): three agent upgrades in a row, with no
 # established connection reset and no byte lost. shop/client (node-b) holds,
-# to legacy/db:5432 (outside the mesh: node-b's agent relays them, captured):
+# to legacy/db:5432 through its service (outside the mesh: node-b's agent
+# relays them, captured; with S32_TLS=1 it originates TLS 1.3 to them):
 # four checksummed streams sending both ways all the time, one at full speed
 # (a bulk transfer), one idle connection and 1,000 small ones. Each upgrade
 # is the DaemonSet's surge: a new agent starts beside the old one, becomes
@@ -18,15 +19,33 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SMALL=${S32_SMALL:-1000}
 cluster_up "$HERE/cluster.yaml"
 # An echo server that takes them all and never closes an idle one first.
+# S32_TLS=1: node-b's agent originates TLS 1.3 to it (DestinationRule SIMPLE),
+# the server being Python's ssl (OpenSSL), so the TLS state of every
+# connection crosses each upgrade, carried on with a peer we did not write.
 out="$WORK/serve-db.log"
-in_pod legacy/db "$PEER" serve --port 5432 --max-connections 4000 --idle-timeout 3600 >>"$out" 2>&1 &
-BG_PIDS+=($!)
+if [ -n "${S32_TLS:-}" ]; then
+  make_ca "$WORK/ext"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=db" \
+    -keyout "$WORK/db-key.pem" -out "$WORK/db.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:db.legacy.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >"$WORK/db.ext"
+  openssl x509 -req -in "$WORK/db.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
+    -CAcreateserial -days 1 -extfile "$WORK/db.ext" -out "$WORK/db-leaf.pem" 2>/dev/null
+  cat "$WORK/db-leaf.pem" "$WORK/ext/ca-cert.pem" >"$WORK/db.pem"
+  in_pod legacy/db python3 "$HERE/tls_echo_server.py" --port 5432 --cert "$WORK/db.pem" --key "$WORK/db-key.pem" >>"$out" 2>&1 &
+  BG_PIDS+=($!)
+  printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\nspec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls: {mode: SIMPLE, sni: db.legacy.svc.cluster.local, caCertificates: %s}\n' \
+    "$WORK/ext/root-cert.pem" >"$WORK/dr.yaml"
+  apply "$WORK/dr.yaml"
+else
+  in_pod legacy/db "$PEER" serve --port 5432 --max-connections 4000 --idle-timeout 3600 >>"$out" 2>&1 &
+  BG_PIDS+=($!)
+fi
 wait_listening legacy/db 5432 || die "the echo server did not start: $(cat "$out")"
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 progress() { cat "$WORK/progress" 2>/dev/null || echo 0; }
 
-in_pod shop/client python3 "$HERE/upgrade_client.py" --to 10.244.1.20:5432 --small "$SMALL" \
+in_pod shop/client python3 "$HERE/upgrade_client.py" --to 10.96.20.20:5432 --small "$SMALL" \
   --stop-file "$WORK/client.stop" --progress-file "$WORK/progress" --max-seconds 200 >"$WORK/client.json" 2>"$WORK/client.err" &
 client_pid=$!
 BG_PIDS+=($!)
