@@ -46,6 +46,18 @@ bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds l
   return condition();
 }
 
+// A stand-in for a new agent on `listen_fd`: accepts the old agent, reads
+// its Hello and welcomes it in handover format `format`.
+HandoverChannel welcomeOldAgent(int listen_fd, uint32_t format = kHandoverFormat) {
+  pollfd p{listen_fd, POLLIN, 0};
+  ::poll(&p, 1, 5000);
+  HandoverChannel channel(UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)));
+  (void)channel.receive(5s);  // Hello
+  const std::string welcome = encodeWelcome(true, "", format);
+  EXPECT_TRUE(channel.send(std::as_bytes(std::span(welcome)), {}, 1s));
+  return channel;
+}
+
 class HandoverTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -183,12 +195,7 @@ TEST_F(HandoverTest, AnotherFormatIsRefusedBothWays) {
   Result<UniqueFd> listening = listenHandover(path_);
   ASSERT_TRUE(listening);
   std::thread future([fd = listening->get()] {
-    pollfd p{fd, POLLIN, 0};
-    ::poll(&p, 1, 5000);
-    HandoverChannel channel(UniqueFd(::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)));
-    (void)channel.receive(5s);
-    const std::string welcome = encodeWelcome(true, "", kHandoverFormat + 1);
-    (void)channel.send(std::as_bytes(std::span(welcome)), {}, 1s);
+    HandoverChannel channel = welcomeOldAgent(fd, kHandoverFormat + 1);
     (void)channel.receive(2s);  // until the old agent hangs up
   });
   Result<HandoverReport> report = handOverTo(path_, *old_, HandOverOptions{}, {});
@@ -206,12 +213,7 @@ TEST_F(HandoverTest, ANewAgentThatDiesMidwayLeavesTheRestWithTheOldOne) {
   Result<UniqueFd> listening = listenHandover(path_);
   ASSERT_TRUE(listening);
   std::thread dying([&, fd = listening->get()] {
-    pollfd p{fd, POLLIN, 0};
-    ::poll(&p, 1, 5000);
-    HandoverChannel channel(UniqueFd(::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)));
-    (void)channel.receive(5s);  // Hello
-    const std::string welcome = encodeWelcome(true, "");
-    ASSERT_TRUE(channel.send(std::as_bytes(std::span(welcome)), {}, 1s));
+    HandoverChannel channel = welcomeOldAgent(fd);
     for (int taken = 0; taken < 2;) {
       auto received = channel.receive(5s);
       ASSERT_TRUE(received && *received);
