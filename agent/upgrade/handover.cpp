@@ -54,7 +54,9 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     return report;
   }
   if (!welcome->accepted) {
-    report.refused = "the new agent (pid " + std::to_string(*peer) + ") refused: " + welcome->reason;
+    // The agent's own receiver answers when no newer agent took the path over.
+    report.refused = *peer == ::getpid() ? welcome->reason
+                                         : "the new agent (pid " + std::to_string(*peer) + ") refused: " + welcome->reason;
     return report;
   }
 
