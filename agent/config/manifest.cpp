@@ -774,6 +774,21 @@ void parseMemberRoll(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   out.member_rolls.push_back(std::move(roll));
 }
 
+// core v1 Secret (config/credentials.h says which keys are read).
+template <typename N>
+void parseSecret(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  Secret secret;
+  secret.meta = std::move(meta);
+  secret.type = doc["type"].string("Opaque");
+  for (auto& [key, value] : doc["data"].entries()) {
+    auto bytes = decodeBase64(value.string());
+    if (!bytes) failAt(value.path(), "not valid base64");
+    secret.data[key] = std::move(*bytes);
+  }
+  for (auto& [key, value] : doc["stringData"].entries()) secret.data[key] = value.string();
+  out.secrets.push_back(std::move(secret));
+}
+
 template <typename N>
 void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   for (const At<N>& selector : mc["discoverySelectors"].list()) {
@@ -945,6 +960,8 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
   } else if ((group == "authentication.maistra.io" && kind == "ServiceMeshPolicy") ||
              (group == "authentication.istio.io" && kind == "MeshPolicy")) {
     parseLegacyPolicy(doc, metaAt(doc, kind, api, kind != "MeshPolicy", where, ctx.options.default_namespace), true, out);
+  } else if (group.empty() && kind == "Secret") {
+    parseSecret(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
   } else if (group.empty() && kind == "ConfigMap" &&
              parseMeshConfigMap(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out)) {
   } else {
@@ -1051,6 +1068,14 @@ ParsedManifests decodeApiObject(const nlohmann::json& object, std::string_view o
   DocContext ctx{origin, -1, out, kApiOptions, api_version, kind};
   parseObjectGuarded(At<JsonTree>(JsonTree(&object), ""), ctx);
   return out;
+}
+
+std::optional<std::string> decodeBase64(std::string_view text) {
+  // yaml-cpp's decoder (YAML's !!binary) skips whitespace and answers
+  // nothing at all for a character outside the alphabet.
+  const std::vector<unsigned char> bytes = YAML::DecodeBase64(std::string(text));
+  if (bytes.empty() && text.find_first_not_of(" \t\r\n") != std::string_view::npos) return std::nullopt;
+  return std::string(bytes.begin(), bytes.end());
 }
 
 bool isManifestFile(const std::filesystem::path& path) {

@@ -57,6 +57,10 @@ struct ParseOptions {
 [[nodiscard]] ParsedManifests decodeApiObject(const nlohmann::json& object, std::string_view origin,
                                               std::string_view api_version = {}, std::string_view kind = {});
 
+// Base64 (standard alphabet, whitespace ignored) → bytes; nullopt if the
+// text is not base64 (Secret data, kubeconfig certificate data).
+[[nodiscard]] std::optional<std::string> decodeBase64(std::string_view text);
+
 // True for the files a manifest directory is made of (*.yaml, *.yml, *.json,
 // not hidden).
 [[nodiscard]] bool isManifestFile(const std::filesystem::path& path);

@@ -116,6 +116,7 @@ void ClusterState::append(const ClusterState& other) {
   authorization_policies.append(other.authorization_policies);
   service_entries.append(other.service_entries);
   member_rolls.append(other.member_rolls);
+  secrets.append(other.secrets);
 }
 
 bool LabelSelector::matches(const Labels& labels) const {
@@ -135,7 +136,7 @@ bool LabelSelector::matches(const Labels& labels) const {
 std::size_t ClusterState::objectCount() const {
   return namespaces.size() + pods.size() + services.size() + endpoints.size() +
          peer_authentications.size() + destination_rules.size() + control_planes.size() +
-         authorization_policies.size() + service_entries.size() + member_rolls.size();
+         authorization_policies.size() + service_entries.size() + member_rolls.size() + secrets.size();
 }
 
 }  // namespace meshlock::config

@@ -393,6 +393,17 @@ struct MemberRoll {
   bool operator==(const MemberRoll&) const = default;
 };
 
+// A core v1 Secret that a DestinationRule's credentialName names: only the
+// referenced ones are read from the API (config/kube), any from manifests.
+// `data` holds the decoded bytes, with `stringData` merged over it as the API
+// server merges it on write.
+struct Secret {
+  ObjectMeta meta;
+  std::string type;  // "kubernetes.io/tls", "Opaque", ...
+  std::map<std::string, std::string> data;
+  bool operator==(const Secret&) const = default;
+};
+
 // Everything read from a source, in input order. Objects are shared and
 // immutable (SharedList): copying a state, as every update does, copies
 // pointers.
@@ -407,6 +418,7 @@ struct ClusterState {
   SharedList<AuthorizationPolicy> authorization_policies;
   SharedList<ServiceEntry> service_entries;
   SharedList<MemberRoll> member_rolls;
+  SharedList<Secret> secrets;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

@@ -3,6 +3,8 @@
 // pilot/pkg/security/authn (ComposePeerAuthentication) for inbound,
 // pilot/pkg/model/push_context.go (destinationRule) for outbound lookup.
 #include "policy/policy.h"
+
+#include "config/credentials.h"
 #include "policy/selector_index.h"
 
 #include <algorithm>
@@ -118,6 +120,9 @@ std::string Reason::describe() const {
     case ReasonKind::kEnrolledAmbient: s = "namespace label istio.io/dataplane-mode=ambient"; break;
     case ReasonKind::kSidecar: s = "Istio sidecar (container istio-proxy)"; break;
     case ReasonKind::kZtunnel: s = "Istio ztunnel (annotation ambient.istio.io/redirection=enabled)"; break;
+    case ReasonKind::kGatewayCredential:
+      s = "credentialName without workloadSelector applies at gateways only: no TLS from a sidecar";
+      break;
   }
   if (port != 0) s += " (port " + std::to_string(port) + ")";
   return s;
@@ -1035,6 +1040,14 @@ struct BackendChoice {
   Outcome outcome;
   Tunnel tunnel;
 };
+// SIMPLE/MUTUAL naming a Secret from a rule without workloadSelector:
+// istiod leaves such a rule's TLS to gateways ("privilegedCredentialLookup"; a
+// configmap:// CA is readable by anyone and stays).
+bool gatewayOnlyCredential(const DestinationRule& rule, const config::ClientTlsSettings& tls) {
+  return (tls.mode == TlsMode::kSimple || tls.mode == TlsMode::kMutual) && !tls.credential_name.empty() &&
+         !tls.credential_name.starts_with(config::kConfigMapCredentialPrefix) && !config::credentialApplies(rule);
+}
+
 BackendChoice backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool hbone, bool ztunnel) {
   ClientTls client = fixed;
   if (auto_mtls) {
@@ -1078,6 +1091,13 @@ OutboundDecision PolicyIndex::decide(const Pod& source, const Service* svc, uint
     d.client_tls = toClientTls(tls->mode);
     d.tls = tls;
     d.client_decided_by.add(byResource(rule->meta, rule_port));
+    if (gatewayOnlyCredential(*rule, *tls)) {
+      // A sidecar builds no TLS context at all for such a rule
+      // (buildUpstreamClusterTLSContext, cluster_tls.go): the app's bytes go as they are.
+      d.client_tls = ClientTls::kDisable;
+      d.tls = nullptr;
+      d.client_decided_by.add(Reason{ReasonKind::kGatewayCredential, nullptr, 0});
+    }
   } else if (mesh.enable_auto_mtls) {
     side = Side::kAuto;
     d.client_decided_by.add(Reason{ReasonKind::kAutoMtls, nullptr, 0});

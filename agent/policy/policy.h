@@ -76,6 +76,7 @@ enum class ReasonKind : uint8_t {
   kEnrolledAmbient, // served: namespace label istio.io/dataplane-mode=ambient
   kSidecar,         // not served: the pod has an Istio sidecar (container istio-proxy), which does mTLS
   kZtunnel,         // not served: Istio's ztunnel captures the pod (annotation ambient.istio.io/redirection=enabled)
+  kGatewayCredential,  // SIMPLE/MUTUAL with credentialName in a rule without workloadSelector: no TLS at a sidecar
 };
 
 struct Reason {

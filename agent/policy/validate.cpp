@@ -2,6 +2,8 @@
 // stable so scripts and docs can refer to them.
 #include "policy/validate.h"
 
+#include "config/credentials.h"
+
 #include <algorithm>
 #include <charconv>
 #include <map>
@@ -230,6 +232,35 @@ class Validator {
     }
   }
 
+  // credentialName as a sidecar (and so meshlock) applies it (config/credentials.h).
+  void credentialFindings(const DestinationRule& dr, const config::ClientTlsSettings& tls, const std::string& where) {
+    const auto& ref = dr.meta.ref;
+    const std::string field = "credentialName \"" + tls.credential_name + "\"" + where;
+    auto secret = config::credentialSecret(tls.credential_name, ref.ns);
+    if (!secret) {
+      addError("ML024", ref, field + ": " + secret.error().describe() + "; the rule's connections are refused");
+      return;
+    }
+    if (!config::credentialApplies(dr)) {
+      // buildUpstreamClusterTLSContext (cluster_tls.go) builds no TLS context for it at a sidecar.
+      add("ML024", ref, field + " in a rule without workloadSelector: Istio applies it at gateways only, and its "
+                        "sidecars, like meshlock, then originate no TLS at all for this host; add a workloadSelector "
+                        "to apply it to the selected pods");
+      return;
+    }
+    // Secrets among the inputs are read as the agent will read them; others
+    // are the agent's to fetch at run time (get by name, in the pods' namespace).
+    bool given = false;
+    for (const config::Secret& s : st_.secrets) {
+      given |= s.meta.ref.ns == secret->ns &&
+               (s.meta.ref.name == secret->name || s.meta.ref.name == secret->name + std::string(config::kCaSecretSuffix));
+    }
+    if (!given) return;
+    if (auto credential = config::clientCredential(tls, ref.ns, st_.secrets); !credential) {
+      addError("ML024", ref, field + ": " + credential.error().describe() + "; the rule's connections are refused");
+    }
+  }
+
   void destinationRules() {
     std::vector<const DestinationRule*> rules;
     for (const auto& dr : st_.destination_rules) rules.push_back(&dr);
@@ -258,11 +289,7 @@ class Validator {
             (tls.client_certificate.empty() || tls.private_key.empty())) {
           add("ML014", ref, "MUTUAL TLS" + where + " without clientCertificate and privateKey");
         }
-        if (!tls.credential_name.empty()) {
-          addError("ML024", ref, "credentialName \"" + tls.credential_name + "\"" + where +
-                                     ": meshlock does not read Secrets yet, so it would originate without them; "
-                                     "mount the files and use clientCertificate, privateKey and caCertificates");
-        }
+        if (!tls.credential_name.empty()) credentialFindings(*dr, tls, where);
         if (tls.insecure_skip_verify) {
           add("ML025", ref, "insecureSkipVerify" + where + " is not applied: meshlock verifies the server's "
                             "certificate anyway (against caCertificates, or the node's system roots)");

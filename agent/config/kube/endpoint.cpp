@@ -4,12 +4,13 @@
 // plugins are refused by name rather than ignored.
 #include "config/kube/endpoint.h"
 
-#include <openssl/base64.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
 #include <sstream>
 #include <system_error>
+
+#include "config/manifest.h"
 
 namespace meshlock::config::kube {
 namespace {
@@ -62,23 +63,6 @@ Result<std::string> dataOrFile(const YAML::Node& map, const std::string& field, 
 
 }  // namespace
 
-std::optional<std::string> decodeBase64(std::string_view text) {
-  std::string compact;
-  compact.reserve(text.size());
-  for (char c : text) {
-    if (c != '\n' && c != '\r' && c != ' ' && c != '\t') compact.push_back(c);
-  }
-  std::size_t max_len = 0;
-  if (!EVP_DecodedLength(&max_len, compact.size())) return std::nullopt;
-  std::string out(max_len, '\0');
-  std::size_t out_len = 0;
-  if (!EVP_DecodeBase64(reinterpret_cast<uint8_t*>(out.data()), &out_len, max_len,
-                        reinterpret_cast<const uint8_t*>(compact.data()), compact.size())) {
-    return std::nullopt;
-  }
-  out.resize(out_len);
-  return out;
-}
 
 Result<ApiEndpoint> parseKubeconfig(std::string_view yaml, std::string_view origin,
                                     const std::filesystem::path& base_dir) {

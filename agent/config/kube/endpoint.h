@@ -59,7 +59,4 @@ class BearerToken {
   std::filesystem::file_time_type mtime_{};
 };
 
-// Base64 (standard alphabet, whitespace ignored) → bytes.
-[[nodiscard]] std::optional<std::string> decodeBase64(std::string_view text);
-
 }  // namespace meshlock::config::kube

@@ -332,6 +332,62 @@ spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE, ca
   EXPECT_EQ(findings[0].severity, Severity::kError);
 }
 
+// credentialName as a sidecar applies it (cluster_tls.go, sds.go, secrets.go;
+// config/credentials.h): without workloadSelector it yields no TLS (a
+// warning), a ConfigMap or another namespace's Secret is refused (an error),
+// and Secrets among the inputs are read as the agent reads them.
+TEST(Validate, CredentialNameAsASidecarAppliesIt) {
+  auto only = [](const std::string& yaml) {
+    std::vector<Finding> out;
+    for (const Finding& f : validate(*cluster(yaml))) {
+      if (f.code == "ML024") out.push_back(f);
+    }
+    return out;
+  };
+  const std::string rule = R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db.legacy.svc.cluster.local
+  workloadSelector: {matchLabels: {app: web}}
+  trafficPolicy: {tls: {mode: MUTUAL, credentialName: CREDENTIAL}}
+)";
+  auto with = [&](const std::string& credential, const std::string& extra = "") {
+    std::string yaml = rule;
+    yaml.replace(yaml.find("CREDENTIAL"), 10, credential);
+    return only(yaml + extra);
+  };
+  // Applied, the Secret not among the inputs: the agent reads it at run time.
+  EXPECT_TRUE(with("db-client").empty());
+  auto configmap = with("configmap://db-ca");
+  ASSERT_EQ(configmap.size(), 1u);
+  EXPECT_EQ(configmap[0].severity, Severity::kError);
+  EXPECT_THAT(configmap[0].message, ::testing::HasSubstr("names a ConfigMap"));
+  auto cross = with("kubernetes://billing/db-client");
+  ASSERT_EQ(cross.size(), 1u);
+  EXPECT_THAT(cross[0].message, ::testing::HasSubstr("another namespace"));
+  // A Secret given without the keys Istio reads.
+  auto bad = with("db-client", "---\napiVersion: v1\nkind: Secret\nmetadata: {name: db-client, namespace: shop}\n"
+                                "stringData: {tls.crt: x}\n");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].severity, Severity::kError);
+  EXPECT_THAT(bad[0].message, ::testing::HasSubstr("didn't have expected keys (cert and key) or (tls.crt and tls.key)"));
+  auto good = with("db-client", "---\napiVersion: v1\nkind: Secret\nmetadata: {name: db-client, namespace: shop}\n"
+                                 "stringData: {tls.crt: x, tls.key: y, ca.crt: z}\n");
+  EXPECT_TRUE(good.empty()) << good[0].describe();
+  // Without a selector: a warning that no TLS is originated at all.
+  auto gateway = only(R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: MUTUAL, credentialName: db-client}}}
+)");
+  ASSERT_EQ(gateway.size(), 1u);
+  EXPECT_EQ(gateway[0].severity, Severity::kWarning);
+  EXPECT_THAT(gateway[0].message, ::testing::HasSubstr("originate no TLS at all"));
+}
+
 // Each finding names the field path, so a user can find it.
 TEST(Validate, UnappliedFieldsNameTheirPath) {
   auto findings = validate(*cluster(R"(
