@@ -23,6 +23,7 @@
 
 #include "capture/datapath.h"
 #include "capture/netns.h"
+#include "config/credentials.h"
 #include "config/workload.h"
 #include "capture/pod_discovery.h"
 #include "config/kube/choose_source.h"
@@ -125,9 +126,22 @@ identity::TlsMinVersion toIdentityVersion(config::TlsVersion version) {
                                                : identity::TlsMinVersion::kTls12;
 }
 
-identity::DestinationTlsConfig destinationTlsConfig(const config::ClientTlsSettings& tls,
-                                                    const policy::OutboundDecision& decision) {
+// A rule's SIMPLE/MUTUAL settings for one client; a credentialName is read
+// from the client namespace's Secrets, and a missing or unusable one refuses
+// the connection (as Envoy's cluster waits, never warmed, for its secret).
+Result<identity::DestinationTlsConfig> destinationTlsConfig(const config::ClientTlsSettings& tls,
+                                                            const policy::OutboundDecision& decision,
+                                                            const config::Pod& client,
+                                                            const config::ClusterState& state) {
   identity::DestinationTlsConfig out;
+  if (!tls.credential_name.empty()) {
+    auto credential = config::clientCredential(tls, client.ns(), state.secrets);
+    if (!credential) return std::unexpected(credential.error().context("DestinationRule for " + std::string(decision.host)));
+    out.credentialSource = credential->source;
+    out.caPem = std::move(credential->ca_certificates);
+    out.certificatePem = std::move(credential->certificate_chain);
+    out.keyPem = std::move(credential->private_key);
+  }
   out.mode = tls.mode == config::TlsMode::kMutual ? identity::DestinationTlsMode::kMutual
                                                   : identity::DestinationTlsMode::kSimple;
   out.caCertificates = tls.ca_certificates;
@@ -297,12 +311,13 @@ Result<engine::OutboundPlan> Agent::Parts::planOutbound(const config::PodUid& so
     case policy::ClientTls::kSimple:
     case policy::ClientTls::kMutual: {
       if (decision.tls == nullptr) return fail("DestinationRule TLS settings missing for " + std::string(decision.host));
-      auto config = destinationTlsConfig(*decision.tls, decision);
-      auto context = destination_tls->context(config);
+      auto config = destinationTlsConfig(*decision.tls, decision, *pod, policy->state());
+      if (!config) return std::unexpected(config.error());
+      auto context = destination_tls->context(*config);
       if (!context) return std::unexpected(context.error());
       engine::TlsClientSetup tls;
       tls.context = engine::SslContextRef(std::move(*context));
-      tls.server_name = config.sni;
+      tls.server_name = config->sni;
       tls.verify_peer = [](SSL* ssl) -> Result<std::string> {
         if (auto failure = identity::verifyFailure(ssl)) return fail(failure->describe());
         return std::string("server");

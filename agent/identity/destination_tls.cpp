@@ -2,6 +2,7 @@
 #include "identity/destination_tls.h"
 
 #include <spdlog/spdlog.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 
 #include <fmt/format.h>
@@ -12,15 +13,30 @@ DestinationTlsContexts::DestinationTlsContexts(MeshTlsSettings settings, Clock c
     : settings_(std::move(settings)), clock_(clock ? std::move(clock) : Clock(systemNow)) {}
 
 std::string DestinationTlsContexts::key(const DestinationTlsConfig& config) {
-  std::string out = fmt::format("{}|{}|{}|{}|{}|{}", config.ruleName,
+  std::string out = fmt::format("{}|{}|{}|{}|{}|{}|{}", config.ruleName,
                                 config.mode == DestinationTlsMode::kMutual ? "MUTUAL" : "SIMPLE",
                                 config.caCertificates, config.clientCertificate, config.privateKey,
-                                config.sni);
+                                config.sni, config.credentialSource);
   for (const auto& name : config.subjectAltNames) out += "|" + name;
   return out;
 }
 
 std::string DestinationTlsContexts::filesSignature(const DestinationTlsConfig& config) {
+  if (!config.credentialSource.empty()) {
+    // A Secret's content: its digest, so a rotated Secret builds a new context.
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    for (const std::string* part : {&config.caPem, &config.certificatePem, &config.keyPem}) {
+      const uint64_t size = part->size();
+      SHA256_Update(&sha, &size, sizeof size);
+      SHA256_Update(&sha, part->data(), part->size());
+    }
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    SHA256_Final(digest, &sha);
+    std::string signature = "secret:";
+    for (uint8_t b : digest) signature += fmt::format("{:02x}", b);
+    return signature;
+  }
   std::string signature;
   std::string ca = config.caCertificates.empty() ? kSystemRootsFile : config.caCertificates;
   for (const std::string& path : {ca, config.clientCertificate, config.privateKey}) {
@@ -44,7 +60,8 @@ Result<bssl::UniquePtr<SSL_CTX>> DestinationTlsContexts::context(const Destinati
   if (!current && !(entry.ctx && entry.failedSignature == signature)) {
     auto ctx = buildDestinationContext(config, settings_, clock_);
     if (ctx) {
-      if (entry.ctx) spdlog::info("identity: DestinationRule {}: files changed, reloaded", config.ruleName);
+      if (entry.ctx) spdlog::info("identity: DestinationRule {}: {} changed, reloaded", config.ruleName,
+                                   config.credentialSource.empty() ? "files" : config.credentialSource);
       entry.config = config;
       entry.ctx = std::move(*ctx);
       entry.filesSignature = signature;

@@ -1,5 +1,6 @@
 // TLS origination for DestinationRule SIMPLE and MUTUAL: client contexts built
-// from the rule's files, cached, and rebuilt when one of the files changes.
+// from the rule's files or its credentialName's Secrets, cached, and rebuilt
+// when a file or a Secret changes.
 #pragma once
 
 #include <openssl/ssl.h>

@@ -596,30 +596,32 @@ Result<bssl::UniquePtr<SSL_CTX>> buildDestinationContext(const DestinationTlsCon
   state->skew = settings.clockSkew;
   state->clock = clock ? clock : Clock(systemNow);
 
+  const bool from_secret = !config.credentialSource.empty();
   std::string caFile = config.caCertificates.empty() ? kSystemRootsFile : config.caCertificates;
-  auto roots = readCertificatesPem(caFile);
-  if (!roots) return std::unexpected(roots.error().context(rule + ": caCertificates"));
+  auto roots = from_secret ? parseCertificatesPem(config.caPem, config.credentialSource + " CA")
+                           : readCertificatesPem(caFile);
+  if (!roots) return std::unexpected(roots.error().context(rule + (from_secret ? ": credentialName" : ": caCertificates")));
   state->destinationRoots.reset(X509_STORE_new());
   if (!state->destinationRoots) return fail(takeSslErrors(rule));
   for (const auto& root : *roots) X509_STORE_add_cert(state->destinationRoots.get(), root.get());
   ERR_clear_error();  // duplicate roots in a system bundle are not an error
 
   if (config.mode == DestinationTlsMode::kMutual) {
-    if (config.clientCertificate.empty() || config.privateKey.empty()) {
+    if (!from_secret && (config.clientCertificate.empty() || config.privateKey.empty())) {
       return fail(fmt::format("{}: MUTUAL needs clientCertificate and privateKey", rule));
     }
-    auto certs = readCertificatesPem(config.clientCertificate);
-    if (!certs) return std::unexpected(certs.error().context(rule + ": clientCertificate"));
-    auto key = readPrivateKeyPem(config.privateKey);
-    if (!key) return std::unexpected(key.error().context(rule + ": privateKey"));
+    auto certs = from_secret ? parseCertificatesPem(config.certificatePem, config.credentialSource + " certificate")
+                             : readCertificatesPem(config.clientCertificate);
+    if (!certs) return std::unexpected(certs.error().context(rule + (from_secret ? ": credentialName" : ": clientCertificate")));
+    auto key = from_secret ? parsePrivateKeyPem(config.keyPem, config.credentialSource + " key")
+                           : readPrivateKeyPem(config.privateKey);
+    if (!key) return std::unexpected(key.error().context(rule + (from_secret ? ": credentialName" : ": privateKey")));
     bssl::UniquePtr<X509> leaf = std::move(certs->front());
     certs->erase(certs->begin());
-    if (auto ok = setCertificate(raw, leaf.get(), *certs, key->get(),
-                                 fmt::format("{}: clientCertificate {} with privateKey {}", rule,
-                                             config.clientCertificate, config.privateKey));
-        !ok) {
-      return std::unexpected(ok.error());
-    }
+    const std::string what = from_secret ? fmt::format("{}: credentialName {}", rule, config.credentialSource)
+                                         : fmt::format("{}: clientCertificate {} with privateKey {}", rule,
+                                                       config.clientCertificate, config.privateKey);
+    if (auto ok = setCertificate(raw, leaf.get(), *certs, key->get(), what); !ok) return std::unexpected(ok.error());
   }
   SSL_CTX_set_custom_verify(raw, SSL_VERIFY_PEER, verifyCallback);
   SSL_CTX_set_reverify_on_resume(raw, 1);

@@ -158,6 +158,12 @@ struct DestinationTlsConfig {
   std::string privateKey;         // MUTUAL only
   std::vector<std::string> subjectAltNames;  // any one must match a DNS or URI SAN
   std::string sni;  // sent as SNI; checked as host name when subjectAltNames is empty
+  // A credentialName's Secrets (config/credentials.h): PEM text in place of
+  // the three files above when `credentialSource` is set.
+  std::string credentialSource;  // "Secret shop/db-client"
+  std::string caPem;
+  std::string certificatePem;  // MUTUAL only
+  std::string keyPem;          // MUTUAL only
 
   bool operator==(const DestinationTlsConfig&) const = default;
 };

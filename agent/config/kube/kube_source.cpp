@@ -14,8 +14,10 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <set>
 #include <unordered_set>
 
+#include "config/credentials.h"
 #include "config/manifest.h"
 
 namespace meshlock::config::kube {
@@ -109,7 +111,13 @@ struct KubeSource::Shared {
   std::atomic<bool> stopping{false};
   uint64_t changes = 0;  // every applied change (and every first list) bumps it
   std::vector<KindStore> kinds;
-  std::vector<bool> finished;
+  std::vector<bool> finished;  // one per kind, then the Secret reader's
+  // Secrets named by credentialName: what poll() found wanted, what was read.
+  std::set<SecretName> secrets_wanted;
+  uint64_t secrets_wanted_changes = 0;
+  std::map<SecretName, Secret> secrets_held;
+  SourceKindStatus secrets_status{.name = "secrets.referenced", .api_version = "v1", .state = "listed",
+                                  .listed = true, .connected = true};
 
   bool allListed() const {
     return std::all_of(kinds.begin(), kinds.end(), [](const KindStore& k) { return k.status.listed; });
@@ -569,6 +577,111 @@ struct Reflector {
   }
 };
 
+
+// Reads the Secrets that poll() found named, one GET each: 404 is "not
+// there" (the connection that needs it is refused, with the name), anything
+// else keeps what was read before. No list or watch: a node's agent holds
+// only the Secrets its own pods' rules name.
+struct SecretReader {
+  std::shared_ptr<KubeSource::Shared> sh;
+  std::unique_ptr<HttpTransport> http;
+
+  Result<HttpResponse> get(const std::string& target) {
+    if (!http) {
+      auto opened = sh->transports->open();
+      if (!opened) return std::unexpected(opened.error());
+      http = std::move(*opened);
+    }
+    auto r = http->get(target, sh->token ? sh->token->current() : "");
+    if (r && r->status == 401 && sh->token && sh->token->refresh()) r = http->get(target, sh->token->current());
+    if (!r) http.reset();
+    return r;
+  }
+
+  // One Secret: the Secret, nullopt when absent, or an error.
+  Result<std::optional<Secret>> read(const SecretName& name) {
+    const std::string target = "/api/v1/namespaces/" + urlEncode(name.ns) + "/secrets/" + urlEncode(name.name);
+    auto r = get(target);
+    if (!r) return std::unexpected(r.error().context("get Secret " + name.toString()));
+    if (r->status == 404) return std::optional<Secret>();
+    if (r->status != 200) {
+      std::string hint = r->status == 403 ? " (the agent's ClusterRole needs get on secrets: deploy/daemonset/base/rbac.yaml)" : "";
+      return fail("get Secret " + name.toString() + ": " + statusMessage(*r) + hint);
+    }
+    json body = json::parse(r->body, nullptr, false);
+    if (!body.is_object()) return fail("get Secret " + name.toString() + ": the answer is not JSON");
+    ParsedManifests parsed = decodeApiObject(body, "api Secret/" + name.toString(), "v1", "Secret");
+    if (!parsed.errors.empty()) return std::unexpected(Error{parsed.errors.front().describe()});
+    if (parsed.state.secrets.size() != 1) return fail("get Secret " + name.toString() + ": not a Secret");
+    return std::optional<Secret>(parsed.state.secrets.front());
+  }
+
+  void run() {
+    uint64_t seen = 0;
+    while (!sh->stopping) {
+      std::set<SecretName> wanted;
+      {
+        std::unique_lock lock(sh->mutex);
+        seen = sh->secrets_wanted_changes;
+        wanted = sh->secrets_wanted;
+      }
+      std::map<SecretName, std::optional<Secret>> read_now;
+      std::string last_error;
+      uint64_t errors = 0;
+      for (const SecretName& name : wanted) {
+        if (sh->stopping) break;
+        auto secret = read(name);
+        if (!secret) {
+          last_error = secret.error().describe();
+          ++errors;
+          continue;
+        }
+        read_now.emplace(name, std::move(*secret));
+      }
+      std::unique_lock lock(sh->mutex);
+      bool changed = false;
+      for (auto it = sh->secrets_held.begin(); it != sh->secrets_held.end();) {
+        if (!sh->secrets_wanted.contains(it->first)) {
+          it = sh->secrets_held.erase(it);
+          changed = true;
+        } else {
+          ++it;
+        }
+      }
+      for (auto& [name, secret] : read_now) {
+        if (!sh->secrets_wanted.contains(name)) continue;
+        auto held = sh->secrets_held.find(name);
+        if (!secret) {
+          if (held != sh->secrets_held.end()) {
+            sh->secrets_held.erase(held);
+            changed = true;
+          }
+        } else if (held == sh->secrets_held.end() || !(held->second == *secret)) {
+          sh->secrets_held[name] = std::move(*secret);
+          changed = true;
+        }
+      }
+      SourceKindStatus& st = sh->secrets_status;
+      st.objects = sh->secrets_held.size();
+      st.errors += errors;
+      if (errors > 0) {
+        if (st.last_error != last_error) spdlog::warn("kubernetes secrets.referenced: {}", last_error);
+        st.last_error = last_error;
+        st.state = last_error.find("HTTP 403") != std::string::npos ? "forbidden" : "failing";
+      } else {
+        st.state = "listed";
+      }
+      if (!wanted.empty()) st.events["GET"] += wanted.size();
+      if (changed) sh->bump();
+      sh->wake.wait_for(lock, sh->options.secret_refresh,
+                        [&] { return sh->stopping.load() || sh->secrets_wanted_changes != seen; });
+    }
+    std::lock_guard lock(sh->mutex);
+    sh->finished.back() = true;
+    sh->done.notify_all();
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<KubeSource> KubeSource::start(std::shared_ptr<TransportFactory> transports,
@@ -584,7 +697,7 @@ std::unique_ptr<KubeSource> KubeSource::start(std::shared_ptr<TransportFactory> 
     k.status.state = "waiting";
     shared->kinds.push_back(std::move(k));
   }
-  shared->finished.assign(shared->kinds.size(), false);
+  shared->finished.assign(shared->kinds.size() + 1, false);
   std::random_device random;
   for (std::size_t i = 0; i < shared->kinds.size(); ++i) {
     uint64_t seed = (static_cast<uint64_t>(random()) << 32) ^ random();
@@ -597,6 +710,7 @@ std::unique_ptr<KubeSource> KubeSource::start(std::shared_ptr<TransportFactory> 
       r.run();
     }).detach();
   }
+  std::thread([shared] { SecretReader{shared, nullptr}.run(); }).detach();
   return std::unique_ptr<KubeSource>(new KubeSource(std::move(shared)));
 }
 
@@ -649,6 +763,17 @@ std::optional<ClusterUpdate> KubeSource::poll(std::chrono::milliseconds timeout)
     }
     for (const auto& [key, error] : k.bad) update.errors.push_back(error);
   }
+  // The Secrets this state names: asked for (the reader wakes when the set
+  // changes) and, those already read, published with it.
+  std::set<SecretName> wanted = referencedSecrets(update.state, sh.options.node_name);
+  if (wanted != sh.secrets_wanted) {
+    sh.secrets_wanted = std::move(wanted);
+    ++sh.secrets_wanted_changes;
+    sh.wake.notify_all();
+  }
+  for (const auto& [name, secret] : sh.secrets_held) {
+    if (sh.secrets_wanted.contains(name)) update.state.secrets.push_back(secret);
+  }
   return update;
 }
 
@@ -671,6 +796,7 @@ SourceStatus KubeSource::status() const {
     }
     s.kinds.push_back(std::move(ks));
   }
+  s.kinds.push_back(sh.secrets_status);
   return s;
 }
 

@@ -7,7 +7,8 @@
 // 410 Gone relists and applies the difference; errors back off with jitter;
 // a custom kind whose CRD is missing is listed-and-empty and looked for
 // again; 401 rereads the token and retries once; 403 keeps the kind (and so
-// the source) unsynced, and says so.
+// the source) unsynced, and says so. Secrets are not watched: the few that
+// credentialName settings name are read by name (status "secrets.referenced").
 #pragma once
 
 #include <chrono>
@@ -53,6 +54,10 @@ struct KubeSourceOptions {
   std::chrono::seconds watch_timeout_max{600};
   std::size_t max_objects = SourceLimits{}.max_objects;  // setting maxSourceObjects
   unsigned page_limit = 500;  // for lists the server pages (relists; the first list at resourceVersion=0 is one answer)
+  // The Secrets a DestinationRule's credentialName names for this node's pods
+  // (config/credentials.h) are read one by one (GET, never a list or watch of
+  // every Secret), again each `secret_refresh` and whenever the set changes.
+  std::chrono::milliseconds secret_refresh{30'000};
   std::string origin;  // for status: how the endpoint was found
 };
 

@@ -212,6 +212,20 @@ Result<HttpResponse> FakeApi::handle(const std::string& target, const std::strin
     std::string group = path.substr(6, path.find('/', 6) - 6);
     if (group != "discovery.k8s.io" && !groups_.contains(group)) return status(404, "no such group");
   }
+  // GET of one namespaced core object: /api/v1/namespaces/NS/RESOURCE/NAME
+  // is looked up in the collection /api/v1/RESOURCE.
+  if (path.starts_with("/api/v1/namespaces/") && std::count(path.begin(), path.end(), '/') == 6) {
+    std::vector<std::string> parts;
+    for (std::size_t at = 1, next; at <= path.size(); at = next + 1) {
+      next = path.find('/', at);
+      if (next == std::string::npos) next = path.size();
+      parts.push_back(path.substr(at, next - at));
+    }
+    auto& objects = collections_["/api/v1/" + parts[4]].objects;
+    auto it = objects.find(parts[3] + "/" + parts[5]);
+    if (it == objects.end()) return status(404, parts[4] + " \"" + parts[5] + "\" not found");
+    return HttpResponse{200, it->second.dump()};
+  }
   if (!query.contains("watch")) return list(path, query);
 
   // A watch: stream history after resourceVersion, then wait for more.

@@ -132,7 +132,9 @@ TEST_F(KubeSourceTest, FirstUpdateOnceEveryKindIsListedAbsentCrdsEmpty) {
   EXPECT_TRUE(other);
   // The first lists are answered from the watch cache (resourceVersion=0), as client-go asks.
   for (const std::string& r : api->requests()) {
-    if (r.starts_with("/api/v1/pods?limit=")) EXPECT_THAT(r, ::testing::HasSubstr("&resourceVersion=0")) << r;
+    if (r.starts_with("/api/v1/pods?limit=")) {
+      EXPECT_THAT(r, ::testing::HasSubstr("&resourceVersion=0")) << r;
+    }
   }
 }
 
@@ -381,6 +383,82 @@ TEST_F(KubeSourceTest, TenThousandPodsListedDecodedAndMerged) {
   std::printf("10k pods + 1k services + 1k PeerAuthentications: first update after %.2f s wall, %.2f s CPU "
               "(fake API's JSON encoding included)\n", wall_s, cpu_s);
   EXPECT_LT(wall_s, 30.0);
+}
+
+
+json credentialRule(const std::string& ns, const std::string& credential) {
+  return {{"apiVersion", "networking.istio.io/v1"}, {"kind", "DestinationRule"},
+          {"metadata", {{"name", "db"}, {"namespace", ns}, {"uid", "dr-" + ns}}},
+          {"spec", {{"host", "db.legacy.svc.cluster.local"},
+                    {"workloadSelector", {{"matchLabels", {{"app", "web"}}}}},
+                    {"trafficPolicy", {{"tls", {{"mode", "MUTUAL"}, {"credentialName", credential}}}}}}}};
+}
+
+json secretObject(const std::string& ns, const std::string& name, const std::string& cert_base64) {
+  return {{"apiVersion", "v1"}, {"kind", "Secret"},
+          {"metadata", {{"name", name}, {"namespace", ns}, {"uid", "s-" + ns + "-" + name}}},
+          {"type", "kubernetes.io/tls"},
+          {"data", {{"tls.crt", cert_base64}, {"tls.key", "a2V5"}, {"ca.crt", "Y2E="}}}};
+}
+
+// credentialName (config/credentials.h): the agent reads only the Secrets
+// that rules with a workloadSelector name for its own node's pods, by name
+// (GET), never a list or watch of Secrets; a rotation or a deletion reaches
+// the published state within the refresh period.
+TEST_F(KubeSourceTest, SecretsNamedByCredentialNameAreReadByNameAndFollowed) {
+  constexpr const char* kRules = "/apis/networking.istio.io/v1/destinationrules";
+  constexpr const char* kSecrets = "/api/v1/secrets";
+  api->serveGroup("networking.istio.io", {"v1"});
+  api->put(kRules, credentialRule("shop", "db-client"));  // selects shop/web, on node-a
+  api->put(kSecrets, secretObject("shop", "db-client", "Y2VydA=="));
+  api->put(kSecrets, secretObject("shop", "unrelated", "Y2VydA=="));
+  KubeSourceOptions o = options();
+  o.secret_refresh = 100ms;
+  start(o);
+  auto until = [&](const std::function<bool(const ClusterState&)>& pred) {
+    for (int i = 0; i < 50; ++i) {
+      auto u = next(200ms);
+      if (u && pred(u->state)) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(until([](const ClusterState& st) { return st.secrets.size() == 1; }));
+  bool got = false, cacert = false;
+  for (const std::string& r : api->requests()) {
+    EXPECT_FALSE(r.starts_with(kSecrets)) << "a list or watch of Secrets: " << r;
+    EXPECT_EQ(r.find("unrelated"), std::string::npos) << r;
+    got |= r == "/api/v1/namespaces/shop/secrets/db-client";
+    cacert |= r == "/api/v1/namespaces/shop/secrets/db-client-cacert";
+  }
+  EXPECT_TRUE(got);
+  EXPECT_TRUE(cacert);  // GetCaCert looks there first; its 404 is not an error
+  EXPECT_EQ(kind(source->status(), "secrets.referenced").state, "listed");
+  EXPECT_EQ(kind(source->status(), "secrets.referenced").errors, 0u);
+
+  api->put(kSecrets, secretObject("shop", "db-client", "bmV3"));  // rotated: "new"
+  EXPECT_TRUE(until([](const ClusterState& st) { return st.secrets.size() == 1 && st.secrets[0].data.at("tls.crt") == "new"; }));
+  api->remove(kSecrets, "shop", "db-client");
+  EXPECT_TRUE(until([](const ClusterState& st) { return st.secrets.empty(); }));
+  // The rule gone, nothing is wanted and nothing read any more.
+  api->put(kSecrets, secretObject("shop", "db-client", "Y2VydA=="));
+  api->remove(kRules, "shop", "db");
+  ASSERT_TRUE(until([](const ClusterState& st) { return st.destination_rules.empty(); }));
+  std::this_thread::sleep_for(300ms);
+  const std::size_t before = api->requests().size();
+  std::this_thread::sleep_for(300ms);
+  for (std::size_t i = before; i < api->requests().size(); ++i) EXPECT_EQ(api->requests()[i].find("/secrets/"), std::string::npos);
+}
+
+TEST_F(KubeSourceTest, ForbiddenSecretsAreReportedWithoutUnsyncingTheSource) {
+  api->serveGroup("networking.istio.io", {"v1"});
+  api->put("/apis/networking.istio.io/v1/destinationrules", credentialRule("shop", "db-client"));
+  api->forceStatus("/api/v1/namespaces/shop/secrets", 403);
+  start();
+  ASSERT_TRUE(next());
+  ASSERT_TRUE(waitStatus([&](const SourceStatus& s) { return kind(s, "secrets.referenced").state == "forbidden"; }));
+  SourceStatus s = source->status();
+  EXPECT_TRUE(s.synced);
+  EXPECT_THAT(kind(s, "secrets.referenced").last_error, ::testing::HasSubstr("needs get on secrets"));
 }
 
 TEST(Backoff, StaysWithinItsBoundsAndGrows) {

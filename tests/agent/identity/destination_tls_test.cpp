@@ -157,6 +157,46 @@ TEST_F(DestinationTls, ReloadsWhenTheFilesChange) {
   EXPECT_EQ(kept->get(), reloaded->get());
 }
 
+// credentialName: the same checks with PEM text from a Secret in place of
+// the files; a rotated Secret (other content) builds a new context.
+TEST_F(DestinationTls, MutualFromASecretsPemText) {
+  auto read = [&](const char* file) { return *readFile(dir_ / file); };
+  DestinationTlsConfig config{.ruleName = "shop/api", .mode = DestinationTlsMode::kMutual, .sni = "api.example.com"};
+  config.credentialSource = "Secret shop/api-client";
+  config.caPem = *readFile(dir_ / "pki" / "root-cert.pem");
+  config.certificatePem = read("client.pem");
+  config.keyPem = read("client-key.pem");
+  auto client = contexts_.newSession(config);
+  ASSERT_TRUE(client) << client.error().describe();
+  auto srv = server(true);
+  ASSERT_TRUE(handshake(client->get(), srv.get()));
+  bssl::UniquePtr<X509> seen(SSL_get_peer_certificate(srv.get()));
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(subjectText(seen.get()), "CN=client");
+
+  auto first = contexts_.context(config);
+  EXPECT_EQ(first->get(), contexts_.context(config)->get());  // same content: cached
+  issueLeaf("client", "extendedKeyUsage = clientAuth\n", 300);
+  config.certificatePem = read("client.pem");
+  config.keyPem = read("client-key.pem");
+  auto rotated = contexts_.context(config);
+  ASSERT_TRUE(rotated) << rotated.error().describe();
+  EXPECT_NE(rotated->get(), first->get());
+
+  // A Secret whose CA is not the server's: refused like caCertificates would be.
+  config.caPem = read("client.pem");  // a leaf, not the server's root
+  auto other = contexts_.newSession(config);
+  ASSERT_TRUE(other);
+  auto srv2 = server(true);
+  EXPECT_FALSE(handshake(other->get(), srv2.get()));
+
+  config.keyPem = "not a key";
+  auto broken = buildDestinationContext(config, MeshTlsSettings{});
+  ASSERT_FALSE(broken);
+  EXPECT_NE(broken.error().describe().find("credentialName"), std::string::npos) << broken.error().describe();
+  EXPECT_NE(broken.error().describe().find("Secret shop/api-client"), std::string::npos) << broken.error().describe();
+}
+
 TEST_F(DestinationTls, ErrorsNameTheRuleAndTheFile) {
   auto config = mutual();
   config.privateKey = (dir_ / "missing-key.pem").string();

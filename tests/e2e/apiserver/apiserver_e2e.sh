@@ -122,7 +122,12 @@ KA() { nsenter --net="$NODE_NETNS" "$KUBECTL_DEBIAN" --kubeconfig "$AGENT_KC" --
 out=$(KA get pods -A 2>&1) && grep -q web <<<"$out" && ok "agent lists pods from the node netns" || fail "agent list: $out"
 out=$(KA delete pod -n shop web 2>&1) && fail "agent could delete a pod"
 grep -q 'Forbidden.*cannot delete resource "pods"' <<<"$out" && ok "agent delete: 403" || fail "agent delete: $out"
-out=$(KA get secrets -A 2>&1); grep -q Forbidden <<<"$out" && ok "agent secrets: 403" || fail "agent secrets: $out"
+out=$(KA get secrets -A 2>&1); grep -q Forbidden <<<"$out" && ok "agent cannot list secrets: 403" || fail "agent secrets: $out"
+out=$(KA get secrets -n shop --watch --request-timeout=2s 2>&1); grep -q Forbidden <<<"$out" && ok "agent cannot watch secrets: 403" || fail "agent watch secrets: $out"
+# get by name only: the Secrets a credentialName names (rbac.yaml).
+msim_kubectl create secret generic -n shop named-one --from-literal=cacert=x >/dev/null
+out=$(KA get secret -n shop named-one -o name 2>&1) && [ "$out" = secret/named-one ] && ok "agent gets a secret by name" || fail "agent get secret: $out"
+msim_kubectl delete secret -n shop named-one >/dev/null
 SA=$KUBE/serviceaccount
 code=$(nsenter --net="$NODE_NETNS" curl -s -o /dev/null -w '%{http_code}' --cacert "$SA/ca.crt" \
   -H "Authorization: Bearer $(cat "$SA/token")" https://172.18.0.1:6443/api/v1/namespaces)

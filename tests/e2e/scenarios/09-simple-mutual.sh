@@ -63,4 +63,64 @@ rule MUTUAL "sni: db.legacy.svc.cluster.local" "clientCertificate: $WORK/client-
 server -Verify 1 -CAfile "$WORK/ext-root.pem"
 [ "$(fetch)" = 200 ] || fail "MUTUAL origination failed: $(tail -3 "$WORK/s_server.log")"
 stop_server
+
+# credentialName (docs/policy.md): the Secrets come from the API server, read
+# by name in the client's namespace, for a rule with a workloadSelector.
+B="unix:$WORK/admin-node-b.sock"
+credential_rule() {  # credential_rule NAME [selector yaml]
+  {
+    printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\n'
+    printf 'spec:\n  host: db.legacy.svc.cluster.local\n%s  trafficPolicy:\n    tls:\n' "${2:-}"
+    printf '      mode: MUTUAL\n      sni: db.legacy.svc.cluster.local\n      credentialName: %s\n' "$1"
+  } >"$WORK/dr.yaml"
+  apply "$WORK/dr.yaml"
+}
+SELECTOR='  workloadSelector: {matchLabels: {app: client}}
+'
+log "MUTUAL with credentialName: a generic Secret with its CA in <name>-cacert"
+kubectl_admin create secret generic -n shop db-client --from-file=cert="$WORK/client-chain.pem" \
+  --from-file=key="$WORK/client-key.pem" >/dev/null || fail "create secret"
+kubectl_admin create secret generic -n shop db-client-cacert --from-file=cacert="$WORK/ext-root.pem" >/dev/null || fail "create secret"
+credential_rule db-client "$SELECTOR"
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+code=$(fetch)
+[ "$code" = 200 ] || fail "MUTUAL from the Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
+grep -q "CN *= *client" "$WORK/s_server.log" || fail "the server did not see the Secret's client certificate: $(cat "$WORK/s_server.log")"
+stop_server
+held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'secrets.referenced'][0]['objects']")
+[ "$held" = 2 ] || fail "node-b's agent holds $held referenced Secrets, expected 2"
+log "the same with a kubernetes.io/tls Secret that carries its own ca.crt"
+kubectl_admin delete secret -n shop db-client db-client-cacert >/dev/null
+cat "$WORK/client-chain.pem" >"$WORK/tls.crt"
+kubectl_admin create secret tls -n shop db-client --cert="$WORK/tls.crt" --key="$WORK/client-key.pem" --dry-run=client -o json |
+  python3 -c "import json,sys,base64; s=json.load(sys.stdin); s['data']['ca.crt']=base64.b64encode(open('$WORK/ext-root.pem','rb').read()).decode(); print(json.dumps(s))" \
+  >"$WORK/tls-secret.json"
+apply "$WORK/tls-secret.json"
+sleep 1
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+code=$(fetch)
+[ "$code" = 200 ] || fail "MUTUAL from a TLS Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
+stop_server
+
+log "a Secret that does not exist: refused, and the reason names it"
+credential_rule db-absent "$SELECTOR"
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+[ "$(fetch)" != 200 ] || fail "a rule whose Secret is missing originated anyway"
+stop_server
+for _ in $(seq 20); do
+  "$CTL" refused --admin "$B" -o json >"$WORK/refused.json" 2>/dev/null && grep -q 'Secret shop/db-absent not found' "$WORK/refused.json" && break
+  sleep 0.2
+done
+grep -q 'Secret shop/db-absent not found' "$WORK/refused.json" || fail "refused does not name the missing Secret: $(cat "$WORK/refused.json")"
+
+log "credentialName in a rule without workloadSelector: no TLS at all, as Istio's sidecars"
+credential_rule db-client ""
+"$CTL" check --from shop/client --to db.legacy.svc.cluster.local:5432 --admin "$B" -o json >"$WORK/check.json" || fail "check failed"
+python3 - "$WORK/check.json" <<'PY' || fail "check: $(cat "$WORK/check.json")"
+import json, sys
+c = json.load(open(sys.argv[1]))
+text = json.dumps(c)
+assert c.get("client_tls") == "DISABLE", c.get("client_tls")
+assert "applies at gateways only" in text, text
+PY
 log "done"
