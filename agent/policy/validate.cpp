@@ -294,11 +294,17 @@ class Validator {
           add("ML025", ref, "insecureSkipVerify" + where + " is not applied: meshlock verifies the server's "
                             "certificate anyway (against caCertificates, or the node's system roots)");
         }
-        if (tls.ca_certificates.empty() && tls.credential_name.empty()) {
-          // istioctl analyze IST0128/IST0129 (NoServerCertificateVerification...).
-          add("ML026", ref, mode + where + " without caCertificates: the server is verified against the node's "
-                            "system roots (Istio does the same with VERIFY_CERTIFICATE_AT_CLIENT, its default); "
-                            "set caCertificates for a private CA");
+        // istioctl analyze IST0128/IST0129 (NoServerCertificateVerification...,
+        // CaCertificateAnalyzer): no caCertificates, unless a credentialName
+        // with a workloadSelector brings the CA.
+        const bool credential_ca = !tls.credential_name.empty() && config::credentialApplies(*dr);
+        if (tls.ca_certificates.empty() && !credential_ca) {
+          add("ML026", ref, mode + where + " without caCertificates" +
+                                (tls.credential_name.empty()
+                                     ? ": the server is verified against the node's system roots (Istio does the "
+                                       "same with VERIFY_CERTIFICATE_AT_CLIENT, its default); set caCertificates "
+                                       "for a private CA"
+                                     : ", and its credentialName does not apply without workloadSelector (ML024)"));
         }
       };
       if (dr->tls) checkOrigination(*dr->tls, "");

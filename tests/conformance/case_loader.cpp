@@ -54,7 +54,11 @@ Case loadCase(const std::filesystem::path& file) {
     x.authorization_policy = nullableString(e["authorization_policy"]);
     c.expect.push_back(std::move(x));
   }
-  if (c.expect.empty()) throw std::runtime_error(file.string() + ": no expectations");
+  if (const YAML::Node f = root["findings"]) {
+    c.findings = FindingsExpectation{f["codes"].as<std::vector<std::string>>(),
+                                     f["expect"] ? f["expect"].as<std::vector<std::string>>() : std::vector<std::string>{}};
+  }
+  if (c.expect.empty() && !c.findings) throw std::runtime_error(file.string() + ": no expectations");
   return c;
 }
 

@@ -23,11 +23,19 @@ struct Expectation {
   std::optional<std::optional<std::string>> authorization_policy;
 };
 
+// What `meshlockctl validate` must find, among the codes named (others are
+// not compared): "CODE Kind/ns/name" per finding, as a multiset.
+struct FindingsExpectation {
+  std::vector<std::string> codes;
+  std::vector<std::string> expect;
+};
+
 struct Case {
   std::filesystem::path file;
   std::string name;
   std::string manifests_yaml;  // every manifest, one YAML document each
   std::vector<Expectation> expect;
+  std::optional<FindingsExpectation> findings;  // key `findings` (meshlock's own cases only)
 };
 
 // Every *.yaml in `dir`, sorted by name. Throws on unreadable cases (a test failure).

@@ -8,6 +8,7 @@
 #include "case_loader.h"
 #include "config/manifest.h"
 #include "policy/policy.h"
+#include "policy/validate.h"
 
 namespace meshlock::conformance {
 namespace {
@@ -66,6 +67,18 @@ void runCase(const std::filesystem::path& file) {
   ASSERT_TRUE(loaded) << loaded.error().describe();
   for (const auto& e : loaded->errors) ADD_FAILURE() << "manifest error: " << e.describe();
   auto index = policy::PolicyIndex::build(std::move(loaded->state));
+  if (c.findings) {
+    std::vector<std::string> found;
+    for (const policy::Finding& f : policy::validate(*index)) {
+      if (std::find(c.findings->codes.begin(), c.findings->codes.end(), f.code) != c.findings->codes.end()) {
+        found.push_back(f.code + " " + f.resource);
+      }
+    }
+    std::vector<std::string> expected = c.findings->expect;
+    std::sort(found.begin(), found.end());
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(found, expected) << file.filename().string() << ": validate findings";
+  }
   for (const Expectation& x : c.expect) {
     SCOPED_TRACE(file.filename().string() + ": " + x.from + " -> " + x.to);
     auto from = policy::parsePodRef(x.from);
