@@ -36,6 +36,7 @@ Case loadCase(const std::filesystem::path& file) {
   Case c;
   c.file = file;
   c.name = root["name"].as<std::string>("");
+  if (root["namespace"]) c.default_namespace = root["namespace"].as<std::string>();
   YAML::Emitter out;
   for (const auto& m : root["manifests"]) {
     out << YAML::BeginDoc << m << YAML::EndDoc;

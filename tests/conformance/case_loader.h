@@ -36,6 +36,9 @@ struct Case {
   std::string manifests_yaml;  // every manifest, one YAML document each
   std::vector<Expectation> expect;
   std::optional<FindingsExpectation> findings;  // key `findings` (meshlock's own cases only)
+  // key `namespace`: where objects without metadata.namespace go, as
+  // `kubectl apply -n` would put them (default: "default").
+  std::string default_namespace = "default";
 };
 
 // Every *.yaml in `dir`, sorted by name. Throws on unreadable cases (a test failure).

@@ -62,7 +62,9 @@ TEST(Conformance, SharedCasesArePresent) {
 void runCase(const std::filesystem::path& file) {
   Case c = loadCase(file);
   auto dir = writeManifests(c, file.stem().string());
-  auto loaded = config::loadManifestDirectory(dir);
+  config::ParseOptions options;
+  options.default_namespace = c.default_namespace;
+  auto loaded = config::loadManifestDirectory(dir, options);
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(loaded) << loaded.error().describe();
   for (const auto& e : loaded->errors) ADD_FAILURE() << "manifest error: " << e.describe();
