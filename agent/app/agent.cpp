@@ -135,7 +135,7 @@ Result<identity::DestinationTlsConfig> destinationTlsConfig(const config::Client
                                                             const config::ClusterState& state) {
   identity::DestinationTlsConfig out;
   if (!tls.credential_name.empty()) {
-    auto credential = config::clientCredential(tls, client.ns(), state.secrets);
+    auto credential = config::clientCredential(tls, client, state);
     if (!credential) return std::unexpected(credential.error().context("DestinationRule for " + std::string(decision.host)));
     out.credentialSource = credential->source;
     out.caPem = std::move(credential->ca_certificates);

@@ -24,29 +24,47 @@ Result<SecretName> credentialSecret(std::string_view credential_name, std::strin
 
 bool credentialApplies(const DestinationRule& rule) { return rule.workload_selector.has_value(); }
 
-std::set<SecretName> referencedSecrets(const ClusterState& state, std::string_view node) {
-  std::set<SecretName> wanted;
+namespace {
+
+// Each (pod on `node`, TLS setting with a credentialName) of the rules with
+// a workloadSelector, in the pod's namespace.
+template <typename F>
+void forEachCredentialUse(const ClusterState& state, std::string_view node, F&& use) {
   for (const DestinationRule& rule : state.destination_rules) {
     if (!credentialApplies(rule)) continue;
-    std::set<std::string> names;
-    if (rule.tls && !rule.tls->credential_name.empty()) names.insert(rule.tls->credential_name);
+    std::vector<const ClientTlsSettings*> settings;
+    if (rule.tls && !rule.tls->credential_name.empty()) settings.push_back(&*rule.tls);
     for (const PortTlsSettings& port : rule.port_level) {
-      if (port.tls && !port.tls->credential_name.empty()) names.insert(port.tls->credential_name);
+      if (port.tls && !port.tls->credential_name.empty()) settings.push_back(&*port.tls);
     }
-    if (names.empty()) continue;
+    if (settings.empty()) continue;
     for (const Pod& pod : state.pods) {
       if (!node.empty() && pod.node_name != node) continue;
-      if (pod.ns() != rule.meta.ref.ns) continue;
-      if (!selectorMatches(*rule.workload_selector, pod.labels())) continue;
-      for (const std::string& credential : names) {
-        auto secret = credentialSecret(credential, pod.ns());
-        if (!secret) continue;
-        wanted.insert(*secret);
-        wanted.insert(SecretName{secret->ns, secret->name + std::string(kCaSecretSuffix)});
-      }
+      if (pod.ns() != rule.meta.ref.ns || !selectorMatches(*rule.workload_selector, pod.labels())) continue;
+      for (const ClientTlsSettings* tls : settings) use(pod, *tls);
     }
   }
+}
+
+}  // namespace
+
+std::set<SecretName> referencedSecrets(const ClusterState& state, std::string_view node) {
+  std::set<SecretName> wanted;
+  forEachCredentialUse(state, node, [&](const Pod& pod, const ClientTlsSettings& tls) {
+    auto secret = credentialSecret(tls.credential_name, pod.ns());
+    if (!secret) return;
+    wanted.insert(*secret);
+    wanted.insert(SecretName{secret->ns, secret->name + std::string(kCaSecretSuffix)});
+  });
   return wanted;
+}
+
+std::set<SecretName> credentialUsers(const ClusterState& state, std::string_view node) {
+  std::set<SecretName> users;
+  forEachCredentialUse(state, node, [&](const Pod& pod, const ClientTlsSettings& tls) {
+    if (tls.mode == TlsMode::kMutual) users.insert(SecretName{pod.ns(), pod.service_account});
+  });
+  return users;
 }
 
 namespace {
@@ -90,12 +108,26 @@ Status refuseCrl(const Secret& s, const char* key, const SecretName& name) {
 
 }  // namespace
 
-Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, std::string_view client_ns,
-                                          const SharedList<Secret>& secrets) {
-  auto name = credentialSecret(tls.credential_name, client_ns);
+Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, const Pod& client, const ClusterState& state) {
+  const SharedList<Secret>& secrets = state.secrets;
+  auto name = credentialSecret(tls.credential_name, client.ns());
   if (!name) return std::unexpected(name.error());
   ClientCredential out;
   out.source = describe(*name);
+  if (tls.mode == TlsMode::kMutual && state.secret_access_reviewed) {
+    // Authorize (secrets.go): "%s/%s is not authorized to read secrets: %v".
+    const SecretAccess* access = nullptr;
+    for (const SecretAccess& a : state.secret_access) {
+      if (a.ns == client.ns() && a.service_account == client.service_account) access = &a;
+    }
+    if (access == nullptr) {
+      return fail(client.service_account + "/" + client.ns() + ": whether it may read secrets is not known yet");
+    }
+    if (!access->allowed) {
+      return fail(client.service_account + "/" + client.ns() + " is not authorized to read secrets: " +
+                  (access->reason.empty() ? "no RBAC rule lets it list secrets in its namespace" : access->reason));
+    }
+  }
   if (tls.mode == TlsMode::kMutual) {
     const Secret* s = findSecret(secrets, *name);
     if (!s) return fail(describe(*name) + " not found (credentialName of a MUTUAL setting)");

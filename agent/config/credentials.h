@@ -40,6 +40,11 @@ struct SecretName {
 // only when the rule has a workloadSelector (cluster_tls.go).
 [[nodiscard]] bool credentialApplies(const DestinationRule& rule);
 
+// The service accounts (namespace, name) of the pods on `node` that a MUTUAL
+// credentialName applies to: each needs a SubjectAccessReview ("may it list
+// secrets in its namespace?", secrets.go Authorize) before its key is used.
+[[nodiscard]] std::set<SecretName> credentialUsers(const ClusterState& state, std::string_view node);
+
 // Every Secret the agent needs for the pods on `node` (empty: every node):
 // for each rule with a workloadSelector and a credentialName, each pod it
 // selects (selectors do not cross namespaces, PushContext.destinationRule)
@@ -63,7 +68,11 @@ struct ClientCredential {
 // Fails, with Istio's wording where it has one, when a Secret is missing, has
 // none of the keys, or carries a CRL (meshlock does not check CRLs and will
 // not quietly accept what the Secret says is revoked).
-[[nodiscard]] Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, std::string_view client_ns,
-                                                        const SharedList<Secret>& secrets);
+//
+// MUTUAL needs, when `state.secret_access_reviewed`, the client's service
+// account allowed to list secrets in its namespace (sds.go: a sidecar gets a
+// Secret's key only if authorized; a CA-only `-cacert` needs nothing).
+[[nodiscard]] Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, const Pod& client,
+                                                        const ClusterState& state);
 
 }  // namespace meshlock::config

@@ -117,6 +117,8 @@ void ClusterState::append(const ClusterState& other) {
   service_entries.append(other.service_entries);
   member_rolls.append(other.member_rolls);
   secrets.append(other.secrets);
+  secret_access.append(other.secret_access);
+  secret_access_reviewed = secret_access_reviewed || other.secret_access_reviewed;
 }
 
 bool LabelSelector::matches(const Labels& labels) const {

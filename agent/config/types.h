@@ -404,6 +404,17 @@ struct Secret {
   bool operator==(const Secret&) const = default;
 };
 
+// Whether a service account may list the Secrets of its namespace, as the
+// Kubernetes API answered a SubjectAccessReview (config/credentials.h: a
+// MUTUAL credentialName's client key is used only for such a pod's account).
+struct SecretAccess {
+  std::string ns;
+  std::string service_account;
+  bool allowed = false;
+  std::string reason;  // the review's reason, or why it could not be asked
+  bool operator==(const SecretAccess&) const = default;
+};
+
 // Everything read from a source, in input order. Objects are shared and
 // immutable (SharedList): copying a state, as every update does, copies
 // pointers.
@@ -419,6 +430,11 @@ struct ClusterState {
   SharedList<ServiceEntry> service_entries;
   SharedList<MemberRoll> member_rolls;
   SharedList<Secret> secrets;
+  SharedList<SecretAccess> secret_access;
+  // Set by a source that asks SubjectAccessReviews (the Kubernetes API): a
+  // MUTUAL credentialName then needs the client's account allowed. Manifests
+  // hold Secrets their writer chose to give: no review.
+  bool secret_access_reviewed = false;
 
   void append(const ClusterState& other);
   [[nodiscard]] std::size_t objectCount() const;

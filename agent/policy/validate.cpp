@@ -256,7 +256,9 @@ class Validator {
                (s.meta.ref.name == secret->name || s.meta.ref.name == secret->name + std::string(config::kCaSecretSuffix));
     }
     if (!given) return;
-    if (auto credential = config::clientCredential(tls, ref.ns, st_.secrets); !credential) {
+    config::Pod client;  // any pod of the rule's namespace: manifests' Secrets need no access review
+    client.meta.ref.ns = ref.ns;
+    if (auto credential = config::clientCredential(tls, client, st_); !credential) {
       addError("ML024", ref, field + ": " + credential.error().describe() + "; the rule's connections are refused");
     }
   }

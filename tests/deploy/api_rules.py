@@ -440,15 +440,23 @@ def check_deployment(obj, namespaces):
     return check_pod_spec(obj, pod, "spec.template.spec", namespaces)
 
 
+# Questions the agent may ask that change nothing: a SubjectAccessReview
+# (may a pod's account read secrets? docs/policy.md, credentialName).
+AGENT_QUERIES = {("authorization.k8s.io", "subjectaccessreviews")}
+
+
 def check_cluster_role(obj):
     # The agent's own role: read-only, nothing else (a meshlock rule).
     if obj["metadata"]["name"] != "meshlock-agent":
         return
     for i, rule in enumerate(obj.get("rules") or []):
         extra = set(rule.get("verbs") or []) - {"get", "list", "watch"}
+        targets = {(g, r) for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []}
+        if extra == {"create"} and targets and targets <= AGENT_QUERIES:
+            continue
         if extra or "*" in (rule.get("resources") or []) or "*" in (rule.get("apiGroups") or []):
-            err(obj, f"rules[{i}]", f"the agent's role must only get/list/watch named resources, got {rule}",
-                "meshlock rule")
+            err(obj, f"rules[{i}]", f"the agent's role must only get/list/watch named resources (and create "
+                f"{sorted(AGENT_QUERIES)}), got {rule}", "meshlock rule")
 
 
 SCC_FIELDS = {

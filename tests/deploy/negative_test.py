@@ -135,6 +135,10 @@ CASES = [
     ("the agent's role may create pods", run_api_rules,
      mutate(base, lambda o: find(o, "ClusterRole", "meshlock-agent")["rules"][0]["verbs"].append("create")),
      "must only get/list/watch"),
+    ("the agent's role may create secrets beside its reviews", run_api_rules,
+     mutate(base, lambda o: next(r for r in find(o, "ClusterRole", "meshlock-agent")["rules"]
+                                 if "subjectaccessreviews" in r["resources"])["resources"].append("secrets")),
+     "must only get/list/watch"),
     ("SCC without a capability the agent adds", run_api_rules,
      mutate(openshift, lambda o: find(o, "SecurityContextConstraints")["allowedCapabilities"].remove("SYS_PTRACE")),
      "SYS_PTRACE missing"),

@@ -116,6 +116,9 @@ struct KubeSource::Shared {
   std::set<SecretName> secrets_wanted;
   uint64_t secrets_wanted_changes = 0;
   std::map<SecretName, Secret> secrets_held;
+  // Service accounts (ns, name) whose MUTUAL credentials need a review, and the answers.
+  std::set<SecretName> access_wanted;
+  std::map<SecretName, SecretAccess> access_held;
   SourceKindStatus secrets_status{.name = "secrets.referenced", .api_version = "v1", .state = "listed",
                                   .listed = true, .connected = true};
 
@@ -581,7 +584,8 @@ struct Reflector {
 // Reads the Secrets that poll() found named, one GET each: 404 is "not
 // there" (the connection that needs it is refused, with the name), anything
 // else keeps what was read before. No list or watch: a node's agent holds
-// only the Secrets its own pods' rules name.
+// only the Secrets its own pods' rules name. And asks, for each service
+// account a MUTUAL credential is for, a SubjectAccessReview.
 struct SecretReader {
   std::shared_ptr<KubeSource::Shared> sh;
   std::unique_ptr<HttpTransport> http;
@@ -616,14 +620,55 @@ struct SecretReader {
     return std::optional<Secret>(parsed.state.secrets.front());
   }
 
+  // May this service account list secrets in its namespace? istiod's
+  // question before it serves a Secret's key (secrets.go Authorize). A review
+  // that cannot be asked is a "no", with the reason.
+  SecretAccess review(const SecretName& account) {
+    SecretAccess access{account.ns, account.name, false, ""};
+    const json body = {{"apiVersion", "authorization.k8s.io/v1"},
+                       {"kind", "SubjectAccessReview"},
+                       {"spec", {{"user", "system:serviceaccount:" + account.ns + ":" + account.name},
+                                 {"resourceAttributes", {{"namespace", account.ns}, {"verb", "list"}, {"resource", "secrets"}}}}}};
+    const std::string target = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    if (!http) {
+      auto opened = sh->transports->open();
+      if (!opened) {
+        access.reason = "SubjectAccessReview: " + opened.error().describe();
+        return access;
+      }
+      http = std::move(*opened);
+    }
+    auto r = http->send("POST", target, sh->token ? sh->token->current() : "", body.dump());
+    if (r && r->status == 401 && sh->token && sh->token->refresh()) {
+      r = http->send("POST", target, sh->token->current(), body.dump());
+    }
+    if (!r) {
+      http.reset();
+      access.reason = "SubjectAccessReview: " + r.error().describe();
+      return access;
+    }
+    if (r->status != 200 && r->status != 201) {
+      access.reason = "SubjectAccessReview: " + statusMessage(*r) +
+                      (r->status == 403 ? " (the agent's ClusterRole needs create on subjectaccessreviews)" : "");
+      return access;
+    }
+    json answer = json::parse(r->body, nullptr, false);
+    const json status = answer.is_object() ? answer.value("status", json::object()) : json::object();
+    access.allowed = status.is_object() && status.value("allowed", false);
+    access.reason = status.is_object() ? status.value("reason", std::string()) : std::string();
+    return access;
+  }
+
   void run() {
     uint64_t seen = 0;
     while (!sh->stopping) {
       std::set<SecretName> wanted;
+      std::set<SecretName> accounts;
       {
         std::unique_lock lock(sh->mutex);
         seen = sh->secrets_wanted_changes;
         wanted = sh->secrets_wanted;
+        accounts = sh->access_wanted;
       }
       std::map<SecretName, std::optional<Secret>> read_now;
       std::string last_error;
@@ -638,8 +683,34 @@ struct SecretReader {
         }
         read_now.emplace(name, std::move(*secret));
       }
+      std::map<SecretName, SecretAccess> reviewed;
+      for (const SecretName& account : accounts) {
+        if (sh->stopping) break;
+        SecretAccess access = review(account);
+        if (!access.allowed && access.reason.starts_with("SubjectAccessReview: ")) {
+          last_error = access.reason;
+          ++errors;
+        }
+        reviewed.emplace(account, std::move(access));
+      }
       std::unique_lock lock(sh->mutex);
       bool changed = false;
+      for (auto it = sh->access_held.begin(); it != sh->access_held.end();) {
+        if (!sh->access_wanted.contains(it->first)) {
+          it = sh->access_held.erase(it);
+          changed = true;
+        } else {
+          ++it;
+        }
+      }
+      for (auto& [account, access] : reviewed) {
+        if (!sh->access_wanted.contains(account)) continue;
+        auto held = sh->access_held.find(account);
+        if (held == sh->access_held.end() || !(held->second == access)) {
+          sh->access_held[account] = std::move(access);
+          changed = true;
+        }
+      }
       for (auto it = sh->secrets_held.begin(); it != sh->secrets_held.end();) {
         if (!sh->secrets_wanted.contains(it->first)) {
           it = sh->secrets_held.erase(it);
@@ -672,6 +743,7 @@ struct SecretReader {
         st.state = "listed";
       }
       if (!wanted.empty()) st.events["GET"] += wanted.size();
+      if (!accounts.empty()) st.events["REVIEW"] += accounts.size();
       if (changed) sh->bump();
       sh->wake.wait_for(lock, sh->options.secret_refresh,
                         [&] { return sh->stopping.load() || sh->secrets_wanted_changes != seen; });
@@ -766,13 +838,19 @@ std::optional<ClusterUpdate> KubeSource::poll(std::chrono::milliseconds timeout)
   // The Secrets this state names: asked for (the reader wakes when the set
   // changes) and, those already read, published with it.
   std::set<SecretName> wanted = referencedSecrets(update.state, sh.options.node_name);
-  if (wanted != sh.secrets_wanted) {
+  std::set<SecretName> accounts = credentialUsers(update.state, sh.options.node_name);
+  if (wanted != sh.secrets_wanted || accounts != sh.access_wanted) {
     sh.secrets_wanted = std::move(wanted);
+    sh.access_wanted = std::move(accounts);
     ++sh.secrets_wanted_changes;
     sh.wake.notify_all();
   }
   for (const auto& [name, secret] : sh.secrets_held) {
     if (sh.secrets_wanted.contains(name)) update.state.secrets.push_back(secret);
+  }
+  update.state.secret_access_reviewed = true;
+  for (const auto& [account, access] : sh.access_held) {
+    if (sh.access_wanted.contains(account)) update.state.secret_access.push_back(access);
   }
   return update;
 }

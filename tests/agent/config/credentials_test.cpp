@@ -29,6 +29,17 @@ Secret secret(std::string ns, std::string name, std::map<std::string, std::strin
   return s;
 }
 
+// clientCredential for a pod of `ns` (service account "client") with these Secrets.
+Result<ClientCredential> credentialFor(const ClientTlsSettings& tls, const std::string& ns, const SharedList<Secret>& secrets,
+                                       const ClusterState* base = nullptr) {
+  ClusterState state = base ? *base : ClusterState{};
+  state.secrets = secrets;
+  Pod pod;
+  pod.meta.ref = ObjectRef{"Pod", ns, "client"};
+  pod.service_account = "client";
+  return clientCredential(tls, pod, state);
+}
+
 ClientTlsSettings tlsSettings(TlsMode mode, std::string credential) {
   ClientTlsSettings tls;
   tls.mode = mode;
@@ -140,18 +151,18 @@ TEST(ClientCredential, MutualReadsGenericKeysFirstThenTlsKeys) {
   SharedList<Secret> secrets;
   secrets.push_back(secret("shop", "generic", {{"cert", "C"}, {"key", "K"}, {"cacert", "CA"}, {"tls.crt", "no"}}));
   secrets.push_back(secret("shop", "tls", {{"tls.crt", "C2"}, {"tls.key", "K2"}, {"ca.crt", "CA2"}}));
-  auto generic = clientCredential(tlsSettings(TlsMode::kMutual, "generic"), "shop", secrets);
+  auto generic = credentialFor(tlsSettings(TlsMode::kMutual, "generic"), "shop", secrets);
   ASSERT_TRUE(generic) << generic.error().describe();
   EXPECT_EQ(generic->certificate_chain, "C");
   EXPECT_EQ(generic->private_key, "K");
   EXPECT_EQ(generic->ca_certificates, "CA");
   EXPECT_EQ(generic->source, "Secret shop/generic");
-  auto tls = clientCredential(tlsSettings(TlsMode::kMutual, "tls"), "shop", secrets);
+  auto tls = credentialFor(tlsSettings(TlsMode::kMutual, "tls"), "shop", secrets);
   ASSERT_TRUE(tls);
   EXPECT_EQ(tls->certificate_chain, "C2");
   EXPECT_EQ(tls->ca_certificates, "CA2");
   // Another namespace's client does not see them.
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kMutual, "tls"), "billing", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kMutual, "tls"), "billing", secrets).error().describe(),
               HasSubstr("Secret billing/tls not found"));
 }
 
@@ -162,16 +173,16 @@ TEST(ClientCredential, CaFromTheCacertSecretWhenItExistsElseFromTheSecretItself)
   secrets.push_back(secret("shop", "solo", {{"ca.crt", "OWN"}}));
   secrets.push_back(secret("shop", "broken", {{"ca.crt", "OWN"}}));
   secrets.push_back(secret("shop", "broken-cacert", {{"other", "x"}}));
-  auto db = clientCredential(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets);
+  auto db = credentialFor(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets);
   ASSERT_TRUE(db);
   EXPECT_EQ(db->ca_certificates, "SEPARATE");
   EXPECT_EQ(db->ca_source, "Secret shop/db-cacert");
-  auto solo = clientCredential(tlsSettings(TlsMode::kSimple, "solo"), "shop", secrets);
+  auto solo = credentialFor(tlsSettings(TlsMode::kSimple, "solo"), "shop", secrets);
   ASSERT_TRUE(solo);
   EXPECT_EQ(solo->ca_certificates, "OWN");
   EXPECT_TRUE(solo->certificate_chain.empty());  // SIMPLE reads no client certificate
   // GetCaCert does not fall back when <name>-cacert exists without the keys.
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kSimple, "broken"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kSimple, "broken"), "shop", secrets).error().describe(),
               HasSubstr("Secret shop/broken-cacert: found secret, but didn't have expected keys cacert or ca.crt; found: other"));
 }
 
@@ -180,13 +191,13 @@ TEST(ClientCredential, SaysWhatIsMissingInIstiosWords) {
   secrets.push_back(secret("shop", "empty", {{"tls.crt", ""}, {"tls.key", ""}}));
   secrets.push_back(secret("shop", "odd", {{"a", "1"}, {"b", "2"}, {"c", "3"}, {"d", "4"}, {"e", "5"}}));
   secrets.push_back(secret("shop", "no-ca", {{"cert", "C"}, {"key", "K"}, {"cacert", ""}}));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kMutual, "empty"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kMutual, "empty"), "shop", secrets).error().describe(),
               HasSubstr("found keys \"tls.crt\" and \"tls.key\", but they were empty"));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kMutual, "odd"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kMutual, "odd"), "shop", secrets).error().describe(),
               HasSubstr("didn't have expected keys (cert and key) or (tls.crt and tls.key); found: a, b, c, and 2 more..."));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kMutual, "no-ca"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kMutual, "no-ca"), "shop", secrets).error().describe(),
               HasSubstr("found key \"cacert\", but it was empty"));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kSimple, "absent"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kSimple, "absent"), "shop", secrets).error().describe(),
               HasSubstr("Secret shop/absent not found"));
 }
 
@@ -194,10 +205,38 @@ TEST(ClientCredential, RefusesASecretWithACrlRatherThanIgnoreIt) {
   SharedList<Secret> secrets;
   secrets.push_back(secret("shop", "revoking", {{"tls.crt", "C"}, {"tls.key", "K"}, {"ca.crt", "CA"}, {"ca.crl", "L"}}));
   secrets.push_back(secret("shop", "ca-revoking", {{"cacert", "CA"}, {"crl", "L"}}));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kMutual, "revoking"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kMutual, "revoking"), "shop", secrets).error().describe(),
               HasSubstr("has a CRL (ca.crl)"));
-  EXPECT_THAT(clientCredential(tlsSettings(TlsMode::kSimple, "ca-revoking"), "shop", secrets).error().describe(),
+  EXPECT_THAT(credentialFor(tlsSettings(TlsMode::kSimple, "ca-revoking"), "shop", secrets).error().describe(),
               HasSubstr("has a CRL (crl)"));
+}
+
+// sds.go: a sidecar gets a Secret's key only when its service account may
+// list secrets in its namespace (Authorize, a SubjectAccessReview); the
+// CA-only `<name>-cacert` needs nothing, so SIMPLE is never reviewed.
+TEST(ClientCredential, MutualNeedsTheClientsAccountAllowedWhenTheSourceReviews) {
+  SharedList<Secret> secrets;
+  secrets.push_back(secret("shop", "db", {{"tls.crt", "C"}, {"tls.key", "K"}, {"ca.crt", "CA"}}));
+  ClusterState reviewed;
+  reviewed.secret_access_reviewed = true;
+  auto unknown = credentialFor(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets, &reviewed);
+  EXPECT_THAT(unknown.error().describe(), HasSubstr("client/shop: whether it may read secrets is not known yet"));
+  reviewed.secret_access.push_back(SecretAccess{"shop", "client", false, ""});
+  auto denied = credentialFor(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets, &reviewed);
+  EXPECT_THAT(denied.error().describe(), HasSubstr("client/shop is not authorized to read secrets"));
+  EXPECT_TRUE(credentialFor(tlsSettings(TlsMode::kSimple, "db"), "shop", secrets, &reviewed));  // CA only
+  reviewed.secret_access = {};
+  reviewed.secret_access.push_back(SecretAccess{"shop", "client", true, ""});
+  EXPECT_TRUE(credentialFor(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets, &reviewed));
+  // Manifests are not reviewed: what their writer gave is used.
+  EXPECT_TRUE(credentialFor(tlsSettings(TlsMode::kMutual, "db"), "shop", secrets));
+}
+
+TEST(CredentialUsers, TheAccountsOfSelectedPodsWithAMutualCredential) {
+  ClusterState st = parse(kRules);
+  // shop/client is selected by db (MUTUAL at the top, SIMPLE on 6432); its account is "default".
+  EXPECT_THAT(credentialUsers(st, "node-a"), testing::ElementsAre(SecretName{"shop", "default"}));
+  EXPECT_TRUE(credentialUsers(st, "node-b").empty());  // billing's rule is SIMPLE (and a ConfigMap)
 }
 
 }  // namespace

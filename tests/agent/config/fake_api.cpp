@@ -46,7 +46,8 @@ class FakeTransport final : public HttpTransport {
     return api_->handle(target, token, nullptr);
   }
   Result<HttpResponse> send(const std::string& method, const std::string& target, const std::string&,
-                            const std::string&) override {
+                            const std::string& body) override {
+    if (method == "POST") return api_->post(target, body);
     return HttpResponse{.status = 405, .body = "the fake API serves no " + method + " (" + target + ")"};
   }
   Result<HttpResponse> stream(const std::string& target, const std::string& token,
@@ -187,6 +188,25 @@ HttpResponse FakeApi::list(const std::string& path, const std::map<std::string, 
   std::string api_version = path.starts_with("/api/") ? path.substr(5, path.find('/', 5) - 5)
                                                       : path.substr(6, path.rfind('/') - 6);
   return {200, json{{"apiVersion", api_version}, {"kind", "List"}, {"metadata", md}, {"items", page}}.dump()};
+}
+
+Result<HttpResponse> FakeApi::post(const std::string& target, const std::string& body) {
+  std::lock_guard l(mutex_);
+  requests_.push_back("POST " + target);
+  for (const auto& [prefix, code] : forced_) {
+    if (target.starts_with(prefix)) return status(code, "forced by the test");
+  }
+  if (target != "/apis/authorization.k8s.io/v1/subjectaccessreviews") return status(404, "not served by the fake");
+  json review = json::parse(body, nullptr, false);
+  const json spec = review.is_object() ? review.value("spec", json::object()) : json::object();
+  const std::string user = spec.value("user", "");
+  const json attrs = spec.value("resourceAttributes", json::object());
+  const std::string own = "system:serviceaccount:" + attrs.value("namespace", "") + ":";
+  const bool allowed = attrs.value("verb", "") == "list" && attrs.value("resource", "") == "secrets" &&
+                       user.starts_with(own) &&
+                       std::find(secret_listers_.begin(), secret_listers_.end(), user) != secret_listers_.end();
+  review["status"] = {{"allowed", allowed}};
+  return HttpResponse{201, review.dump()};
 }
 
 Result<HttpResponse> FakeApi::handle(const std::string& target, const std::string& token,

@@ -48,6 +48,10 @@ class FakeApi final : public TransportFactory, public std::enable_shared_from_th
   // Only requests carrying this bearer token are allowed (empty: any).
   void requireToken(std::string token);
   void expireNextContinue() { std::lock_guard l(mutex_); expire_continue_ = true; }
+  // SubjectAccessReviews (POST): these users may list secrets in their own
+  // namespace (system:serviceaccount:NS:SA), nobody else anything.
+  void allowSecretListing(std::vector<std::string> users) { std::lock_guard l(mutex_); secret_listers_ = std::move(users); }
+  Result<HttpResponse> post(const std::string& target, const std::string& body);
 
   [[nodiscard]] std::vector<std::string> requests() const;
   [[nodiscard]] std::size_t openWatches() const;
@@ -76,6 +80,7 @@ class FakeApi final : public TransportFactory, public std::enable_shared_from_th
   uint64_t close_generation_ = 0;
   std::size_t open_watches_ = 0;
   std::vector<std::string> requests_;
+  std::vector<std::string> secret_listers_;
 };
 
 }  // namespace meshlock::config::kube::testing

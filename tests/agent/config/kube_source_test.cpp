@@ -449,6 +449,40 @@ TEST_F(KubeSourceTest, SecretsNamedByCredentialNameAreReadByNameAndFollowed) {
   for (std::size_t i = before; i < api->requests().size(); ++i) EXPECT_EQ(api->requests()[i].find("/secrets/"), std::string::npos);
 }
 
+// A MUTUAL credential is for pods whose service account may list secrets in
+// its namespace: the source asks a SubjectAccessReview per account, as istiod
+// does before serving a sidecar the key (secrets.go Authorize), and again each
+// refresh, so a RoleBinding granted later takes effect.
+TEST_F(KubeSourceTest, MutualCredentialAccountsAreReviewed) {
+  api->serveGroup("networking.istio.io", {"v1"});
+  api->put("/apis/networking.istio.io/v1/destinationrules", credentialRule("shop", "db-client"));
+  KubeSourceOptions o = options();
+  o.secret_refresh = 100ms;
+  start(o);
+  auto access = [&]() -> std::optional<SecretAccess> {
+    for (int i = 0; i < 50; ++i) {
+      auto u = next(200ms);
+      if (u && u->state.secret_access_reviewed && !u->state.secret_access.empty()) return u->state.secret_access[0];
+    }
+    return std::nullopt;
+  };
+  auto first = access();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->ns, "shop");
+  EXPECT_EQ(first->service_account, "web");
+  EXPECT_FALSE(first->allowed);
+  api->allowSecretListing({"system:serviceaccount:shop:web"});
+  bool allowed = false;
+  for (int i = 0; i < 50 && !allowed; ++i) {
+    auto u = next(200ms);
+    allowed = u && !u->state.secret_access.empty() && u->state.secret_access[0].allowed;
+  }
+  EXPECT_TRUE(allowed);
+  bool posted = false;
+  for (const std::string& r : api->requests()) posted |= r == "POST /apis/authorization.k8s.io/v1/subjectaccessreviews";
+  EXPECT_TRUE(posted);
+}
+
 TEST_F(KubeSourceTest, ForbiddenSecretsAreReportedWithoutUnsyncingTheSource) {
   api->serveGroup("networking.istio.io", {"v1"});
   api->put("/apis/networking.istio.io/v1/destinationrules", credentialRule("shop", "db-client"));

@@ -77,41 +77,54 @@ credential_rule() {  # credential_rule NAME [selector yaml]
 }
 SELECTOR='  workloadSelector: {matchLabels: {app: client}}
 '
-log "MUTUAL with credentialName: a generic Secret with its CA in <name>-cacert"
+refused_has() {  # refused_has TEXT: node-b's refused list names TEXT (within 4 s)
+  for _ in $(seq 20); do
+    "$CTL" refused --admin "$B" -o json >"$WORK/refused.json" 2>/dev/null && grep -q "$1" "$WORK/refused.json" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+log "MUTUAL with credentialName, before shop/client's account may read secrets: refused, as istiod would"
 kubectl_admin create secret generic -n shop db-client --from-file=cert="$WORK/client-chain.pem" \
   --from-file=key="$WORK/client-key.pem" >/dev/null || fail "create secret"
 kubectl_admin create secret generic -n shop db-client-cacert --from-file=cacert="$WORK/ext-root.pem" >/dev/null || fail "create secret"
 credential_rule db-client "$SELECTOR"
 server -Verify 1 -CAfile "$WORK/ext-root.pem"
-code=$(fetch)
-[ "$code" = 200 ] || fail "MUTUAL from the Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
-grep -q "CN *= *client" "$WORK/s_server.log" || fail "the server did not see the Secret's client certificate: $(cat "$WORK/s_server.log")"
+[ "$(fetch)" != 200 ] || fail "a key was used for an account that may not read secrets"
 stop_server
-held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'secrets.referenced'][0]['objects']")
-[ "$held" = 2 ] || fail "node-b's agent holds $held referenced Secrets, expected 2"
-log "the same with a kubernetes.io/tls Secret that carries its own ca.crt"
-kubectl_admin delete secret -n shop db-client db-client-cacert >/dev/null
+refused_has "client/shop is not authorized to read secrets" || fail "refused does not say why: $(cat "$WORK/refused.json")"
+
+log "granted (a Role to list secrets, bound to the account): MUTUAL from a kubernetes.io/tls Secret with its own ca.crt"
+kubectl_admin create role -n shop list-secrets --verb=list --resource=secrets >/dev/null || fail "create role"
+kubectl_admin create rolebinding -n shop client-lists-secrets --role=list-secrets --serviceaccount=shop:client >/dev/null ||
+  fail "create rolebinding"
 cat "$WORK/client-chain.pem" >"$WORK/tls.crt"
-kubectl_admin create secret tls -n shop db-client --cert="$WORK/tls.crt" --key="$WORK/client-key.pem" --dry-run=client -o json |
+kubectl_admin create secret tls -n shop db-client-tls --cert="$WORK/tls.crt" --key="$WORK/client-key.pem" --dry-run=client -o json |
   python3 -c "import json,sys,base64; s=json.load(sys.stdin); s['data']['ca.crt']=base64.b64encode(open('$WORK/ext-root.pem','rb').read()).decode(); print(json.dumps(s))" \
   >"$WORK/tls-secret.json"
 apply "$WORK/tls-secret.json"
-sleep 1
+credential_rule db-client-tls "$SELECTOR"  # a new name: the agent reads and reviews again at once
 server -Verify 1 -CAfile "$WORK/ext-root.pem"
 code=$(fetch)
 [ "$code" = 200 ] || fail "MUTUAL from a TLS Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
+grep -q "CN *= *client" "$WORK/s_server.log" || fail "the server did not see the Secret's client certificate: $(cat "$WORK/s_server.log")"
 stop_server
+
+log "a generic Secret with its CA in <name>-cacert"
+credential_rule db-client "$SELECTOR"
+server -Verify 1 -CAfile "$WORK/ext-root.pem"
+code=$(fetch)
+[ "$code" = 200 ] || fail "MUTUAL from a generic Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
+stop_server
+held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'secrets.referenced'][0]['objects']")
+[ "$held" = 2 ] || fail "node-b's agent holds $held referenced Secrets, expected 2 (db-client, db-client-cacert)"
 
 log "a Secret that does not exist: refused, and the reason names it"
 credential_rule db-absent "$SELECTOR"
 server -Verify 1 -CAfile "$WORK/ext-root.pem"
 [ "$(fetch)" != 200 ] || fail "a rule whose Secret is missing originated anyway"
 stop_server
-for _ in $(seq 20); do
-  "$CTL" refused --admin "$B" -o json >"$WORK/refused.json" 2>/dev/null && grep -q 'Secret shop/db-absent not found' "$WORK/refused.json" && break
-  sleep 0.2
-done
-grep -q 'Secret shop/db-absent not found' "$WORK/refused.json" || fail "refused does not name the missing Secret: $(cat "$WORK/refused.json")"
+refused_has 'Secret shop/db-absent not found' || fail "refused does not name the missing Secret: $(cat "$WORK/refused.json")"
 
 log "credentialName in a rule without workloadSelector: no TLS at all, as Istio's sidecars"
 credential_rule db-client ""

@@ -408,6 +408,50 @@ class ServerTest(RunningServer, unittest.TestCase):
         self.assertEqual(out["kind"], "PeerAuthenticationList")
 
 
+    def test_subject_access_review_reads_rbac_created_through_the_api(self):
+        """SubjectAccessReview as istiod asks it before serving a sidecar a Secret
+        (pilot/pkg/credentials/kube/secrets.go Authorize: may the service account
+        list secrets in its namespace?), through the Python client; a Role and
+        RoleBinding created through the API count, as kube-apiserver's RBAC
+        authorizer reads them."""
+        try:
+            from kubernetes import client, config
+        except ImportError:
+            self.skipTest("python3-kubernetes is not installed")
+        api_client = config.new_client_from_config(os.path.join(self.kube, "admin.kubeconfig"))
+        self.addCleanup(api_client.close)
+        authz = client.AuthorizationV1Api(api_client)
+
+        def may_list_secrets(user):
+            review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+                user=user, resource_attributes=client.V1ResourceAttributes(namespace="shop", verb="list",
+                                                                           resource="secrets")))
+            return authz.create_subject_access_review(review).status.allowed
+
+        self.assertFalse(may_list_secrets("system:serviceaccount:shop:web"))
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        rbac.create_namespaced_role("shop", client.V1Role(
+            metadata=client.V1ObjectMeta(name="list-secrets"),
+            rules=[client.V1PolicyRule(api_groups=[""], resources=["secrets"], verbs=["list"])]))
+        rbac.create_namespaced_role_binding("shop", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "web-lists-secrets"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "list-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}]})
+        self.assertTrue(may_list_secrets("system:serviceaccount:shop:web"))
+        self.assertFalse(may_list_secrets("system:serviceaccount:shop:other"))
+        # The agent may ask (deploy/daemonset/base/rbac.yaml), a pod's account may not.
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"user": "system:serviceaccount:shop:web",
+                         "resourceAttributes": {"namespace": "shop", "verb": "list", "resource": "secrets"}}}
+        code, out = self.call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body, token=self.agent)
+        self.assertEqual((code, out["status"]["allowed"]), (201, True))
+        client.CoreV1Api(api_client).create_namespaced_service_account("shop", {"metadata": {"name": "web"}})
+        self.assertEqual(self.call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body,
+                                   token=self.token("shop", "web"))[0], 403)
+        rbac.delete_namespaced_role_binding("web-lists-secrets", "shop")
+        self.assertFalse(may_list_secrets("system:serviceaccount:shop:web"))
+
 
 class TokenTest(RunningServer, unittest.TestCase):
     """Service-account tokens (TokenRequest, `main.py token`) and TokenReview, against

@@ -109,6 +109,25 @@ class Rbac:
                     elif doc.get("kind") == "RoleBinding":
                         self.ns_bindings.append(doc)
 
+    def with_stored(self, store):
+        """These rules plus the ClusterRoles, Roles and bindings created through the
+        API (kubectl create role / rolebinding), as kube-apiserver's RBAC
+        authorizer reads them from its informers."""
+        merged = Rbac([])
+        merged.roles = dict(self.roles)
+        merged.bindings = list(self.bindings)
+        merged.ns_roles = dict(self.ns_roles)
+        merged.ns_bindings = list(self.ns_bindings)
+        g = "rbac.authorization.k8s.io"
+        for o in store.list(f"{g}/clusterroles")[1]:
+            merged.roles[o["metadata"]["name"]] = o.get("rules") or []
+        merged.bindings += store.list(f"{g}/clusterrolebindings")[1]
+        for o in store.list(f"{g}/roles")[1]:
+            meta = o["metadata"]
+            merged.ns_roles[(meta.get("namespace"), meta["name"])] = o.get("rules") or []
+        merged.ns_bindings += store.list(f"{g}/rolebindings")[1]
+        return merged
+
     def _subject_matches(self, subject, user):
         kind = subject.get("kind")
         if kind == "ServiceAccount":

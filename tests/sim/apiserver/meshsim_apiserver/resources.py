@@ -71,6 +71,7 @@ BUILTINS = [
     Resource("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], status=True, categories=["all"]),
     Resource("apps", "v1", "deployments", "Deployment", True, ["deploy"], status=True, categories=["all"]),
     Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=["create"], stored=False),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=["create"], stored=False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),

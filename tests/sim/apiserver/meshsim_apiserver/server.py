@@ -23,6 +23,7 @@ import uuid
 from . import patch as patches
 from . import resources as res
 from . import serviceaccounts
+from .auth import User
 from .errors import ApiError, not_found
 from .selectors import FieldSelector, LabelSelector, SelectorError
 from .store import GONE, Gone
@@ -183,11 +184,31 @@ class Api:
         return res.api_resource_list(f"{group}/{version}" if group else version, rs)
 
     # --- authorization ------------------------------------------------------------
+    def subject_access_review(self, body):
+        """authorization.k8s.io/v1 SubjectAccessReview: may spec.user (with
+        spec.groups) do spec.resourceAttributes? Answered by the same RBAC
+        rules as requests (kube-apiserver's SubjectAccessReview REST handler)."""
+        spec = (body or {}).get("spec") or {}
+        attrs = spec.get("resourceAttributes")
+        if not spec.get("user") and not spec.get("groups"):
+            raise ApiError(400, "BadRequest", "at least one of user or group must be specified")
+        if not isinstance(attrs, dict):
+            raise ApiError(400, "BadRequest", "resourceAttributes is required (nonResourceAttributes are not served)")
+        who = User(spec.get("user") or "", spec.get("uid") or "", spec.get("groups") or [])
+        allowed = bool(self.rbac) and self.rbac.with_stored(self.store).allows(
+            who, attrs.get("verb") or "", attrs.get("group") or "", attrs.get("resource") or "",
+            attrs.get("subresource") or "", attrs.get("name") or "", attrs.get("namespace") or None)
+        status = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = ""
+        return {"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+
     def authorize(self, user, verb, resource, namespace, name, subresource=None):
         if user.is_admin:
             return
-        if self.rbac and self.rbac.allows(user, verb, resource.group, resource.plural, subresource, name,
-                                          namespace if resource.namespaced else None):
+        if self.rbac and self.rbac.with_stored(self.store).allows(user, verb, resource.group, resource.plural, subresource,
+                                                              name, namespace if resource.namespaced else None):
             return
         target = resource.plural + (f"/{subresource}" if subresource else "")
         scope = f' in the namespace "{namespace}"' if namespace else (" at the cluster scope" if not resource.namespaced or verb in ("list", "watch") else "")
@@ -880,6 +901,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self._json_body()
         if r.kind == "TokenReview":
             return self._send_json(201, serviceaccounts.token_review(self.api.authenticator, body))
+        if r.kind == "SubjectAccessReview":
+            return self._send_json(201, self.api.subject_access_review(body))
         if r.kind == "ServiceAccount" and sub == "token":
             return self._send_json(201, serviceaccounts.token_request(self.api.store, self.api.authenticator.sa,
                                                                       namespace, name, body))
