@@ -50,6 +50,12 @@ struct IstioTcpLabels {
 
   [[nodiscard]] LabelValues values() const;
   [[nodiscard]] static const std::vector<std::string>& names();
+  // Each label's name and member, in the families' order (names(), values()).
+  struct Field {
+    const char* name;
+    std::string IstioTcpLabels::*member;
+  };
+  [[nodiscard]] static const std::vector<Field>& fields();
 };
 
 // The four handles one connection updates: opened once, closed once, bytes as

@@ -39,12 +39,17 @@ std::unique_ptr<engine::ConnectionObserver> Agent::Parts::handedReport(const eng
     if (it == served.end()) return nullptr;
     pod_id = it->second.id;
   }
-  PlannedConnection planned = planReport(*pod, *pod_id, handed.outbound);
-  planned.adopted = true;
-  planned.mesh_mtls = (handed.outbound ? handed.up.tls : handed.down.tls).has_value();
-  planned.policy = "handed over";
-  planned.decided_by = "the previous agent process";
-  return std::make_unique<ConnectionReport>(reports, std::move(planned));
+  // The previous process's report carries on (its decision, the destination's
+  // labels); from an agent that sent none, what this one knows of the pod.
+  std::optional<PlannedConnection> planned = plannedFromHandover(handed.observer_state);
+  if (!planned || planned->outbound != handed.outbound || planned->pod != pod->ns() + "/" + pod->name()) {
+    planned = planReport(*pod, *pod_id, handed.outbound);
+    planned->adopted = true;
+    planned->mesh_mtls = (handed.outbound ? handed.up.tls : handed.down.tls).has_value();
+    planned->policy = "handed over";
+    planned->decided_by = "the previous agent process";
+  }
+  return std::make_unique<ConnectionReport>(reports, std::move(*planned));
 }
 
 bool Agent::Parts::offerConnections(bool log_refusal) {

@@ -1,6 +1,7 @@
 #include "app/connection_report.h"
 
 #include <array>
+#include <nlohmann/json.hpp>
 #include <tuple>
 
 #include "identity/peer_verifier.h"
@@ -237,6 +238,43 @@ void ReportSinks::setupFailed(AccessRecord record) const {
   record.end = "setup_failed";
   if (access_log) writeRefusal(record);
   refusals->record(std::move(record));
+}
+
+std::string ConnectionReport::handoverState() const {
+  nlohmann::json labels = nlohmann::json::object();
+  for (const admin::IstioTcpLabels::Field& f : admin::IstioTcpLabels::fields()) labels[f.name] = planned_.labels.*f.member;
+  return nlohmann::json{{"outbound", planned_.outbound},
+                        {"pod", planned_.pod},
+                        {"local_principal", planned_.local_principal},
+                        {"policy", planned_.policy},
+                        {"decided_by", planned_.decided_by},
+                        {"port", planned_.port},
+                        {"mesh_mtls", planned_.mesh_mtls},
+                        {"labels", std::move(labels)}}
+      .dump();
+}
+
+std::optional<PlannedConnection> plannedFromHandover(std::string_view state) {
+  const nlohmann::json j = nlohmann::json::parse(state, nullptr, false);
+  if (!j.is_object() || !j.contains("labels") || !j["labels"].is_object()) return std::nullopt;
+  try {
+    PlannedConnection planned;
+    planned.outbound = j.at("outbound").get<bool>();
+    planned.pod = j.at("pod").get<std::string>();
+    planned.local_principal = j.at("local_principal").get<std::string>();
+    planned.policy = j.at("policy").get<std::string>();
+    planned.decided_by = j.at("decided_by").get<std::string>();
+    planned.port = j.at("port").get<uint16_t>();
+    planned.mesh_mtls = j.at("mesh_mtls").get<bool>();
+    const nlohmann::json& labels = j["labels"];
+    for (const admin::IstioTcpLabels::Field& f : admin::IstioTcpLabels::fields()) {
+      if (auto it = labels.find(f.name); it != labels.end() && it->is_string()) planned.labels.*f.member = it->get<std::string>();
+    }
+    planned.adopted = true;
+    return planned;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
 }
 
 }  // namespace meshlock::app

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "admin/istio_metrics.h"
 #include "admin/meshlock_metrics.h"
@@ -53,6 +55,11 @@ struct PlannedConnection {
   bool adopted = false;              // handed over by the previous agent: its handshake was counted there
 };
 
+// What the previous agent's report said of a connection handed over to this
+// one (ConnectionReport::handoverState), marked adopted; nullopt when it said
+// nothing this version reads (an older agent, or not JSON).
+[[nodiscard]] std::optional<PlannedConnection> plannedFromHandover(std::string_view state);
+
 class ConnectionReport final : public engine::ConnectionObserver {
  public:
   ConnectionReport(std::shared_ptr<ReportSinks> sinks, PlannedConnection planned);
@@ -61,6 +68,9 @@ class ConnectionReport final : public engine::ConnectionObserver {
   void transferred(uint64_t to_upstream, uint64_t to_downstream) override;
   void closed(const engine::ConnectionSnapshot& snapshot, engine::ConnectionEnd end,
               std::string_view reason) override;
+  // For the next agent process at an upgrade: the decision and the labels as
+  // they stand (JSON; plannedFromHandover reads it).
+  [[nodiscard]] std::string handoverState() const override;
 
  private:
   [[nodiscard]] const char* direction() const { return planned_.outbound ? "outbound" : "inbound"; }

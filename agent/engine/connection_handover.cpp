@@ -126,6 +126,7 @@ void Connection::finishHandover() {
   handed.bytes_to_upstream = bytes_to_upstream_;
   handed.bytes_to_downstream = bytes_to_downstream_;
   handed.age = now.age;
+  if (observer_) handed.observer_state = observer_->handoverState();
   for (int i : {kDown, kUp}) {
     Side& s = sides_[i];
     out[i]->plain_unsent = s.plain_out.takeAll();

@@ -103,6 +103,10 @@ class ConnectionObserver {
   // The end, whether or not it was ever established; `reason` says why when
   // it failed (the verifier's reason, the socket error), else empty.
   virtual void closed(const ConnectionSnapshot&, ConnectionEnd end, std::string_view reason) = 0;
+  // Handed to the next agent process with the connection (opaque to the
+  // engine): what that process's observer needs to report it as this one
+  // did (its decision, its labels). Asked just before closed(HandedOver).
+  [[nodiscard]] virtual std::string handoverState() const { return {}; }
 };
 
 // Outbound over HBONE: the connection is one CONNECT stream of a tunnel to

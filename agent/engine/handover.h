@@ -35,6 +35,7 @@ struct HandedConnection {
   std::chrono::milliseconds age{0};
   HandedSide down;  // the accepted socket
   HandedSide up;    // the upstream socket
+  std::string observer_state;  // ConnectionObserver::handoverState() of the old process
 };
 
 // What Engine::handOver did.

@@ -105,6 +105,7 @@ std::string encodeConnection(uint64_t id, const engine::HandedConnection& connec
   out.set_age_ms(static_cast<uint64_t>(connection.age.count()));
   encodeSide(connection.down, *out.mutable_down());
   encodeSide(connection.up, *out.mutable_up());
+  out.set_report(connection.observer_state);
   return serialize(packet);
 }
 
@@ -158,6 +159,7 @@ Result<Packet> decodePacket(std::span<const std::byte> bytes, std::vector<Unique
       c.age = std::chrono::milliseconds(static_cast<int64_t>(std::min<uint64_t>(in.age_ms(), uint64_t{1} << 50)));
       c.down = decodeSide(in.down(), std::move(fds[0]));
       c.up = decodeSide(in.up(), std::move(fds[1]));
+      c.observer_state = in.report();
       return out;
     }
     case wire::Packet::BODY_NOT_SET:

@@ -98,6 +98,46 @@ TEST_F(ConnectionReportTest, MutualTlsConnectionCountsBothPrincipalsAndBytes) {
   EXPECT_THAT(line, Not(HasSubstr("reason=")));
 }
 
+// An upgrade hands a connection to the next agent process with its report:
+// the new process's report has the same decision and labels (the destination
+// service included), and counts no second handshake.
+TEST_F(ConnectionReportTest, AHandedOverConnectionKeepsItsDecisionAndLabels) {
+  ConnectionReport old_report(sinks(LogFormat::Text), outboundToWeb());
+  old_report.established(snapshot(true, 0, 0));
+  const std::string state = old_report.handoverState();
+  old_report.closed(snapshot(true, 0, 0), engine::ConnectionEnd::HandedOver, "");
+
+  std::optional<PlannedConnection> carried = plannedFromHandover(state);
+  ASSERT_TRUE(carried);
+  EXPECT_TRUE(carried->adopted);
+  EXPECT_EQ(carried->policy, "ISTIO_MUTUAL");
+  EXPECT_EQ(carried->decided_by, "auto mTLS");
+  EXPECT_EQ(carried->pod, "shop/client-7d9f-abcde");
+  EXPECT_EQ(carried->port, 8080);
+  EXPECT_TRUE(carried->mesh_mtls);
+  EXPECT_EQ(carried->labels.values(), [] {
+    PlannedConnection p = outboundToWeb();
+    p.labels.source_principal = kClient;  // set when it was established
+    p.labels.destination_principal = kWeb;
+    p.labels.connection_security_policy = "mutual_tls";
+    return p.labels.values();
+  }());
+
+  admin::MetricsRegistry registry;
+  admin::MeshlockMetrics meshlock{registry};
+  auto adopted_sinks = std::make_shared<ReportSinks>(ReportSinks{.istio = admin::IstioTcpMetrics(registry), .meshlock = meshlock});
+  ConnectionReport adopted(adopted_sinks, std::move(*carried));
+  adopted.established(snapshot(true, 0, 0));
+  adopted.transferred(10, 20);
+  const std::string text = registry.render();
+  EXPECT_THAT(text, HasSubstr("destination_service=\"web.shop.svc.cluster.local\""));
+  EXPECT_THAT(text, Not(HasSubstr("meshlock_tls_handshakes_total{")));  // counted by the old process
+
+  EXPECT_FALSE(plannedFromHandover(""));  // an older agent sent nothing
+  EXPECT_FALSE(plannedFromHandover("{\"labels\": {}}"));
+  EXPECT_FALSE(plannedFromHandover("not json"));
+}
+
 TEST_F(ConnectionReportTest, BytesBeforeEstablishedAreNotLost) {
   PlannedConnection planned = outboundToWeb();
   planned.outbound = false;

@@ -5,6 +5,9 @@
 #include "upgrade/handover.h"
 
 #include <gtest/gtest.h>
+
+#include <mutex>
+#include <set>
 #include <poll.h>
 
 #include <chrono>
@@ -58,6 +61,18 @@ HandoverChannel welcomeOldAgent(int listen_fd, uint32_t format = kHandoverFormat
   return channel;
 }
 
+// An observer whose report travels with the connection (handoverState).
+class NamedObserver final : public engine::ConnectionObserver {
+ public:
+  explicit NamedObserver(std::string name) : name_(std::move(name)) {}
+  void transferred(uint64_t, uint64_t) override {}
+  void closed(const engine::ConnectionSnapshot&, engine::ConnectionEnd, std::string_view) override {}
+  std::string handoverState() const override { return "report of " + name_; }
+
+ private:
+  std::string name_;
+};
+
 class HandoverTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -73,6 +88,7 @@ class HandoverTest : public ::testing::Test {
           engine::InboundPlan plan;
           plan.app = *engine::SocketAddress::parse("127.0.0.1:" + std::to_string(app_.port()));
           plan.tls.context = server_ctx_;
+          plan.observer = std::make_unique<NamedObserver>("in");
           return plan;
         })});
     port_ = listen(engine::ListenerSpec{
@@ -80,6 +96,7 @@ class HandoverTest : public ::testing::Test {
           engine::OutboundPlan plan;
           plan.destination = *engine::SocketAddress::parse("127.0.0.1:" + std::to_string(inbound));
           plan.tls = engine::TlsClientSetup{client_ctx_, "server.shop", {}, {}, {}, {}};
+          plan.observer = std::make_unique<NamedObserver>("out");
           return plan;
         })});
   }
@@ -130,7 +147,14 @@ class HandoverTest : public ::testing::Test {
 
 TEST_F(HandoverTest, EveryStreamMovesToTheNewEngineWithoutALostByte) {
   auto streams = openStreams(4);
-  auto receiver = HandoverReceiver::start(path_, *next_, [] { return std::nullopt; }, {});
+  std::mutex mutex;
+  std::multiset<std::string> reports;  // what each connection's old observer handed on
+  auto receiver = HandoverReceiver::start(path_, *next_, [] { return std::nullopt; },
+                                          [&](const engine::HandedConnection& handed) -> std::unique_ptr<engine::ConnectionObserver> {
+                                            std::lock_guard lock(mutex);
+                                            reports.insert(handed.observer_state);
+                                            return nullptr;
+                                          });
   ASSERT_TRUE(receiver) << receiver.error().describe();
   Result<HandoverReport> report = handOverTo(path_, *old_, HandOverOptions{.agent_version = "test"}, {});
   ASSERT_TRUE(report) << report.error().describe();
@@ -139,6 +163,11 @@ TEST_F(HandoverTest, EveryStreamMovesToTheNewEngineWithoutALostByte) {
   EXPECT_EQ(report->stayed, 0u);
   EXPECT_EQ(report->returned, 0u);
   EXPECT_TRUE(waitFor([&] { return (*receiver)->adopted() == 8; }));  // it says Taken first, then adopts
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(reports.count("report of in"), 4u);
+    EXPECT_EQ(reports.count("report of out"), 4u);
+  }
   // The old engine holds nothing: it could exit now.
   EXPECT_TRUE(waitFor([&] { return old_->counters().active == 0; }));
   old_.reset();
