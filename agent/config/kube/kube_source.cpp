@@ -581,6 +581,28 @@ struct Reflector {
 };
 
 
+// `held` keeps only what `wanted` names; a fresh answer replaces what it
+// held (nullopt: there is none now). Whether anything changed.
+template <typename T>
+bool refreshHeld(std::map<SecretName, T>& held, const std::set<SecretName>& wanted,
+                 std::map<SecretName, std::optional<T>>& fresh) {
+  bool changed = std::erase_if(held, [&](const auto& entry) { return !wanted.contains(entry.first); }) > 0;
+  for (auto& [name, value] : fresh) {
+    if (!wanted.contains(name)) continue;
+    auto it = held.find(name);
+    if (!value) {
+      if (it != held.end()) {
+        held.erase(it);
+        changed = true;
+      }
+    } else if (it == held.end() || !(it->second == *value)) {
+      held[name] = std::move(*value);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 // Reads the Secrets that poll() found named, one GET each: 404 is "not
 // there" (the connection that needs it is refused, with the name), anything
 // else keeps what was read before. No list or watch: a node's agent holds
@@ -683,7 +705,7 @@ struct SecretReader {
         }
         read_now.emplace(name, std::move(*secret));
       }
-      std::map<SecretName, SecretAccess> reviewed;
+      std::map<SecretName, std::optional<SecretAccess>> reviewed;
       for (const SecretName& account : accounts) {
         if (sh->stopping) break;
         SecretAccess access = review(account);
@@ -694,44 +716,8 @@ struct SecretReader {
         reviewed.emplace(account, std::move(access));
       }
       std::unique_lock lock(sh->mutex);
-      bool changed = false;
-      for (auto it = sh->access_held.begin(); it != sh->access_held.end();) {
-        if (!sh->access_wanted.contains(it->first)) {
-          it = sh->access_held.erase(it);
-          changed = true;
-        } else {
-          ++it;
-        }
-      }
-      for (auto& [account, access] : reviewed) {
-        if (!sh->access_wanted.contains(account)) continue;
-        auto held = sh->access_held.find(account);
-        if (held == sh->access_held.end() || !(held->second == access)) {
-          sh->access_held[account] = std::move(access);
-          changed = true;
-        }
-      }
-      for (auto it = sh->secrets_held.begin(); it != sh->secrets_held.end();) {
-        if (!sh->secrets_wanted.contains(it->first)) {
-          it = sh->secrets_held.erase(it);
-          changed = true;
-        } else {
-          ++it;
-        }
-      }
-      for (auto& [name, secret] : read_now) {
-        if (!sh->secrets_wanted.contains(name)) continue;
-        auto held = sh->secrets_held.find(name);
-        if (!secret) {
-          if (held != sh->secrets_held.end()) {
-            sh->secrets_held.erase(held);
-            changed = true;
-          }
-        } else if (held == sh->secrets_held.end() || !(held->second == *secret)) {
-          sh->secrets_held[name] = std::move(*secret);
-          changed = true;
-        }
-      }
+      const bool changed = refreshHeld(sh->access_held, sh->access_wanted, reviewed) |
+                           refreshHeld(sh->secrets_held, sh->secrets_wanted, read_now);
       SourceKindStatus& st = sh->secrets_status;
       st.objects = sh->secrets_held.size();
       st.errors += errors;
