@@ -8,10 +8,13 @@
 # is the DaemonSet's surge: a new agent starts beside the old one, becomes
 # ready, then the old one gets SIGTERM, hands every established connection
 # over (sockets and queued bytes, docs/upgrade.md) and exits. At the end
-# every connection is ended cleanly and every byte checked. Prints the
-# handover figures: connections taken, time per handover, the streams'
-# longest stall. (TLS state crosses in the engine and upgrade unit tests;
-# HBONE tunnels, meshlock-to-meshlock by default, drain: docs/upgrade.md.)
+# every connection is ended cleanly and every byte checked. Both nodes are
+# upgraded, in turns: node-a's agent holds, for shop/web, the connections
+# legacy/client (outside the mesh) makes to web's echo server, which it
+# relays inbound in plaintext (PERMISSIVE): two streams, an idle one and 200
+# small ones. Prints the handover figures: connections taken, time per
+# handover, the streams' longest stall. (HBONE tunnels, meshlock-to-meshlock
+# by default, drain: docs/upgrade.md.)
 E2E_NAME=s32
 DRAIN_DEADLINE=30
 source "$(dirname "$0")/../lib/cluster.sh"
@@ -41,18 +44,28 @@ else
   BG_PIDS+=($!)
 fi
 wait_listening legacy/db 5432 || die "the echo server did not start: $(cat "$out")"
+SMALL_A=${S32_SMALL_A:-200}
+in_pod shop/web "$PEER" serve --port 8080 --max-connections 4000 --idle-timeout 3600 >>"$WORK/serve-web.log" 2>&1 &
+BG_PIDS+=($!)
+wait_listening shop/web 8080 || die "web's echo server did not start: $(cat "$WORK/serve-web.log")"
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 progress() { cat "$WORK/progress" 2>/dev/null || echo 0; }
+progress_a() { cat "$WORK/progress-a" 2>/dev/null || echo 0; }
 
 in_pod shop/client python3 "$HERE/upgrade_client.py" --to 10.96.20.20:5432 --small "$SMALL" \
   --stop-file "$WORK/client.stop" --progress-file "$WORK/progress" --max-seconds 200 >"$WORK/client.json" 2>"$WORK/client.err" &
 client_pid=$!
 BG_PIDS+=($!)
+in_pod legacy/client python3 "$HERE/upgrade_client.py" --to 10.96.10.10:80 --streams 1 --small "$SMALL_A" \
+  --stop-file "$WORK/client.stop" --progress-file "$WORK/progress-a" --max-seconds 200 >"$WORK/client-a.json" 2>"$WORK/client-a.err" &
+client_a_pid=$!
+BG_PIDS+=($!)
 # Opening them takes about a second per 200 (each checked with an echo).
-for _ in $(seq $((300 + SMALL / 10))); do [ -e "$WORK/progress.ready" ] && break; sleep 0.1; done
+for _ in $(seq $((300 + SMALL / 10))); do [ -e "$WORK/progress.ready" ] && [ -e "$WORK/progress-a.ready" ] && break; sleep 0.1; done
 [ -e "$WORK/progress.ready" ] || die "the client did not open its connections: $(cat "$WORK/client.err")"
-log "client: 5 streams, 1 idle and $SMALL small connections open"
+[ -e "$WORK/progress-a.ready" ] || die "legacy/client did not open its connections: $(cat "$WORK/client-a.err")"
+log "client: 5 streams, 1 idle and $SMALL small connections open; legacy/client to web: 2 streams, 1 idle, $SMALL_A small"
 
 # A stream that stalls shows as a gap between progress samples: the longest
 # gap (ms) while the progress counter did not move, sampled every 50 ms.
@@ -102,34 +115,44 @@ upgrade() {  # NODE ROUND
 }
 
 for round in 1 2 3; do
-  for node in node-b; do
-    before=$(progress)
+  for node in node-b node-a; do
+    before=$(progress); before_a=$(progress_a)
     upgrade "$node" "$round"
-    for _ in $(seq 100); do [ "$(progress)" -gt $((before + 1000000)) ] && break; sleep 0.1; done
-    [ "$(progress)" -gt $((before + 1000000)) ] || fail "$node round $round: the streams stopped after the upgrade"
+    for _ in $(seq 100); do
+      [ "$(progress)" -gt $((before + 1000000)) ] && [ "$(progress_a)" -gt $((before_a + 1000000)) ] && break
+      sleep 0.1
+    done
+    [ "$(progress)" -gt $((before + 1000000)) ] || fail "$node round $round: shop/client's streams stopped after the upgrade"
+    [ "$(progress_a)" -gt $((before_a + 1000000)) ] || fail "$node round $round: legacy/client's streams stopped after the upgrade"
   done
 done
 
 touch "$WORK/watch.stop" "$WORK/client.stop"
-rc=0; wait "$client_pid" || rc=$?
-summary=$(cat "$WORK/client.json")
-log "client: $summary"
-[ "$rc" = 0 ] || fail "connections broke or lost bytes across the upgrades: $summary $(tail -3 "$WORK/client.err")"
-python3 - "$summary" "$SMALL" <<'PY' || fail "the client's summary is not what three clean upgrades give"
+for who in client client-a; do
+  if [ "$who" = client ]; then pid=$client_pid; small=$SMALL; else pid=$client_a_pid; small=$SMALL_A; fi
+  rc=0; wait "$pid" || rc=$?
+  summary=$(cat "$WORK/$who.json")
+  log "$who: $summary"
+  [ "$rc" = 0 ] || fail "$who: connections broke or lost bytes across the upgrades: $summary $(tail -3 "$WORK/$who.err")"
+  python3 - "$summary" "$small" <<'PY' || fail "$who: the summary is not what clean upgrades give"
 import json, sys
 s = json.loads(sys.argv[1])
 assert s["error_count"] == 0, s["errors"]
 assert s["small"] == int(sys.argv[2]), s
 assert min(s["stream_bytes"]) > 1_000_000, s["stream_bytes"]
 PY
+done
 
-# Three handovers, each of every connection.
-[ "$(wc -l <"$WORK/handovers")" = 3 ] || fail "$(wc -l <"$WORK/handovers") handovers logged, want 3"
+# Three handovers per node, each of every connection.
+[ "$(wc -l <"$WORK/handovers")" = 6 ] || fail "$(wc -l <"$WORK/handovers") handovers logged, want 6"
 while read -r node round gone _ taken _; do
-  [ "$taken" -ge "$SMALL" ] || fail "$node round $round: only $taken connections handed over"
+  want=$SMALL; [ "$node" = node-a ] && want=$SMALL_A
+  [ "$taken" -ge "$want" ] || fail "$node round $round: only $taken connections handed over"
 done <"$WORK/handovers"
 # The old agents cut nothing at exit.
-n=$(grep -c "drained: 0 connections still open at exit" "$WORK/agent-node-b.log")
-[ "$n" = 3 ] || fail "node-b: $n of 3 old agents exited with nothing left"
+for node in node-a node-b; do
+  n=$(grep -c "drained: 0 connections still open at exit" "$WORK/agent-$node.log")
+  [ "$n" = 3 ] || fail "$node: $n of 3 old agents exited with nothing left"
+done
 log "figures: longest stall of the streams $(cat "$WORK/stall.max") ms (sampled every 50 ms); per handover: $(awk '{printf "%s/%s %s ms to exit, %s taken; ", $1, $2, $3, $5}' "$WORK/handovers")"
 log "done"
