@@ -341,3 +341,29 @@ stop_agent() {
   wait "$pid" 2>/dev/null || true
   STOPPED_MS=$(( ($(date +%s%N) - start) / 1000000 ))
 }
+# surge_upgrade NODE ROUND: the DaemonSet's surge (docs/upgrade.md): a new
+# agent starts beside NODE's running one (admin and metrics ports of its own
+# in the node's netns, numbered by ROUND) and takes over its admin socket;
+# the old one gets SIGTERM, hands its established connections over and must
+# exit within 15 s. Sets UPGRADE_GONE_MS (SIGTERM to exit) and UPGRADE_LINE
+# (the old agent's handover log line) and appends "NODE ROUND MS LINE" to
+# $WORK/handovers; a failure is counted with fail.
+surge_upgrade() {
+  local node=$1 round=$2 old sigterm rc=0
+  old=${AGENT_PID_OF[$node]}
+  start_agent "$node" --admin-socket-take-over on --admin-address "127.0.0.1:$((15100 + round))" \
+    --metrics-address "127.0.0.1:$((15200 + round))"
+  sigterm=$(date +%s%N)
+  kill -TERM "$old"
+  for _ in $(seq 150); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$old" 2>/dev/null; then
+    fail "$node round $round: the old agent still runs 15 s after SIGTERM"
+    return
+  fi
+  wait "$old" || rc=$?
+  [ "$rc" = 0 ] || fail "$node round $round: the old agent exited $rc"
+  UPGRADE_GONE_MS=$(( ($(date +%s%N) - sigterm) / 1000000 ))
+  UPGRADE_LINE=$(grep -o "handover: [0-9]* established connections taken.*" "$WORK/agent-$node.log" | tail -1)
+  [ -n "$UPGRADE_LINE" ] || fail "$node round $round: no handover logged"
+  echo "$node $round $UPGRADE_GONE_MS $UPGRADE_LINE" >>"$WORK/handovers"
+}

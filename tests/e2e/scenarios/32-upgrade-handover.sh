@@ -85,39 +85,12 @@ stall_watch() {
 stall_watch &
 BG_PIDS+=($!)
 
-upgrade() {  # NODE ROUND
-  local node=$1 round=$2 old sigterm gone line
-  old=${AGENT_PID_OF[$node]}
-  log "$node round $round: the agent relays $(agent_status "$node" 's["connections"]["active"]') connections"
-  if [ -n "${S32_DEBUG:-}" ]; then
-    curl -s --unix-socket "$WORK/admin-$node.sock" http://agent/connections >"$WORK/connections-$round.json"
-    "$AGENT" capture-status --pin-dir "$(pin_dir "$node")" >"$WORK/capture-$round.json"
-    in_pod shop/client ss -Htn >"$WORK/ss-client-$round.txt"
-    in_pod legacy/db ss -Htn >"$WORK/ss-db-$round.txt"
-  fi
-  # Beside the old one in the node's netns: admin and metrics ports of its own.
-  start_agent "$node" --admin-socket-take-over on --admin-address "127.0.0.1:$((15100 + round))" \
-    --metrics-address "127.0.0.1:$((15200 + round))"
-  sigterm=$(now_ms)
-  kill -TERM "$old"
-  for _ in $(seq 150); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$old" 2>/dev/null; then
-    fail "$node round $round: the old agent still runs 15 s after SIGTERM"
-    return
-  fi
-  local rc=0; wait "$old" || rc=$?
-  [ "$rc" = 0 ] || fail "$node round $round: the old agent exited $rc"
-  gone=$(( $(now_ms) - sigterm ))
-  line=$(grep -o "handover: [0-9]* established connections taken.*" "$WORK/agent-$node.log" | tail -1)
-  [ -n "$line" ] || fail "$node round $round: no handover logged"
-  log "$node round $round: old agent gone $gone ms after SIGTERM; $line"
-  echo "$node $round $gone $line" >>"$WORK/handovers"
-}
-
 for round in 1 2 3; do
   for node in node-b node-a; do
     before=$(progress); before_a=$(progress_a)
-    upgrade "$node" "$round"
+    log "$node round $round: the agent relays $(agent_status "$node" 's["connections"]["active"]') connections"
+    surge_upgrade "$node" "$round"
+    log "$node round $round: old agent gone $UPGRADE_GONE_MS ms after SIGTERM; $UPGRADE_LINE"
     for _ in $(seq 100); do
       [ "$(progress)" -gt $((before + 1000000)) ] && [ "$(progress_a)" -gt $((before_a + 1000000)) ] && break
       sleep 0.1
