@@ -148,19 +148,46 @@ std::size_t Engine::reauthorize(const Reauthorizer& decide) {
   return total;
 }
 
-HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout) {
+HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout, const HandedSink& each) {
   auto collector = std::make_shared<HandoverCollector>();
   collector->marking = workers_.size();
   for (const auto& worker : workers_) {
     Worker* w = worker.get();
     w->post([w, collector] { w->handOver(collector); });
   }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock lock(collector->mutex);
-  collector->changed.wait_for(lock, timeout, [&] { return collector->marking == 0 && collector->outstanding == 0; });
+  for (;;) {
+    auto all_out = [&] { return collector->marking == 0 && collector->outstanding == 0; };
+    const bool woke = collector->changed.wait_until(
+        lock, deadline, [&] { return !collector->outcome.connections.empty() || all_out(); });
+    std::vector<HandedConnection> ready = std::move(collector->outcome.connections);
+    collector->outcome.connections.clear();
+    if (!ready.empty()) {
+      lock.unlock();
+      for (HandedConnection& c : ready) each(std::move(c));
+      lock.lock();
+      deadline = std::chrono::steady_clock::now() + timeout;  // still moving: wait on
+    }
+    if (!woke || (all_out() && collector->outcome.connections.empty())) break;
+  }
   // Those still quiescing (or not yet offered) stay and carry on here.
   collector->closed = true;
   collector->outcome.stayed += collector->outstanding;
-  return std::move(collector->outcome);
+  // Any that left between the last wait and `closed` are handed on too.
+  std::vector<HandedConnection> late = std::move(collector->outcome.connections);
+  collector->outcome.connections.clear();
+  HandoverOutcome outcome = std::move(collector->outcome);
+  lock.unlock();
+  for (HandedConnection& c : late) each(std::move(c));
+  return outcome;
+}
+
+HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout) {
+  std::vector<HandedConnection> all;
+  HandoverOutcome outcome = handOver(timeout, [&](HandedConnection&& c) { all.push_back(std::move(c)); });
+  outcome.connections = std::move(all);
+  return outcome;
 }
 
 Status Engine::adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer) {

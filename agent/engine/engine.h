@@ -301,7 +301,14 @@ class Engine {
   // An agent upgrade (engine/handover.h): every established connection that
   // can be carried on elsewhere stops reading, lets what is in flight land
   // and leaves with its sockets and TLS state; the rest stays and drains.
-  // Waits up to `timeout`: one that quiesces later stays here.
+  // Each one is given to `each` (on the caller's thread) as soon as it has
+  // left, so it waits only for itself, not for every other connection to
+  // quiesce. Gives up once none has left for `timeout`: one that quiesces
+  // later stays here. The outcome's `connections` is empty; `stayed` counts
+  // the rest.
+  using HandedSink = std::function<void(HandedConnection&&)>;
+  [[nodiscard]] HandoverOutcome handOver(std::chrono::milliseconds timeout, const HandedSink& each);
+  // The same, every connection collected into the outcome.
   [[nodiscard]] HandoverOutcome handOver(std::chrono::milliseconds timeout);
   // Carries on a connection another engine handed over, as established.
   [[nodiscard]] Status adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer);

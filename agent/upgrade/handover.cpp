@@ -60,12 +60,11 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     return report;
   }
 
-  engine::HandoverOutcome outcome = engine.handOver(options.quiesce);
-  report.stayed = outcome.stayed;
   // Offered and not yet taken: still ours (our copies of the sockets stay open).
   std::map<uint64_t, engine::HandedConnection> offered;
   std::vector<engine::HandedConnection> back;  // never offered after all: carried on here
   std::optional<Error> broken;
+  uint64_t sent = 0;
   auto takeReplies = [&](std::chrono::milliseconds wait) -> Status {
     for (;;) {
       Result<std::optional<HandoverChannel::Packet>> received = channel->receive(wait);
@@ -79,31 +78,36 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
       if (offered.empty() || wait.count() > 0) return {};
     }
   };
+  // Each connection goes as soon as the engine has let it go: it pauses for
+  // its own quiesce and crossing, not for every other connection's.
   uint64_t next_id = 1;
-  for (engine::HandedConnection& connection : outcome.connections) {
+  auto offer = [&](engine::HandedConnection&& connection) {
     if (broken) {
       back.push_back(std::move(connection));
-      continue;
+      return;
     }
     const uint64_t id = next_id++;
     const std::string packet = encodeConnection(id, connection);
     if (packet.size() > channel->maxPacket()) {  // more queued than the socket takes at once: it stays
       back.push_back(std::move(connection));
-      continue;
+      return;
     }
     const int fds[2] = {connection.down.fd.get(), connection.up.fd.get()};
-    if (Status sent = channel->send(std::as_bytes(std::span(packet)), fds, options.reply); !sent) {
-      broken = sent.error();  // the new agent went away: this one and the rest stay
+    if (Status status = channel->send(std::as_bytes(std::span(packet)), fds, options.reply); !status) {
+      broken = status.error();  // the new agent went away: this one and the rest stay
       back.push_back(std::move(connection));
-      continue;
+      return;
     }
+    ++sent;
     offered.emplace(id, std::move(connection));
     if (channel->readable()) {
       if (Status replies = takeReplies(0ms); !replies) broken = replies.error();
     }
-  }
+  };
+  engine::HandoverOutcome outcome = engine.handOver(options.quiesce, offer);
+  report.stayed = outcome.stayed;
   if (!broken) {
-    const std::string done = encodeDone(outcome.connections.size() - back.size(), outcome.stayed);
+    const std::string done = encodeDone(sent, outcome.stayed);
     if (Status sent = channel->send(std::as_bytes(std::span(done)), {}, options.reply); !sent) broken = sent.error();
   }
   const auto deadline = std::chrono::steady_clock::now() + options.reply;

@@ -33,7 +33,10 @@ struct HandoverReport {
 
 struct HandOverOptions {
   std::string agent_version;
-  std::chrono::milliseconds quiesce{2000};  // Engine::handOver's wait
+  // Engine::handOver's patience: it stops once no connection has quiesced for
+  // this long. Each one goes as soon as it has (no stream waits for the
+  // others), so thousands take as long as they take (~0.3 ms each here).
+  std::chrono::milliseconds quiesce{2000};
   std::chrono::milliseconds reply{5000};    // for the new agent's Welcome and Taken
   uint64_t instance = 0;                    // this agent's HandoverReceiver::instance(), if it has one
 };
