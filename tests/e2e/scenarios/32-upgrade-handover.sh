@@ -40,7 +40,7 @@ if [ -n "${S32_TLS:-}" ]; then
     "$WORK/ext/root-cert.pem" >"$WORK/dr.yaml"
   apply "$WORK/dr.yaml"
 else
-  in_pod legacy/db "$PEER" serve --port 5432 --max-connections 4000 --idle-timeout 3600 >>"$out" 2>&1 &
+  in_pod legacy/db "$PEER" serve --port 5432 --max-connections 12000 --idle-timeout 3600 >>"$out" 2>&1 &
   BG_PIDS+=($!)
 fi
 wait_listening legacy/db 5432 || die "the echo server did not start: $(cat "$out")"
