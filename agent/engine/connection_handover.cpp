@@ -23,9 +23,12 @@ bool Connection::beginHandover(std::shared_ptr<HandoverCollector> collector) {
   }
   MESHLOCK_CHECK(tls_sides <= 1);
   handover_ = std::move(collector);
-  // Stop reading and sending; what is in flight lands in the queues.
+  // Stop reading and sending; what is in flight lands in the queues. One
+  // cancel per operation, by request: a cancel by fd walks every operation
+  // in the ring, which at thousands of connections stalled this loop.
   for (Side& s : sides_) {
-    if (s.recv_armed || s.send_armed) worker_.io().cancel(s.fd.get());
+    if (s.recv_armed) worker_.io().cancel(s.recv_request);
+    if (s.send_armed) worker_.io().cancel(s.send_request);
   }
   if (pending_ == 0) finishHandover();
   return true;

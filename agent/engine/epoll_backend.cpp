@@ -98,6 +98,13 @@ class EpollBackend final : public IoBackend {
     }
   }
 
+  void cancel(IoRequest& request) override {
+    Slot& s = slot(request.fd);
+    for (IoRequest** pending : {&s.accept, &s.recv, &s.send, &s.connect}) {
+      if (*pending == &request) cancelled_.push_back(std::exchange(*pending, nullptr));
+    }
+  }
+
   void forget(int fd) override {
     Slot& s = slot(fd);
     MESHLOCK_CHECK(s.accept == nullptr && s.recv == nullptr && s.send == nullptr && s.connect == nullptr);

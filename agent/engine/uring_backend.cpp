@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <vector>
@@ -119,6 +120,19 @@ class UringBackend final : public IoBackend {
     }
     io_uring_sqe* sqe = nextSqe();
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, kIgnoredCompletion);
+  }
+
+  void cancel(IoRequest& request) override {
+    // A receive waiting for a free buffer is not in the kernel yet.
+    if (auto it = std::find(starved_.begin(), starved_.end(), &request); it != starved_.end()) {
+      *it = starved_.back();
+      starved_.pop_back();
+      cancelled_.push_back(&request);
+      return;
+    }
+    io_uring_sqe* sqe = nextSqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&request), 0);
     io_uring_sqe_set_data64(sqe, kIgnoredCompletion);
   }
 
