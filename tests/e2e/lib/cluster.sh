@@ -76,6 +76,17 @@ make_ca() {
     chmod 600 ca-key.pem
   )
 }
+# ext_leaf NAME SAN: a leaf from the CA make_ca made in $WORK/ext (server and
+# client use): $WORK/NAME.pem, $WORK/NAME-key.pem, and $WORK/NAME-chain.pem
+# (the leaf, then the intermediate).
+ext_leaf() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$2" >"$WORK/$1.ext"
+  openssl x509 -req -in "$WORK/$1.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
+    -CAcreateserial -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
+  cat "$WORK/$1.pem" "$WORK/ext/ca-cert.pem" >"$WORK/$1-chain.pem"
+}
 
 status_json() { "$MESHSIM" status --name "$RUN" -o json; }
 node_field() { status_json | /usr/bin/python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['nodes'] if x['name']=='$1'][0]; print(n['$2'])"; }

@@ -9,16 +9,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cluster_up "$HERE/cluster.yaml"
 
 make_ca "$WORK/ext"
-cert() {  # cert NAME SAN: a leaf from the external CA
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
-    -keyout "$WORK/$1-key.pem" -out "$WORK/$1.csr" 2>/dev/null
-  printf 'subjectAltName=%s\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$2" >"$WORK/$1.ext"
-  openssl x509 -req -in "$WORK/$1.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
-    -CAcreateserial -days 1 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
-  cat "$WORK/$1.pem" "$WORK/ext/ca-cert.pem" >"$WORK/$1-chain.pem"
-}
-cert server DNS:db.legacy.svc.cluster.local
-cert client DNS:client.shop
+ext_leaf server DNS:db.legacy.svc.cluster.local
+ext_leaf client DNS:client.shop
 cp "$WORK/ext/root-cert.pem" "$WORK/ext-root.pem"
 
 server() {  # server [EXTRA s_server FLAGS]: one connection, then it exits

@@ -28,13 +28,8 @@ cluster_up "$HERE/cluster.yaml"
 out="$WORK/serve-db.log"
 if [ -n "${S32_TLS:-}" ]; then
   make_ca "$WORK/ext"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=db" \
-    -keyout "$WORK/db-key.pem" -out "$WORK/db.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:db.legacy.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >"$WORK/db.ext"
-  openssl x509 -req -in "$WORK/db.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
-    -CAcreateserial -days 1 -extfile "$WORK/db.ext" -out "$WORK/db-leaf.pem" 2>/dev/null
-  cat "$WORK/db-leaf.pem" "$WORK/ext/ca-cert.pem" >"$WORK/db.pem"
-  in_pod legacy/db python3 "$HERE/tls_echo_server.py" --port 5432 --cert "$WORK/db.pem" --key "$WORK/db-key.pem" >>"$out" 2>&1 &
+  ext_leaf db DNS:db.legacy.svc.cluster.local
+  in_pod legacy/db python3 "$HERE/tls_echo_server.py" --port 5432 --cert "$WORK/db-chain.pem" --key "$WORK/db-key.pem" >>"$out" 2>&1 &
   BG_PIDS+=($!)
   printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\nspec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls: {mode: SIMPLE, sni: db.legacy.svc.cluster.local, caCertificates: %s}\n' \
     "$WORK/ext/root-cert.pem" >"$WORK/dr.yaml"

@@ -15,11 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cluster_up "$HERE/cluster.yaml"
 
 make_ca "$WORK/ext"
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=db" \
-  -keyout "$WORK/db-key.pem" -out "$WORK/db.csr" 2>/dev/null
-printf 'subjectAltName=DNS:db.legacy.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >"$WORK/db.ext"
-openssl x509 -req -in "$WORK/db.csr" -CA "$WORK/ext/ca-cert.pem" -CAkey "$WORK/ext/ca-key.pem" \
-  -CAcreateserial -days 1 -extfile "$WORK/db.ext" -out "$WORK/db-leaf.pem" 2>/dev/null
+ext_leaf db DNS:db.legacy.svc.cluster.local
 printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\nspec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls: {mode: SIMPLE, sni: db.legacy.svc.cluster.local, caCertificates: %s}\n' \
   "$WORK/ext/root-cert.pem" >"$WORK/dr.yaml"
 apply "$WORK/dr.yaml"
@@ -31,7 +27,7 @@ apply "$WORK/dr.yaml"
 # waits for the other end.)
 mkfifo "$WORK/server.in" "$WORK/app.in"
 exec 7<>"$WORK/app.in" 8<>"$WORK/server.in"
-in_pod legacy/db timeout 120 openssl s_server -accept 5432 -naccept 1 -tls1_3 -msg -cert "$WORK/db-leaf.pem" \
+in_pod legacy/db timeout 120 openssl s_server -accept 5432 -naccept 1 -tls1_3 -msg -cert "$WORK/db.pem" \
   -cert_chain "$WORK/ext/ca-cert.pem" -key "$WORK/db-key.pem" <"$WORK/server.in" >"$WORK/server.out" 2>&1 &
 BG_PIDS+=($!)
 wait_listening legacy/db 5432 || die "s_server did not start: $(cat "$WORK/server.out")"
