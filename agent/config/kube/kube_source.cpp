@@ -122,6 +122,15 @@ struct KubeSource::Shared {
   SourceKindStatus secrets_status{.name = "secrets.referenced", .api_version = "v1", .state = "listed",
                                   .listed = true, .connected = true};
 
+  // A request with the current token; after a 401 the token is reread and,
+  // if it changed, the request is made once more.
+  template <typename Call>
+  Result<HttpResponse> withToken(const Call& call) {
+    auto r = call(token ? token->current() : std::string());
+    if (r && r->status == 401 && token && token->refresh()) r = call(token->current());
+    return r;
+  }
+
   bool allListed() const {
     return std::all_of(kinds.begin(), kinds.end(), [](const KindStore& k) { return k.status.listed; });
   }
@@ -320,11 +329,8 @@ struct Reflector {
     return selector.empty() ? "" : "&fieldSelector=" + urlEncode(selector);
   }
 
-  // A request with the current token; after a 401 the token is reread and, if it changed, tried once more.
   Result<HttpResponse> get(const std::string& target) {
-    auto r = http->get(target, sh->token ? sh->token->current() : "");
-    if (r && r->status == 401 && sh->token && sh->token->refresh()) r = http->get(target, sh->token->current());
-    return r;
+    return sh->withToken([&](const std::string& bearer) { return http->get(target, bearer); });
   }
 
   Outcome classify(const HttpResponse& r, const std::string& what) {
@@ -501,10 +507,7 @@ struct Reflector {
       }
       return true;
     };
-    auto r = http->stream(target, sh->token ? sh->token->current() : "", on_data);
-    if (r && r->status == 401 && sh->token && sh->token->refresh()) {
-      r = http->stream(target, sh->token->current(), on_data);
-    }
+    auto r = sh->withToken([&](const std::string& bearer) { return http->stream(target, bearer, on_data); });
     if (opened) sh->connected(index, false);
     if (outcome == Outcome::kStopped || sh->stopping) return Outcome::kStopped;
     if (!r) return transportFailed(r.error());
@@ -612,14 +615,15 @@ struct SecretReader {
   std::shared_ptr<KubeSource::Shared> sh;
   std::unique_ptr<HttpTransport> http;
 
-  Result<HttpResponse> get(const std::string& target) {
+  // One request on this reader's connection (opened when needed, dropped after a transport failure).
+  template <typename Call>
+  Result<HttpResponse> request(const Call& call) {
     if (!http) {
       auto opened = sh->transports->open();
       if (!opened) return std::unexpected(opened.error());
       http = std::move(*opened);
     }
-    auto r = http->get(target, sh->token ? sh->token->current() : "");
-    if (r && r->status == 401 && sh->token && sh->token->refresh()) r = http->get(target, sh->token->current());
+    auto r = sh->withToken([&](const std::string& bearer) { return call(*http, bearer); });
     if (!r) http.reset();
     return r;
   }
@@ -627,7 +631,7 @@ struct SecretReader {
   // One Secret: the Secret, nullopt when absent, or an error.
   Result<std::optional<Secret>> read(const SecretName& name) {
     const std::string target = "/api/v1/namespaces/" + urlEncode(name.ns) + "/secrets/" + urlEncode(name.name);
-    auto r = get(target);
+    auto r = request([&](HttpTransport& h, const std::string& bearer) { return h.get(target, bearer); });
     if (!r) return std::unexpected(r.error().context("get Secret " + name.toString()));
     if (r->status == 404) return std::optional<Secret>();
     if (r->status != 200) {
@@ -652,20 +656,9 @@ struct SecretReader {
                        {"spec", {{"user", "system:serviceaccount:" + account.ns + ":" + account.name},
                                  {"resourceAttributes", {{"namespace", account.ns}, {"verb", "list"}, {"resource", "secrets"}}}}}};
     const std::string target = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
-    if (!http) {
-      auto opened = sh->transports->open();
-      if (!opened) {
-        access.reason = "SubjectAccessReview: " + opened.error().describe();
-        return access;
-      }
-      http = std::move(*opened);
-    }
-    auto r = http->send("POST", target, sh->token ? sh->token->current() : "", body.dump());
-    if (r && r->status == 401 && sh->token && sh->token->refresh()) {
-      r = http->send("POST", target, sh->token->current(), body.dump());
-    }
+    const std::string text = body.dump();
+    auto r = request([&](HttpTransport& h, const std::string& bearer) { return h.send("POST", target, bearer, text); });
     if (!r) {
-      http.reset();
       access.reason = "SubjectAccessReview: " + r.error().describe();
       return access;
     }
