@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include "engine/ktls.h"
 #include "engine/tls_context.h"
 #include "test_support.h"
 
@@ -459,6 +462,196 @@ TEST(TlsRecordLayer, EverySuiteSealsWhatTheOtherEndOpens) {
     EXPECT_EQ(out, data) << suite;
     EXPECT_EQ((*s)->keys().read_sequence, 12u);
   }
+}
+
+// What the kernel does with one direction's tls12_crypto_info for TLS 1.3
+// (net/tls/tls_sw.c: tls_push_record, tls_make_aad; net/tls/tls.h:
+// tls_xor_iv_with_seq; the layout is linux/tls.h's): the nonce is salt‖iv
+// with the big-endian record sequence XORed into its last 8 bytes, the
+// additional data the record header, the sealed body the plaintext and its
+// inner content type. Written from the kernel's sources, not from ours.
+std::vector<uint8_t> kernelSealsRecord(const KtlsCryptoInfo& info, uint64_t records_before, std::string_view plain) {
+  const EVP_AEAD* aead = nullptr;
+  std::vector<uint8_t> key, nonce;
+  const unsigned char* rec_seq = nullptr;
+  switch (info.header().cipher_type) {
+    case TLS_CIPHER_AES_GCM_128: {
+      const auto& c = info.aes128();
+      aead = EVP_aead_aes_128_gcm();
+      key.assign(c.key, c.key + sizeof c.key);
+      nonce.assign(c.salt, c.salt + sizeof c.salt);
+      nonce.insert(nonce.end(), c.iv, c.iv + sizeof c.iv);
+      rec_seq = c.rec_seq;
+      break;
+    }
+    case TLS_CIPHER_AES_GCM_256: {
+      const auto& c = info.aes256();
+      aead = EVP_aead_aes_256_gcm();
+      key.assign(c.key, c.key + sizeof c.key);
+      nonce.assign(c.salt, c.salt + sizeof c.salt);
+      nonce.insert(nonce.end(), c.iv, c.iv + sizeof c.iv);
+      rec_seq = c.rec_seq;
+      break;
+    }
+    case TLS_CIPHER_CHACHA20_POLY1305: {
+      const auto& c = info.chacha();
+      aead = EVP_aead_chacha20_poly1305();
+      key.assign(c.key, c.key + sizeof c.key);
+      nonce.assign(c.iv, c.iv + sizeof c.iv);
+      rec_seq = c.rec_seq;
+      break;
+    }
+    default: ADD_FAILURE() << "cipher_type " << info.header().cipher_type; return {};
+  }
+  EXPECT_EQ(info.header().version, TLS_1_3_VERSION);
+  uint64_t sequence = 0;
+  for (int i = 0; i < 8; ++i) sequence = sequence << 8 | rec_seq[i];
+  sequence += records_before;
+  for (int i = 0; i < 8; ++i) nonce[4 + i] ^= static_cast<uint8_t>(sequence >> (56 - 8 * i));
+  std::vector<uint8_t> inner(plain.begin(), plain.end());
+  inner.push_back(23);  // application_data
+  const size_t length = inner.size() + 16;
+  std::vector<uint8_t> record(5 + length);
+  record[0] = 23;  // the outer type of every TLS 1.3 record, legacy version 3.3, length
+  record[1] = 3;
+  record[2] = 3;
+  record[3] = static_cast<uint8_t>(length >> 8);
+  record[4] = static_cast<uint8_t>(length);
+  bssl::ScopedEVP_AEAD_CTX ctx;
+  EXPECT_TRUE(EVP_AEAD_CTX_init(ctx.get(), aead, key.data(), key.size(), 16, nullptr));
+  size_t sealed = 0;
+  EXPECT_TRUE(EVP_AEAD_CTX_seal(ctx.get(), record.data() + 5, &sealed, length, nonce.data(), nonce.size(),
+                                inner.data(), inner.size(), record.data(), 5));
+  EXPECT_EQ(sealed, length);
+  return record;
+}
+
+std::vector<uint8_t> drain(ByteQueue& queue) {
+  std::vector<uint8_t> out(queue.size());
+  queue.read({reinterpret_cast<std::byte*>(out.data()), out.size()});
+  return out;
+}
+
+TEST(Ktls, TheKernelsFormOfOurKeysSealsWhatBoringSslSends) {
+  Pair pair = establishedPair();
+  // The client reads the server's tickets first: they count in its read sequence.
+  ASSERT_EQ(pair.server->write(bytes("tickets first")), TlsStatus::Done);
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), "tickets first");
+  Result<TrafficKeys> client = exportTrafficKeys(pair.client->ssl());
+  Result<TrafficKeys> server = exportTrafficKeys(pair.server->ssl());
+  ASSERT_TRUE(client && server);
+  ASSERT_EQ(client->cipher_suite, kTlsAes128GcmSha256) << "BoringSSL picks AES-128-GCM where AES is in hardware";
+  Result<KtlsCryptoInfo> tx = ktlsCryptoInfo(*client, KtlsDirection::Transmit);
+  Result<KtlsCryptoInfo> rx = ktlsCryptoInfo(*server, KtlsDirection::Receive);
+  ASSERT_TRUE(tx && rx);
+  EXPECT_EQ(tx->size(), sizeof(tls12_crypto_info_aes_gcm_128));
+  EXPECT_EQ(tx->header().cipher_type, TLS_CIPHER_AES_GCM_128);
+  // One direction, seen from both ends, is one key.
+  EXPECT_EQ(std::memcmp(tx->data(), rx->data(), tx->size()), 0);
+  // BoringSSL seals two records; the kernel, from the exported form, seals the same bytes.
+  ASSERT_EQ(pair.client->write(bytes("first record")), TlsStatus::Done);
+  const std::vector<uint8_t> first = drain(pair.client->output());
+  EXPECT_EQ(first, kernelSealsRecord(*tx, 0, "first record"));
+  ASSERT_EQ(pair.client->write(bytes("second")), TlsStatus::Done);
+  const std::vector<uint8_t> second = drain(pair.client->output());
+  EXPECT_EQ(second, kernelSealsRecord(*tx, 1, "second"));
+  // And the server's BoringSSL opens the kernel's record after them.
+  const std::vector<uint8_t> third = kernelSealsRecord(*rx, 2, " from the kernel");
+  for (const std::vector<uint8_t>* record : {&first, &second, &third})
+    pair.server->feed({reinterpret_cast<const std::byte*>(record->data()), record->size()});
+  EXPECT_EQ(readAllPlain(*pair.server), "first recordsecond from the kernel");
+}
+
+TEST(Ktls, EverySuiteAndSequenceNumberTakeTheKernelsLayout) {
+  for (uint16_t suite : {kTlsAes128GcmSha256, kTlsAes256GcmSha384, kTlsChacha20Poly1305Sha256}) {
+    const size_t length = suite == kTlsAes256GcmSha384 ? 48 : 32;
+    const uint64_t sequence = 0x0102030405060708;
+    TrafficKeys keys{.server = false, .cipher_suite = suite, .read_secret = std::vector<uint8_t>(length, 0x33),
+                     .write_secret = std::vector<uint8_t>(length, 0x44), .read_sequence = 1,
+                     .write_sequence = sequence};
+    Result<KtlsCryptoInfo> tx = ktlsCryptoInfo(keys, KtlsDirection::Transmit);
+    ASSERT_TRUE(tx) << suite;
+    const unsigned char* rec_seq = suite == kTlsAes128GcmSha256   ? tx->aes128().rec_seq
+                                   : suite == kTlsAes256GcmSha384 ? tx->aes256().rec_seq
+                                                                  : tx->chacha().rec_seq;
+    EXPECT_EQ(std::vector<uint8_t>(rec_seq, rec_seq + 8), (std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+    EXPECT_EQ(tx->size(), suite == kTlsAes128GcmSha256 ? 40u : 56u);
+    // Our own record layer, started at the same keys, writes what the kernel would.
+    auto layer = TlsRecordLayer::create(keys);
+    ASSERT_TRUE(layer);
+    ByteQueue wire;
+    ASSERT_EQ((*layer)->seal(bytes("abc"), wire), TlsStatus::Done);
+    ASSERT_EQ((*layer)->seal(bytes("defgh"), wire), TlsStatus::Done);
+    std::vector<uint8_t> expected = kernelSealsRecord(*tx, 0, "abc");
+    const std::vector<uint8_t> next = kernelSealsRecord(*tx, 1, "defgh");
+    expected.insert(expected.end(), next.begin(), next.end());
+    EXPECT_EQ(drain(wire), expected) << suite;
+  }
+  EXPECT_FALSE(ktlsCryptoInfo(0x1304, std::vector<uint8_t>(32, 1), 0));  // no CCM in BoringSSL
+  EXPECT_FALSE(ktlsCryptoInfo(kTlsAes256GcmSha384, std::vector<uint8_t>(32, 1), 0));
+}
+
+bool tlsUlpRegistered() {
+  std::ifstream file("/proc/sys/net/ipv4/tcp_available_ulp");
+  std::string word;
+  while (file >> word)
+    if (word == "tls") return true;
+  return false;
+}
+
+// A connected loopback TCP pair, blocking.
+std::pair<UniqueFd, UniqueFd> tcpPair() {
+  auto address = SocketAddress::parse("127.0.0.1:0");
+  auto listener = listenTcp(*address, 1);
+  EXPECT_TRUE(listener);
+  UniqueFd client = testing::connectTcp(testing::localPort(listener->get()));
+  int flags = fcntl(listener->get(), F_GETFL);
+  fcntl(listener->get(), F_SETFL, flags & ~O_NONBLOCK);
+  UniqueFd server(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+  testing::setRecvTimeout(client.get(), 5000);
+  testing::setRecvTimeout(server.get(), 5000);
+  return {std::move(client), std::move(server)};
+}
+
+// On a kernel with the tls ULP registered: the client's socket takes its
+// keys, and from then on plain send()/recv() talk TLS with a BoringSSL peer.
+// Elsewhere (this project's CI kernel has no CONFIG_TLS): TCP_ULP is refused,
+// and the socket carries on as it was.
+TEST(Ktls, TheSocketTakesTheKeysWhereTheKernelHasTls) {
+  auto [client_fd, server_fd] = tcpPair();
+  Pair pair = establishedPair();  // over memory; the keys then continue on the sockets
+  ASSERT_EQ(pair.server->write(bytes("tickets first")), TlsStatus::Done);
+  shuttle(*pair.server, *pair.client);
+  EXPECT_EQ(readAllPlain(*pair.client), "tickets first");
+  Result<TrafficKeys> keys = exportTrafficKeys(pair.client->ssl());
+  ASSERT_TRUE(keys);
+  Status installed = installKernelTls(client_fd.get(), *keys);
+  if (!tlsUlpRegistered()) {
+    ASSERT_FALSE(installed);
+    EXPECT_EQ(installed.error().sys_errno, ENOENT) << installed.error().describe();
+    EXPECT_NE(installed.error().message.find("TCP_ULP"), std::string::npos);
+    ASSERT_TRUE(testing::writeAll(client_fd.get(), "plain", 5));
+    char buf[5];
+    ASSERT_EQ(::recv(server_fd.get(), buf, sizeof buf, MSG_WAITALL), 5);
+    EXPECT_EQ(std::string(buf, 5), "plain");
+    return;
+  }
+  ASSERT_TRUE(installed) << installed.error().describe();
+  const std::string up = pattern(100000, 5);
+  ASSERT_TRUE(testing::writeAll(client_fd.get(), up.data(), up.size()));
+  ::shutdown(client_fd.get(), SHUT_WR);
+  std::string wire;
+  ASSERT_TRUE(testing::readToEof(server_fd.get(), wire));
+  pair.server->feed({reinterpret_cast<const std::byte*>(wire.data()), wire.size()});
+  EXPECT_EQ(readAllPlain(*pair.server), up);
+  const std::string down = pattern(50000, 6);
+  ASSERT_EQ(pair.server->write(bytes(down)), TlsStatus::Done);
+  const std::vector<uint8_t> sealed = drain(pair.server->output());
+  ASSERT_TRUE(testing::writeAll(server_fd.get(), sealed.data(), sealed.size()));
+  std::string got(down.size(), '\0');
+  ASSERT_EQ(::recv(client_fd.get(), got.data(), got.size(), MSG_WAITALL), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, down);
 }
 
 }  // namespace
