@@ -7,9 +7,8 @@
 namespace meshlock::config {
 
 Result<SecretName> credentialSecret(std::string_view credential_name, std::string_view client_ns) {
-  if (credential_name.starts_with(kConfigMapCredentialPrefix)) {
-    return fail("credentialName \"" + std::string(credential_name) +
-                "\" names a ConfigMap; meshlock reads CA certificates from Secrets only");
+  if (namesConfigMap(credential_name)) {
+    return fail("credentialName \"" + std::string(credential_name) + "\" names a ConfigMap, not a Secret");
   }
   std::string_view name = credential_name;
   if (name.starts_with(kSecretCredentialPrefix)) name.remove_prefix(kSecretCredentialPrefix.size());
@@ -20,6 +19,26 @@ Result<SecretName> credentialSecret(std::string_view credential_name, std::strin
                 std::string(client_ns) + ")");
   }
   return SecretName{std::string(client_ns), std::string(name)};
+}
+
+bool namesConfigMap(std::string_view credential_name) {
+  return credential_name.starts_with(kConfigMapCredentialPrefix);
+}
+
+Result<SecretName> credentialConfigMap(std::string_view credential_name) {
+  if (!namesConfigMap(credential_name)) {
+    return fail("credentialName \"" + std::string(credential_name) + "\" does not name a ConfigMap");
+  }
+  // ParseResourceName: strings.Split(res, "/"); parts after the second are ignored.
+  const std::string_view rest = credential_name.substr(kConfigMapCredentialPrefix.size());
+  const size_t slash = rest.find('/');
+  const std::string quoted = "\"" + std::string(credential_name) + "\"";
+  if (slash == std::string_view::npos) return fail("invalid resource name " + quoted + ". Expected namespace and name");
+  const std::string_view ns = rest.substr(0, slash);
+  const std::string_view name = rest.substr(slash + 1, rest.find('/', slash + 1) - slash - 1);
+  if (ns.empty()) return fail("invalid resource name " + quoted + ". Expected namespace");
+  if (name.empty()) return fail("invalid resource name " + quoted + ". Expected name");
+  return SecretName{std::string(ns), std::string(name)};
 }
 
 bool credentialApplies(const DestinationRule& rule) { return rule.workload_selector.has_value(); }
@@ -67,7 +86,22 @@ std::set<SecretName> credentialUsers(const ClusterState& state, std::string_view
   return users;
 }
 
+std::set<SecretName> referencedConfigMaps(const ClusterState& state) {
+  std::set<SecretName> wanted;
+  for (const DestinationRule& rule : state.destination_rules) {
+    auto want = [&](const std::optional<ClientTlsSettings>& tls) {
+      if (!tls || !namesConfigMap(tls->credential_name)) return;
+      if (auto name = credentialConfigMap(tls->credential_name)) wanted.insert(*name);
+    };
+    want(rule.tls);
+    for (const PortTlsSettings& port : rule.port_level) want(port.tls);
+  }
+  return wanted;
+}
+
 namespace {
+
+using Data = std::map<std::string, std::string>;
 
 const Secret* findSecret(const SharedList<Secret>& secrets, const SecretName& name) {
   for (const Secret& secret : secrets) {
@@ -76,20 +110,27 @@ const Secret* findSecret(const SharedList<Secret>& secrets, const SecretName& na
   return nullptr;
 }
 
-bool hasKeys(const Secret& s, std::initializer_list<const char*> keys) {
-  return std::all_of(keys.begin(), keys.end(), [&](const char* k) { return s.data.contains(k); });
+const ConfigMap* findConfigMap(const SharedList<ConfigMap>& maps, const SecretName& name) {
+  for (const ConfigMap& map : maps) {
+    if (map.meta.ref.ns == name.ns && map.meta.ref.name == name.name) return &map;
+  }
+  return nullptr;
 }
-bool hasValues(const Secret& s, std::initializer_list<const char*> keys) {
+
+bool hasKeys(const Data& data, std::initializer_list<const char*> keys) {
+  return std::all_of(keys.begin(), keys.end(), [&](const char* k) { return data.contains(k); });
+}
+bool hasValues(const Data& data, std::initializer_list<const char*> keys) {
   return std::all_of(keys.begin(), keys.end(), [&](const char* k) {
-    auto it = s.data.find(k);
-    return it != s.data.end() && !it->second.empty();
+    auto it = data.find(k);
+    return it != data.end() && !it->second.empty();
   });
 }
 
 // "a, b, c, and 2 more..." as Istio's truncatedKeysMessage writes it.
-std::string foundKeys(const Secret& s) {
+std::string foundKeys(const Data& data) {
   std::vector<std::string> keys;
-  for (const auto& [key, value] : s.data) keys.push_back(key);
+  for (const auto& [key, value] : data) keys.push_back(key);
   std::string out;
   for (std::size_t i = 0; i < keys.size() && i < 3; ++i) out += (i ? ", " : "") + keys[i];
   if (keys.size() > 3) out += ", and " + std::to_string(keys.size() - 3) + " more...";
@@ -98,17 +139,58 @@ std::string foundKeys(const Secret& s) {
 
 std::string describe(const SecretName& name) { return "Secret " + name.toString(); }
 
-Status refuseCrl(const Secret& s, const char* key, const SecretName& name) {
-  if (auto it = s.data.find(key); it != s.data.end() && !it->second.empty()) {
-    return fail(describe(name) + " has a CRL (" + key +
+// `what`: "Secret shop/db", "ConfigMap shop/ca".
+Status refuseCrl(const Data& data, const char* key, const std::string& what) {
+  if (auto it = data.find(key); it != data.end() && !it->second.empty()) {
+    return fail(what + " has a CRL (" + key +
                 "); meshlock does not check CRLs and refuses rather than accept revoked certificates");
   }
   return {};
 }
 
+// ExtractRoot (secrets.go): `cacert`, else `ca.crt`, with Istio's wording
+// (a ConfigMap's too: it is the same function there).
+Result<std::string> extractRoot(const Data& data, const std::string& what) {
+  const char* key = nullptr;
+  const char* crl = nullptr;
+  if (hasValues(data, {"cacert"})) {
+    key = "cacert", crl = "crl";
+  } else if (hasValues(data, {"ca.crt"})) {
+    key = "ca.crt", crl = "ca.crl";
+  } else if (hasKeys(data, {"cacert"})) {
+    return fail(what + ": found key \"cacert\", but it was empty");
+  } else if (hasKeys(data, {"ca.crt"})) {
+    return fail(what + ": found key \"ca.crt\", but it was empty");
+  } else {
+    return fail(what + ": found secret, but didn't have expected keys cacert or ca.crt; found: " + foundKeys(data));
+  }
+  if (Status ok = refuseCrl(data, crl, what); !ok) return std::unexpected(ok.error());
+  return data.at(key);
+}
+
+// configmap://: the CA only (GetConfigMapCaCert), for any client.
+Result<ClientCredential> configMapCredential(const ClientTlsSettings& tls, const ClusterState& state) {
+  auto name = credentialConfigMap(tls.credential_name);
+  if (!name) return std::unexpected(name.error());
+  ClientCredential out;
+  out.source = out.ca_source = "ConfigMap " + name->toString();
+  if (tls.mode == TlsMode::kMutual) {
+    return fail("credentialName \"" + tls.credential_name + "\" names " + out.source +
+                ", which holds no client certificate and key (istiod serves only a ConfigMap's CA); MUTUAL needs a "
+                "Secret");
+  }
+  const ConfigMap* map = findConfigMap(state.config_maps, *name);
+  if (!map) return fail("configmap " + name->toString() + " not found");
+  auto ca = extractRoot(map->data, out.source);
+  if (!ca) return std::unexpected(ca.error());
+  out.ca_certificates = std::move(*ca);
+  return out;
+}
+
 }  // namespace
 
 Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, const Pod& client, const ClusterState& state) {
+  if (namesConfigMap(tls.credential_name)) return configMapCredential(tls, state);
   const SharedList<Secret>& secrets = state.secrets;
   auto name = credentialSecret(tls.credential_name, client.ns());
   if (!name) return std::unexpected(name.error());
@@ -134,19 +216,20 @@ Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, const Po
     const char* cert = nullptr;
     const char* key = nullptr;
     const char* crl = nullptr;
-    if (hasValues(*s, {"cert", "key"})) {
+    const Data& data = s->data;
+    if (hasValues(data, {"cert", "key"})) {
       cert = "cert", key = "key", crl = "crl";
-    } else if (hasValues(*s, {"tls.crt", "tls.key"})) {
+    } else if (hasValues(data, {"tls.crt", "tls.key"})) {
       cert = "tls.crt", key = "tls.key", crl = "ca.crl";
-    } else if (hasKeys(*s, {"cert", "key"})) {
+    } else if (hasKeys(data, {"cert", "key"})) {
       return fail(describe(*name) + ": found keys \"cert\" and \"key\", but they were empty");
-    } else if (hasKeys(*s, {"tls.crt", "tls.key"})) {
+    } else if (hasKeys(data, {"tls.crt", "tls.key"})) {
       return fail(describe(*name) + ": found keys \"tls.crt\" and \"tls.key\", but they were empty");
     } else {
       return fail(describe(*name) + ": found secret, but didn't have expected keys (cert and key) or (tls.crt and "
-                  "tls.key); found: " + foundKeys(*s));
+                  "tls.key); found: " + foundKeys(data));
     }
-    if (Status ok = refuseCrl(*s, crl, *name); !ok) return std::unexpected(ok.error());
+    if (Status ok = refuseCrl(data, crl, describe(*name)); !ok) return std::unexpected(ok.error());
     out.certificate_chain = s->data.at(cert);
     out.private_key = s->data.at(key);
   }
@@ -160,22 +243,9 @@ Result<ClientCredential> clientCredential(const ClientTlsSettings& tls, const Po
   }
   if (!ca) return fail(describe(*name) + " not found (and no " + name->name + std::string(kCaSecretSuffix) + ")");
   out.ca_source = describe(ca_name);
-  const char* crl = nullptr;
-  if (hasValues(*ca, {"cacert"})) {
-    out.ca_certificates = ca->data.at("cacert");
-    crl = "crl";
-  } else if (hasValues(*ca, {"ca.crt"})) {
-    out.ca_certificates = ca->data.at("ca.crt");
-    crl = "ca.crl";
-  } else if (hasKeys(*ca, {"cacert"})) {
-    return fail(describe(ca_name) + ": found key \"cacert\", but it was empty");
-  } else if (hasKeys(*ca, {"ca.crt"})) {
-    return fail(describe(ca_name) + ": found key \"ca.crt\", but it was empty");
-  } else {
-    return fail(describe(ca_name) + ": found secret, but didn't have expected keys cacert or ca.crt; found: " +
-                foundKeys(*ca));
-  }
-  if (Status ok = refuseCrl(*ca, crl, ca_name); !ok) return std::unexpected(ok.error());
+  auto root = extractRoot(ca->data, out.ca_source);
+  if (!root) return std::unexpected(root.error());
+  out.ca_certificates = std::move(*root);
   return out;
 }
 

@@ -7,7 +7,10 @@
 //  - the Secret is read in the namespace of the proxy that uses it (the
 //    client pod's), never another: sidecars get no cross-namespace grant;
 //  - the CA comes from `<name>-cacert`, else from `<name>` itself;
-//  - a `configmap://` name reads a ConfigMap's CA (meshlock does not).
+//  - a `configmap://ns/name` reads the CA of a ConfigMap instead: with or
+//    without workloadSelector, for any client (sds.go
+//    filterAuthorizedResources: "we allow any configmap references. We only
+//    expose the ca.crt field"), never a client key.
 #pragma once
 
 #include <compare>
@@ -36,9 +39,22 @@ struct SecretName {
 // namespace ("kubernetes://ns/name") or an empty name is an error that says so.
 [[nodiscard]] Result<SecretName> credentialSecret(std::string_view credential_name, std::string_view client_ns);
 
+// Whether a credentialName names a ConfigMap ("configmap://").
+[[nodiscard]] bool namesConfigMap(std::string_view credential_name);
+
+// The ConfigMap a "configmap://ns/name" credentialName names, as
+// ParseResourceName (pilot/pkg/model/credentials/resource.go) reads it:
+// both parts required, in that namespace whichever the rule's is (Istio's
+// validation refuses another namespace than the rule's; validate ML024 too).
+[[nodiscard]] Result<SecretName> credentialConfigMap(std::string_view credential_name);
+
 // Whether a rule's credentialName applies at a sidecar (and so at meshlock):
 // only when the rule has a workloadSelector (cluster_tls.go).
 [[nodiscard]] bool credentialApplies(const DestinationRule& rule);
+
+// Every ConfigMap a DestinationRule names with configmap://. Not per node:
+// a rule without workloadSelector may apply to any client.
+[[nodiscard]] std::set<SecretName> referencedConfigMaps(const ClusterState& state);
 
 // The service accounts (namespace, name) of the pods on `node` that a MUTUAL
 // credentialName applies to: each needs a SubjectAccessReview ("may it list
@@ -55,7 +71,9 @@ struct SecretName {
 // Secrets as istiod's credentials controller reads them (ExtractCertInfo,
 // ExtractRoot, GetCaCert): the client certificate and key from `cert`/`key`,
 // else `tls.crt`/`tls.key` (MUTUAL); the CA from `cacert`, else `ca.crt`, of
-// `<name>-cacert` if that Secret exists, else of `<name>`.
+// `<name>-cacert` if that Secret exists, else of `<name>`. A configmap://
+// name gives the CA from the ConfigMap's data (GetConfigMapCaCert, the same
+// keys), and MUTUAL from one is refused: a ConfigMap holds no client key.
 struct ClientCredential {
   std::string source;             // "Secret shop/db-client", for errors and reports
   std::string certificate_chain;  // PEM, MUTUAL only

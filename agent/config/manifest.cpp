@@ -789,6 +789,17 @@ void parseSecret(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   out.secrets.push_back(std::move(secret));
 }
 
+// core v1 ConfigMap other than the mesh config: what a `configmap://`
+// credentialName may name (only its CA keys are read). binaryData is not:
+// Istio reads `data` (ExtractRootFromString).
+template <typename N>
+void parseConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
+  ConfigMap map;
+  map.meta = std::move(meta);
+  for (auto& [key, value] : doc["data"].entries()) map.data[key] = value.string();
+  out.config_maps.push_back(std::move(map));
+}
+
 template <typename N>
 void meshConfigAt(const At<N>& mc, MeshConfigValues& values) {
   for (const At<N>& selector : mc["discoverySelectors"].list()) {
@@ -862,8 +873,7 @@ void parseSmcp(const At<N>& doc, ObjectMeta meta, bool v2, ClusterState& out) {
 
 // The `istio` ConfigMap: `data.mesh` is itself a YAML MeshConfig.
 template <typename N>
-bool parseMeshConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
-  if (meta.ref.name != "istio") return false;
+void parseMeshConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
   At mesh = doc["data"]["mesh"];
   ControlPlane cp;
   cp.meta = std::move(meta);
@@ -881,7 +891,6 @@ bool parseMeshConfigMap(const At<N>& doc, ObjectMeta meta, ClusterState& out) {
     noteUnapplied(config, unappliedMeshConfigFields(), "data.mesh.", cp.meta.unapplied);
   }
   out.control_planes.push_back(std::move(cp));
-  return true;
 }
 
 struct DocContext {
@@ -962,8 +971,13 @@ void parseObject(const At<N>& doc, DocContext& ctx) {
     parseLegacyPolicy(doc, metaAt(doc, kind, api, kind != "MeshPolicy", where, ctx.options.default_namespace), true, out);
   } else if (group.empty() && kind == "Secret") {
     parseSecret(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out);
-  } else if (group.empty() && kind == "ConfigMap" &&
-             parseMeshConfigMap(doc, metaAt(doc, kind, api, true, where, ctx.options.default_namespace), out)) {
+  } else if (group.empty() && kind == "ConfigMap") {
+    ObjectMeta meta = metaAt(doc, kind, api, true, where, ctx.options.default_namespace);
+    if (meta.ref.name == "istio") {
+      parseMeshConfigMap(doc, std::move(meta), out);
+    } else {
+      parseConfigMap(doc, std::move(meta), out);
+    }
   } else {
     std::string name = doc["metadata"]["name"].string();
     ctx.out.ignored.push_back(where.describe() + ": " + api + " " + kind + " " + name + " (kind not used)");

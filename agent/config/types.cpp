@@ -117,6 +117,7 @@ void ClusterState::append(const ClusterState& other) {
   service_entries.append(other.service_entries);
   member_rolls.append(other.member_rolls);
   secrets.append(other.secrets);
+  config_maps.append(other.config_maps);
   secret_access.append(other.secret_access);
   secret_access_reviewed = secret_access_reviewed || other.secret_access_reviewed;
 }
@@ -138,7 +139,8 @@ bool LabelSelector::matches(const Labels& labels) const {
 std::size_t ClusterState::objectCount() const {
   return namespaces.size() + pods.size() + services.size() + endpoints.size() +
          peer_authentications.size() + destination_rules.size() + control_planes.size() +
-         authorization_policies.size() + service_entries.size() + member_rolls.size() + secrets.size();
+         authorization_policies.size() + service_entries.size() + member_rolls.size() + secrets.size() +
+         config_maps.size();
 }
 
 }  // namespace meshlock::config

@@ -404,6 +404,14 @@ struct Secret {
   bool operator==(const Secret&) const = default;
 };
 
+// A core v1 ConfigMap that a `configmap://` credentialName names: only its CA
+// keys are read (config/credentials.h).
+struct ConfigMap {
+  ObjectMeta meta;
+  std::map<std::string, std::string> data;
+  bool operator==(const ConfigMap&) const = default;
+};
+
 // Whether a service account may list the Secrets of its namespace, as the
 // Kubernetes API answered a SubjectAccessReview (config/credentials.h: a
 // MUTUAL credentialName's client key is used only for such a pod's account).
@@ -430,6 +438,7 @@ struct ClusterState {
   SharedList<ServiceEntry> service_entries;
   SharedList<MemberRoll> member_rolls;
   SharedList<Secret> secrets;
+  SharedList<ConfigMap> config_maps;  // those configmap:// credentials name (the mesh config is a ControlPlane)
   SharedList<SecretAccess> secret_access;
   // Set by a source that asks SubjectAccessReviews (the Kubernetes API): a
   // MUTUAL credentialName then needs the client's account allowed. Manifests

@@ -1045,7 +1045,7 @@ struct BackendChoice {
 // configmap:// CA is readable by anyone and stays).
 bool gatewayOnlyCredential(const DestinationRule& rule, const config::ClientTlsSettings& tls) {
   return (tls.mode == TlsMode::kSimple || tls.mode == TlsMode::kMutual) && !tls.credential_name.empty() &&
-         !tls.credential_name.starts_with(config::kConfigMapCredentialPrefix) && !config::credentialApplies(rule);
+         !config::namesConfigMap(tls.credential_name) && !config::credentialApplies(rule);
 }
 
 BackendChoice backendDecision(ClientTls fixed, bool auto_mtls, ServerMode mode, bool hbone, bool ztunnel) {

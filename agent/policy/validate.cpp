@@ -236,6 +236,10 @@ class Validator {
   void credentialFindings(const DestinationRule& dr, const config::ClientTlsSettings& tls, const std::string& where) {
     const auto& ref = dr.meta.ref;
     const std::string field = "credentialName \"" + tls.credential_name + "\"" + where;
+    if (config::namesConfigMap(tls.credential_name)) {
+      configMapFindings(dr, tls, field);
+      return;
+    }
     auto secret = config::credentialSecret(tls.credential_name, ref.ns);
     if (!secret) {
       addError("ML024", ref, field + ": " + secret.error().describe() + "; the rule's connections are refused");
@@ -257,6 +261,32 @@ class Validator {
     }
     if (!given) return;
     config::Pod client;  // any pod of the rule's namespace: manifests' Secrets need no access review
+    client.meta.ref.ns = ref.ns;
+    if (auto credential = config::clientCredential(tls, client, st_); !credential) {
+      addError("ML024", ref, field + ": " + credential.error().describe() + "; the rule's connections are refused");
+    }
+  }
+
+  // configmap://ns/name: Istio's ValidateTLS (pkg/config/validation/agent)
+  // refuses a malformed name and another namespace than the rule's; the CA
+  // is read from the ConfigMap, with or without workloadSelector.
+  void configMapFindings(const DestinationRule& dr, const config::ClientTlsSettings& tls, const std::string& field) {
+    const auto& ref = dr.meta.ref;
+    auto map = config::credentialConfigMap(tls.credential_name);
+    if (!map) {
+      addError("ML024", ref, field + ": invalid configmap:// credentialName: " + map.error().describe() +
+                                 " (Istio refuses the rule); its connections are refused");
+      return;
+    }
+    if (map->ns != ref.ns) {
+      addError("ML024", ref, field + ": invalid configmap:// credentialName: namespace must match the configuration "
+                                 "namespace \"" + ref.ns + "\" (Istio refuses the rule)");
+      return;
+    }
+    bool given = false;
+    for (const config::ConfigMap& m : st_.config_maps) given |= m.meta.ref.ns == map->ns && m.meta.ref.name == map->name;
+    if (!given && tls.mode != config::TlsMode::kMutual) return;  // the agent reads it by name at run time
+    config::Pod client;
     client.meta.ref.ns = ref.ns;
     if (auto credential = config::clientCredential(tls, client, st_); !credential) {
       addError("ML024", ref, field + ": " + credential.error().describe() + "; the rule's connections are refused");

@@ -116,11 +116,16 @@ struct KubeSource::Shared {
   std::set<SecretName> secrets_wanted;
   uint64_t secrets_wanted_changes = 0;
   std::map<SecretName, Secret> secrets_held;
+  // ConfigMaps named by configmap:// credentials (any namespace, any node's rules).
+  std::set<SecretName> config_maps_wanted;
+  std::map<SecretName, ConfigMap> config_maps_held;
   // Service accounts (ns, name) whose MUTUAL credentials need a review, and the answers.
   std::set<SecretName> access_wanted;
   std::map<SecretName, SecretAccess> access_held;
   SourceKindStatus secrets_status{.name = "secrets.referenced", .api_version = "v1", .state = "listed",
                                   .listed = true, .connected = true};
+  SourceKindStatus config_maps_status{.name = "configmaps.referenced", .api_version = "v1", .state = "listed",
+                                      .listed = true, .connected = true};
 
   // A request with the current token; after a 401 the token is reread and,
   // if it changed, the request is made once more.
@@ -628,22 +633,47 @@ struct SecretReader {
     return r;
   }
 
-  // One Secret: the Secret, nullopt when absent, or an error.
-  Result<std::optional<Secret>> read(const SecretName& name) {
-    const std::string target = "/api/v1/namespaces/" + urlEncode(name.ns) + "/secrets/" + urlEncode(name.name);
+  // One object by name: it, nullopt when absent, or an error. `kind`:
+  // "Secret" or "ConfigMap"; `resource`: "secrets" or "configmaps".
+  template <typename T>
+  Result<std::optional<T>> read(const SecretName& name, const std::string& kind, const std::string& resource,
+                                SharedList<T> ClusterState::*list) {
+    const std::string what = "get " + kind + " " + name.toString();
+    const std::string target = "/api/v1/namespaces/" + urlEncode(name.ns) + "/" + resource + "/" + urlEncode(name.name);
     auto r = request([&](HttpTransport& h, const std::string& bearer) { return h.get(target, bearer); });
-    if (!r) return std::unexpected(r.error().context("get Secret " + name.toString()));
-    if (r->status == 404) return std::optional<Secret>();
+    if (!r) return std::unexpected(r.error().context(what));
+    if (r->status == 404) return std::optional<T>();
     if (r->status != 200) {
-      std::string hint = r->status == 403 ? " (the agent's ClusterRole needs get on secrets: deploy/daemonset/base/rbac.yaml)" : "";
-      return fail("get Secret " + name.toString() + ": " + statusMessage(*r) + hint);
+      std::string hint = r->status == 403 ? " (the agent's ClusterRole needs get on " + resource +
+                                                ": deploy/daemonset/base/rbac.yaml)"
+                                          : "";
+      return fail(what + ": " + statusMessage(*r) + hint);
     }
     json body = json::parse(r->body, nullptr, false);
-    if (!body.is_object()) return fail("get Secret " + name.toString() + ": the answer is not JSON");
-    ParsedManifests parsed = decodeApiObject(body, "api Secret/" + name.toString(), "v1", "Secret");
+    if (!body.is_object()) return fail(what + ": the answer is not JSON");
+    ParsedManifests parsed = decodeApiObject(body, "api " + kind + "/" + name.toString(), "v1", kind);
     if (!parsed.errors.empty()) return std::unexpected(Error{parsed.errors.front().describe()});
-    if (parsed.state.secrets.size() != 1) return fail("get Secret " + name.toString() + ": not a Secret");
-    return std::optional<Secret>(parsed.state.secrets.front());
+    if ((parsed.state.*list).size() != 1) return fail(what + ": not a " + kind);
+    return std::optional<T>((parsed.state.*list).front());
+  }
+
+  // Every object of `wanted`, read now; failures counted, the last one kept.
+  template <typename T>
+  std::map<SecretName, std::optional<T>> readAll(const std::set<SecretName>& wanted, const std::string& kind,
+                                                 const std::string& resource, SharedList<T> ClusterState::*list,
+                                                 uint64_t& errors, std::string& last_error) {
+    std::map<SecretName, std::optional<T>> out;
+    for (const SecretName& name : wanted) {
+      if (sh->stopping) break;
+      auto object = read(name, kind, resource, list);
+      if (!object) {
+        last_error = object.error().describe();
+        ++errors;
+        continue;
+      }
+      out.emplace(name, std::move(*object));
+    }
+    return out;
   }
 
   // May this service account list secrets in its namespace? istiod's
@@ -674,30 +704,39 @@ struct SecretReader {
     return access;
   }
 
+  // What one round of reads found, into a kind's status.
+  static void report(SourceKindStatus& st, size_t held, uint64_t errors, const std::string& last_error,
+                     size_t gets) {
+    st.objects = held;
+    st.errors += errors;
+    if (errors > 0) {
+      if (st.last_error != last_error) spdlog::warn("kubernetes {}: {}", st.name, last_error);
+      st.last_error = last_error;
+      st.state = last_error.find("HTTP 403") != std::string::npos ? "forbidden" : "failing";
+    } else {
+      st.state = "listed";
+    }
+    if (gets > 0) st.events["GET"] += gets;
+  }
+
   void run() {
     uint64_t seen = 0;
     while (!sh->stopping) {
       std::set<SecretName> wanted;
+      std::set<SecretName> maps_wanted;
       std::set<SecretName> accounts;
       {
         std::unique_lock lock(sh->mutex);
         seen = sh->secrets_wanted_changes;
         wanted = sh->secrets_wanted;
+        maps_wanted = sh->config_maps_wanted;
         accounts = sh->access_wanted;
       }
-      std::map<SecretName, std::optional<Secret>> read_now;
-      std::string last_error;
-      uint64_t errors = 0;
-      for (const SecretName& name : wanted) {
-        if (sh->stopping) break;
-        auto secret = read(name);
-        if (!secret) {
-          last_error = secret.error().describe();
-          ++errors;
-          continue;
-        }
-        read_now.emplace(name, std::move(*secret));
-      }
+      std::string last_error, maps_error;
+      uint64_t errors = 0, map_errors = 0;
+      auto read_now = readAll(wanted, "Secret", "secrets", &ClusterState::secrets, errors, last_error);
+      auto maps_now =
+          readAll(maps_wanted, "ConfigMap", "configmaps", &ClusterState::config_maps, map_errors, maps_error);
       std::map<SecretName, std::optional<SecretAccess>> reviewed;
       for (const SecretName& account : accounts) {
         if (sh->stopping) break;
@@ -710,19 +749,11 @@ struct SecretReader {
       }
       std::unique_lock lock(sh->mutex);
       const bool changed = refreshHeld(sh->access_held, sh->access_wanted, reviewed) |
-                           refreshHeld(sh->secrets_held, sh->secrets_wanted, read_now);
-      SourceKindStatus& st = sh->secrets_status;
-      st.objects = sh->secrets_held.size();
-      st.errors += errors;
-      if (errors > 0) {
-        if (st.last_error != last_error) spdlog::warn("kubernetes secrets.referenced: {}", last_error);
-        st.last_error = last_error;
-        st.state = last_error.find("HTTP 403") != std::string::npos ? "forbidden" : "failing";
-      } else {
-        st.state = "listed";
-      }
-      if (!wanted.empty()) st.events["GET"] += wanted.size();
-      if (!accounts.empty()) st.events["REVIEW"] += accounts.size();
+                           refreshHeld(sh->secrets_held, sh->secrets_wanted, read_now) |
+                           refreshHeld(sh->config_maps_held, sh->config_maps_wanted, maps_now);
+      report(sh->secrets_status, sh->secrets_held.size(), errors, last_error, wanted.size());
+      if (!accounts.empty()) sh->secrets_status.events["REVIEW"] += accounts.size();
+      report(sh->config_maps_status, sh->config_maps_held.size(), map_errors, maps_error, maps_wanted.size());
       if (changed) sh->bump();
       sh->wake.wait_for(lock, sh->options.secret_refresh,
                         [&] { return sh->stopping.load() || sh->secrets_wanted_changes != seen; });
@@ -818,14 +849,19 @@ std::optional<ClusterUpdate> KubeSource::poll(std::chrono::milliseconds timeout)
   // changes) and, those already read, published with it.
   std::set<SecretName> wanted = referencedSecrets(update.state, sh.options.node_name);
   std::set<SecretName> accounts = credentialUsers(update.state, sh.options.node_name);
-  if (wanted != sh.secrets_wanted || accounts != sh.access_wanted) {
+  std::set<SecretName> maps = referencedConfigMaps(update.state);
+  if (wanted != sh.secrets_wanted || accounts != sh.access_wanted || maps != sh.config_maps_wanted) {
     sh.secrets_wanted = std::move(wanted);
     sh.access_wanted = std::move(accounts);
+    sh.config_maps_wanted = std::move(maps);
     ++sh.secrets_wanted_changes;
     sh.wake.notify_all();
   }
   for (const auto& [name, secret] : sh.secrets_held) {
     if (sh.secrets_wanted.contains(name)) update.state.secrets.push_back(secret);
+  }
+  for (const auto& [name, map] : sh.config_maps_held) {
+    if (sh.config_maps_wanted.contains(name)) update.state.config_maps.push_back(map);
   }
   update.state.secret_access_reviewed = true;
   for (const auto& [account, access] : sh.access_held) {
@@ -854,6 +890,7 @@ SourceStatus KubeSource::status() const {
     s.kinds.push_back(std::move(ks));
   }
   s.kinds.push_back(sh.secrets_status);
+  s.kinds.push_back(sh.config_maps_status);
   return s;
 }
 

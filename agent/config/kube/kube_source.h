@@ -8,7 +8,8 @@
 // a custom kind whose CRD is missing is listed-and-empty and looked for
 // again; 401 rereads the token and retries once; 403 keeps the kind (and so
 // the source) unsynced, and says so. Secrets are not watched: the few that
-// credentialName settings name are read by name (status "secrets.referenced").
+// credentialName settings name are read by name (status "secrets.referenced"),
+// and so are the ConfigMaps of configmap:// names ("configmaps.referenced").
 #pragma once
 
 #include <chrono>

@@ -122,12 +122,18 @@ TEST(ApiDecode, AMalformedObjectIsNamedWithItsField) {
   EXPECT_EQ(parsed2.errors[0].message, "expected a list, found a map");
 }
 
-TEST(ApiDecode, OtherConfigMapsAreIgnored) {
-  auto cm = nlohmann::json::parse(R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"a"}})");
+// A ConfigMap other than the mesh config is what a configmap:// credentialName
+// may name: kept with its data (config/credentials.h), not a control plane.
+TEST(ApiDecode, OtherConfigMapsAreKeptForConfigMapCredentials) {
+  auto cm = nlohmann::json::parse(
+      R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"a"},"data":{"ca.crt":"PEM"}})");
   auto parsed = decodeApiObject(cm, "api");
-  EXPECT_EQ(parsed.state.objectCount(), 0u);
   EXPECT_TRUE(parsed.errors.empty());
-  EXPECT_EQ(parsed.ignored.size(), 1u);
+  EXPECT_TRUE(parsed.ignored.empty());
+  EXPECT_TRUE(parsed.state.control_planes.empty());
+  ASSERT_EQ(parsed.state.config_maps.size(), 1u);
+  EXPECT_EQ(parsed.state.config_maps[0].meta.ref.toString(), "ConfigMap/a/x");
+  EXPECT_EQ(parsed.state.config_maps[0].data.at("ca.crt"), "PEM");
 }
 
 }  // namespace

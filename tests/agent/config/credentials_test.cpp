@@ -4,7 +4,8 @@
 //    a sidecar ignores credentialName in a rule without workloadSelector),
 //  - pilot/pkg/xds/sds.go (a sidecar reads only its own namespace's Secrets),
 //  - pilot/pkg/credentials/kube/secrets.go (ExtractCertInfo, ExtractRoot,
-//    GetCaCert and their error messages).
+//    GetCaCert, GetConfigMapCaCert and their error messages),
+//  - pilot/pkg/model/credentials/resource.go (ParseResourceName: configmap://).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -132,6 +133,17 @@ spec:
   host: db.legacy.svc.cluster.local
   workloadSelector: {matchLabels: {app: client}}
   trafficPolicy: {tls: {mode: SIMPLE, credentialName: "configmap://ca"}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bank, namespace: billing}
+spec:
+  host: bank.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, credentialName: "configmap://billing/bank-ca"}
+    portLevelSettings:
+    - port: {number: 8443}
+      tls: {mode: SIMPLE, credentialName: "configmap://billing/bank-ca-8443/ignored"}
 )";
 
 TEST(ReferencedSecrets, OnlyThoseOfSelectorRulesForThisNodesPods) {
@@ -145,6 +157,54 @@ TEST(ReferencedSecrets, OnlyThoseOfSelectorRulesForThisNodesPods) {
   EXPECT_EQ(referencedSecrets(st, "").size(), 4u);
   EXPECT_FALSE(credentialApplies(st.destination_rules[1]));
   EXPECT_TRUE(credentialApplies(st.destination_rules[0]));
+}
+
+TEST(CredentialConfigMap, NamespaceAndNameBothRequiredAsParseResourceNameSays) {
+  EXPECT_EQ(*credentialConfigMap("configmap://shop/db-ca"), (SecretName{"shop", "db-ca"}));
+  EXPECT_EQ(*credentialConfigMap("configmap://shop/db-ca/extra"), (SecretName{"shop", "db-ca"}));  // Split()[1]
+  EXPECT_THAT(credentialConfigMap("configmap://db-ca").error().describe(),
+              HasSubstr("invalid resource name \"configmap://db-ca\". Expected namespace and name"));
+  EXPECT_THAT(credentialConfigMap("configmap:///db-ca").error().describe(), HasSubstr("Expected namespace"));
+  EXPECT_THAT(credentialConfigMap("configmap://shop/").error().describe(), HasSubstr("Expected name"));
+  EXPECT_FALSE(credentialConfigMap("db-ca"));
+  EXPECT_TRUE(namesConfigMap("configmap://shop/db-ca"));
+  EXPECT_FALSE(namesConfigMap("kubernetes://db-ca"));
+}
+
+TEST(ReferencedConfigMaps, EveryRulesConfigMapWithOrWithoutSelector) {
+  ClusterState st = parse(kRules);
+  // "configmap://ca" is malformed: nothing to read. The rest whatever node or selector.
+  EXPECT_THAT(referencedConfigMaps(st), testing::ElementsAre(SecretName{"billing", "bank-ca"},
+                                                             SecretName{"billing", "bank-ca-8443"}));
+}
+
+// GetConfigMapCaCert: the CA from the ConfigMap's data (ExtractRootFromString:
+// cacert, else ca.crt), for any client; never a client key.
+TEST(ClientCredential, AConfigMapGivesTheCaOnly) {
+  ClusterState state;
+  ConfigMap map;
+  map.meta.ref = ObjectRef{"ConfigMap", "billing", "bank-ca"};
+  map.data = {{"ca.crt", "CA"}, {"cacert", "FIRST"}};
+  state.config_maps.push_back(map);
+  Pod pod;
+  pod.meta.ref = ObjectRef{"Pod", "shop", "client"};  // another namespace: allowed (sds.go)
+  auto simple = clientCredential(tlsSettings(TlsMode::kSimple, "configmap://billing/bank-ca"), pod, state);
+  ASSERT_TRUE(simple) << simple.error().describe();
+  EXPECT_EQ(simple->ca_certificates, "FIRST");
+  EXPECT_EQ(simple->ca_source, "ConfigMap billing/bank-ca");
+  EXPECT_TRUE(simple->private_key.empty());
+  auto mutual = clientCredential(tlsSettings(TlsMode::kMutual, "configmap://billing/bank-ca"), pod, state);
+  ASSERT_FALSE(mutual);
+  EXPECT_THAT(mutual.error().describe(), HasSubstr("holds no client certificate and key"));
+  auto missing = clientCredential(tlsSettings(TlsMode::kSimple, "configmap://billing/gone"), pod, state);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().describe(), "configmap billing/gone not found");
+  map.data = {{"ca.crt", "CA"}, {"ca.crl", "L"}};
+  state.config_maps = SharedList<ConfigMap>();
+  state.config_maps.push_back(map);
+  auto revoking = clientCredential(tlsSettings(TlsMode::kSimple, "configmap://billing/bank-ca"), pod, state);
+  ASSERT_FALSE(revoking);
+  EXPECT_THAT(revoking.error().describe(), HasSubstr("ConfigMap billing/bank-ca has a CRL (ca.crl)"));
 }
 
 TEST(ClientCredential, MutualReadsGenericKeysFirstThenTlsKeys) {

@@ -483,6 +483,47 @@ TEST_F(KubeSourceTest, MutualCredentialAccountsAreReviewed) {
   EXPECT_TRUE(posted);
 }
 
+// configmap:// (config/credentials.h): the ConfigMap is read by name too,
+// for a rule with or without workloadSelector; the mesh config watch
+// (metadata.name=istio) never brings it, and it follows changes.
+TEST_F(KubeSourceTest, ConfigMapsNamedByCredentialNameAreReadByName) {
+  constexpr const char* kConfigMaps = "/api/v1/configmaps";
+  api->serveGroup("networking.istio.io", {"v1"});
+  json rule = credentialRule("billing", "configmap://billing/bank-ca");
+  rule["spec"].erase("workloadSelector");
+  rule["spec"]["trafficPolicy"]["tls"]["mode"] = "SIMPLE";
+  api->put("/apis/networking.istio.io/v1/destinationrules", rule);
+  auto configMap = [](const std::string& ca) {
+    return json{{"apiVersion", "v1"}, {"kind", "ConfigMap"},
+                {"metadata", {{"name", "bank-ca"}, {"namespace", "billing"}, {"uid", "cm-bank"}}},
+                {"data", {{"ca.crt", ca}}}};
+  };
+  api->put(kConfigMaps, configMap("CA1"));
+  KubeSourceOptions o = options();
+  o.secret_refresh = 100ms;
+  start(o);
+  auto until = [&](const std::function<bool(const ClusterState&)>& pred) {
+    for (int i = 0; i < 50; ++i) {
+      auto u = next(200ms);
+      if (u && pred(u->state)) return true;
+    }
+    return false;
+  };
+  auto holds = [](const std::string& ca) {
+    return [ca](const ClusterState& st) { return st.config_maps.size() == 1 && st.config_maps[0].data.at("ca.crt") == ca; };
+  };
+  ASSERT_TRUE(until(holds("CA1")));
+  bool got = false;
+  for (const std::string& r : api->requests()) got |= r == "/api/v1/namespaces/billing/configmaps/bank-ca";
+  EXPECT_TRUE(got);
+  EXPECT_EQ(kind(source->status(), "configmaps.referenced").state, "listed");
+  EXPECT_EQ(kind(source->status(), "configmaps.referenced").objects, 1u);
+  api->put(kConfigMaps, configMap("CA2"));
+  EXPECT_TRUE(until(holds("CA2")));
+  api->remove(kConfigMaps, "billing", "bank-ca");
+  EXPECT_TRUE(until([](const ClusterState& st) { return st.config_maps.empty(); }));
+}
+
 TEST_F(KubeSourceTest, ForbiddenSecretsAreReportedWithoutUnsyncingTheSource) {
   api->serveGroup("networking.istio.io", {"v1"});
   api->put("/apis/networking.istio.io/v1/destinationrules", credentialRule("shop", "db-client"));

@@ -360,10 +360,17 @@ spec:
   };
   // Applied, the Secret not among the inputs: the agent reads it at run time.
   EXPECT_TRUE(with("db-client").empty());
+  // configmap://: Istio's ValidateTLS and ParseResourceName (resource.go).
   auto configmap = with("configmap://db-ca");
   ASSERT_EQ(configmap.size(), 1u);
   EXPECT_EQ(configmap[0].severity, Severity::kError);
-  EXPECT_THAT(configmap[0].message, ::testing::HasSubstr("names a ConfigMap"));
+  EXPECT_THAT(configmap[0].message, ::testing::HasSubstr("Expected namespace and name"));
+  auto elsewhere = with("configmap://billing/db-ca");
+  ASSERT_EQ(elsewhere.size(), 1u);
+  EXPECT_THAT(elsewhere[0].message, ::testing::HasSubstr("namespace must match the configuration namespace \"shop\""));
+  auto no_key = with("configmap://shop/db-ca");  // MUTUAL: a ConfigMap has no client key
+  ASSERT_EQ(no_key.size(), 1u);
+  EXPECT_THAT(no_key[0].message, ::testing::HasSubstr("holds no client certificate and key"));
   auto cross = with("kubernetes://billing/db-client");
   ASSERT_EQ(cross.size(), 1u);
   EXPECT_THAT(cross[0].message, ::testing::HasSubstr("another namespace"));
@@ -386,6 +393,21 @@ spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: MUTUAL, cr
   ASSERT_EQ(gateway.size(), 1u);
   EXPECT_EQ(gateway[0].severity, Severity::kWarning);
   EXPECT_THAT(gateway[0].message, ::testing::HasSubstr("originate no TLS at all"));
+  // A configmap:// CA applies without a selector too (cluster_tls.go); a given
+  // ConfigMap is read as the agent reads it.
+  const std::string simple = R"(
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec: {host: db.legacy.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE, credentialName: "configmap://shop/db-ca"}}}
+)";
+  EXPECT_TRUE(only(simple).empty());
+  auto unusable = only(simple + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: db-ca, namespace: shop}\n"
+                                "data: {other: x}\n");
+  ASSERT_EQ(unusable.size(), 1u);
+  EXPECT_THAT(unusable[0].message, ::testing::HasSubstr("didn't have expected keys cacert or ca.crt; found: other"));
+  EXPECT_TRUE(only(simple + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: db-ca, namespace: shop}\n"
+                            "data: {ca.crt: x}\n").empty());
 }
 
 // Each finding names the field path, so a user can find it.

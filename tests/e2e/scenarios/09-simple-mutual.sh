@@ -14,7 +14,10 @@ ext_leaf client DNS:client.shop
 cp "$WORK/ext/root-cert.pem" "$WORK/ext-root.pem"
 
 server() {  # server [EXTRA s_server FLAGS]: one connection, then it exits
-  in_pod legacy/db timeout 20 openssl s_server -accept 5432 -naccept 1 -www -cert "$WORK/server.pem" -cert_chain "$WORK/ext/ca-cert.pem" \
+  # meshsim exec, not the in_pod function: $! is then the process chain that
+  # execs into timeout, so stop_server ends the server even if it got no
+  # connection (a function in the background would leave it listening).
+  "$MESHSIM" exec --name "$RUN" legacy/db -- timeout 20 openssl s_server -accept 5432 -naccept 1 -www -cert "$WORK/server.pem" -cert_chain "$WORK/ext/ca-cert.pem" \
     -key "$WORK/server-key.pem" "$@" >"$WORK/s_server.log" 2>&1 &
   SERVER_PID=$!
   sleep 0.8
@@ -128,4 +131,41 @@ text = json.dumps(c)
 assert c.get("client_tls") == "DISABLE", c.get("client_tls")
 assert "applies at gateways only" in text, text
 PY
+
+# configmap:// (resource.go, sds.go): a ConfigMap's CA, for any client, with
+# or without workloadSelector; read by name like the Secrets.
+configmap_rule() {  # configmap_rule CREDENTIAL
+  {
+    printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\n'
+    printf 'spec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls:\n'
+    printf '      mode: SIMPLE\n      sni: db.legacy.svc.cluster.local\n      credentialName: %s\n' "$1"
+  } >"$WORK/dr.yaml"
+  apply "$WORK/dr.yaml"
+}
+log "SIMPLE with a configmap:// CA, in a rule without workloadSelector: the ConfigMap read by name"
+kubectl_admin create configmap -n shop db-ca --from-file=ca.crt="$WORK/ext-root.pem" >/dev/null || fail "create configmap"
+configmap_rule configmap://shop/db-ca
+server
+code=$(fetch)
+[ "$code" = 200 ] || fail "SIMPLE from a ConfigMap's CA failed ($code): $(tail -3 "$WORK/s_server.log")"
+stop_server
+held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'configmaps.referenced'][0]['objects']")
+[ "$held" = 1 ] || fail "node-b's agent holds $held referenced ConfigMaps, expected 1 (shop/db-ca)"
+
+log "a ConfigMap with another CA: the server is refused"
+make_ca "$WORK/other"
+kubectl_admin create configmap -n shop other-ca --from-file=ca.crt="$WORK/other/root-cert.pem" >/dev/null ||
+  fail "create configmap"
+configmap_rule configmap://shop/other-ca
+server
+[ "$(fetch)" != 200 ] || fail "a server whose CA is not the ConfigMap's was accepted"
+stop_server
+
+log "the ConfigMap deleted: refused, and the reason names it"
+kubectl_admin delete configmap -n shop db-ca >/dev/null || fail "delete configmap"
+configmap_rule configmap://shop/db-ca  # named again: read again at once (else within secret_refresh, 30 s)
+server
+[ "$(fetch)" != 200 ] || fail "a rule whose ConfigMap is gone originated anyway"
+stop_server
+refused_has 'configmap shop/db-ca not found' || fail "refused does not name the missing ConfigMap: $(cat "$WORK/refused.json")"
 log "done"
