@@ -32,17 +32,20 @@ std::unique_ptr<engine::ConnectionObserver> Agent::Parts::handedReport(const eng
   if (!policy) return nullptr;
   const config::Pod* pod = policy->podByUid(config::PodUid(handed.pod_key));
   if (pod == nullptr) return nullptr;
-  std::optional<identity::SpiffeId> pod_id;
-  {
-    std::lock_guard lock(served_mutex);
-    auto it = served.find(config::PodUid(handed.pod_key));
-    if (it == served.end()) return nullptr;
-    pod_id = it->second.id;
-  }
   // The previous process's report carries on (its decision, the destination's
   // labels); from an agent that sent none, what this one knows of the pod.
+  // Only then is the served pods' lock taken: a reconcile holds it while it
+  // serves pods, and every connection of a handover waited behind it (a
+  // 0.5 s pause each, scenario 32).
   std::optional<PlannedConnection> planned = plannedFromHandover(handed.observer_state);
   if (!planned || planned->outbound != handed.outbound || planned->pod != pod->ns() + "/" + pod->name()) {
+    std::optional<identity::SpiffeId> pod_id;
+    {
+      std::lock_guard lock(served_mutex);
+      auto it = served.find(config::PodUid(handed.pod_key));
+      if (it == served.end()) return nullptr;
+      pod_id = it->second.id;
+    }
     planned = planReport(*pod, *pod_id, handed.outbound);
     planned->adopted = true;
     planned->mesh_mtls = (handed.outbound ? handed.up.tls : handed.down.tls).has_value();
@@ -67,9 +70,12 @@ bool Agent::Parts::offerConnections(bool log_refusal) {
     return false;
   }
   if (report->handed == 0 && report->returned == 0 && !log_refusal) return true;  // nothing new to say
-  spdlog::info("handover: {} established connections taken by the new agent in {} ms; {} stay to drain here{}",
+  spdlog::info("handover: {} established connections taken by the new agent in {} ms; {} stay to drain here{}{}",
                report->handed, report->took.count(), report->stayed + report->returned,
-               report->returned ? " (" + std::to_string(report->returned) + " offered and not taken)" : "");
+               report->returned ? " (" + std::to_string(report->returned) + " offered and not taken)" : "",
+               report->held_ms.empty() ? std::string()
+                                       : "; each held here " + upgrade::percentiles(report->held_ms) +
+                                             " from its last read to its offer");
   return true;
 }
 

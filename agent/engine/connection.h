@@ -181,6 +181,7 @@ class Connection final : public IoHandler, HboneTunnel::Host, TunnelUser {
   bool up_hbone_ = false;              // outbound HBONE (for snapshots after the stream is gone)
   TlsInfo up_tunnel_tls_;              // the tunnel's handshake, kept for the report
   std::shared_ptr<HandoverCollector> handover_;  // set while quiescing for a handover
+  std::chrono::system_clock::time_point quiesced_at_{};  // when it stopped reading for one
 };
 
 }  // namespace meshlock::engine

@@ -23,6 +23,7 @@ bool Connection::beginHandover(std::shared_ptr<HandoverCollector> collector) {
   }
   MESHLOCK_CHECK(tls_sides <= 1);
   handover_ = std::move(collector);
+  quiesced_at_ = std::chrono::system_clock::now();
   // Stop reading and sending; what is in flight lands in the queues. One
   // cancel per operation, by request: a cancel by fd walks every operation
   // in the ring, which at thousands of connections stalled this loop.
@@ -129,6 +130,7 @@ void Connection::finishHandover() {
   handed.bytes_to_upstream = bytes_to_upstream_;
   handed.bytes_to_downstream = bytes_to_downstream_;
   handed.age = now.age;
+  handed.quiesced_at = quiesced_at_;
   if (observer_) handed.observer_state = observer_->handoverState();
   for (int i : {kDown, kUp}) {
     Side& s = sides_[i];

@@ -150,13 +150,17 @@ std::size_t Engine::reauthorize(const Reauthorizer& decide) {
 
 HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout, const HandedSink& each) {
   auto collector = std::make_shared<HandoverCollector>();
-  collector->marking = workers_.size();
-  for (const auto& worker : workers_) {
-    Worker* w = worker.get();
-    w->post([w, collector] { w->handOver(collector); });
-  }
-  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock lock(collector->mutex);
+  auto nextWave = [&] {  // under the lock
+    collector->marking = workers_.size();
+    collector->began = 0;
+    for (const auto& worker : workers_) {
+      Worker* w = worker.get();
+      w->post([w, collector] { w->handOver(collector, kHandoverWave); });
+    }
+  };
+  nextWave();
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto all_out = [&] { return collector->marking == 0 && collector->outstanding == 0; };
     const bool woke = collector->changed.wait_until(
@@ -169,7 +173,12 @@ HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout, const Handed
       lock.lock();
       deadline = std::chrono::steady_clock::now() + timeout;  // still moving: wait on
     }
-    if (!woke || (all_out() && collector->outcome.connections.empty())) break;
+    if (!woke) break;
+    if (all_out() && collector->outcome.connections.empty()) {
+      if (collector->began == 0) break;  // a wave found nothing left to try
+      nextWave();
+      deadline = std::chrono::steady_clock::now() + timeout;
+    }
   }
   // Those still quiescing (or not yet offered) stay and carry on here.
   collector->closed = true;

@@ -33,6 +33,9 @@ struct HandedConnection {
   uint64_t bytes_to_upstream = 0;
   uint64_t bytes_to_downstream = 0;
   std::chrono::milliseconds age{0};
+  // When the old process stopped reading it (wall clock: two processes):
+  // the new one measures each connection's pause from here.
+  std::chrono::system_clock::time_point quiesced_at{};
   HandedSide down;  // the accepted socket
   HandedSide up;    // the upstream socket
   std::string observer_state;  // ConnectionObserver::handoverState() of the old process

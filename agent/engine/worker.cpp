@@ -422,21 +422,32 @@ std::size_t Worker::reauthorize(const Reauthorizer& decide) {
   return refused.size() + streams;
 }
 
-void Worker::handOver(const std::shared_ptr<HandoverCollector>& collector) {
+void Worker::handOver(const std::shared_ptr<HandoverCollector>& collector, size_t limit) {
+  if (handover_for_ != collector.get()) {
+    handover_for_ = collector.get();
+    handover_tried_.clear();
+  }
   std::vector<Connection*> open = connections_;  // one may leave at once (swap-removal)
+  size_t began = 0;
   for (Connection* c : open) {
+    if (began == limit) break;
+    if (!handover_tried_.insert(c).second) continue;
     {
       std::lock_guard lock(collector->mutex);
       ++collector->outstanding;
     }
-    if (!c->beginHandover(collector)) {
+    if (c->beginHandover(collector)) {
+      ++began;
+    } else {
       std::lock_guard lock(collector->mutex);
       --collector->outstanding;
       ++collector->outcome.stayed;
     }
   }
+  if (began == 0) handover_tried_.clear();  // the last wave: nothing is left to try
   {
     std::lock_guard lock(collector->mutex);
+    collector->began += began;
     --collector->marking;
   }
   collector->changed.notify_all();

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <unordered_map>
 #include <vector>
 
@@ -80,8 +81,9 @@ class SourceBudgets {
 struct HandoverCollector {
   std::mutex mutex;
   std::condition_variable changed;
-  size_t marking = 0;      // workers still choosing their connections
+  size_t marking = 0;      // workers still choosing this wave's connections
   size_t outstanding = 0;  // chosen, not yet exported or given up
+  size_t began = 0;        // quiescing started in this wave (0: no connection was left to try)
   bool closed = false;     // the engine stopped waiting: the rest stay
   HandoverOutcome outcome;
 };
@@ -128,8 +130,10 @@ class Worker {
   // Engine::reauthorize, on this worker's thread: how many it closed.
   std::size_t reauthorize(const Reauthorizer& decide);
   void drainTunnels();
-  // Engine::handOver: offers every connection to `collector`.
-  void handOver(const std::shared_ptr<HandoverCollector>& collector);
+  // Engine::handOver's next wave: quiesces for `collector` up to `limit` of
+  // its connections not yet tried for it (one that cannot go is counted as
+  // staying, once).
+  void handOver(const std::shared_ptr<HandoverCollector>& collector, size_t limit);
   // Engine::adopt, on this worker's thread.
   void adopt(HandedConnection handed, std::shared_ptr<const ListenerLabels> labels,
              std::unique_ptr<ConnectionObserver> observer);
@@ -198,6 +202,10 @@ class Worker {
   std::vector<std::function<void()>> posts_;
   std::map<ListenerId, std::unique_ptr<ListenerEntry>> listeners_;
   std::vector<Connection*> connections_;
+  // The handover in progress and the connections tried for it (compared,
+  // never dereferenced: a handed one is gone).
+  const HandoverCollector* handover_for_ = nullptr;
+  std::unordered_set<const Connection*> handover_tried_;
   std::vector<Connection*> graveyard_;
   // Pre-handshake connections, oldest first (intrusive: Connection::pending_prev/next).
   Connection* pending_head_ = nullptr;

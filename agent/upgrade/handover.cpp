@@ -9,13 +9,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include "upgrade/handover_channel.h"
 #include "upgrade/handover_codec.h"
 
 namespace meshlock::upgrade {
 namespace {
+
 
 using namespace std::chrono_literals;
 
@@ -32,6 +35,13 @@ Result<T> expect(HandoverChannel& channel, std::chrono::milliseconds timeout, co
 }
 
 }  // namespace
+
+std::string percentiles(std::vector<double> ms) {
+  if (ms.empty()) return {};
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))]; };
+  return fmt::format("p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms", at(0.5), at(0.99), ms.back());
+}
 
 Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Engine& engine,
                                   const HandOverOptions& options, const ObserverFor& observer_for) {
@@ -87,6 +97,10 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
       return;
     }
     const uint64_t id = next_id++;
+    if (connection.quiesced_at.time_since_epoch().count() > 0) {
+      report.held_ms.push_back(std::max(
+          0.0, std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - connection.quiesced_at).count()));
+    }
     const std::string packet = encodeConnection(id, connection);
     if (packet.size() > channel->maxPacket()) {  // more queued than the socket takes at once: it stays
       back.push_back(std::move(connection));
@@ -102,6 +116,18 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     offered.emplace(id, std::move(connection));
     if (channel->readable()) {
       if (Status replies = takeReplies(0ms); !replies) broken = replies.error();
+    }
+    // No more in flight than the new agent takes in a few milliseconds: a
+    // connection stops being read only when the engine's next wave starts,
+    // which is after this returns, so its pause is its own wave's crossing,
+    // not a queue of every connection before it (docs/upgrade.md).
+    while (!broken && offered.size() >= options.in_flight) {
+      const size_t before = offered.size();
+      if (Status replies = takeReplies(options.reply); !replies) {
+        broken = replies.error();
+      } else if (offered.size() == before) {
+        broken = Error{"handover: the new agent took nothing for " + std::to_string(options.reply.count()) + " ms"};
+      }
     }
   };
   engine::HandoverOutcome outcome = engine.handOver(options.quiesce, offer);
@@ -193,6 +219,7 @@ void HandoverReceiver::serve(UniqueFd fd) {
   }
   spdlog::debug("handover: taking the established connections of agent {} (pid {})", hello->agent_version, hello->pid);
   uint64_t taken = 0;
+  std::vector<double> pauses_ms;  // per connection: the old agent's last read to its adoption here
   for (;;) {
     // The old agent sends as fast as it quiesces; a long silence means it is gone.
     Result<std::optional<HandoverChannel::Packet>> received = channel.receive(30s);
@@ -208,8 +235,11 @@ void HandoverReceiver::serve(UniqueFd fd) {
     if (const DonePacket* done = std::get_if<DonePacket>(&*packet)) {
       // An old agent offers again each second of its drain: only news is logged.
       spdlog::log(taken > 0 ? spdlog::level::info : spdlog::level::debug,
-                  "handover: took {} connections from agent {} (pid {}); {} stayed with it to drain", taken,
-                  hello->agent_version, hello->pid, done->stayed);
+                  "handover: took {} connections from agent {} (pid {}); {} stayed with it to drain{}", taken,
+                  hello->agent_version, hello->pid, done->stayed,
+                  pauses_ms.empty() ? std::string()
+                                    : "; each connection paused " + percentiles(std::move(pauses_ms)) +
+                                          " (from the old agent's last read to its adoption here)");
       break;
     }
     ConnectionPacket* offered = std::get_if<ConnectionPacket>(&*packet);
@@ -222,9 +252,14 @@ void HandoverReceiver::serve(UniqueFd fd) {
       continue;
     }
     std::unique_ptr<engine::ConnectionObserver> observer = observer_for_ ? observer_for_(offered->connection) : nullptr;
+    const auto quiesced_at = offered->connection.quiesced_at;
     if (Status adopted = engine_.adopt(std::move(offered->connection), std::move(observer)); !adopted) {
       spdlog::warn("handover: connection {}: {}", offered->id, adopted.error().describe());
       continue;
+    }
+    if (quiesced_at.time_since_epoch().count() > 0) {
+      pauses_ms.push_back(
+          std::max(0.0, std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - quiesced_at).count()));
     }
     ++taken;
     ++adopted_;

@@ -106,6 +106,9 @@ std::string encodeConnection(uint64_t id, const engine::HandedConnection& connec
   encodeSide(connection.down, *out.mutable_down());
   encodeSide(connection.up, *out.mutable_up());
   out.set_report(connection.observer_state);
+  const auto quiesced = connection.quiesced_at.time_since_epoch();
+  if (quiesced.count() > 0)
+    out.set_quiesced_unix_ns(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(quiesced).count()));
   return serialize(packet);
 }
 
@@ -160,6 +163,8 @@ Result<Packet> decodePacket(std::span<const std::byte> bytes, std::vector<Unique
       c.down = decodeSide(in.down(), std::move(fds[0]));
       c.up = decodeSide(in.up(), std::move(fds[1]));
       c.observer_state = in.report();
+      c.quiesced_at = std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(static_cast<int64_t>(std::min<uint64_t>(in.quiesced_unix_ns(), uint64_t{1} << 62)))));
       return out;
     }
     case wire::Packet::BODY_NOT_SET:

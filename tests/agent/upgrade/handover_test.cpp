@@ -149,13 +149,16 @@ TEST_F(HandoverTest, EveryStreamMovesToTheNewEngineWithoutALostByte) {
   auto streams = openStreams(4);
   std::mutex mutex;
   std::multiset<std::string> reports;  // what each connection's old observer handed on
+  std::vector<std::chrono::system_clock::time_point> quiesced;  // when the old engine stopped reading each
   auto receiver = HandoverReceiver::start(path_, *next_, [] { return std::nullopt; },
                                           [&](const engine::HandedConnection& handed) -> std::unique_ptr<engine::ConnectionObserver> {
                                             std::lock_guard lock(mutex);
                                             reports.insert(handed.observer_state);
+                                            quiesced.push_back(handed.quiesced_at);
                                             return nullptr;
                                           });
   ASSERT_TRUE(receiver) << receiver.error().describe();
+  const auto began = std::chrono::system_clock::now();
   Result<HandoverReport> report = handOverTo(path_, *old_, HandOverOptions{.agent_version = "test"}, {});
   ASSERT_TRUE(report) << report.error().describe();
   EXPECT_EQ(report->refused, "");
@@ -167,6 +170,12 @@ TEST_F(HandoverTest, EveryStreamMovesToTheNewEngineWithoutALostByte) {
     std::lock_guard lock(mutex);
     EXPECT_EQ(reports.count("report of in"), 4u);
     EXPECT_EQ(reports.count("report of out"), 4u);
+    // The time each stopped being read crossed too: the new agent's pause figures start there.
+    ASSERT_EQ(quiesced.size(), 8u);
+    for (auto at : quiesced) {
+      EXPECT_GE(at, began);
+      EXPECT_LE(at, std::chrono::system_clock::now());
+    }
   }
   // The old engine holds nothing: it could exit now.
   EXPECT_TRUE(waitFor([&] { return old_->counters().active == 0; }));

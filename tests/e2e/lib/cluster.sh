@@ -360,8 +360,9 @@ stop_agent() {
 # (the old agent's handover log line) and appends "NODE ROUND MS LINE" to
 # $WORK/handovers; a failure is counted with fail.
 surge_upgrade() {
-  local node=$1 round=$2 old sigterm rc=0
+  local node=$1 round=$2 old sigterm rc=0 began
   old=${AGENT_PID_OF[$node]}
+  began=$(date +%s.%N)
   start_agent "$node" --admin-socket-take-over on --admin-address "127.0.0.1:$((15100 + round))" \
     --metrics-address "127.0.0.1:$((15200 + round))"
   sigterm=$(date +%s%N)
@@ -376,5 +377,8 @@ surge_upgrade() {
   UPGRADE_GONE_MS=$(( ($(date +%s%N) - sigterm) / 1000000 ))
   UPGRADE_LINE=$(grep -o "handover: [0-9]* established connections taken.*" "$WORK/agent-$node.log" | tail -1)
   [ -n "$UPGRADE_LINE" ] || fail "$node round $round: no handover logged"
+  # The new agent's figure: each connection's pause, its old agent's last read to its adoption.
+  UPGRADE_PAUSE=$(grep -o "each connection paused p50 [^(]*" "$WORK/agent-$node.log" | tail -1)
   echo "$node $round $UPGRADE_GONE_MS $UPGRADE_LINE" >>"$WORK/handovers"
+  echo "$node $round $began $(date +%s.%N)" >>"$WORK/upgrades"  # wall clock: the new agent's start to the old one's exit
 }

@@ -5,7 +5,10 @@ all the time, one idle connection, and many small ones. Runs until STOP_FILE
 exists (bounded by --max-seconds), then ends every connection cleanly and
 checks that every byte came back in order. Progress (bytes echoed so far) is
 written to PROGRESS_FILE every 0.2 s; the summary (JSON) goes to stdout.
-Exit 0 only if nothing was reset, lost or corrupted."""
+With --gaps-file, every pause of a stream's echo of GAP_MS or more (the
+wall-clock time it began, its length in ms) is written there at the end,
+to be set against the upgrades' times. Exit 0 only if nothing was reset,
+lost or corrupted."""
 import argparse
 import hashlib
 import json
@@ -17,24 +20,38 @@ import threading
 import time
 
 
+PERIOD = (1 << 20) + 7  # no power of two: a shifted or repeated block does not line up
+_patterns = {}
+
+
 def pattern(seed, offset, size):
-    """Bytes [offset, offset+size) of stream `seed`: sha256 counter blocks."""
+    """Bytes [offset, offset+size) of stream `seed`: a cycle of PERIOD bytes
+    of sha256 counter blocks, made once per stream, so that checking costs
+    a slice and a compare (the client's own CPU would otherwise show as
+    pauses in the figures)."""
+    base = _patterns.get(seed)
+    if base is None:
+        block = b"".join(hashlib.sha256(b"%d:%d" % (seed, i)).digest() for i in range(PERIOD // 32 + 1))[:PERIOD]
+        base = _patterns[seed] = block + block[:1 << 17]  # a run past the end needs no wrap below 128 KiB
     out = bytearray()
-    block = offset // 32
-    skip = offset % 32
-    while len(out) < size + skip:
-        out += hashlib.sha256(b"%d:%d" % (seed, block)).digest()
-        block += 1
-    return bytes(out[skip:skip + size])
+    while size > 0:
+        at = offset % PERIOD
+        take = min(size, len(base) - at)
+        out += base[at:at + take]
+        offset += take
+        size -= take
+    return bytes(out)
 
 
 class Stream:
     """Sends CHUNK bytes every INTERVAL seconds and checks the echo."""
 
-    def __init__(self, address, seed, chunk, interval):
+    def __init__(self, address, seed, chunk, interval, gap_ms):
         self.sock = socket.create_connection(address, timeout=30)
         self.seed, self.chunk, self.interval = seed, chunk, interval
         self.sent = self.received = 0
+        self.gap_ms = gap_ms
+        self.gaps = []  # (wall-clock start, ms) of each pause >= gap_ms between two echoed reads
         self.error = None
         self.stop = threading.Event()
         self.writer = threading.Thread(target=self.write, daemon=True)
@@ -62,9 +79,14 @@ class Stream:
             self.error = self.error or f"send: {e}"
 
     def read(self):
+        last = None
         try:
             while True:
                 data = self.sock.recv(65536)
+                now = time.time()
+                if last is not None and (now - last) * 1000 >= self.gap_ms:
+                    self.gaps.append((last, (now - last) * 1000))
+                last = now
                 if not data:
                     return
                 if data != pattern(self.seed, self.received, len(data)):
@@ -107,6 +129,8 @@ def main():
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--progress-file", required=True)
     parser.add_argument("--max-seconds", type=float, default=180)
+    parser.add_argument("--gaps-file", help="where to write each stream's pauses (JSON)")
+    parser.add_argument("--gap-ms", type=float, default=10)
     args = parser.parse_args()
     # A socket per connection: as many as the hard limit allows.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -114,9 +138,9 @@ def main():
     host, port = args.to.rsplit(":", 1)
     address = (host, int(port))
 
-    streams = [Stream(address, 100 + i, 16384, 0.005) for i in range(args.streams)]
+    streams = [Stream(address, 100 + i, 16384, 0.005, args.gap_ms) for i in range(args.streams)]
     # A bulk transfer: one stream at full speed.
-    streams.append(Stream(address, 99, 65536, 0))
+    streams.append(Stream(address, 99, 65536, 0, args.gap_ms))
     idle = socket.create_connection(address, timeout=30)
     errors = []
     if (e := exchange(idle, b"idle-hello\n")):
@@ -156,6 +180,9 @@ def main():
         "errors": errors[:20],
         "error_count": len(errors),
     }
+    if args.gaps_file:
+        with open(args.gaps_file, "w") as f:
+            json.dump({str(s.seed): [[round(t, 4), round(ms, 2)] for t, ms in s.gaps] for s in streams}, f)
     print(json.dumps(summary))
     return 0 if not errors else 1
 
