@@ -199,7 +199,8 @@ HandoverOutcome Engine::handOver(std::chrono::milliseconds timeout) {
   return outcome;
 }
 
-Status Engine::adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer) {
+Status Engine::adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer,
+                     std::function<void()> relaying) {
   if (!connection.down.fd || !connection.up.fd) return fail("adopt: a handed-over connection without its sockets");
   auto labels = std::make_shared<const ListenerLabels>(
       ListenerLabels{connection.listener, connection.pod_key, budgetFor(connection.pod_key)});
@@ -207,8 +208,9 @@ Status Engine::adopt(HandedConnection connection, std::unique_ptr<ConnectionObse
   // The connection is moved into the task: std::function needs a copyable callable.
   auto handed = std::make_shared<HandedConnection>(std::move(connection));
   auto shared_observer = std::make_shared<std::unique_ptr<ConnectionObserver>>(std::move(observer));
-  w->post([w, handed, shared_observer, labels]() mutable {
+  w->post([w, handed, shared_observer, labels, relaying = std::move(relaying)]() mutable {
     w->adopt(std::move(*handed), std::move(labels), std::move(*shared_observer));
+    if (relaying) relaying();
   });
   return {};
 }

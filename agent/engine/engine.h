@@ -317,7 +317,9 @@ class Engine {
   // The same, every connection collected into the outcome.
   [[nodiscard]] HandoverOutcome handOver(std::chrono::milliseconds timeout);
   // Carries on a connection another engine handed over, as established.
-  [[nodiscard]] Status adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer);
+  // `relaying`, if set, runs on the worker's thread once it relays again.
+  [[nodiscard]] Status adopt(HandedConnection connection, std::unique_ptr<ConnectionObserver> observer,
+                             std::function<void()> relaying = {});
   [[nodiscard]] IoBackendKind backend() const { return backend_; }
   [[nodiscard]] unsigned threads() const;
 

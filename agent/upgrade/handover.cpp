@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <map>
 #include <vector>
 
@@ -219,7 +221,14 @@ void HandoverReceiver::serve(UniqueFd fd) {
   }
   spdlog::debug("handover: taking the established connections of agent {} (pid {})", hello->agent_version, hello->pid);
   uint64_t taken = 0;
-  std::vector<double> pauses_ms;  // per connection: the old agent's last read to its adoption here
+  // Per connection: the old agent's last read to when a worker here relays it again.
+  struct Pauses {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::vector<double> ms;
+  };
+  auto pauses = std::make_shared<Pauses>();
+  uint64_t stamped = 0;  // connections whose pause is coming
   for (;;) {
     // The old agent sends as fast as it quiesces; a long silence means it is gone.
     Result<std::optional<HandoverChannel::Packet>> received = channel.receive(30s);
@@ -234,12 +243,18 @@ void HandoverReceiver::serve(UniqueFd fd) {
     }
     if (const DonePacket* done = std::get_if<DonePacket>(&*packet)) {
       // An old agent offers again each second of its drain: only news is logged.
+      std::vector<double> ms;
+      {
+        std::unique_lock lock(pauses->mutex);  // the workers resume them within milliseconds
+        pauses->changed.wait_for(lock, 2s, [&] { return pauses->ms.size() >= stamped; });
+        ms = pauses->ms;
+      }
       spdlog::log(taken > 0 ? spdlog::level::info : spdlog::level::debug,
                   "handover: took {} connections from agent {} (pid {}); {} stayed with it to drain{}", taken,
                   hello->agent_version, hello->pid, done->stayed,
-                  pauses_ms.empty() ? std::string()
-                                    : "; each connection paused " + percentiles(std::move(pauses_ms)) +
-                                          " (from the old agent's last read to its adoption here)");
+                  ms.empty() ? std::string()
+                             : "; each connection paused " + percentiles(std::move(ms)) +
+                                   " (from the old agent's last read to relaying here)");
       break;
     }
     ConnectionPacket* offered = std::get_if<ConnectionPacket>(&*packet);
@@ -253,14 +268,21 @@ void HandoverReceiver::serve(UniqueFd fd) {
     }
     std::unique_ptr<engine::ConnectionObserver> observer = observer_for_ ? observer_for_(offered->connection) : nullptr;
     const auto quiesced_at = offered->connection.quiesced_at;
-    if (Status adopted = engine_.adopt(std::move(offered->connection), std::move(observer)); !adopted) {
+    std::function<void()> relaying;
+    if (quiesced_at.time_since_epoch().count() > 0) {
+      relaying = [pauses, quiesced_at] {
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - quiesced_at).count();
+        std::lock_guard lock(pauses->mutex);
+        pauses->ms.push_back(std::max(0.0, ms));
+        pauses->changed.notify_all();
+      };
+    }
+    if (Status adopted = engine_.adopt(std::move(offered->connection), std::move(observer), std::move(relaying));
+        !adopted) {
       spdlog::warn("handover: connection {}: {}", offered->id, adopted.error().describe());
       continue;
     }
-    if (quiesced_at.time_since_epoch().count() > 0) {
-      pauses_ms.push_back(
-          std::max(0.0, std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - quiesced_at).count()));
-    }
+    if (quiesced_at.time_since_epoch().count() > 0) ++stamped;
     ++taken;
     ++adopted_;
   }
