@@ -81,6 +81,15 @@ class KubeSourceTest : public ::testing::Test {
     return std::nullopt;
   }
 
+  // Takes updates (up to 50, each within 200 ms) until one's state satisfies `pred`.
+  bool until(const std::function<bool(const ClusterState&)>& pred) {
+    for (int i = 0; i < 50; ++i) {
+      auto u = next(200ms);
+      if (u && pred(u->state)) return true;
+    }
+    return false;
+  }
+
   // Waits (bounded) until `pred(status)` holds.
   bool waitStatus(const std::function<bool(const SourceStatus&)>& pred, std::chrono::milliseconds within = 5s) {
     auto deadline = std::chrono::steady_clock::now() + within;
@@ -415,13 +424,6 @@ TEST_F(KubeSourceTest, SecretsNamedByCredentialNameAreReadByNameAndFollowed) {
   KubeSourceOptions o = options();
   o.secret_refresh = 100ms;
   start(o);
-  auto until = [&](const std::function<bool(const ClusterState&)>& pred) {
-    for (int i = 0; i < 50; ++i) {
-      auto u = next(200ms);
-      if (u && pred(u->state)) return true;
-    }
-    return false;
-  };
   ASSERT_TRUE(until([](const ClusterState& st) { return st.secrets.size() == 1; }));
   bool got = false, cacert = false;
   for (const std::string& r : api->requests()) {
@@ -502,13 +504,6 @@ TEST_F(KubeSourceTest, ConfigMapsNamedByCredentialNameAreReadByName) {
   KubeSourceOptions o = options();
   o.secret_refresh = 100ms;
   start(o);
-  auto until = [&](const std::function<bool(const ClusterState&)>& pred) {
-    for (int i = 0; i < 50; ++i) {
-      auto u = next(200ms);
-      if (u && pred(u->state)) return true;
-    }
-    return false;
-  };
   auto holds = [](const std::string& ca) {
     return [ca](const ClusterState& st) { return st.config_maps.size() == 1 && st.config_maps[0].data.at("ca.crt") == ca; };
   };

@@ -474,33 +474,18 @@ std::vector<uint8_t> kernelSealsRecord(const KtlsCryptoInfo& info, uint64_t reco
   const EVP_AEAD* aead = nullptr;
   std::vector<uint8_t> key, nonce;
   const unsigned char* rec_seq = nullptr;
+  // linux/tls.h's structs differ in sizes only; ChaCha20's salt has none.
+  auto take = [&](const auto& c, const EVP_AEAD* suite) {
+    aead = suite;
+    key.assign(c.key, c.key + sizeof c.key);
+    nonce.assign(c.salt, c.salt + sizeof c.salt);
+    nonce.insert(nonce.end(), c.iv, c.iv + sizeof c.iv);
+    rec_seq = c.rec_seq;
+  };
   switch (info.header().cipher_type) {
-    case TLS_CIPHER_AES_GCM_128: {
-      const auto& c = info.aes128();
-      aead = EVP_aead_aes_128_gcm();
-      key.assign(c.key, c.key + sizeof c.key);
-      nonce.assign(c.salt, c.salt + sizeof c.salt);
-      nonce.insert(nonce.end(), c.iv, c.iv + sizeof c.iv);
-      rec_seq = c.rec_seq;
-      break;
-    }
-    case TLS_CIPHER_AES_GCM_256: {
-      const auto& c = info.aes256();
-      aead = EVP_aead_aes_256_gcm();
-      key.assign(c.key, c.key + sizeof c.key);
-      nonce.assign(c.salt, c.salt + sizeof c.salt);
-      nonce.insert(nonce.end(), c.iv, c.iv + sizeof c.iv);
-      rec_seq = c.rec_seq;
-      break;
-    }
-    case TLS_CIPHER_CHACHA20_POLY1305: {
-      const auto& c = info.chacha();
-      aead = EVP_aead_chacha20_poly1305();
-      key.assign(c.key, c.key + sizeof c.key);
-      nonce.assign(c.iv, c.iv + sizeof c.iv);
-      rec_seq = c.rec_seq;
-      break;
-    }
+    case TLS_CIPHER_AES_GCM_128: take(info.aes128(), EVP_aead_aes_128_gcm()); break;
+    case TLS_CIPHER_AES_GCM_256: take(info.aes256(), EVP_aead_aes_256_gcm()); break;
+    case TLS_CIPHER_CHACHA20_POLY1305: take(info.chacha(), EVP_aead_chacha20_poly1305()); break;
     default: ADD_FAILURE() << "cipher_type " << info.header().cipher_type; return {};
   }
   EXPECT_EQ(info.header().version, TLS_1_3_VERSION);

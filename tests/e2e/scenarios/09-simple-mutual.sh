@@ -62,11 +62,11 @@ stop_server
 # credentialName (docs/policy.md): the Secrets come from the API server, read
 # by name in the client's namespace, for a rule with a workloadSelector.
 B="unix:$WORK/admin-node-b.sock"
-credential_rule() {  # credential_rule NAME [selector yaml]
+credential_rule() {  # credential_rule NAME [selector yaml] [mode, MUTUAL by default]
   {
     printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\n'
     printf 'spec:\n  host: db.legacy.svc.cluster.local\n%s  trafficPolicy:\n    tls:\n' "${2:-}"
-    printf '      mode: MUTUAL\n      sni: db.legacy.svc.cluster.local\n      credentialName: %s\n' "$1"
+    printf '      mode: %s\n      sni: db.legacy.svc.cluster.local\n      credentialName: %s\n' "${3:-MUTUAL}" "$1"
   } >"$WORK/dr.yaml"
   apply "$WORK/dr.yaml"
 }
@@ -134,14 +134,7 @@ PY
 
 # configmap:// (resource.go, sds.go): a ConfigMap's CA, for any client, with
 # or without workloadSelector; read by name like the Secrets.
-configmap_rule() {  # configmap_rule CREDENTIAL
-  {
-    printf 'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db-tls, namespace: shop}\n'
-    printf 'spec:\n  host: db.legacy.svc.cluster.local\n  trafficPolicy:\n    tls:\n'
-    printf '      mode: SIMPLE\n      sni: db.legacy.svc.cluster.local\n      credentialName: %s\n' "$1"
-  } >"$WORK/dr.yaml"
-  apply "$WORK/dr.yaml"
-}
+configmap_rule() { credential_rule "$1" "" SIMPLE; }  # configmap_rule CREDENTIAL: no selector
 log "SIMPLE with a configmap:// CA, in a rule without workloadSelector: the ConfigMap read by name"
 kubectl_admin create configmap -n shop db-ca --from-file=ca.crt="$WORK/ext-root.pem" >/dev/null || fail "create configmap"
 configmap_rule configmap://shop/db-ca
