@@ -187,6 +187,40 @@ TEST_F(HandoverTest, EveryStreamMovesToTheNewEngineWithoutALostByte) {
   EXPECT_EQ(next_->counters().resets, 0u);
 }
 
+// More connections than one wave (Engine::kHandoverWave per worker) and
+// than the in-flight window (HandOverOptions::in_flight): they go in waves,
+// the old side waiting for Taken between them, and every one arrives.
+TEST_F(HandoverTest, ManyConnectionsGoInWavesAndEveryOneArrives) {
+  constexpr int kIdle = 150;  // 300 connections in the old engine, with both hops
+  auto streams = openStreams(2);
+  std::vector<UniqueFd> idle;
+  auto echoes = [](int fd, char byte) {
+    char got = 0;
+    return engine::testing::writeAll(fd, &byte, 1) && ::recv(fd, &got, 1, MSG_WAITALL) == 1 && got == byte;
+  };
+  for (int i = 0; i < kIdle; ++i) {
+    idle.push_back(engine::testing::connectTcp(port_));
+    engine::testing::setRecvTimeout(idle.back().get(), 5000);
+    ASSERT_TRUE(echoes(idle.back().get(), 'a')) << "connection " << i;
+  }
+  auto receiver = HandoverReceiver::start(path_, *next_, [] { return std::nullopt; }, {});
+  ASSERT_TRUE(receiver) << receiver.error().describe();
+  Result<HandoverReport> report =
+      handOverTo(path_, *old_, HandOverOptions{.agent_version = "test", .in_flight = 16}, {});
+  ASSERT_TRUE(report) << report.error().describe();
+  const size_t total = 2 * (kIdle + 2);
+  EXPECT_EQ(report->handed, total);
+  EXPECT_EQ(report->stayed + report->returned, 0u);
+  EXPECT_EQ(report->held_ms.size(), total);
+  EXPECT_TRUE(waitFor([&] { return (*receiver)->adopted() == total; }));
+  EXPECT_TRUE(waitFor([&] { return old_->counters().active == 0; }));
+  old_.reset();
+  for (int i = 0; i < kIdle; ++i) EXPECT_TRUE(echoes(idle[i].get(), 'b')) << "connection " << i;
+  EXPECT_TRUE(stillFlowing(streams));
+  for (auto& s : streams) EXPECT_TRUE(s->finish());
+  EXPECT_EQ(next_->counters().resets, 0u);
+}
+
 TEST_F(HandoverTest, NothingIsOfferedWithoutANewerAgentThatIsReady) {
   auto streams = openStreams(1);
   // No socket at all.
