@@ -38,6 +38,7 @@ class Validator {
     services();
     namespaces();
     controlPlanes();
+    trustDomains();
     authorizationPolicies();
     unappliedFields();
     duplicates();
@@ -496,6 +497,29 @@ class Validator {
       for (const auto& t : takers) list += (list.empty() ? "" : ", ") + t;
       add("ML029", ns.meta.ref, "discovered by the control planes of " + list + ": the first, " + takers.front() +
                                     ", governs it; make their discoverySelectors (or member rolls) disjoint");
+    }
+  }
+
+  // The agent has one identity per node: the primary mesh's trust domain and
+  // CA. A namespace with served pods that another mesh governs, with another
+  // trust domain, is decided with that domain (secure naming) but served with
+  // the primary's: its peers expect identities it cannot present.
+  void trustDomains() {
+    const std::string& primary = ix_.mesh().trust_domain;
+    std::map<std::string, std::size_t> served;  // namespace -> served pods
+    for (const auto& pod : st_.pods) {
+      if (!pod.terminated && ix_.served(pod)) ++served[pod.ns()];
+    }
+    for (const auto& ns : st_.namespaces) {
+      auto it = served.find(ns.meta.ref.name);
+      if (it == served.end()) continue;
+      const MeshSettings& mesh = ix_.meshFor(ns.meta.ref.name);
+      if (mesh.control_namespace.empty() || mesh.trust_domain == primary) continue;
+      add("ML031", ns.meta.ref,
+          std::to_string(it->second) + " served pod(s) governed by the control plane of " + mesh.control_namespace +
+              ", whose trust domain is " + mesh.trust_domain + ": meshlock serves them with identities of the primary "
+              "mesh's trust domain " + primary + " (one identity and CA per node), so peers that expect " +
+              mesh.trust_domain + " refuse them");
     }
   }
 

@@ -244,6 +244,20 @@ metadata: {name: b}
 spec: {namespace: istio-b, values: {meshConfig: {discoverySelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}}}
 )",
      "ML029 Namespace/shop"},
+    {"ML031_ServedUnderAnotherTrustDomain", R"(
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: a, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {namespace: istio-a, values: {meshConfig: {discoverySelectors: [{matchLabels: {mesh: a}}]}}}
+---
+apiVersion: sailoperator.io/v1
+kind: Istio
+metadata: {name: b, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  namespace: istio-b
+  values: {meshConfig: {trustDomain: other.example, discoverySelectors: [{matchLabels: {meshlock.io/mtls: enabled}}]}}
+)",
+     "ML031 Namespace/shop"},
     {"ML017_PodWithoutNamespace", R"(
 apiVersion: v1
 kind: Pod
