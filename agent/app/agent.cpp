@@ -442,6 +442,14 @@ Status Agent::Parts::servePod(const PolicyRef& policy, const config::Pod& pod) {
   const bool fail_closed = spec->inbound_fail_closed;
   auto id = identity::SpiffeId::forServiceAccount(identities->trustDomain(), pod.ns(), pod.service_account);
   if (!id) return std::unexpected(id.error().context("pod " + name));
+  // One identity per node (validate ML031): a pod another mesh governs keeps
+  // the primary's trust domain, which that mesh's peers refuse.
+  if (const policy::MeshSettings& mesh = policy->meshFor(pod.ns());
+      !mesh.control_namespace.empty() && mesh.trust_domain != identities->trustDomain().name()) {
+    spdlog::warn("pod {}: its control plane ({}) has trust domain {}, but this agent serves every pod as {} "
+                 "(one identity and CA per node): peers that expect {} will refuse it",
+                 name, mesh.control_namespace, mesh.trust_domain, id->uri(), mesh.trust_domain);
+  }
 
   if (auto acquired = identities->acquire(*id); !acquired)
     return std::unexpected(acquired.error().context("pod " + name));
