@@ -91,7 +91,9 @@ MeshlockMetrics::MeshlockMetrics(MetricsRegistry& registry)
       config_source_last_sync_age(registry.gauge("meshlock_config_source_last_sync_age_seconds",
                                                  "Seconds since the cluster state was last known current")),
       config_source_watch_events(registry.counter("meshlock_config_source_watch_events_total",
-                                                  "Kubernetes watch events by kind and type", {"kind", "type"})),
+                                                  "Kubernetes watch events by kind and type; for the kinds secrets.referenced "
+                                                  "and configmaps.referenced, reads by name (GET) and access reviews (REVIEW)",
+                                                  {"kind", "type"})),
       config_source_relists(registry.counter("meshlock_config_source_relists_total",
                                              "Kubernetes lists after the first (410 Gone), by kind", {"kind"})),
       config_source_reconnects(registry.counter("meshlock_config_source_reconnects_total",
