@@ -13,8 +13,11 @@ bytes=${SENDZC_BYTES:-2000000000}
 tag="mlzc$$"
 a="${tag}a" b="${tag}b"
 sink_pid=""
-cleanup() {
-  [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
+cleanup() {  # never stops early: the namespaces go whatever the sink's status
+  if [ -n "$sink_pid" ]; then
+    kill "$sink_pid" 2>/dev/null || true
+    wait "$sink_pid" 2>/dev/null || true
+  fi
   ip netns del "$a" 2>/dev/null || true
   ip netns del "$b" 2>/dev/null || true
 }
