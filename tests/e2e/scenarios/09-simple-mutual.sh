@@ -72,6 +72,9 @@ credential_rule() {  # credential_rule NAME [selector yaml] [mode, MUTUAL by def
 }
 SELECTOR='  workloadSelector: {matchLabels: {app: client}}
 '
+referenced() {  # referenced KIND: how many objects node-b's agent holds of a kind it reads by name
+  agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == '$1'][0]['objects']"
+}
 refused_has() {  # refused_has TEXT: node-b's refused list names TEXT (within 4 s)
   for _ in $(seq 20); do
     "$CTL" refused --admin "$B" -o json >"$WORK/refused.json" 2>/dev/null && grep -q "$1" "$WORK/refused.json" && return 0
@@ -111,7 +114,7 @@ server -Verify 1 -CAfile "$WORK/ext-root.pem"
 code=$(fetch)
 [ "$code" = 200 ] || fail "MUTUAL from a generic Secret failed ($code): $(tail -3 "$WORK/s_server.log")"
 stop_server
-held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'secrets.referenced'][0]['objects']")
+held=$(referenced secrets.referenced)
 [ "$held" = 2 ] || fail "node-b's agent holds $held referenced Secrets, expected 2 (db-client, db-client-cacert)"
 
 log "a Secret that does not exist: refused, and the reason names it"
@@ -142,7 +145,7 @@ server
 code=$(fetch)
 [ "$code" = 200 ] || fail "SIMPLE from a ConfigMap's CA failed ($code): $(tail -3 "$WORK/s_server.log")"
 stop_server
-held=$(agent_status node-b "[k for k in s['source']['kinds'] if k['name'] == 'configmaps.referenced'][0]['objects']")
+held=$(referenced configmaps.referenced)
 [ "$held" = 1 ] || fail "node-b's agent holds $held referenced ConfigMaps, expected 1 (shop/db-ca)"
 
 log "a ConfigMap with another CA: the server is refused"
