@@ -39,7 +39,8 @@ class KtlsCryptoInfo {
   // What setsockopt(SOL_TLS, TLS_TX or TLS_RX) takes.
   [[nodiscard]] const void* data() const { return &info_; }
   [[nodiscard]] socklen_t size() const { return size_; }
-  [[nodiscard]] const tls_crypto_info& header() const { return info_.header; }
+  // Every member starts with it (a common initial sequence: any may read it).
+  [[nodiscard]] const tls_crypto_info& header() const { return info_.aes128.info; }
   [[nodiscard]] const tls12_crypto_info_aes_gcm_128& aes128() const { return info_.aes128; }
   [[nodiscard]] const tls12_crypto_info_aes_gcm_256& aes256() const { return info_.aes256; }
   [[nodiscard]] const tls12_crypto_info_chacha20_poly1305& chacha() const { return info_.chacha; }
@@ -47,7 +48,6 @@ class KtlsCryptoInfo {
  private:
   friend Result<KtlsCryptoInfo> ktlsCryptoInfo(uint16_t, std::span<const uint8_t>, uint64_t);
   union Info {
-    tls_crypto_info header;
     tls12_crypto_info_aes_gcm_128 aes128;
     tls12_crypto_info_aes_gcm_256 aes256;
     tls12_crypto_info_chacha20_poly1305 chacha;
