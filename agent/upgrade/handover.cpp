@@ -21,8 +21,12 @@
 namespace meshlock::upgrade {
 namespace {
 
-
 using namespace std::chrono_literals;
+
+// Milliseconds since a wall-clock stamp of the other process (never negative).
+double msSince(std::chrono::system_clock::time_point at) {
+  return std::max(0.0, std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - at).count());
+}
 
 // A decoded packet of the expected kind, within `timeout`.
 template <typename T>
@@ -100,8 +104,7 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     }
     const uint64_t id = next_id++;
     if (connection.quiesced_at.time_since_epoch().count() > 0) {
-      report.held_ms.push_back(std::max(
-          0.0, std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - connection.quiesced_at).count()));
+      report.held_ms.push_back(msSince(connection.quiesced_at));
     }
     const std::string packet = encodeConnection(id, connection);
     if (packet.size() > channel->maxPacket()) {  // more queued than the socket takes at once: it stays
@@ -123,7 +126,7 @@ Result<HandoverReport> handOverTo(const std::filesystem::path& path, engine::Eng
     // connection stops being read only when the engine's next wave starts,
     // which is after this returns, so its pause is its own wave's crossing,
     // not a queue of every connection before it (docs/upgrade.md).
-    while (!broken && offered.size() >= options.in_flight) {
+    while (!broken && offered.size() >= std::max<size_t>(options.in_flight, 1)) {
       const size_t before = offered.size();
       if (Status replies = takeReplies(options.reply); !replies) {
         broken = replies.error();
@@ -271,9 +274,9 @@ void HandoverReceiver::serve(UniqueFd fd) {
     std::function<void()> relaying;
     if (quiesced_at.time_since_epoch().count() > 0) {
       relaying = [pauses, quiesced_at] {
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now() - quiesced_at).count();
+        const double ms = msSince(quiesced_at);
         std::lock_guard lock(pauses->mutex);
-        pauses->ms.push_back(std::max(0.0, ms));
+        pauses->ms.push_back(ms);
         pauses->changed.notify_all();
       };
     }
